@@ -1,0 +1,84 @@
+/* cli.h: what the commands of `cairn` share. The command is a thin face over
+ * libcairn: it parses arguments, calls the public API and prints. */
+#ifndef CAIRN_CLI_H
+#define CAIRN_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+#include <cairn/cairn.h>
+
+/* Exit codes, documented in `cairn --help`. */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAIL = 1,     /* the operation failed; the message says why */
+    EXIT_USAGE = 2,    /* bad command line */
+    EXIT_PROBLEMS = 3, /* fsck found problems it did not repair */
+};
+
+typedef struct cli {
+    const char *state_path; /* -C DIR, CAIRN_STATE, or "." */
+    bool json;
+    bool quiet;
+    bool tty;               /* stderr is a terminal: draw progress */
+    const char *cmd;        /* "blob put", for messages */
+} cli;
+
+typedef struct cli_command {
+    const char *name;  /* "init", "blob put" */
+    int (*run)(cli *c, int argc, char **argv);
+    const char *args;  /* usage after the name */
+    const char *help;  /* one line */
+} cli_command;
+
+/* Options every command accepts: --json, --help, -C/--state. */
+#define CLI_COMMON_LONGOPTS                                                                        \
+    {"json", no_argument, NULL, 'J'}, {"help", no_argument, NULL, 'h'},                            \
+        {"state", required_argument, NULL, 'C'}, {"quiet", no_argument, NULL, 'q'}
+#define CLI_COMMON_SHORTOPTS "hC:q"
+
+/* Handle a common option; returns 1 when handled, -1 after printing help
+ * (the caller returns EXIT_OK), 0 when not a common option. */
+int cli_common_opt(cli *c, int opt, const char *arg);
+/* Print the usage of the current command (to stdout for --help). */
+void cli_usage(cli *c, FILE *f);
+/* Report a usage error and return EXIT_USAGE. */
+int cli_usage_error(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Report a failure ("cairn: message") and return EXIT_FAIL. */
+int cli_fail(cli *c, const cairn_error *err);
+int cli_failf(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Open the selected state (flags: CAIRN_OPEN_*); prints the error itself. */
+int cli_open(cli *c, unsigned flags, cairn_state **out);
+
+/* Print a JSON value to stdout, then free it. */
+void cli_json_print(json_t *v);
+
+/* Progress: a bar on stderr when it is a terminal, nothing otherwise. */
+typedef struct cli_progress {
+    cli *c;
+    const char *label;
+    bool bytes;
+    int64_t last_ns;
+    bool drawn;
+} cli_progress;
+void cli_progress_init(cli_progress *p, cli *c, const char *label, bool bytes);
+void cli_progress_cb(void *ud, uint64_t done, uint64_t total);
+void cli_progress_done(cli_progress *p);
+
+/* Sizes: "10GB", "512MiB", "1.5G", "1024"; percentages ("10%") of `fs_total`
+ * when it is non-zero. Returns 0 or -EINVAL. */
+int cli_parse_size(const char *s, uint64_t fs_total, uint64_t *out);
+/* Durations: "30s", "15m", "48h", "7d", "1w"; plain numbers are seconds. */
+int cli_parse_duration(const char *s, int64_t *out);
+/* Human size into buf ("1.5 GiB"). */
+const char *cli_human(uint64_t bytes, char *buf, size_t size);
+
+/* Command tables of each file, NULL-name terminated. */
+extern const cli_command cli_state_commands[];
+extern const cli_command cli_blob_commands[];
+
+#endif

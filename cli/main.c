@@ -1,0 +1,242 @@
+/* main.c: the `cairn` command: global options and dispatch. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const cli_command *const tables[] = {
+    cli_state_commands,
+    cli_blob_commands,
+};
+
+static const cli_command *current;
+
+static void help(FILE *f)
+{
+    fprintf(f,
+            "usage: cairn [-C DIR] COMMAND [ARGS...]\n"
+            "\n"
+            "Keep a container build engine's cache state in a directory that can be\n"
+            "snapshotted, stacked, merged, shipped and pruned.\n"
+            "\n"
+            "Options:\n"
+            "  -C, --state DIR  the state directory (default: $CAIRN_STATE, else .)\n"
+            "      --json       machine-readable output, where a command prints any\n"
+            "  -q, --quiet      no progress, fewer messages\n"
+            "  -h, --help       this help; 'cairn COMMAND --help' for a command's\n"
+            "      --version    the version\n"
+            "\n"
+            "Commands:\n");
+    for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+        for (const cli_command *c = tables[t]; c->name; c++)
+            fprintf(f, "  %-22s %s\n", c->name, c->help);
+    fprintf(f, "\n"
+               "Exit status: 0 success, 1 failure (the message names the object and the\n"
+               "cause), 2 bad command line, 3 fsck found problems it did not repair.\n");
+}
+
+int cli_common_opt(cli *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'J':
+        c->json = true;
+        return 1;
+    case 'q':
+        c->quiet = true;
+        return 1;
+    case 'C':
+        c->state_path = arg;
+        return 1;
+    case 'h':
+        cli_usage(c, stdout);
+        return -1;
+    default:
+        return 0;
+    }
+}
+
+void cli_usage(cli *c, FILE *f)
+{
+    if (!current) {
+        help(f);
+        return;
+    }
+    fprintf(f, "usage: cairn %s %s\n\n%s\n", current->name, current->args, current->help);
+    fprintf(f, "\nCommon options: -C/--state DIR, --json, -q/--quiet, -h/--help\n");
+}
+
+int cli_usage_error(cli *c, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "cairn %s: ", c->cmd ? c->cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'cairn %s --help'.\n", c->cmd ? c->cmd : "");
+    return EXIT_USAGE;
+}
+
+int cli_fail(cli *c, const cairn_error *err)
+{
+    fprintf(stderr, "cairn %s: %s\n", c->cmd ? c->cmd : "",
+            err->message[0] ? err->message : cairn_strerror(err->code));
+    return EXIT_FAIL;
+}
+
+int cli_failf(cli *c, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "cairn %s: ", c->cmd ? c->cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EXIT_FAIL;
+}
+
+int cli_open(cli *c, unsigned flags, cairn_state **out)
+{
+    cairn_error err = {0};
+    if (cairn_state_open(out, c->state_path, flags, &err) < 0)
+        return cli_fail(c, &err);
+    return EXIT_OK;
+}
+
+void cli_json_print(json_t *v)
+{
+    json_dumpf(v, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+    fputc('\n', stdout);
+    json_decref(v);
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void cli_progress_init(cli_progress *p, cli *c, const char *label, bool bytes)
+{
+    memset(p, 0, sizeof(*p));
+    p->c = c;
+    p->label = label;
+    p->bytes = bytes;
+}
+
+void cli_progress_cb(void *ud, uint64_t done, uint64_t total)
+{
+    cli_progress *p = ud;
+    if (!p->c->tty || p->c->quiet)
+        return;
+    int64_t now = mono_ns();
+    if (p->drawn && now - p->last_ns < 100000000 && done != total)
+        return;
+    p->last_ns = now;
+    p->drawn = true;
+    char a[32], b[32];
+    if (p->bytes) {
+        cli_human(done, a, sizeof(a));
+        cli_human(total, b, sizeof(b));
+    } else {
+        snprintf(a, sizeof(a), "%llu", (unsigned long long)done);
+        snprintf(b, sizeof(b), "%llu", (unsigned long long)total);
+    }
+    if (total) {
+        int width = 30, fill = (int)(done * (uint64_t)width / (total ? total : 1));
+        if (fill > width)
+            fill = width;
+        fprintf(stderr, "\r%s [%.*s%*s] %3d%% %s/%s ", p->label, fill,
+                "##############################", width - fill, "",
+                (int)(done * 100 / total), a, b);
+    } else {
+        fprintf(stderr, "\r%s %s ", p->label, a);
+    }
+    fflush(stderr);
+}
+
+void cli_progress_done(cli_progress *p)
+{
+    if (p->drawn)
+        fprintf(stderr, "\r\033[K");
+}
+
+int main(int argc, char **argv)
+{
+    cli c = {0};
+    c.state_path = getenv("CAIRN_STATE");
+    if (!c.state_path || !*c.state_path)
+        c.state_path = ".";
+    c.tty = isatty(2);
+
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+" CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (opt == 'V') {
+            printf("cairn %s\n", CAIRN_VERSION_STRING);
+            return EXIT_OK;
+        }
+        int h = cli_common_opt(&c, opt, optarg);
+        if (h < 0)
+            return EXIT_OK;
+        if (h == 0) {
+            fprintf(stderr, "Try 'cairn --help'.\n");
+            return EXIT_USAGE;
+        }
+    }
+    argc -= optind;
+    argv += optind;
+    if (argc == 0) {
+        help(stderr);
+        return EXIT_USAGE;
+    }
+    /* Longest match: "blob put" before "blob". */
+    const cli_command *best = NULL;
+    int words = 0;
+    for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+        for (const cli_command *cmd = tables[t]; cmd->name; cmd++) {
+            const char *sp = strchr(cmd->name, ' ');
+            if (sp) {
+                size_t n = (size_t)(sp - cmd->name);
+                if (argc >= 2 && strlen(argv[0]) == n && !strncmp(argv[0], cmd->name, n) &&
+                    !strcmp(argv[1], sp + 1)) {
+                    best = cmd;
+                    words = 2;
+                }
+            } else if (!strcmp(argv[0], cmd->name) && words < 2) {
+                best = cmd;
+                words = 1;
+            }
+        }
+    }
+    if (!best) {
+        /* A group name alone ("cairn blob"): list its commands. */
+        bool group = false;
+        for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+            for (const cli_command *cmd = tables[t]; cmd->name; cmd++) {
+                size_t n = strlen(argv[0]);
+                if (!strncmp(cmd->name, argv[0], n) && cmd->name[n] == ' ') {
+                    if (!group)
+                        fprintf(stderr, "usage:\n");
+                    group = true;
+                    fprintf(stderr, "  cairn %s %s\n", cmd->name, cmd->args);
+                }
+            }
+        if (!group)
+            fprintf(stderr, "cairn: '%s' is not a command. See 'cairn --help'.\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    current = best;
+    c.cmd = best->name;
+    /* The command sees its own name as argv[0]. */
+    argc -= words - 1;
+    argv += words - 1;
+    optind = 0; /* GNU getopt: a full re-initialisation, permuting again */
+    return best->run(&c, argc, argv);
+}

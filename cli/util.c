@@ -1,0 +1,93 @@
+/* util.c: parsing and formatting of sizes and durations for the command. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int cli_parse_size(const char *s, uint64_t fs_total, uint64_t *out)
+{
+    if (!s || !*s)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0 || !isfinite(v))
+        return -EINVAL;
+    while (*end == ' ')
+        end++;
+    double mult = 1;
+    if (*end == '%') {
+        if (!fs_total || end[1] || v > 100)
+            return -EINVAL;
+        *out = (uint64_t)(v / 100.0 * (double)fs_total);
+        return 0;
+    }
+    static const struct {
+        const char *suffix;
+        double mult;
+    } units[] = {
+        {"", 1},       {"b", 1},         {"k", 1e3},    {"kb", 1e3},    {"kib", 1024.0},
+        {"m", 1e6},    {"mb", 1e6},      {"mib", 1048576.0},           {"g", 1e9},
+        {"gb", 1e9},   {"gib", 1073741824.0},           {"t", 1e12},   {"tb", 1e12},
+        {"tib", 1099511627776.0},
+    };
+    bool found = false;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (!strcasecmp(end, units[i].suffix)) {
+            mult = units[i].mult;
+            found = true;
+            break;
+        }
+    if (!found)
+        return -EINVAL;
+    double bytes = v * mult;
+    if (bytes > 1.8e19)
+        return -EINVAL;
+    *out = (uint64_t)bytes;
+    return 0;
+}
+
+int cli_parse_duration(const char *s, int64_t *out)
+{
+    if (!s || !*s)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0 || !isfinite(v))
+        return -EINVAL;
+    double mult;
+    if (!*end || !strcmp(end, "s"))
+        mult = 1;
+    else if (!strcmp(end, "m"))
+        mult = 60;
+    else if (!strcmp(end, "h"))
+        mult = 3600;
+    else if (!strcmp(end, "d"))
+        mult = 86400;
+    else if (!strcmp(end, "w"))
+        mult = 604800;
+    else
+        return -EINVAL;
+    *out = (int64_t)(v * mult);
+    return 0;
+}
+
+const char *cli_human(uint64_t bytes, char *buf, size_t size)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)bytes;
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < sizeof(unit) / sizeof(unit[0])) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, size, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(buf, size, "%.1f %s", v, unit[u]);
+    return buf;
+}

@@ -1,0 +1,12 @@
+/* cairn/cairn.h: the whole public API of libcairn. */
+#ifndef CAIRN_CAIRN_H
+#define CAIRN_CAIRN_H
+
+#include <cairn/error.h>
+#include <cairn/state.h>
+#include <cairn/store.h>
+#include <cairn/fsck.h>
+
+#define CAIRN_VERSION_STRING "0.1.0"
+
+#endif

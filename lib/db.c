@@ -1,0 +1,333 @@
+/* db.c: the metadata database of a state.
+ *
+ * One SQLite file per state, db/<state-id>.sqlite, in WAL mode while the
+ * state is live and in rollback mode (a single self-contained file) once it
+ * is frozen. Lowers are opened with immutable=1: SQLite takes no lock and
+ * writes nothing, so a lower can sit on a read-only filesystem or an
+ * overlayfs lower layer without being copied up.
+ *
+ * The schema version is PRAGMA user_version. Migrations only go forward:
+ * migration i turns version i into i + 1, all in one transaction. A database
+ * whose version is newer than CAIRN_SCHEMA_VERSION is refused.
+ *
+ * Merge rules (docs/DESIGN.md): every table is a set or a register whose
+ * union is well defined, so rows can be copied between databases by
+ * INSERT ... ON CONFLICT DO UPDATE with a commutative resolution (min of
+ * creation times, max of use times and counts, newest wins for registers).
+ */
+#include "cairn-private.h"
+
+static const char *const migrations[] = {
+    /* 0 -> 1 */
+    "CREATE TABLE meta ("
+    "  key TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL) WITHOUT ROWID;"
+    /* blobs: union; created = min, media_type = max (a deterministic pick) */
+    "CREATE TABLE blobs ("
+    "  digest TEXT PRIMARY KEY,"
+    "  size INTEGER NOT NULL,"
+    "  media_type TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX blobs_media_type ON blobs(media_type);"
+    /* labels: last-writer-wins register per (digest, key); value NULL clears */
+    "CREATE TABLE blob_labels ("
+    "  digest TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  value TEXT,"
+    "  updated INTEGER NOT NULL,"
+    "  PRIMARY KEY (digest, key)) WITHOUT ROWID;"
+    /* committed snapshots, named by chain id: union, created = min */
+    "CREATE TABLE snapshots ("
+    "  chain_id TEXT PRIMARY KEY,"
+    "  parent TEXT,"
+    "  diff_id TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX snapshots_parent ON snapshots(parent);"
+    /* active snapshots and views: local, never merged */
+    "CREATE TABLE active ("
+    "  id TEXT PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  parent TEXT,"
+    "  label TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    /* images: name -> manifest, last-writer-wins register */
+    "CREATE TABLE images ("
+    "  name TEXT PRIMARY KEY,"
+    "  manifest TEXT NOT NULL,"
+    "  config TEXT NOT NULL DEFAULT '',"
+    "  top TEXT NOT NULL DEFAULT '',"
+    "  updated INTEGER NOT NULL) WITHOUT ROWID;"
+    /* cache results: union of (key, result) */
+    "CREATE TABLE cache_results ("
+    "  key TEXT NOT NULL,"
+    "  result TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  PRIMARY KEY (key, result)) WITHOUT ROWID;"
+    "CREATE INDEX cache_results_result ON cache_results(result);"
+    /* cache links: union */
+    "CREATE TABLE cache_links ("
+    "  parent TEXT NOT NULL,"
+    "  input INTEGER NOT NULL,"
+    "  output INTEGER NOT NULL,"
+    "  op TEXT NOT NULL,"
+    "  selector TEXT NOT NULL,"
+    "  child TEXT NOT NULL,"
+    "  PRIMARY KEY (parent, input, output, op, selector, child)) WITHOUT ROWID;"
+    "CREATE INDEX cache_links_child ON cache_links(child);"
+    /* usage per object and per state: max of times, counts per state */
+    "CREATE TABLE usage ("
+    "  object TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  last_used INTEGER NOT NULL,"
+    "  hits INTEGER NOT NULL,"
+    "  PRIMARY KEY (object, state)) WITHOUT ROWID;"
+    /* volumes: union of versions; current = newest (created, version) */
+    "CREATE TABLE volume_versions ("
+    "  name TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  PRIMARY KEY (name, version)) WITHOUT ROWID;"
+    /* leases: local, never merged */
+    "CREATE TABLE leases ("
+    "  id TEXT PRIMARY KEY,"
+    "  created INTEGER NOT NULL,"
+    "  expires INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE lease_resources ("
+    "  lease TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,"
+    "  kind TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  PRIMARY KEY (lease, kind, name)) WITHOUT ROWID;",
+};
+
+int cairn__db_schema(sqlite3 *db)
+{
+    sqlite3_stmt *s = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+static int exec_db(sqlite3 *db, const char *sql, cairn_error *err)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    sqlite3_free(msg);
+    if (rc != SQLITE_OK)
+        return cairn__err_db(err, db, rc, NULL);
+    return 0;
+}
+
+int cairn__db_migrate(sqlite3 *db, const char *path, cairn_error *err)
+{
+    int r = exec_db(db, "BEGIN IMMEDIATE", err);
+    if (r < 0)
+        return r;
+    int v = cairn__db_schema(db);
+    if (v < 0) {
+        r = cairn__err_db(err, db, sqlite3_errcode(db), "reading the schema version");
+        goto fail;
+    }
+    if (v > CAIRN_SCHEMA_VERSION) {
+        r = cairn__err(err, CAIRN_E_NEWER,
+                       "%s: schema version %d is newer than this cairn's %d; upgrade cairn", path,
+                       v, CAIRN_SCHEMA_VERSION);
+        goto fail;
+    }
+    for (int i = v; i < CAIRN_SCHEMA_VERSION; i++) {
+        r = exec_db(db, migrations[i], err);
+        if (r < 0)
+            goto fail;
+    }
+    if (v < CAIRN_SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", CAIRN_SCHEMA_VERSION);
+        r = exec_db(db, sql, err);
+        if (r < 0)
+            goto fail;
+    }
+    return exec_db(db, "COMMIT", err);
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
+{
+    sqlite3 *db = NULL;
+    int rc;
+    bool writable = mode == CAIRN__DB_RW;
+    if (writable) {
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    } else {
+        size_t n = strlen(path);
+        _cleanup_free_ char *u = malloc(n * 3 + 64);
+        if (!u)
+            return cairn__err(err, -ENOMEM, "%s: out of memory", path);
+        char *o = stpcpy(u, "file:");
+        for (const char *p = path; *p; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (c == '%' || c == '?' || c == '#' || c < 32 || c >= 127)
+                o += sprintf(o, "%%%02X", c);
+            else
+                *o++ = (char)c;
+        }
+        /* A live state read by another process: read-only, with locks. A
+         * frozen one: immutable, no locks, nothing written beside it. */
+        strcpy(o, mode == CAIRN__DB_IMMUTABLE ? "?mode=ro&immutable=1" : "?mode=ro");
+        rc = sqlite3_open_v2(u, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    }
+    if (rc != SQLITE_OK) {
+        int r = cairn__err_db(err, db, rc, "open");
+        if (!db || (rc & 0xff) == SQLITE_CANTOPEN)
+            r = cairn__err(err, -ENOENT, "%s: cannot open the database", path);
+        sqlite3_close(db);
+        return r;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    if (writable) {
+        sqlite3_busy_timeout(db, 60000);
+        /* Check it is a database before switching modes: a corrupt or foreign
+         * file must fail here, unchanged. */
+        int r = cairn__db_schema(db);
+        if (r < 0) {
+            r = cairn__err(err, CAIRN_E_CORRUPT, "%s: not a cairn database (%s)", path,
+                           sqlite3_errmsg(db));
+            sqlite3_close(db);
+            return r;
+        }
+        if (r > CAIRN_SCHEMA_VERSION) {
+            sqlite3_close(db);
+            return cairn__err(err, CAIRN_E_NEWER,
+                              "%s: schema version %d is newer than this cairn's %d; upgrade cairn",
+                              path, r, CAIRN_SCHEMA_VERSION);
+        }
+        r = exec_db(db,
+                    "PRAGMA journal_mode = WAL;"
+                    "PRAGMA synchronous = FULL;"
+                    "PRAGMA foreign_keys = ON;"
+                    "PRAGMA cache_size = -16384;",
+                    err);
+        if (r < 0) {
+            sqlite3_close(db);
+            return r;
+        }
+    } else {
+        int v = cairn__db_schema(db);
+        if (v < 0) {
+            int r = cairn__err(err, CAIRN_E_CORRUPT, "%s: not a cairn database (%s)", path,
+                               sqlite3_errmsg(db));
+            sqlite3_close(db);
+            return r;
+        }
+        if (v > CAIRN_SCHEMA_VERSION) {
+            sqlite3_close(db);
+            return cairn__err(err, CAIRN_E_NEWER,
+                              "%s: schema version %d is newer than this cairn's %d; upgrade cairn",
+                              path, v, CAIRN_SCHEMA_VERSION);
+        }
+        if (v < CAIRN_SCHEMA_VERSION) {
+            sqlite3_close(db);
+            return cairn__err(err, CAIRN_E_FORMAT,
+                              "%s: schema version %d is older than %d and the database is "
+                              "read-only; open its state writable once to migrate it",
+                              path, v, CAIRN_SCHEMA_VERSION);
+        }
+    }
+    *out = db;
+    return 0;
+}
+
+/* ---- per-layer statement cache ---------------------------------------- */
+
+sqlite3_stmt *cairn__stmt(cairn_state *st, size_t i, const char *sql, cairn_error *err)
+{
+    if (cairn__layer_open(st, i, err) < 0)
+        return NULL;
+    cairn__layer *l = &st->layers[i];
+    size_t h = ((uintptr_t)sql >> 3) % CAIRN_STMT_CACHE;
+    for (size_t k = 0; k < CAIRN_STMT_CACHE; k++) {
+        cairn__stmt_slot *slot = &l->stmts[(h + k) % CAIRN_STMT_CACHE];
+        if (slot->sql == sql) {
+            sqlite3_reset(slot->stmt);
+            sqlite3_clear_bindings(slot->stmt);
+            return slot->stmt;
+        }
+        if (!slot->sql) {
+            sqlite3_stmt *s = NULL;
+            int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
+            if (rc != SQLITE_OK) {
+                cairn__err_db(err, l->db, rc, "prepare");
+                return NULL;
+            }
+            slot->sql = sql;
+            slot->stmt = s;
+            return s;
+        }
+    }
+    /* Cache full: should not happen with the library's fixed set of queries. */
+    cairn__err(err, CAIRN_E_DB, "statement cache full");
+    return NULL;
+}
+
+int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err)
+{
+    int r = cairn__layer_open(st, i, err);
+    if (r < 0)
+        return r;
+    return exec_db(st->layers[i].db, sql, err);
+}
+
+int cairn__step_done(cairn_state *st, size_t i, sqlite3_stmt *s, cairn_error *err)
+{
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        ;
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return cairn__err_db(err, st->layers[i].db, rc, NULL);
+    return 0;
+}
+
+/* ---- transactions on the state's own database -------------------------- */
+
+int cairn__tx_begin(cairn_state *st, cairn_error *err)
+{
+    int r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    if (st->txdepth++ > 0)
+        return 0;
+    /* BEGIN IMMEDIATE takes the write lock now, so a writer never has to
+     * upgrade a read lock (which SQLite cannot wait for: SQLITE_BUSY). The
+     * busy timeout makes it wait for other writers. */
+    r = exec_db(st->layers[0].db, "BEGIN IMMEDIATE", err);
+    if (r < 0)
+        st->txdepth--;
+    return r;
+}
+
+int cairn__tx_commit(cairn_state *st, cairn_error *err)
+{
+    if (st->txdepth <= 0)
+        return cairn__err(err, -EINVAL, "commit outside a transaction");
+    if (--st->txdepth > 0)
+        return 0;
+    int r = exec_db(st->layers[0].db, "COMMIT", err);
+    if (r < 0)
+        sqlite3_exec(st->layers[0].db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+void cairn__tx_rollback(cairn_state *st)
+{
+    if (st->txdepth <= 0)
+        return;
+    st->txdepth = 0;
+    sqlite3_exec(st->layers[0].db, "ROLLBACK", NULL, NULL, NULL);
+}

@@ -1,0 +1,25 @@
+/* fsck-private.h: what the checkers of each module share (lib/fsck.c). */
+#ifndef CAIRN_FSCK_PRIVATE_H
+#define CAIRN_FSCK_PRIVATE_H
+
+#include "cairn-private.h"
+
+typedef struct cairn__fsck {
+    cairn_state *st;
+    cairn_fsck_options opts;
+    cairn_fsck_fn fn;
+    void *ud;
+    uint64_t problems;
+    uint64_t done, total; /* progress: checkers add to total as they learn it */
+} cairn__fsck;
+
+/* Report one problem. `action` is what repair did ("" or NULL for none). */
+CAIRN_INTERNAL void cairn__fsck_report(cairn__fsck *f, const char *kind, const char *name,
+                                       const char *problem, const char *action, const char *fmt,
+                                       ...) CAIRN_PRINTF(6, 7);
+CAIRN_INTERNAL void cairn__fsck_tick(cairn__fsck *f);
+/* Move dirfd/name to quarantine/<tag>.<name>.<time> (never deletes). */
+CAIRN_INTERNAL int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name,
+                                          const char *tag, cairn_error *err);
+
+#endif

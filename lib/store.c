@@ -1,0 +1,793 @@
+/* store.c: the content store (cairn/store.h).
+ *
+ * Invariant: a row in `blobs` names a file blobs/sha256/<hex> in the same
+ * state directory whose bytes hash to <hex> and whose size is the row's.
+ *
+ * Ingest, in order:
+ *   1. stage: stream the bytes into tmp/<boot-id>-blob-<random>, hashing as
+ *      they go; start writeback early (sync_file_range) so the final sync
+ *      overlaps the hashing;
+ *   2. check: compare with the expected digest and size; on mismatch the
+ *      staged file is removed and nothing else happened;
+ *   3. sync: fsync the file (one syncfs for a batch);
+ *   4. publish the file: renameat2(RENAME_NOREPLACE) into blobs/sha256/;
+ *      EEXIST means the same bytes are there already (they were synced
+ *      before they were renamed), so the staged copy is dropped;
+ *      then fsync blobs/sha256/ so the name is durable;
+ *   5. publish the row, in a transaction (one for a batch).
+ * Steps 4 and 5 hold the state lock shared, so a concurrent `blob rm` or gc
+ * (exclusive) cannot delete the file between the rename and the row.
+ * A crash at any point leaves at worst a staged file (swept at the next
+ * boot) or an unreferenced blob (reported by fsck, removed by gc).
+ */
+#include "cairn-private.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#define CHUNK (1u << 20)
+#define WRITEBACK_STEP (8u << 20)
+
+/* ---- lookups ---------------------------------------------------------- */
+
+/* The layer holding the row of `digest`, or -ENOENT. */
+static int find_layer(cairn_state *st, const char *digest, cairn_blob_info *info,
+                      cairn_error *err)
+{
+    static const char sql[] = "SELECT size, media_type, created FROM blobs WHERE digest = ?";
+    for (size_t i = 0; i < st->n_layers; i++) {
+        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
+        if (!s)
+            return err ? err->code : CAIRN_E_DB;
+        sqlite3_bind_text(s, 1, digest, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            if (info) {
+                memset(info, 0, sizeof(*info));
+                memcpy(info->digest, digest, CAIRN_DIGEST_LEN + 1);
+                info->size = (uint64_t)sqlite3_column_int64(s, 0);
+                snprintf(info->media_type, sizeof(info->media_type), "%s", cairn__col(s, 1));
+                info->created = sqlite3_column_int64(s, 2);
+                info->lower = (int)i;
+            }
+            sqlite3_reset(s);
+            return (int)i;
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return cairn__err_db(err, st->layers[i].db, rc, "blob lookup");
+    }
+    return -ENOENT;
+}
+
+int cairn_blob_exists(cairn_state *st, const char *digest, cairn_error *err)
+{
+    int r = cairn_digest_check(digest, err);
+    if (r < 0)
+        return r;
+    r = find_layer(st, digest, NULL, err);
+    if (r == -ENOENT)
+        return 0;
+    return r < 0 ? r : 1;
+}
+
+int cairn_blob_stat(cairn_state *st, const char *digest, cairn_blob_info *out, cairn_error *err)
+{
+    int r = cairn_digest_check(digest, err);
+    if (r < 0)
+        return r;
+    cairn_blob_info info;
+    r = find_layer(st, digest, &info, err);
+    if (r == -ENOENT)
+        return cairn__err(err, r, "blob %s: not found", digest);
+    if (r < 0)
+        return r;
+    *out = info;
+    return 0;
+}
+
+int cairn_blob_open(cairn_state *st, const char *digest, int verify, int *out_fd,
+                    cairn_error *err)
+{
+    int r = cairn_digest_check(digest, err);
+    if (r < 0)
+        return r;
+    cairn_blob_info info;
+    int layer = find_layer(st, digest, &info, err);
+    if (layer == -ENOENT)
+        return cairn__err(err, -ENOENT, "blob %s: not found", digest);
+    if (layer < 0)
+        return layer;
+    int bfd = cairn__layer_blobfd(st, (size_t)layer, err);
+    if (bfd < 0)
+        return bfd;
+    _cleanup_close_ int fd = openat(bfd, cairn__digest_hex(digest), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return cairn__err(err, CAIRN_E_CORRUPT,
+                              "blob %s: recorded but its file %s/blobs/sha256/%s is missing "
+                              "(run 'cairn fsck')",
+                              digest, st->layers[layer].root, cairn__digest_hex(digest));
+        return cairn__err(err, -errno, "blob %s: open: %m", digest);
+    }
+    if (verify) {
+        char got[CAIRN_DIGEST_LEN + 1];
+        int64_t n = cairn__sha256_fd(fd, got);
+        if (n < 0)
+            return cairn__err(err, (int)n, "blob %s: read: %m", digest);
+        if (strcmp(got, digest) != 0 || (uint64_t)n != info.size)
+            return cairn__err(err, CAIRN_E_CORRUPT,
+                              "blob %s: corrupt: its file %s/blobs/sha256/%s hashes to %s "
+                              "(%lld bytes, expected %llu)",
+                              digest, st->layers[layer].root, cairn__digest_hex(digest), got,
+                              (long long)n, (unsigned long long)info.size);
+        if (lseek(fd, 0, SEEK_SET) < 0)
+            return cairn__err(err, -errno, "blob %s: seek: %m", digest);
+    }
+    *out_fd = steal_fd(&fd);
+    return 0;
+}
+
+int cairn_blob_read(cairn_state *st, const char *digest, void **out_buf, size_t *out_len,
+                    cairn_error *err)
+{
+    _cleanup_close_ int fd = -1;
+    int r = cairn_blob_open(st, digest, 0, &fd, err);
+    if (r < 0)
+        return r;
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return cairn__err(err, -errno, "blob %s: stat: %m", digest);
+    size_t len = (size_t)sb.st_size;
+    _cleanup_free_ char *buf = malloc(len ? len + 1 : 1);
+    if (!buf)
+        return cairn__err(err, -ENOMEM, "blob %s: out of memory for %zu bytes", digest, len);
+    ssize_t n = cairn__read_all(fd, buf, len);
+    if (n < 0)
+        return cairn__err(err, (int)n, "blob %s: read: %m", digest);
+    char got[CAIRN_DIGEST_LEN + 1];
+    cairn__sha256_buf(buf, (size_t)n, got);
+    if ((size_t)n != len || strcmp(got, digest) != 0)
+        return cairn__err(err, CAIRN_E_CORRUPT, "blob %s: corrupt: its bytes hash to %s", digest,
+                          got);
+    buf[n] = 0; /* convenient for JSON and text blobs */
+    *out_buf = steal_pointer(&buf);
+    *out_len = (size_t)n;
+    return 0;
+}
+
+struct list_ctx {
+    const char *media_type;
+    cairn_blob_fn fn;
+    void *ud;
+};
+
+static int list_bind(void *ud, sqlite3_stmt *s)
+{
+    struct list_ctx *c = ud;
+    if (c->media_type)
+        sqlite3_bind_text(s, 1, c->media_type, -1, SQLITE_STATIC);
+    return 0;
+}
+
+static int list_row(void *ud, size_t layer, sqlite3_stmt *s)
+{
+    struct list_ctx *c = ud;
+    cairn_blob_info info = {0};
+    snprintf(info.digest, sizeof(info.digest), "%s", cairn__col(s, 0));
+    info.size = (uint64_t)sqlite3_column_int64(s, 1);
+    snprintf(info.media_type, sizeof(info.media_type), "%s", cairn__col(s, 2));
+    info.created = sqlite3_column_int64(s, 3);
+    info.lower = (int)layer;
+    return c->fn(c->ud, &info);
+}
+
+int cairn_blob_list(cairn_state *st, const char *media_type, cairn_blob_fn fn, void *userdata,
+                    cairn_error *err)
+{
+    static const char all[] =
+        "SELECT digest, size, media_type, created FROM blobs ORDER BY digest";
+    static const char by_type[] = "SELECT digest, size, media_type, created FROM blobs "
+                                  "WHERE media_type = ? ORDER BY digest";
+    struct list_ctx c = {media_type, fn, userdata};
+    return cairn__union_walk(st, media_type ? by_type : all, list_bind, list_row, &c, err);
+}
+
+/* ---- staging ---------------------------------------------------------- */
+
+typedef struct staged {
+    char tmpname[96];
+    char digest[CAIRN_DIGEST_LEN + 1];
+    uint64_t size;
+    char *media_type;
+    char **labels;
+    bool present; /* already in the state: nothing to publish but labels */
+} staged;
+
+static void staged_clear(staged *s)
+{
+    free(s->media_type);
+    if (s->labels)
+        for (char **l = s->labels; *l; l++)
+            free(*l);
+    free(s->labels);
+    memset(s, 0, sizeof(*s));
+}
+
+struct cairn_blob_writer {
+    cairn_state *st;
+    int fd;
+    cairn__sha256 *h;
+    uint64_t size;
+    uint64_t wb_from; /* writeback started up to here */
+    char expected[CAIRN_DIGEST_LEN + 1];
+    int64_t expected_size;
+    int failed;       /* an earlier write failed: commit refuses */
+    staged s;
+};
+
+static int check_label(const char *l, cairn_error *err)
+{
+    const char *eq = strchr(l, '=');
+    if (!eq || eq == l)
+        return cairn__err(err, -EINVAL, "label '%.100s': expected key=value", l);
+    return 0;
+}
+
+static int opts_check(const cairn_blob_put_options *o, cairn_error *err)
+{
+    if (!o)
+        return 0;
+    if (o->version != CAIRN_BLOB_PUT_OPTIONS_VERSION)
+        return cairn__err(err, -EINVAL, "blob put: options version %u is not supported",
+                          o->version);
+    if (o->expected) {
+        int r = cairn_digest_check(o->expected, err);
+        if (r < 0)
+            return r;
+    }
+    if (o->media_type && strlen(o->media_type) > CAIRN_MEDIA_TYPE_MAX)
+        return cairn__err(err, -EINVAL, "media type longer than %d characters",
+                          CAIRN_MEDIA_TYPE_MAX);
+    if (o->labels)
+        for (const char *const *l = o->labels; *l; l++) {
+            int r = check_label(*l, err);
+            if (r < 0)
+                return r;
+        }
+    return 0;
+}
+
+int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
+                          const cairn_blob_put_options *opts, cairn_error *err)
+{
+    int r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    r = opts_check(opts, err);
+    if (r < 0)
+        return r;
+    int tfd = cairn__tmpfd(st, err);
+    if (tfd < 0)
+        return tfd;
+    cairn_blob_writer *w = calloc(1, sizeof(*w));
+    if (!w)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    w->st = st;
+    w->fd = -1;
+    w->expected_size = opts ? opts->expected_size : -1;
+    if (opts && opts->expected)
+        memcpy(w->expected, opts->expected, CAIRN_DIGEST_LEN + 1);
+    w->h = cairn__sha256_new();
+    if (!w->h) {
+        cairn_blob_writer_free(w);
+        return cairn__err(err, -ENOMEM, "out of memory");
+    }
+    if (opts && opts->media_type && !(w->s.media_type = strdup(opts->media_type))) {
+        cairn_blob_writer_free(w);
+        return cairn__err(err, -ENOMEM, "out of memory");
+    }
+    if (opts && opts->labels) {
+        size_t n = 0;
+        while (opts->labels[n])
+            n++;
+        w->s.labels = calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; w->s.labels && i < n; i++)
+            if (!(w->s.labels[i] = strdup(opts->labels[i]))) {
+                cairn_blob_writer_free(w);
+                return cairn__err(err, -ENOMEM, "out of memory");
+            }
+        if (!w->s.labels) {
+            cairn_blob_writer_free(w);
+            return cairn__err(err, -ENOMEM, "out of memory");
+        }
+    }
+    r = cairn__tmp_name(w->s.tmpname, sizeof(w->s.tmpname), "blob");
+    if (r == 0) {
+        w->fd = openat(tfd, w->s.tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+        if (w->fd < 0)
+            r = -errno;
+    }
+    if (r < 0) {
+        w->s.tmpname[0] = 0;
+        cairn_blob_writer_free(w);
+        return cairn__err(err, r, "%s/tmp: create a staging file: %m", st->path);
+    }
+    *out = w;
+    return 0;
+}
+
+int cairn_blob_writer_write(cairn_blob_writer *w, const void *buf, size_t len, cairn_error *err)
+{
+    if (w->failed)
+        return cairn__err(err, w->failed, "blob writer: an earlier write failed");
+    cairn__sha256_update(w->h, buf, len);
+    int r = cairn__write_all(w->fd, buf, len);
+    if (r < 0) {
+        w->failed = r;
+        return cairn__err(err, r, "%s/tmp/%s: write: %m", w->st->path, w->s.tmpname);
+    }
+    w->size += len;
+    /* Start writeback of what is written so far, without waiting for it:
+     * the final fsync then has little left to do. */
+    if (w->size - w->wb_from >= WRITEBACK_STEP) {
+        sync_file_range(w->fd, (off_t)w->wb_from, (off_t)(w->size - w->wb_from),
+                        SYNC_FILE_RANGE_WRITE);
+        w->wb_from = w->size;
+    }
+    return 0;
+}
+
+/* Finish the staged file: digest, checks. On success the staged entry in
+ * w->s is ready to publish (or marked present) and w->fd is still open. */
+static int writer_finish(cairn_blob_writer *w, cairn_error *err)
+{
+    if (w->failed)
+        return cairn__err(err, w->failed, "blob writer: an earlier write failed");
+    cairn__sha256_final(w->h, w->s.digest);
+    w->s.size = w->size;
+    if (w->expected_size >= 0 && w->size != (uint64_t)w->expected_size)
+        return cairn__err(err, w->size < (uint64_t)w->expected_size ? CAIRN_E_TRUNCATED
+                                                                     : CAIRN_E_MISMATCH,
+                          "blob%s%s: got %llu bytes, expected %lld; nothing was stored",
+                          w->expected[0] ? " " : "", w->expected,
+                          (unsigned long long)w->size, (long long)w->expected_size);
+    if (w->expected[0] && strcmp(w->expected, w->s.digest) != 0)
+        return cairn__err(err, CAIRN_E_MISMATCH,
+                          "blob %s: the data's digest is %s (%llu bytes); nothing was stored",
+                          w->expected, w->s.digest, (unsigned long long)w->size);
+    int r = find_layer(w->st, w->s.digest, NULL, err);
+    if (r >= 0)
+        w->s.present = true;
+    else if (r != -ENOENT)
+        return r;
+    return 0;
+}
+
+static int insert_rows(cairn_state *st, staged *s, size_t n, cairn_error *err)
+{
+    static const char ins[] = "INSERT INTO blobs(digest, size, media_type, created) "
+                              "VALUES (?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING";
+    static const char ins_label[] =
+        "INSERT INTO blob_labels(digest, key, value, updated) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(digest, key) DO UPDATE SET value = excluded.value, updated = excluded.updated";
+    int64_t now = cairn__now();
+    int added = 0;
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        if (!s[i].present) {
+            sqlite3_stmt *q = cairn__stmt(st, 0, ins, err);
+            if (!q) {
+                r = err ? err->code : CAIRN_E_DB;
+                goto fail;
+            }
+            sqlite3_bind_text(q, 1, s[i].digest, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q, 2, (sqlite3_int64)s[i].size);
+            sqlite3_bind_text(q, 3, s[i].media_type ? s[i].media_type : "", -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q, 4, now);
+            r = cairn__step_done(st, 0, q, err);
+            if (r < 0)
+                goto fail;
+            added += sqlite3_changes(st->layers[0].db) > 0;
+        }
+        if (!s[i].labels)
+            continue;
+        for (char **l = s[i].labels; *l; l++) {
+            char *eq = strchr(*l, '=');
+            sqlite3_stmt *q = cairn__stmt(st, 0, ins_label, err);
+            if (!q) {
+                r = err ? err->code : CAIRN_E_DB;
+                goto fail;
+            }
+            sqlite3_bind_text(q, 1, s[i].digest, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 2, *l, (int)(eq - *l), SQLITE_STATIC);
+            sqlite3_bind_text(q, 3, eq + 1, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q, 4, cairn__now_ns());
+            r = cairn__step_done(st, 0, q, err);
+            if (r < 0)
+                goto fail;
+        }
+    }
+    r = cairn__tx_commit(st, err);
+    if (r < 0)
+        return r;
+    return added;
+fail:
+    cairn__tx_rollback(st);
+    return r;
+}
+
+/* Rename staged files into blobs/sha256 (EEXIST: the same bytes are there). */
+static int publish_files(cairn_state *st, staged *s, size_t n, cairn_error *err)
+{
+    int tfd = cairn__tmpfd(st, err);
+    if (tfd < 0)
+        return tfd;
+    int bfd = cairn__layer_blobfd(st, 0, err);
+    if (bfd < 0)
+        return bfd;
+    bool renamed = false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i].present || !s[i].tmpname[0])
+            continue;
+        int r = cairn__rename_noreplace(tfd, s[i].tmpname, bfd, cairn__digest_hex(s[i].digest));
+        if (r == -EEXIST) {
+            unlinkat(tfd, s[i].tmpname, 0);
+        } else if (r < 0) {
+            return cairn__err(err, r, "blob %s: rename into %s/blobs/sha256: %m", s[i].digest,
+                              st->path);
+        } else {
+            renamed = true;
+        }
+        s[i].tmpname[0] = 0;
+    }
+    if (renamed && fsync(bfd) < 0)
+        return cairn__err(err, -errno, "%s/blobs/sha256: fsync: %m", st->path);
+    return 0;
+}
+
+static void unstage(cairn_state *st, staged *s)
+{
+    if (s->tmpname[0] && st->tmpfd >= 0)
+        unlinkat(st->tmpfd, s->tmpname, 0);
+    s->tmpname[0] = 0;
+}
+
+int cairn_blob_writer_commit(cairn_blob_writer *w, char *out_digest, cairn_error *err)
+{
+    cairn_state *st = w->st;
+    int r = writer_finish(w, err);
+    if (r < 0)
+        goto out;
+    if (w->s.present) {
+        unstage(st, &w->s);
+    } else if (fsync(w->fd) < 0) {
+        r = cairn__err(err, -errno, "blob %s: fsync: %m", w->s.digest);
+        goto out;
+    }
+    r = cairn__lock(st, false, err);
+    if (r < 0)
+        goto out;
+    r = publish_files(st, &w->s, 1, err);
+    if (r == 0 && (!w->s.present || w->s.labels))
+        r = insert_rows(st, &w->s, 1, err);
+    cairn__unlock(st);
+    if (r >= 0) {
+        r = 0;
+        if (out_digest)
+            memcpy(out_digest, w->s.digest, CAIRN_DIGEST_LEN + 1);
+    }
+out:
+    w->failed = r < 0 ? r : -EALREADY;
+    return r;
+}
+
+void cairn_blob_writer_free(cairn_blob_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    unstage(w->st, &w->s);
+    staged_clear(&w->s);
+    cairn__sha256_free(w->h);
+    free(w);
+}
+
+/* Stream fd into the writer in CHUNK pieces. */
+static int writer_copy_fd(cairn_blob_writer *w, int fd, cairn_error *err)
+{
+    _cleanup_free_ char *buf = malloc(CHUNK);
+    if (!buf)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    for (;;) {
+        ssize_t n = read(fd, buf, CHUNK);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return cairn__err(err, -errno, "blob put: read the input: %m");
+        }
+        if (n == 0)
+            return 0;
+        int r = cairn_blob_writer_write(w, buf, (size_t)n, err);
+        if (r < 0)
+            return r;
+    }
+}
+
+int cairn_blob_put_fd(cairn_state *st, int fd, const cairn_blob_put_options *opts,
+                      char *out_digest, cairn_error *err)
+{
+    cairn_blob_writer *w = NULL;
+    int r = cairn_blob_writer_new(&w, st, opts, err);
+    if (r < 0)
+        return r;
+    r = writer_copy_fd(w, fd, err);
+    if (r == 0)
+        r = cairn_blob_writer_commit(w, out_digest, err);
+    cairn_blob_writer_free(w);
+    return r;
+}
+
+int cairn_blob_put_buf(cairn_state *st, const void *buf, size_t len,
+                       const cairn_blob_put_options *opts, char *out_digest, cairn_error *err)
+{
+    cairn_blob_writer *w = NULL;
+    int r = cairn_blob_writer_new(&w, st, opts, err);
+    if (r < 0)
+        return r;
+    r = cairn_blob_writer_write(w, buf, len, err);
+    if (r == 0)
+        r = cairn_blob_writer_commit(w, out_digest, err);
+    cairn_blob_writer_free(w);
+    return r;
+}
+
+/* ---- batches ---------------------------------------------------------- */
+
+struct cairn_blob_batch {
+    cairn_state *st;
+    staged *items;
+    size_t n, cap;
+};
+
+int cairn_blob_batch_new(cairn_blob_batch **out, cairn_state *st, cairn_error *err)
+{
+    int r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    cairn_blob_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    b->st = st;
+    *out = b;
+    return 0;
+}
+
+/* Move a finished writer's staged entry into the batch (fd closed, no sync). */
+static int batch_take(cairn_blob_batch *b, cairn_blob_writer *w, char *out_digest,
+                      cairn_error *err)
+{
+    int r = writer_finish(w, err);
+    if (r < 0)
+        return r;
+    if (w->s.present && !w->s.labels) {
+        if (out_digest)
+            memcpy(out_digest, w->s.digest, CAIRN_DIGEST_LEN + 1);
+        return 0; /* writer_free unstages it */
+    }
+    if (b->n == b->cap) {
+        size_t ncap = b->cap ? b->cap * 2 : 64;
+        staged *ni = realloc(b->items, ncap * sizeof(*ni));
+        if (!ni)
+            return cairn__err(err, -ENOMEM, "out of memory");
+        b->items = ni;
+        b->cap = ncap;
+    }
+    if (w->s.present)
+        unstage(b->st, &w->s);
+    b->items[b->n++] = w->s;
+    memset(&w->s, 0, sizeof(w->s));
+    if (out_digest)
+        memcpy(out_digest, b->items[b->n - 1].digest, CAIRN_DIGEST_LEN + 1);
+    return 0;
+}
+
+int cairn_blob_batch_put_fd(cairn_blob_batch *b, int fd, const cairn_blob_put_options *opts,
+                            char *out_digest, cairn_error *err)
+{
+    cairn_blob_writer *w = NULL;
+    int r = cairn_blob_writer_new(&w, b->st, opts, err);
+    if (r < 0)
+        return r;
+    r = writer_copy_fd(w, fd, err);
+    if (r == 0)
+        r = batch_take(b, w, out_digest, err);
+    cairn_blob_writer_free(w);
+    return r;
+}
+
+int cairn_blob_batch_put_buf(cairn_blob_batch *b, const void *buf, size_t len,
+                             const cairn_blob_put_options *opts, char *out_digest,
+                             cairn_error *err)
+{
+    cairn_blob_writer *w = NULL;
+    int r = cairn_blob_writer_new(&w, b->st, opts, err);
+    if (r < 0)
+        return r;
+    r = cairn_blob_writer_write(w, buf, len, err);
+    if (r == 0)
+        r = batch_take(b, w, out_digest, err);
+    cairn_blob_writer_free(w);
+    return r;
+}
+
+int cairn_blob_batch_commit(cairn_blob_batch *b, cairn_error *err)
+{
+    cairn_state *st = b->st;
+    if (b->n == 0)
+        return 0;
+    /* One sync for all the staged data, before any of it gets its name. */
+    int tfd = cairn__tmpfd(st, err);
+    if (tfd < 0)
+        return tfd;
+    if (syncfs(tfd) < 0)
+        return cairn__err(err, -errno, "%s: syncfs: %m", st->path);
+    int r = cairn__lock(st, false, err);
+    if (r < 0)
+        return r;
+    r = publish_files(st, b->items, b->n, err);
+    if (r == 0)
+        r = insert_rows(st, b->items, b->n, err);
+    cairn__unlock(st);
+    if (r >= 0) {
+        for (size_t i = 0; i < b->n; i++)
+            staged_clear(&b->items[i]);
+        b->n = 0;
+    }
+    return r;
+}
+
+void cairn_blob_batch_free(cairn_blob_batch *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++) {
+        unstage(b->st, &b->items[i]);
+        staged_clear(&b->items[i]);
+    }
+    free(b->items);
+    free(b);
+}
+
+/* ---- remove and labels ------------------------------------------------ */
+
+int cairn_blob_remove(cairn_state *st, const char *digest, cairn_error *err)
+{
+    int r = cairn_digest_check(digest, err);
+    if (r < 0)
+        return r;
+    r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    r = find_layer(st, digest, NULL, err);
+    if (r == -ENOENT)
+        return cairn__err(err, r, "blob %s: not found", digest);
+    if (r < 0)
+        return r;
+    if (r > 0)
+        return cairn__err(err, -EROFS, "blob %s: held by lower state %s, which is read-only",
+                          digest, st->layers[r].root);
+    int bfd = cairn__layer_blobfd(st, 0, err);
+    if (bfd < 0)
+        return bfd;
+    static const char del[] = "DELETE FROM blobs WHERE digest = ?";
+    static const char del_labels[] = "DELETE FROM blob_labels WHERE digest = ?";
+    r = cairn__lock(st, true, err);
+    if (r < 0)
+        return r;
+    /* Row first, then the file: a crash in between leaves an unreferenced
+     * file (gc removes it), never a row naming a missing file. */
+    r = cairn__tx_begin(st, err);
+    if (r == 0) {
+        sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
+        r = q ? 0 : (err ? err->code : CAIRN_E_DB);
+        if (r == 0) {
+            sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
+            r = cairn__step_done(st, 0, q, err);
+        }
+        if (r == 0 && (q = cairn__stmt(st, 0, del_labels, err))) {
+            sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
+            r = cairn__step_done(st, 0, q, err);
+        } else if (r == 0) {
+            r = err ? err->code : CAIRN_E_DB;
+        }
+        if (r == 0)
+            r = cairn__tx_commit(st, err);
+        else
+            cairn__tx_rollback(st);
+    }
+    if (r == 0 && unlinkat(bfd, cairn__digest_hex(digest), 0) < 0 && errno != ENOENT)
+        r = cairn__err(err, -errno, "blob %s: unlink: %m", digest);
+    cairn__unlock(st);
+    return r;
+}
+
+int cairn_blob_label_set(cairn_state *st, const char *digest, const char *key, const char *value,
+                         cairn_error *err)
+{
+    int r = cairn_digest_check(digest, err);
+    if (r < 0)
+        return r;
+    if (!key || !*key || strchr(key, '='))
+        return cairn__err(err, -EINVAL, "label key '%s': must be non-empty, without '='",
+                          key ? key : "");
+    r = find_layer(st, digest, NULL, err);
+    if (r == -ENOENT)
+        return cairn__err(err, r, "blob %s: not found", digest);
+    if (r < 0)
+        return r;
+    static const char sql[] =
+        "INSERT INTO blob_labels(digest, key, value, updated) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(digest, key) DO UPDATE SET value = excluded.value, updated = excluded.updated";
+    r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
+    if (!q) {
+        cairn__tx_rollback(st);
+        return err ? err->code : CAIRN_E_DB;
+    }
+    sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, key, -1, SQLITE_STATIC);
+    if (value)
+        sqlite3_bind_text(q, 3, value, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 3);
+    sqlite3_bind_int64(q, 4, cairn__now_ns());
+    r = cairn__step_done(st, 0, q, err);
+    if (r < 0) {
+        cairn__tx_rollback(st);
+        return r;
+    }
+    return cairn__tx_commit(st, err);
+}
+
+struct labels_ctx {
+    cairn_label_fn fn;
+    void *ud;
+    const char *digest;
+};
+
+static int labels_bind(void *ud, sqlite3_stmt *s)
+{
+    struct labels_ctx *c = ud;
+    sqlite3_bind_text(s, 1, c->digest, -1, SQLITE_STATIC);
+    return 0;
+}
+
+static int labels_row(void *ud, size_t layer, sqlite3_stmt *s)
+{
+    struct labels_ctx *c = ud;
+    if (sqlite3_column_type(s, 1) == SQLITE_NULL)
+        return 0; /* cleared */
+    return c->fn(c->ud, cairn__col(s, 0), cairn__col(s, 1));
+}
+
+int cairn_blob_labels(cairn_state *st, const char *digest, cairn_label_fn fn, void *userdata,
+                      cairn_error *err)
+{
+    int r = cairn_digest_check(digest, err);
+    if (r < 0)
+        return r;
+    /* Topmost layer wins per key: a label set in the top overrides a lower's.
+     * (Within the union, the merge rule is newest-wins; a stack reads the
+     * top first, which is at least as new.) */
+    static const char sql[] =
+        "SELECT key, value FROM blob_labels WHERE digest = ? ORDER BY key";
+    struct labels_ctx c = {fn, userdata, digest};
+    return cairn__union_walk(st, sql, labels_bind, labels_row, &c, err);
+}
