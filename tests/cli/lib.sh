@@ -1,0 +1,30 @@
+# lib.sh: sourced by the end-to-end tests of the command.
+#   CAIRN   the command under test (set by meson)
+#   T       a scratch directory, removed at exit
+# Helpers: ok, fails CODE PATTERN -- CMD..., die MESSAGE.
+set -euo pipefail
+: "${CAIRN:?CAIRN must name the cairn command}"
+T=$(mktemp -d "${TMPDIR:-/tmp}/cairn-cli-XXXXXX")
+cleanup() {
+    local rc=$?
+    # Unmount anything a test left mounted under T, deepest first.
+    if command -v findmnt >/dev/null; then
+        findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    fi
+    chmod -R u+w "$T" 2>/dev/null || true
+    rm -rf "$T"
+    exit $rc
+}
+trap cleanup EXIT
+cairn() { "$CAIRN" "$@"; }
+die() { echo "FAIL: $*" >&2; exit 1; }
+step() { echo "--- $*"; }
+# fails CODE PATTERN -- CMD...: CMD must exit with CODE and print PATTERN (grep -E) on stderr.
+fails() {
+    local code=$1 pat=$2; shift 3
+    local out rc=0
+    out=$("$@" 2>&1 >/dev/null) || rc=$?
+    [ "$rc" -eq "$code" ] || die "expected exit $code, got $rc from: $* (stderr: $out)"
+    echo "$out" | grep -Eq -- "$pat" || die "expected /$pat/ in stderr of: $* (got: $out)"
+}
+sha() { sha256sum "$1" | cut -d' ' -f1; }
