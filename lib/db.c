@@ -162,7 +162,8 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
     int rc;
     bool writable = mode == CAIRN__DB_RW;
     if (writable) {
-        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                             NULL); /* URI: ATTACH of immutable lowers (merge.c) */
     } else {
         size_t n = strlen(path);
         _cleanup_free_ char *u = malloc(n * 3 + 64);

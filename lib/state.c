@@ -134,6 +134,28 @@ static int identity_write(int dirfd, const identity *id, cairn_error *err, const
     return 0;
 }
 
+int cairn__identity_get(int dirfd, const char *path, char out_id[CAIRN_STATE_ID_LEN + 1],
+                        bool *frozen, cairn_error *err)
+{
+    identity id;
+    int r = identity_read(dirfd, path, &id, err);
+    if (r < 0)
+        return r;
+    memcpy(out_id, id.id, CAIRN_STATE_ID_LEN + 1);
+    if (frozen)
+        *frozen = id.frozen;
+    return 0;
+}
+
+int cairn__identity_new(int dirfd, const char *path, const char *state_id, bool frozen,
+                        cairn_error *err)
+{
+    identity id = {.format = CAIRN_FORMAT_VERSION, .frozen = frozen};
+    memcpy(id.id, state_id, CAIRN_STATE_ID_LEN + 1);
+    snprintf(id.database, sizeof(id.database), "db/%s.sqlite", id.id);
+    return identity_write(dirfd, &id, err, path);
+}
+
 /* ---- layers ----------------------------------------------------------- */
 
 static void layer_clear(cairn__layer *l)
@@ -150,6 +172,12 @@ static void layer_clear(cairn__layer *l)
         close(l->snapfd);
     free(l->root);
     free(l->db_path);
+}
+
+void cairn__layers_trim(cairn_state *st, size_t n)
+{
+    while (st->n_layers > n && st->n_layers > 1)
+        layer_clear(&st->layers[--st->n_layers]);
 }
 
 static bool has_layer(const cairn_state *st, const char *id)
@@ -510,6 +538,12 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
         goto fail;
     if (!st->readonly)
         tmp_sweep(st);
+    /* The flatten policy of a stack (merge.c): on-open, lowers>N. */
+    if (!st->readonly && st->n_layers > 1) {
+        r = cairn__flatten_on_open(st, err);
+        if (r < 0)
+            goto fail;
+    }
     *out = st;
     return 0;
 fail:
