@@ -191,6 +191,16 @@ CAIRN_INTERNAL int cairn__union_walk(cairn_state *st, const char *sql,
                                      int (*fn)(void *ud, size_t layer, sqlite3_stmt *s),
                                      void *ud, cairn_error *err);
 
+/* The same walk, for keys whose value is merged across layers by a rule
+ * (min, max, newest): for each distinct key, acc() is called with the row of
+ * every layer that holds it, topmost first (`first` set for the first), then
+ * emit() once. A non-zero return from either stops the walk. */
+CAIRN_INTERNAL int cairn__union_walk_all(cairn_state *st, const char *sql,
+                                         int (*bind)(void *ud, sqlite3_stmt *s),
+                                         int (*acc)(void *ud, size_t layer, sqlite3_stmt *s,
+                                                    bool first),
+                                         int (*emit)(void *ud), void *ud, cairn_error *err);
+
 /* ---- database --------------------------------------------------------- */
 
 #define CAIRN_SCHEMA_VERSION 1

@@ -756,9 +756,9 @@ void cairn__unlock(cairn_state *st)
 
 /* ---- the union of a query over the layers ----------------------------- */
 
-int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
-                      int (*fn)(void *ud, size_t layer, sqlite3_stmt *s), void *ud,
-                      cairn_error *err)
+int cairn__union_walk_all(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
+                          int (*acc)(void *ud, size_t layer, sqlite3_stmt *s, bool first),
+                          int (*emit)(void *ud), void *ud, cairn_error *err)
 {
     size_t n = st->n_layers;
     sqlite3_stmt **cur = calloc(n, sizeof(*cur));
@@ -796,10 +796,8 @@ int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sq
         }
         if (best == n)
             break;
-        r = fn(ud, best, cur[best]);
-        if (r != 0)
-            goto out;
-        /* Advance every layer holding that key: copy it first, the step moves it. */
+        /* Every layer holding that key, topmost first, then advance it:
+         * copy the key first, the step moves it. */
         _cleanup_free_ char *key = strdup(cairn__col(cur[best], 0));
         if (!key) {
             r = cairn__err(err, -ENOMEM, "out of memory");
@@ -810,6 +808,9 @@ int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sq
                 continue;
             if (strcmp(cairn__col(cur[i], 0), key) != 0)
                 continue;
+            r = acc(ud, i, cur[i], i == best);
+            if (r != 0)
+                goto out;
             int rc = sqlite3_step(cur[i]);
             if (rc != SQLITE_ROW) {
                 if (rc != SQLITE_DONE) {
@@ -820,6 +821,8 @@ int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sq
                 cur[i] = NULL;
             }
         }
+        if (emit && (r = emit(ud)) != 0)
+            goto out;
     }
 out:
     for (size_t i = 0; i < n; i++)
@@ -827,4 +830,32 @@ out:
             sqlite3_reset(cur[i]);
     free(cur);
     return r;
+}
+
+/* The topmost row of each key: union_walk_all keeping the first holder. */
+struct walk_top {
+    int (*fn)(void *ud, size_t layer, sqlite3_stmt *s);
+    int (*bind)(void *ud, sqlite3_stmt *s);
+    void *ud;
+};
+
+static int walk_top_acc(void *ud, size_t layer, sqlite3_stmt *s, bool first)
+{
+    struct walk_top *w = ud;
+    return first ? w->fn(w->ud, layer, s) : 0;
+}
+
+static int walk_top_bind(void *ud, sqlite3_stmt *s)
+{
+    struct walk_top *w = ud;
+    return w->bind(w->ud, s);
+}
+
+int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
+                      int (*fn)(void *ud, size_t layer, sqlite3_stmt *s), void *ud,
+                      cairn_error *err)
+{
+    struct walk_top w = {fn, bind, ud};
+    return cairn__union_walk_all(st, sql, bind ? walk_top_bind : NULL, walk_top_acc, NULL, &w,
+                                 err);
 }
