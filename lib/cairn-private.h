@@ -205,7 +205,8 @@ struct cairn_state {
     int dirfd;
     unsigned flags;
     bool frozen;
-    bool readonly;   /* frozen or opened CAIRN_OPEN_READONLY */
+    bool readonly;   /* frozen, on a read-only filesystem, or opened CAIRN_OPEN_READONLY */
+    bool rofs;       /* the state directory is on a read-only filesystem */
     char id[CAIRN_STATE_ID_LEN + 1];
     unsigned format;
     cairn__layer *layers;
