@@ -51,6 +51,15 @@ cairn blob rm "$d" | grep -q "removed $d"
 fails 1 "blob $d: not found" -- cairn blob get "$d"
 fails 1 "blob $d: not found" -- cairn blob rm "$d"
 
+step "a progress bar on a terminal for long puts, none when piped"
+head -c $((100 << 20)) /dev/zero >"$T/big"
+script -qec "$CAIRN -C $T/s blob put $T/big" /dev/null >"$T/tty.out"
+grep -q 'big \[' "$T/tty.out" || die "no progress bar on a terminal: $(cat -v "$T/tty.out" | head -c 300)"
+grep -q "sha256:$(sha "$T/big")" "$T/tty.out" || die "no digest on a terminal"
+cairn blob put "$T/big" 2>"$T/pipe.err" >/dev/null
+[ ! -s "$T/pipe.err" ] || die "progress drawn when not on a terminal"
+cairn blob rm "sha256:$(sha "$T/big")" >/dev/null
+
 step "info counts blobs and bytes"
 cairn info --json | python3 -c '
 import json, sys
