@@ -188,7 +188,8 @@ typedef struct merger {
     src_layer *layers;
     size_t n_layers;
     uint64_t total, done;
-    sqlite3_stmt *have_ins;
+    sqlite3_stmt *refuse_ins, *refuse_del;
+    cairn__strset *refused; /* names left out so far (rare) */
 } merger;
 
 static void report(merger *m, const char *kind, const char *name, const char *problem,
@@ -218,21 +219,42 @@ static void tick(merger *m)
         m->opts.progress(m->opts.progress_userdata, m->done, m->total);
 }
 
-static int have_add(merger *m, const char *name, cairn_error *err)
+static int step_name(merger *m, sqlite3_stmt **sp, const char *sql, const char *name,
+                     cairn_error *err)
 {
     sqlite3 *db = m->dst->layers[0].db;
-    if (!m->have_ins) {
-        int rc = sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO temp.cairn_merge_have(name) VALUES (?)",
-                                    -1, &m->have_ins, NULL);
+    if (!*sp) {
+        int rc = sqlite3_prepare_v2(db, sql, -1, sp, NULL);
         if (rc != SQLITE_OK)
             return cairn__err_db(err, db, rc, "merge");
     }
-    sqlite3_bind_text(m->have_ins, 1, name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(m->have_ins);
-    sqlite3_reset(m->have_ins);
+    sqlite3_bind_text(*sp, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(*sp);
+    sqlite3_reset(*sp);
     if (rc != SQLITE_DONE)
         return cairn__err_db(err, db, rc, "merge");
     return 0;
+}
+
+/* An object is left out: no row may name it, unless another copy of it is
+ * placed later. Refusals are rare: the common path touches no table. */
+static int refuse(merger *m, const char *name, cairn_error *err)
+{
+    if (!m->refused && !(m->refused = cairn__strset_new()))
+        return cairn__err(err, -ENOMEM, "out of memory");
+    if (cairn__strset_add(m->refused, name) < 0)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    return step_name(m, &m->refuse_ins,
+                     "INSERT OR IGNORE INTO temp.cairn_merge_refused(name) VALUES (?)", name, err);
+}
+
+/* The object is in the destination now. */
+static int have_add(merger *m, const char *name, cairn_error *err)
+{
+    if (!m->refused || !cairn__strset_has(m->refused, name))
+        return 0;
+    return step_name(m, &m->refuse_del, "DELETE FROM temp.cairn_merge_refused WHERE name = ?",
+                     name, err);
 }
 
 static int clone_how(const merger *m)
@@ -311,7 +333,7 @@ static int place_blob(merger *m, src_layer *sl, const char *digest, uint64_t siz
     if (cairn_digest_check(digest, NULL) < 0) {
         report(m, "blob", digest, "corrupt", sl->st->layers[sl->li].root, NULL,
                "a row names a malformed digest");
-        return 0;
+        return refuse(m, digest, err);
     }
     cairn_state *s = sl->st;
     cairn__layer *L = &s->layers[sl->li];
@@ -324,45 +346,27 @@ static int place_blob(merger *m, src_layer *sl, const char *digest, uint64_t siz
     snprintf(spath, sizeof(spath), "%s/blobs/sha256/%s", L->root, hex);
     snprintf(dpath, sizeof(dpath), "%s/blobs/sha256/%s", m->dst->path, hex);
 
+    /* One stat of the source and one link in the common case (what cp -al
+     * costs); the destination is looked at only when the name is taken. */
     for (int attempt = 0; attempt < 3; attempt++) {
         struct stat ssb, dsb;
         bool shave = sbfd >= 0 && fstatat(sbfd, hex, &ssb, AT_SYMLINK_NOFOLLOW) == 0 &&
                      S_ISREG(ssb.st_mode);
-        bool dhave = fstatat(dbfd, hex, &dsb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(dsb.st_mode);
-        if (dhave) {
-            if (!shave || (ssb.st_dev == dsb.st_dev && ssb.st_ino == dsb.st_ino)) {
-                m->stats.present++;
-                return have_add(m, digest, err);
-            }
-            _cleanup_close_ int sfd = openat(sbfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-            _cleanup_close_ int dfd = openat(dbfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-            if (sfd < 0 || dfd < 0)
-                continue; /* moved under us: look again */
-            int same = ssb.st_size == dsb.st_size ? same_bytes(sfd, dfd) : 0;
-            if (same < 0)
-                return cairn__err(err, same, "blob %s: compare %s and %s: %m", digest, spath,
-                                  dpath);
-            if (same) {
-                m->stats.present++;
-                return have_add(m, digest, err);
-            }
-            int keep = resolve_conflict(m, digest, sfd, dfd, dbfd, spath, dpath, err);
-            if (keep < 0)
-                return keep;
-            if (keep)
-                return have_add(m, digest, err);
-            continue; /* the destination's bad copy is gone: place the source's */
-        }
-        if (!shave) {
-            report(m, "blob", digest, "missing", spath, NULL,
-                   "recorded in %s but its file is missing; left out", L->root);
-            return 0;
-        }
-        if ((uint64_t)ssb.st_size != size) {
-            report(m, "blob", digest, "corrupt", spath, NULL,
-                   "the file has %lld bytes, its row says %llu; left out",
-                   (long long)ssb.st_size, (unsigned long long)size);
-            return 0;
+        bool sgood = shave && (uint64_t)ssb.st_size == size;
+        if (!sgood) {
+            bool dhave = fstatat(dbfd, hex, &dsb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(dsb.st_mode);
+            if (shave && !(dhave && ssb.st_dev == dsb.st_dev && ssb.st_ino == dsb.st_ino))
+                report(m, "blob", digest, "corrupt", spath, dhave ? dpath : NULL,
+                       "the file has %lld bytes, its row says %llu; left out%s",
+                       (long long)ssb.st_size, (unsigned long long)size,
+                       dhave ? ", the destination's copy is kept" : "");
+            else if (!shave && !dhave)
+                report(m, "blob", digest, "missing", spath, NULL,
+                       "recorded in %s but its file is missing; left out", L->root);
+            if (!dhave)
+                return refuse(m, digest, err);
+            m->stats.present++;
+            return have_add(m, digest, err);
         }
         if (m->opts.verify) {
             _cleanup_close_ int sfd = openat(sbfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -372,29 +376,59 @@ static int place_blob(merger *m, src_layer *sl, const char *digest, uint64_t siz
             if (!ok) {
                 report(m, "blob", digest, "corrupt", spath, NULL,
                        "its bytes do not hash to its name; left out");
-                return 0;
+                struct stat d2;
+                if (fstatat(dbfd, hex, &d2, AT_SYMLINK_NOFOLLOW) == 0)
+                    return 0; /* the destination holds it already */
+                return refuse(m, digest, err);
             }
         }
-        int r;
+        int r = -EXDEV;
         if (sl->consume) {
             r = cairn__rename_noreplace(sbfd, hex, dbfd, hex);
             if (r == 0) {
                 m->stats.moved++;
                 return have_add(m, digest, err);
             }
-            if (r == -EEXIST)
-                continue;
-            if (r != -EXDEV)
+            if (r != -EEXIST && r != -EXDEV)
                 return cairn__err(err, r, "blob %s: move %s to %s: %m", digest, spath, dpath);
         }
-        r = cairn__clone_file_at(sbfd, hex, dbfd, hex, clone_how(m));
-        if (r == -EEXIST)
+        if (r != -EEXIST) {
+            r = cairn__clone_file_at(sbfd, hex, dbfd, hex, clone_how(m));
+            if (r >= 0) {
+                count_clone(m, r, size);
+                return have_add(m, digest, err);
+            }
+            if (r == -ENOENT)
+                continue; /* moved under us: look again */
+            if (r != -EEXIST)
+                return cairn__err(err, r, "blob %s: %s %s to %s: %m", digest,
+                                  m->opts.mode == CAIRN_MERGE_LINK ? "link" : "copy", spath,
+                                  dpath);
+        }
+        /* The name is taken: the same file, the same bytes, or a conflict. */
+        if (fstatat(dbfd, hex, &dsb, AT_SYMLINK_NOFOLLOW) < 0)
             continue;
-        if (r < 0)
-            return cairn__err(err, r, "blob %s: %s %s to %s: %m", digest,
-                              m->opts.mode == CAIRN_MERGE_LINK ? "link" : "copy", spath, dpath);
-        count_clone(m, r, size);
-        return have_add(m, digest, err);
+        if (ssb.st_dev == dsb.st_dev && ssb.st_ino == dsb.st_ino) {
+            m->stats.present++;
+            return have_add(m, digest, err);
+        }
+        _cleanup_close_ int sfd = openat(sbfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        _cleanup_close_ int dfd = openat(dbfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (sfd < 0 || dfd < 0)
+            continue;
+        int same = ssb.st_size == dsb.st_size ? same_bytes(sfd, dfd) : 0;
+        if (same < 0)
+            return cairn__err(err, same, "blob %s: compare %s and %s: %m", digest, spath, dpath);
+        if (same) {
+            m->stats.present++;
+            return have_add(m, digest, err);
+        }
+        int keep = resolve_conflict(m, digest, sfd, dfd, dbfd, spath, dpath, err);
+        if (keep < 0)
+            return keep;
+        if (keep)
+            return have_add(m, digest, err);
+        /* the destination's bad copy is gone: place the source's */
     }
     return cairn__err(err, -EAGAIN, "blob %s: %s keeps changing", digest, dpath);
 }
@@ -545,7 +579,7 @@ static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, cairn_
     cairn__layer *L = &s->layers[sl->li];
     if (!safe_name(name)) {
         report(m, "snapshot", chain_id, "corrupt", L->root, NULL, "a row names an unsafe id");
-        return 0;
+        return refuse(m, chain_id, err);
     }
     int ssfd = cairn__layer_snapfd(s, sl->li, NULL);
     int dsfd = cairn__layer_snapfd(m->dst, 0, err);
@@ -563,7 +597,7 @@ static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, cairn_
     if (!shave) {
         report(m, "snapshot", chain_id, "missing", spath, NULL,
                "recorded in %s but its directory is missing; left out", L->root);
-        return 0;
+        return refuse(m, chain_id, err);
     }
     if (sl->consume) {
         int r = cairn__rename_noreplace(ssfd, name, dsfd, name);
@@ -602,8 +636,8 @@ static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, cairn_
 static int stage_create(sqlite3 *db, cairn_error *err)
 {
     int r = exec_fmt(db, err,
-                     "CREATE TEMP TABLE IF NOT EXISTS cairn_merge_have(name TEXT PRIMARY KEY) "
-                     "WITHOUT ROWID; DELETE FROM temp.cairn_merge_have;");
+                     "CREATE TEMP TABLE IF NOT EXISTS cairn_merge_refused(name TEXT PRIMARY KEY) "
+                     "WITHOUT ROWID; DELETE FROM temp.cairn_merge_refused;");
     for (size_t i = 0; r == 0 && i < CAIRN_ARRAY_SIZE(merge_tables); i++) {
         const merge_table *t = &merge_tables[i];
         r = exec_fmt(db, err,
@@ -616,7 +650,7 @@ static int stage_create(sqlite3 *db, cairn_error *err)
 
 static int stage_drop(sqlite3 *db)
 {
-    sqlite3_exec(db, "DROP TABLE IF EXISTS temp.cairn_merge_have", NULL, NULL, NULL);
+    sqlite3_exec(db, "DROP TABLE IF EXISTS temp.cairn_merge_refused", NULL, NULL, NULL);
     for (size_t i = 0; i < CAIRN_ARRAY_SIZE(merge_tables); i++) {
         char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS temp.cairn_stage_%s",
                                     merge_tables[i].name);
@@ -680,8 +714,9 @@ static int place_objects(merger *m, cairn_error *err)
         m->total = (uint64_t)sqlite3_column_int64(c, 0);
     sqlite3_finalize(c);
     static const char *const q[] = {
-        "SELECT src, digest, size FROM temp.cairn_stage_blobs ORDER BY src, digest",
-        "SELECT src, chain_id, 0 FROM temp.cairn_stage_snapshots ORDER BY src, chain_id",
+        /* in the order staged: layer by layer, each in its key order */
+        "SELECT src, digest, size FROM temp.cairn_stage_blobs",
+        "SELECT src, chain_id, 0 FROM temp.cairn_stage_snapshots",
     };
     for (size_t k = 0; k < 2; k++) {
         sqlite3_stmt *s = NULL;
@@ -718,7 +753,7 @@ static int upsert_table(merger *m, const merge_table *t, const char *range, cair
     sqlite3 *db = m->dst->layers[0].db;
     char filter[256] = "1";
     if (t->object)
-        snprintf(filter, sizeof(filter), "%s IN (SELECT name FROM temp.cairn_merge_have)",
+        snprintf(filter, sizeof(filter), "%s NOT IN (SELECT name FROM temp.cairn_merge_refused)",
                  t->object);
     int before = sqlite3_total_changes(db);
     int r = exec_fmt(db, err,
@@ -796,8 +831,11 @@ static int merge_run(merger *m, cairn_error *err)
             cairn__unlock(m->dst);
         }
     }
-    sqlite3_finalize(m->have_ins);
-    m->have_ins = NULL;
+    sqlite3_finalize(m->refuse_ins);
+    sqlite3_finalize(m->refuse_del);
+    m->refuse_ins = m->refuse_del = NULL;
+    cairn__strset_free(m->refused);
+    m->refused = NULL;
     stage_drop(db);
     return r;
 }
