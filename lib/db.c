@@ -194,6 +194,10 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
         return r;
     }
     sqlite3_extended_result_codes(db, 1);
+    /* A reader of a live state may meet a writer's lock or the recovery of
+     * a WAL left by a killed process: wait a little rather than fail. */
+    if (mode == CAIRN__DB_RO)
+        sqlite3_busy_timeout(db, 10000);
     if (writable) {
         sqlite3_busy_timeout(db, 60000);
         /* Check it is a database before switching modes: a corrupt or foreign
