@@ -338,12 +338,13 @@ static int write_file(importer *im, struct archive_entry *e, int dfd, const char
     if (size > end && ftruncate(fd, size) < 0)
         return cairn__err(im->err, -errno, "layer entry '%.200s': truncate: %m", path);
     im->size += (uint64_t)size;
-    int r = set_xattrs(im, e, fd, dfd, name, path);
-    if (r < 0)
-        return r;
+    /* chown first: it drops security.capability and the setuid bits. */
     if (im->privileged &&
         fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0)
         return cairn__err(im->err, -errno, "layer entry '%.200s': chown: %m", path);
+    int r = set_xattrs(im, e, fd, dfd, name, path);
+    if (r < 0)
+        return r;
     if (fchmod(fd, archive_entry_perm(e)) < 0)
         return cairn__err(im->err, -errno, "layer entry '%.200s': chmod: %m", path);
     struct timespec t[2];

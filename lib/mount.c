@@ -3,9 +3,9 @@
  *
  * A mount stacks the parent chain as lowerdirs, nearest parent first, with
  * the active snapshot's fs/ as upperdir and work/ as workdir. A view or a
- * committed snapshot mounts read-only (lowerdirs only; one layer gets an
- * empty directory below it, since overlayfs wants two lowers without an
- * upper). The kernel limits the options string of mount(2) to a page, which
+ * committed snapshot mounts read-only (lowerdirs only; overlayfs wants two
+ * of them without an upper, so a view of one layer gets its own empty fs/
+ * below it, and a single committed layer is bound read-only instead). The kernel limits the options string of mount(2) to a page, which
  * a chain of a few dozen layers exceeds; the new mount API (fsopen and
  * fsconfig "lowerdir+", one layer a call, kernel >= 6.8) has no such limit,
  * and mount(2) is the fallback for older kernels.
@@ -75,6 +75,7 @@ typedef struct mount_plan {
     char *upper, *work;
     char *empty; /* an empty lower for a single-layer read-only mount */
     bool readonly;
+    bool bind_ro;
 } mount_plan;
 
 static void plan_free(mount_plan *p)
@@ -116,16 +117,14 @@ static int plan_get(cairn_state *st, const char *name, mount_plan *p, cairn_erro
             plan_free(p);
             return cairn__err(err, -ENOMEM, "out of memory");
         }
-    } else if (p->lowers.n == 1) {
-        /* An empty directory that stays empty: a view's own, or snapshots/
-         * of this state is not empty, so a view id is needed... use the
-         * active directory of a view, else tmp/. */
-        int r = active ? asprintf(&p->empty, "%s/active/%s/fs", st->path, name)
-                       : asprintf(&p->empty, "%s/active", st->path);
-        if (r < 0) {
+    } else if (p->lowers.n == 1 && active) {
+        /* A view's own fs/ stays empty: the second lower overlayfs wants. */
+        if (asprintf(&p->empty, "%s/active/%s/fs", st->path, name) < 0) {
             plan_free(p);
             return cairn__err(err, -ENOMEM, "out of memory");
         }
+    } else if (p->lowers.n == 1) {
+        p->bind_ro = true; /* one committed layer: bound read-only */
     }
     return 0;
 }
@@ -178,12 +177,12 @@ int cairn_snapshot_mounts(cairn_state *st, const char *name, cairn_mount **out, 
     }
     m->options = calloc(8, sizeof(char *));
     bool ok = m->options != NULL;
-    if (ok && p.lowers.n == 0) {
+    if (ok && (p.lowers.n == 0 || p.bind_ro)) {
         /* Over nothing: the diff itself, bound. */
         m->type = strdup("bind");
-        m->source = strdup(p.upper);
+        m->source = strdup(p.bind_ro ? p.lowers.dirs[0] : p.upper);
         m->options[m->n_options++] = strdup("rbind");
-        m->options[m->n_options++] = strdup("rw");
+        m->options[m->n_options++] = strdup(p.bind_ro ? "ro" : "rw");
     } else if (ok) {
         m->type = strdup("overlay");
         m->source = strdup("overlay");
@@ -280,8 +279,14 @@ int cairn_snapshot_mount(cairn_state *st, const char *name, const char *target, 
     int r = plan_get(st, name, &p, err);
     if (r < 0)
         return r;
-    if (p.lowers.n == 0) {
-        r = mount(p.upper, target, NULL, MS_BIND | MS_REC, NULL) < 0 ? -errno : 0;
+    if (p.lowers.n == 0 || p.bind_ro) {
+        const char *src = p.bind_ro ? p.lowers.dirs[0] : p.upper;
+        r = mount(src, target, NULL, MS_BIND | MS_REC, NULL) < 0 ? -errno : 0;
+        if (r == 0 && p.bind_ro &&
+            mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) {
+            r = -errno;
+            umount2(target, MNT_DETACH);
+        }
         plan_free(&p);
         if (r < 0)
             return cairn__err(err, r, "mount %s on %s: %m", name, target);
@@ -381,13 +386,14 @@ static int copy_meta_at(checkout *co, int sdfd, const char *name, const struct s
     char lin[PATH_MAX], lout[PATH_MAX];
     snprintf(lin, sizeof(lin), "/proc/self/fd/%d/%s", sdfd, name);
     snprintf(lout, sizeof(lout), "/proc/self/fd/%d/%s", ddfd, name);
+    /* chown first: it drops security.capability and the setuid bits. */
+    if (geteuid() == 0 && fchownat(ddfd, name, sb->st_uid, sb->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+        return cairn__err(co->err, -errno, "checkout %s: chown: %m", path);
     if (!S_ISLNK(sb->st_mode)) {
         int r = copy_xattrs(co, -1, lin, -1, lout, path);
         if (r < 0)
             return r;
     }
-    if (geteuid() == 0 && fchownat(ddfd, name, sb->st_uid, sb->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
-        return cairn__err(co->err, -errno, "checkout %s: chown: %m", path);
     if (!S_ISLNK(sb->st_mode) && fchmodat(ddfd, name, sb->st_mode & 07777, 0) < 0)
         return cairn__err(co->err, -errno, "checkout %s: chmod: %m", path);
     struct timespec t[2] = {sb->st_atim, sb->st_mtim};
