@@ -3,10 +3,9 @@
  * Import, in phases:
  *   1. check the parent is there; with an expected DiffID whose snapshot is
  *      there already, stop: nothing to do;
- *   2. read the input through two libarchive readers: the first undoes the
- *      compression (detected) and hands out the plain tar stream, which is
- *      hashed as it goes (the DiffID, computed while reading) and fed to the
- *      second, which parses the tar;
+ *   2. detect the compression (gzip, zstd or none) from the first bytes,
+ *      decompress, hash the plain tar stream as it goes by (the DiffID,
+ *      computed while reading) and feed it to libarchive's tar reader;
  *   3. apply each entry into a staging directory under tmp/: every path is
  *      resolved beneath it with openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS),
  *      so no entry writes outside it, whatever links earlier entries made;
@@ -32,6 +31,8 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #define IMPORT_BUF (1u << 20)
 
@@ -51,11 +52,18 @@ typedef struct importer {
     cairn_error *err;
     int in_fd;
     uint64_t in_bytes;
-    struct archive *raw;  /* decompression */
-    struct archive *tar;  /* the tar parser, fed from raw */
+    struct archive *tar;  /* the tar parser, fed the plain stream */
     cairn__sha256 *hash;  /* of the plain tar stream */
-    int raw_err;          /* a failure of the first reader */
+    int raw_err;          /* a failure of the decompression: CAIRN_E_* */
     char raw_msg[256];
+    int kind;             /* 'p'lain, 'g'zip, 'z'std */
+    z_stream zs;
+    bool zinit;
+    ZSTD_DStream *zd;
+    bool member_done;     /* the last gzip member or zstd frame is complete */
+    bool in_eof;
+    size_t in_len, in_pos;
+    char *outbuf;
     char *inbuf;
     char *databuf;
     int root;             /* the staging directory */
@@ -65,45 +73,158 @@ typedef struct importer {
     size_t ndirs, capdirs;
 } importer;
 
-static la_ssize_t raw_read(struct archive *a, void *ud, const void **buf)
+/* ---- the plain tar stream -------------------------------------------- *
+ * Decompression is done here with zlib and libzstd rather than through
+ * libarchive's filters: libarchive 3.6 does not check the CRC-32 in a gzip
+ * member's trailer, so a corrupt gzip stream would be applied silently. zlib
+ * checks it (windowBits 15 + 16), libzstd checks a frame's checksum. */
+
+static int fill(importer *im)
 {
-    importer *im = ud;
+    if (im->in_eof)
+        return 0;
     for (;;) {
         ssize_t n = read(im->in_fd, im->inbuf, IMPORT_BUF);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0) {
-            archive_set_error(a, errno, "read: %s", strerror(errno));
-            return -1;
-        }
+        if (n < 0)
+            return cairn__err(im->err, -errno, "layer: read: %m");
+        if (n == 0)
+            im->in_eof = true;
+        im->in_len = (size_t)n;
+        im->in_pos = 0;
         im->in_bytes += (uint64_t)n;
-        if (im->opts->progress)
+        if (n > 0 && im->opts->progress)
             im->opts->progress(im->opts->progress_userdata, im->in_bytes, 0);
-        *buf = im->inbuf;
-        return n;
+        return (int)(n > 0);
     }
 }
 
-/* The second reader's input: plain tar bytes from the first, hashed. */
+static int stream_error(importer *im, int code, const char *fmt, const char *detail)
+    CAIRN_PRINTF(3, 0);
+static int stream_error(importer *im, int code, const char *fmt, const char *detail)
+{
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    im->raw_err = code;
+    snprintf(im->raw_msg, sizeof(im->raw_msg), fmt, detail);
+#pragma GCC diagnostic pop
+    return code;
+}
+
+/* Detect the compression from the first bytes. */
+static int plain_start(importer *im)
+{
+    int r = fill(im);
+    if (r < 0)
+        return r;
+    const unsigned char *b = (const unsigned char *)im->inbuf;
+    size_t n = im->in_len;
+    if (n == 0)
+        return cairn__err(im->err, CAIRN_E_TRUNCATED, "layer: the input is empty");
+    if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) {
+        im->kind = 'g';
+        if (inflateInit2(&im->zs, 15 + 16) != Z_OK)
+            return cairn__err(im->err, -ENOMEM, "layer: gzip: out of memory");
+        im->zinit = true;
+    } else if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd) {
+        im->kind = 'z';
+        im->zd = ZSTD_createDStream();
+        if (!im->zd || ZSTD_isError(ZSTD_initDStream(im->zd)))
+            return cairn__err(im->err, -ENOMEM, "layer: zstd: out of memory");
+    } else if ((n >= 3 && !memcmp(b, "BZh", 3)) || (n >= 6 && !memcmp(b, "\xfd" "7zXZ", 6))) {
+        return cairn__err(im->err, CAIRN_E_FORMAT,
+                          "layer: compressed with %s; only gzip and zstd are accepted",
+                          b[0] == 'B' ? "bzip2" : "xz");
+    } else {
+        im->kind = 'p';
+    }
+    return 0;
+}
+
+/* The next plain bytes: > 0 with *buf set, 0 at the end, < 0 on error
+ * (im->raw_err and raw_msg say why). */
+static ssize_t plain_next(importer *im, const void **buf)
+{
+    if (im->kind == 'p') {
+        if (im->in_pos >= im->in_len) {
+            int r = fill(im);
+            if (r <= 0)
+                return r;
+        }
+        *buf = im->inbuf + im->in_pos;
+        size_t n = im->in_len - im->in_pos;
+        im->in_pos = im->in_len;
+        return (ssize_t)n;
+    }
+    for (;;) {
+        if (im->in_pos >= im->in_len && !im->in_eof) {
+            int r = fill(im);
+            if (r < 0)
+                return r;
+        }
+        size_t avail = im->in_len - im->in_pos;
+        if (avail == 0 && im->in_eof) {
+            if (!im->member_done)
+                return stream_error(im, CAIRN_E_TRUNCATED, "the %s stream ends early",
+                                    im->kind == 'g' ? "gzip" : "zstd");
+            return 0;
+        }
+        if (im->kind == 'g') {
+            if (im->member_done) {
+                /* Another member follows (concatenated gzip). */
+                if (inflateReset(&im->zs) != Z_OK)
+                    return stream_error(im, CAIRN_E_FORMAT, "gzip: %s", "reset failed");
+                im->member_done = false;
+            }
+            im->zs.next_in = (unsigned char *)im->inbuf + im->in_pos;
+            im->zs.avail_in = (unsigned)avail;
+            im->zs.next_out = (unsigned char *)im->outbuf;
+            im->zs.avail_out = IMPORT_BUF;
+            int rc = inflate(&im->zs, Z_NO_FLUSH);
+            im->in_pos = im->in_len - im->zs.avail_in;
+            size_t got = IMPORT_BUF - im->zs.avail_out;
+            if (rc == Z_STREAM_END)
+                im->member_done = true;
+            else if (rc != Z_OK && rc != Z_BUF_ERROR)
+                return stream_error(im, CAIRN_E_FORMAT, "gzip: %s",
+                                    im->zs.msg ? im->zs.msg : "corrupt data");
+            if (got) {
+                *buf = im->outbuf;
+                return (ssize_t)got;
+            }
+        } else {
+            ZSTD_inBuffer in = {im->inbuf + im->in_pos, avail, 0};
+            ZSTD_outBuffer out = {im->outbuf, IMPORT_BUF, 0};
+            size_t rc = ZSTD_decompressStream(im->zd, &out, &in);
+            im->in_pos += in.pos;
+            if (ZSTD_isError(rc))
+                return stream_error(im, CAIRN_E_FORMAT, "zstd: %s", ZSTD_getErrorName(rc));
+            im->member_done = rc == 0;
+            if (out.pos) {
+                *buf = im->outbuf;
+                return (ssize_t)out.pos;
+            }
+        }
+    }
+}
+
+/* The tar reader's input: the plain bytes, hashed as they go by. */
 static la_ssize_t tar_read(struct archive *a, void *ud, const void **buf)
 {
     importer *im = ud;
-    const void *b;
-    size_t len;
-    int64_t off;
-    int rc = archive_read_data_block(im->raw, &b, &len, &off);
-    if (rc == ARCHIVE_EOF)
-        return 0;
-    if (rc != ARCHIVE_OK) {
-        im->raw_err = archive_errno(im->raw) ? archive_errno(im->raw) : EIO;
-        snprintf(im->raw_msg, sizeof(im->raw_msg), "%s",
-                 archive_error_string(im->raw) ? archive_error_string(im->raw) : "read error");
-        archive_set_error(a, im->raw_err, "%s", im->raw_msg);
+    const void *b = NULL;
+    ssize_t n = plain_next(im, &b);
+    if (n < 0) {
+        if (!im->raw_err)
+            stream_error(im, (int)n, "%s", "read error");
+        archive_set_error(a, EIO, "%s", im->raw_msg);
         return -1;
     }
-    cairn__sha256_update(im->hash, b, len);
+    if (n > 0)
+        cairn__sha256_update(im->hash, b, (size_t)n);
     *buf = b;
-    return (la_ssize_t)len;
+    return n;
 }
 
 static int unsafe(importer *im, const char *path, const char *why)
@@ -246,6 +367,8 @@ static int clear_slot(importer *im, int dfd, const char *name, bool new_is_dir, 
         return errno == ENOENT ? 0 : cairn__err(im->err, -errno, "layer entry '%.200s': %m", path);
     if (S_ISDIR(sb.st_mode) && new_is_dir)
         return 1;
+    if (S_ISLNK(sb.st_mode) && new_is_dir)
+        return unsafe(im, path, "a directory over a symlink of the same layer");
     int r = cairn__rm_rf_at(dfd, name);
     if (r < 0)
         return cairn__err(im->err, r, "layer entry '%.200s': replace: %m", path);
@@ -295,14 +418,12 @@ static int set_owner_times(importer *im, struct archive_entry *e, int dfd, const
 
 static int tar_error(importer *im, const char *what)
 {
-    if (im->raw_err) {
-        if (im->raw_err == EIO || strstr(im->raw_msg, "runcated") || strstr(im->raw_msg, "EOF"))
-            return cairn__err(im->err, CAIRN_E_TRUNCATED,
-                              "layer: the compressed stream is truncated or corrupt (%s)",
-                              im->raw_msg);
-        return cairn__err(im->err, CAIRN_E_FORMAT, "layer: the compressed stream is corrupt (%s)",
-                          im->raw_msg);
-    }
+    if (im->raw_err == CAIRN_E_TRUNCATED)
+        return cairn__err(im->err, CAIRN_E_TRUNCATED, "layer: truncated: %s", im->raw_msg);
+    if (im->raw_err)
+        return cairn__err(im->err, im->raw_err < 0 && im->raw_err > -4096 ? im->raw_err
+                                                                         : CAIRN_E_FORMAT,
+                          "layer: the compressed stream is corrupt (%s)", im->raw_msg);
     const char *m = archive_error_string(im->tar);
     if (m && (strstr(m, "runcated") || strstr(m, "premature")))
         return cairn__err(im->err, CAIRN_E_TRUNCATED, "layer: %s: the tar is truncated (%s)", what,
@@ -536,8 +657,10 @@ static void importer_clear(importer *im)
 {
     if (im->tar)
         archive_read_free(im->tar);
-    if (im->raw)
-        archive_read_free(im->raw);
+    if (im->zinit)
+        inflateEnd(&im->zs);
+    ZSTD_freeDStream(im->zd);
+    free(im->outbuf);
     cairn__sha256_free(im->hash);
     free(im->inbuf);
     for (size_t i = 0; i < im->ndirs; i++)
@@ -550,29 +673,14 @@ static void importer_clear(importer *im)
 static int import_stream(importer *im, char diff_id[CAIRN_DIGEST_LEN + 1])
 {
     im->inbuf = malloc(IMPORT_BUF);
+    im->outbuf = malloc(IMPORT_BUF);
     im->hash = cairn__sha256_new();
-    im->raw = archive_read_new();
     im->tar = archive_read_new();
-    if (!im->inbuf || !im->hash || !im->raw || !im->tar)
+    if (!im->inbuf || !im->outbuf || !im->hash || !im->tar)
         return cairn__err(im->err, -ENOMEM, "out of memory");
-    archive_read_support_filter_all(im->raw);
-    archive_read_support_format_raw(im->raw);
-    if (archive_read_open(im->raw, im, NULL, raw_read, NULL) != ARCHIVE_OK)
-        return cairn__err(im->err, CAIRN_E_FORMAT, "layer: %s", archive_error_string(im->raw));
-    struct archive_entry *re;
-    int rc = archive_read_next_header(im->raw, &re);
-    if (rc == ARCHIVE_EOF)
-        return cairn__err(im->err, CAIRN_E_TRUNCATED, "layer: the input is empty");
-    if (rc != ARCHIVE_OK)
-        return cairn__err(im->err, CAIRN_E_FORMAT, "layer: %s", archive_error_string(im->raw));
-    for (int i = 0; i < archive_filter_count(im->raw); i++) {
-        int code = archive_filter_code(im->raw, i);
-        if (code != ARCHIVE_FILTER_NONE && code != ARCHIVE_FILTER_GZIP &&
-            code != ARCHIVE_FILTER_ZSTD)
-            return cairn__err(im->err, CAIRN_E_FORMAT,
-                              "layer: compressed with %s; only gzip and zstd are accepted",
-                              archive_filter_name(im->raw, i));
-    }
+    int rc, r = plain_start(im);
+    if (r < 0)
+        return r;
     archive_read_support_format_tar(im->tar);
     if (archive_read_open(im->tar, im, NULL, tar_read, NULL) != ARCHIVE_OK)
         return tar_error(im, "start");
@@ -583,32 +691,33 @@ static int import_stream(importer *im, char diff_id[CAIRN_DIGEST_LEN + 1])
         if (rc == ARCHIVE_EOF)
             break;
         if (rc == ARCHIVE_WARN && im->raw_err == 0) {
-            /* libarchive warns about things it could still read (an odd
-             * header field); the entry is usable. */
+            /* libarchive read a header it had to guess at (a malformed PAX
+             * record, a bad field): what it guessed is not what the layer
+             * says, so the layer is refused. */
+            return cairn__err(im->err, CAIRN_E_FORMAT,
+                              "layer: entry %llu: malformed header (%s); refused", entries + 1,
+                              archive_error_string(im->tar) ? archive_error_string(im->tar)
+                                                            : "unknown problem");
         } else if (rc != ARCHIVE_OK) {
             char what[64];
             snprintf(what, sizeof(what), "after entry %llu", entries);
             return tar_error(im, what);
         }
         entries++;
-        int r = apply_entry(im, e);
+        r = apply_entry(im, e);
         if (r < 0)
             return r;
     }
     if (entries == 0 && archive_format(im->tar) == 0)
         return tar_error(im, "start");
-    /* Trailing bytes after the end marker belong to the stream too. */
+    /* Bytes after the end marker belong to the stream too (and a
+     * compressed stream must still end well). */
     const void *b;
-    size_t len;
-    int64_t off;
-    while ((rc = archive_read_data_block(im->raw, &b, &len, &off)) == ARCHIVE_OK)
-        cairn__sha256_update(im->hash, b, len);
-    if (rc != ARCHIVE_EOF) {
-        snprintf(im->raw_msg, sizeof(im->raw_msg), "%s",
-                 archive_error_string(im->raw) ? archive_error_string(im->raw) : "read error");
-        im->raw_err = EIO;
-        return tar_error(im, "end");
-    }
+    ssize_t n;
+    while ((n = plain_next(im, &b)) > 0)
+        cairn__sha256_update(im->hash, b, (size_t)n);
+    if (n < 0)
+        return im->raw_err ? tar_error(im, "end") : (int)n;
     cairn__sha256_final(im->hash, diff_id);
     return fix_dirs(im);
 }
