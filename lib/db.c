@@ -124,6 +124,9 @@ static int exec_db(sqlite3 *db, const char *sql, cairn_error *err)
 
 int cairn__db_migrate(sqlite3 *db, const char *path, cairn_error *err)
 {
+    /* The common case, an up-to-date database, takes no write lock. */
+    if (cairn__db_schema(db) == CAIRN_SCHEMA_VERSION)
+        return 0;
     int r = exec_db(db, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
