@@ -42,9 +42,15 @@ static int cmd_import(cli *c, int argc, char **argv)
         case 'n':
             io.name = optarg;
             break;
-        case 'p':
+        case 'p': {
+            /* os/arch[/variant], each part non-empty */
+            const char *a = strchr(optarg, '/');
+            const char *v = a ? strchr(a + 1, '/') : NULL;
+            if (!a || a == optarg || !a[1] || a[1] == '/' || (v && (!v[1] || strchr(v + 1, '/'))))
+                return cli_usage_error(c, "--platform '%s': expected os/arch[/variant]", optarg);
             io.platform = optarg;
             break;
+        }
         case 'j': {
             char *end;
             errno = 0;

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Images end to end, against the real tools: an image built with umoci is
+# imported, its top snapshot checked out and compared with umoci's own unpack
+# of it; exported, and the export read back by skopeo and umoci. Bad input is
+# refused naming the object, and records no image.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/image-lib.sh"
+for tool in umoci skopeo setfattr python3; do
+    command -v $tool >/dev/null || die "$tool is needed (scripts/deps installs it)"
+done
+cairn init "$T/s" >/dev/null
+export CAIRN_STATE=$T/s
+no_image() { ! cairn image ls --json | grep -q "\"name\": \"$1\"" || die "image $1 was recorded"; }
+
+step "build a 3-layer image with umoci (whiteouts, an opaque directory)"
+make_image "$T/lay" v1
+umoci unpack --image "$T/lay:v1" "$T/ref" >/dev/null
+tree_sig "$T/ref/rootfs" >"$T/ref.sig"
+grep -q '^data/a f 644 1234:5678 .* user.color=' "$T/ref.sig" || die "the reference lacks what the test made: $(cat "$T/ref.sig")"
+grep -q '^opq/fresh/file' "$T/ref.sig" && ! grep -q '^opq/old' "$T/ref.sig" || die "umoci did not apply the opaque layer"
+
+step "import: three snapshots, named by the chain ids of the config's diff ids"
+cairn image import "$T/lay" >"$T/out"
+grep -q "imported v1: manifest sha256:[0-9a-f]*, 3 layers" "$T/out" || die "import said: $(cat "$T/out")"
+cairn image show --json v1 >"$T/show.json"
+top=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["top"])' "$T/show.json")
+layout_chain_ids "$T/lay" >"$T/chains"
+[ "$(tail -1 "$T/chains")" = "$top" ] || die "top $top is not the chain id $(tail -1 "$T/chains")"
+while read -r c; do cairn snapshot stat "$c" >/dev/null || die "no snapshot $c"; done <"$T/chains"
+while read -r d; do cairn blob stat "$d" >/dev/null || die "layer blob $d not stored"; done < <(layout_layers "$T/lay")
+cairn image ls | grep -q '^v1 ' || die "image ls does not list v1"
+
+step "check out the top snapshot: the same tree as umoci unpack"
+cairn snapshot checkout "$top" "$T/co"
+tree_sig "$T/co" >"$T/co.sig"
+diff -u "$T/ref.sig" "$T/co.sig" || die "the checkout differs from umoci's unpack"
+
+step "import again: nothing new; under another name: the same snapshots"
+nsnap=$(cairn snapshot ls | wc -l); nblob=$(cairn blob ls | wc -l)
+cairn image import "$T/lay:v1" --name again --jobs 1 >/dev/null
+[ "$(cairn snapshot ls | wc -l)" = "$nsnap" ] && [ "$(cairn blob ls | wc -l)" = "$nblob" ] || die "a second import stored something"
+[ "$(cairn image show --json again | python3 -c 'import json,sys; print(json.load(sys.stdin)["top"])')" = "$top" ] || die "a second import has another top"
+
+step "an oci-archive (made by skopeo) imports to the same snapshots"
+skopeo copy -q "oci:$T/lay:v1" "oci-archive:$T/v1.tar:v1"
+cairn init "$T/s2" >/dev/null
+cairn -C "$T/s2" image import "$T/v1.tar" --name arc >/dev/null
+[ "$(cairn -C "$T/s2" image show --json arc | python3 -c 'import json,sys; print(json.load(sys.stdin)["top"])')" = "$top" ] || die "the archive's import has another top"
+
+step "export as a layout: skopeo copies it, umoci unpacks it to the same tree"
+cairn image export v1 "$T/exp"
+[ -f "$T/exp/index.json" ] && [ -f "$T/exp/oci-layout" ] || die "no index.json or oci-layout in the export"
+skopeo copy -q "oci:$T/exp:v1" "oci:$T/copy:v1"
+umoci unpack --image "$T/exp:v1" "$T/unp" >/dev/null
+tree_sig "$T/unp/rootfs" | diff -u "$T/ref.sig" - || die "umoci's unpack of the export differs"
+cmp -s "$T/lay/blobs/sha256/${top#sha256:}" /dev/null 2>/dev/null || true
+for d in $(layout_layers "$T/lay"); do cmp -s "$T/lay/blobs/sha256/${d#sha256:}" "$T/exp/blobs/sha256/${d#sha256:}" || die "layer $d was not exported as it came"; done
+fails 1 "not empty" -- cairn image export v1 "$T/exp"
+
+step "export as an oci-archive: skopeo reads it"
+cairn image export --format oci-archive v1 "$T/exp.tar"
+skopeo copy -q "oci-archive:$T/exp.tar" "oci:$T/copy2:v1"
+[ -f "$T/copy2/index.json" ] || die "skopeo did not copy the archive"
+fails 1 "already exists" -- cairn image export --format oci-archive v1 "$T/exp.tar"
+
+step "rm"
+cairn image rm again >/dev/null
+no_image again
+fails 1 "image 'again': not found" -- cairn image rm again
+
+step "bad input: nothing recorded, the object named"
+bad() { rm -rf "$T/bad"; cp -a "$T/lay" "$T/bad"; }
+bad; echo '{"schemaVersion": 2, "manifests": [' >"$T/bad/index.json"
+fails 1 "bad/index.json: malformed JSON" -- cairn image import "$T/bad" --name b1
+no_image b1
+
+bad; layout_rewrite "$T/bad" 'man_raw = "{\"schemaVersion\": 2, \"config\": "'
+mdig=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$T/bad/index.json")
+fails 1 "$mdig: malformed JSON" -- cairn image import "$T/bad" --name b2
+no_image b2
+
+bad; layout_rewrite "$T/bad" 'cfg_raw = "{\"os\": \"linux\", \"rootfs\": {"'
+cdig=$(python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print(json.load(open(sys.argv[2]+"/blobs/sha256/"+i["manifests"][0]["digest"][7:]))["config"]["digest"])' "$T/bad/index.json" "$T/bad")
+fails 1 "$cdig: malformed JSON" -- cairn image import "$T/bad" --name b3
+no_image b3
+
+bad; l2=$(layout_layers "$T/bad" | sed -n 2p)
+rm "$T/bad/blobs/sha256/${l2#sha256:}"
+cairn init "$T/s3" >/dev/null   # a store that lacks the layer
+fails 1 "layer 1 \\($l2\\) of manifest sha256:[0-9a-f]*: missing from" -- cairn -C "$T/s3" image import "$T/bad" --name b4
+[ "$(cairn -C "$T/s3" image ls --json)" = "[]" ] || die "b4 was recorded"
+
+bad; python3 - "$T/bad/blobs/sha256/${l2#sha256:}" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 0xff; open(p, "wb").write(b)
+PY
+fails 1 "$l2: the data's digest is sha256:" -- cairn -C "$T/s3" image import "$T/bad" --name b5
+[ "$(cairn -C "$T/s3" image ls --json)" = "[]" ] || die "b5 was recorded"
+
+bad; layout_rewrite "$T/bad" 'cfg["rootfs"]["diff_ids"][1] = cfg["rootfs"]["diff_ids"][0]'
+fails 1 "layer 1 \\($l2\\) of manifest .*DiffID is sha256:[0-9a-f]*, expected" -- cairn -C "$T/s3" image import "$T/bad" --name b6
+[ "$(cairn -C "$T/s3" image ls --json)" = "[]" ] || die "b6 was recorded"
+
+size=$(stat -c %s "$T/v1.tar")
+head -c $((size / 2)) "$T/v1.tar" >"$T/trunc.tar"
+fails 1 "trunc.tar.*([Tt]runcated|missing from)" -- cairn -C "$T/s3" image import "$T/trunc.tar" --name b7
+[ "$(cairn -C "$T/s3" image ls --json)" = "[]" ] || die "b7 was recorded"
+
+fails 1 "no manifest for platform linux/s390x" -- cairn image import "$T/lay" --platform linux/s390x --name b8
+fails 2 "expected os/arch" -- cairn image import "$T/lay" --platform linux
+fails 2 "expected one image layout" -- cairn image import
+no_image b8
+[ -z "$(ls -A "$T/s/tmp")" ] || die "staging left behind: $(ls "$T/s/tmp")"
+echo "ok"
