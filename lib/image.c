@@ -29,6 +29,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <archive.h>
@@ -778,15 +779,87 @@ static int ingest(import *im, cairn_error *err)
 
 /* ---- apply ------------------------------------------------------------ */
 
-typedef struct pool {
-    import *im;
-    pthread_mutex_t lock;
-    size_t next;
-    int failed;
-    cairn_error err;
-} pool;
+/* A layer's snapshot needs its parent's to be there before it starts, so
+ * layers are applied in order. What runs beside the applying is the
+ * decompression: a thread inflates the blob into a pipe and the layer is
+ * applied from the plain tar at the other end, so inflating, hashing and
+ * writing files share the CPUs. */
 
 #if HAVE_LAYER_API
+typedef struct inflater {
+    import *im;
+    int in_fd;      /* the blob (owned) */
+    int out_fd;     /* the pipe's write end (owned, closed at the end) */
+    int code;       /* 0, or why inflating stopped */
+    char msg[256];
+    uint64_t reported;
+    pthread_t th;
+} inflater;
+
+static void *inflate_main(void *arg)
+{
+    inflater *f = arg;
+    /* The reader may stop early (a bad layer): a write to its closed pipe
+     * must fail with EPIPE, not kill the process. */
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool epipe = false;
+    struct archive *a = archive_read_new();
+    if (!a) {
+        f->code = -ENOMEM;
+        goto out;
+    }
+    archive_read_support_filter_all(a);
+    archive_read_support_format_raw(a);
+    struct archive_entry *e;
+    if (archive_read_open_fd(a, f->in_fd, CHUNK) != ARCHIVE_OK ||
+        archive_read_next_header(a, &e) != ARCHIVE_OK) {
+        f->code = CAIRN_E_FORMAT;
+        snprintf(f->msg, sizeof(f->msg), "%s", archive_error_string(a));
+        goto out;
+    }
+    for (;;) {
+        const void *b;
+        size_t len;
+        int64_t off;
+        int rc = archive_read_data_block(a, &b, &len, &off);
+        if (rc == ARCHIVE_EOF)
+            break;
+        if (rc < ARCHIVE_WARN) {
+            const char *m = archive_error_string(a);
+            f->code = m && (strstr(m, "runcated") || strstr(m, "remature")) ? CAIRN_E_TRUNCATED
+                                                                             : CAIRN_E_FORMAT;
+            snprintf(f->msg, sizeof(f->msg), "%s", m ? m : "decompression failed");
+            break;
+        }
+        int r = cairn__write_all(f->out_fd, b, len);
+        if (r < 0) {
+            epipe = r == -EPIPE;
+            f->code = r;
+            snprintf(f->msg, sizeof(f->msg), "writing the plain tar: %s", strerror(-r));
+            break;
+        }
+        int64_t in = archive_filter_bytes(a, -1);
+        if (in > 0 && (uint64_t)in > f->reported) {
+            progress_add(f->im, (uint64_t)in - f->reported);
+            f->reported = (uint64_t)in;
+        }
+    }
+out:
+    if (a)
+        archive_read_free(a);
+    close(f->out_fd);
+    f->out_fd = -1;
+    if (epipe) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return NULL;
+}
+
 struct layer_progress {
     import *im;
     uint64_t last;
@@ -800,12 +873,11 @@ static void layer_progress_cb(void *ud, uint64_t done, uint64_t total)
         p->last = done;
     }
 }
-#endif
 
-static int apply_one(cairn_state *st, import *im, size_t i, cairn_error *err)
+static int apply_one(import *im, size_t i, bool threaded, cairn_error *err)
 {
+    cairn_state *st = im->st;
     layer_job *j = &im->jobs[i];
-#if HAVE_LAYER_API
     _cleanup_close_ int fd = -1;
     int r = cairn_blob_open(st, j->desc.digest, 0, &fd, err);
     if (r < 0)
@@ -813,118 +885,81 @@ static int apply_one(cairn_state *st, import *im, size_t i, cairn_error *err)
     cairn_layer_import_options lo = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
     lo.expected_diff_id = j->diff_id;
     struct layer_progress lp = {im, 0};
-    if (im->opts->progress) {
+    inflater f = {.im = im, .in_fd = -1, .out_fd = -1};
+    _cleanup_close_ int rd = -1;
+    bool started = false;
+    if (threaded && j->compression != CAIRN__COMP_NONE) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+            return cairn__err(err, -errno, "layer %zu: pipe: %m", i);
+        fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* fewer switches; a smaller pipe works too */
+        rd = p[0];
+        f.out_fd = p[1];
+        f.in_fd = steal_fd(&fd);
+        int e = pthread_create(&f.th, NULL, inflate_main, &f);
+        if (e) {
+            close(f.out_fd);
+            fd = steal_fd(&f.in_fd);
+            close(steal_fd(&rd));
+        } else {
+            started = true;
+        }
+    }
+    if (!started && im->opts->progress) {
         lo.progress = layer_progress_cb;
         lo.progress_userdata = &lp;
     }
     char chain[CAIRN_DIGEST_LEN + 1], diff[CAIRN_DIGEST_LEN + 1];
-    r = cairn_layer_import(st, j->parent[0] ? j->parent : NULL, fd, &lo, chain, diff, err);
+    r = cairn_layer_import(st, j->parent[0] ? j->parent : NULL, started ? rd : fd, &lo, chain,
+                           diff, err);
+    if (started) {
+        /* Unblock the inflater if the import stopped reading early. */
+        close(steal_fd(&rd));
+        pthread_join(f.th, NULL);
+        close(f.in_fd);
+        if (f.code && f.code != -EPIPE)
+            /* The cause is the compressed stream, not the tar it cut short. */
+            r = cairn__err(err, f.code, "%s", f.msg);
+        else if (r == 0)
+            progress_add(im, (uint64_t)j->desc.size > f.reported
+                                 ? (uint64_t)j->desc.size - f.reported
+                                 : 0);
+    } else if (r == 0 && lp.last < (uint64_t)j->desc.size) {
+        progress_add(im, (uint64_t)j->desc.size - lp.last);
+    }
     if (r < 0)
         return cairn__err_prefix(err, r, "layer %zu (%s) of manifest %s", i, j->desc.digest,
                                  im->chosen.d.digest);
-    if (lp.last < (uint64_t)j->desc.size)
-        progress_add(im, (uint64_t)j->desc.size - lp.last);
     if (strcmp(chain, j->chain_id) != 0)
         return cairn__err(err, CAIRN_E_CORRUPT,
                           "layer %zu (%s): applied as snapshot %s, expected chain id %s", i,
                           j->desc.digest, chain, j->chain_id);
     return 0;
-#else
-    (void)st;
-    return cairn__err(err, -ENOTSUP, "layer %zu (%s): applying layers is not built in", i,
-                      j->desc.digest);
-#endif
-}
-
-static void *pool_worker(void *arg)
-{
-    pool *p = arg;
-    import *im = p->im;
-    cairn_state *st = NULL;
-    cairn_error e = {0};
-    int r = cairn_state_open(&st, im->st->path, 0, &e);
-    for (;;) {
-        size_t i = SIZE_MAX;
-        pthread_mutex_lock(&p->lock);
-        if (r < 0 && !p->failed) {
-            p->failed = r;
-            p->err = e;
-        }
-        if (!p->failed) {
-            while (p->next < im->n_jobs && im->jobs[p->next].have_snap)
-                p->next++;
-            if (p->next < im->n_jobs)
-                i = p->next++;
-        }
-        pthread_mutex_unlock(&p->lock);
-        if (i == SIZE_MAX || r < 0)
-            break;
-        r = apply_one(st, im, i, &e);
-        if (r == 0)
-            im->jobs[i].done = true;
-    }
-    cairn_state_free(st);
-    return NULL;
-}
-
-static unsigned ncpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
 }
 
 static int apply(import *im, cairn_error *err)
 {
-    size_t todo = 0;
-    for (size_t i = 0; i < im->n_jobs; i++)
-        todo += !im->jobs[i].have_snap;
-    if (todo == 0)
-        return 0;
-    unsigned jobs = im->opts->jobs ? im->opts->jobs : ncpus();
-    if (jobs > todo)
-        jobs = (unsigned)todo;
-    if (jobs <= 1) {
-        for (size_t i = 0; i < im->n_jobs; i++) {
-            if (im->jobs[i].have_snap)
-                continue;
-            int r = apply_one(im->st, im, i, err);
-            if (r < 0)
-                return r;
-        }
-        return 0;
-    }
-    pool p = {.im = im};
-    pthread_mutex_init(&p.lock, NULL);
-    pthread_t *th = calloc(jobs, sizeof(*th));
-    if (!th) {
-        pthread_mutex_destroy(&p.lock);
-        return cairn__err(err, -ENOMEM, "out of memory");
-    }
-    unsigned started = 0;
-    int r = 0;
-    for (; started < jobs; started++) {
-        int e = pthread_create(&th[started], NULL, pool_worker, &p);
-        if (e) {
-            r = cairn__err(err, -e, "starting a thread: %m");
-            pthread_mutex_lock(&p.lock);
-            p.failed = r;
-            pthread_mutex_unlock(&p.lock);
-            break;
-        }
-    }
-    for (unsigned k = 0; k < started; k++)
-        pthread_join(th[k], NULL);
-    free(th);
-    pthread_mutex_destroy(&p.lock);
-    if (r < 0)
-        return r;
-    if (p.failed) {
-        if (err)
-            *err = p.err;
-        return p.failed;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    bool threaded = im->opts->jobs ? im->opts->jobs > 1 : cpus > 1;
+    for (size_t i = 0; i < im->n_jobs; i++) {
+        if (im->jobs[i].have_snap)
+            continue;
+        int r = apply_one(im, i, threaded, err);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
+#else
+static int apply(import *im, cairn_error *err)
+{
+    for (size_t i = 0; i < im->n_jobs; i++)
+        if (!im->jobs[i].have_snap)
+            return cairn__err(err, -ENOTSUP, "layer %zu (%s): applying layers is not built in",
+                              i, im->jobs[i].desc.digest);
+    return 0;
+}
+#endif
 
 /* ---- the images table ------------------------------------------------- */
 
