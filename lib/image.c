@@ -358,7 +358,6 @@ typedef struct import {
     source src;
     const char *ref;          /* PATH:REF, or NULL */
     char os[32], arch[32], variant[32];
-    bool platform_given;
     doc *docs;                /* JSON documents to store */
     size_t n_docs;
     candidate *cands;
@@ -576,12 +575,12 @@ static int resolve(import *im, cairn_error *err)
                 steal_pointer(&buf), len, err);
     if (r < 0)
         return r;
-    if (!md->has_platform && (strcmp(im->cfg.os, im->os) || strcmp(im->cfg.arch, im->arch)) &&
-        !im->platform_given)
+    /* The index did not say: the config does. */
+    if (!md->has_platform && (strcmp(im->cfg.os, im->os) || strcmp(im->cfg.arch, im->arch)))
         return cairn__err(err, -ENOENT,
-                          "%s: the image is for %s/%s, not %s/%s; pass --platform %s/%s to import "
-                          "it anyway",
-                          s->path, im->cfg.os, im->cfg.arch, im->os, im->arch, im->cfg.os,
+                          "%s: no manifest for platform %s/%s: the image is for %s/%s (import it "
+                          "with --platform %s/%s)",
+                          s->path, im->os, im->arch, im->cfg.os, im->cfg.arch, im->cfg.os,
                           im->cfg.arch);
     if (im->cfg.n_diff_ids != im->man.n_layers)
         return cairn__err(err, CAIRN_E_FORMAT,
@@ -1167,7 +1166,6 @@ int cairn_image_import(cairn_state *st, const char *path, const cairn_image_impo
         r = cairn__oci_parse_platform(opts->platform, im.os, im.arch, im.variant, err);
         if (r < 0)
             goto out;
-        im.platform_given = true;
     } else {
         cairn__oci_host_platform(im.os, im.arch, im.variant);
     }

@@ -26,7 +26,7 @@ make_image() {
     ln -s /nowhere/at/all "$R/data/dangling"
     echo conf >"$R/etc/conf"
     chmod 4755 "$R/etc/conf"
-    chmod 0640 "$R/data/sub"
+    mkdir "$R/private"; echo secret >"$R/private/key"; chmod 0700 "$R/private"
     chown 1234:5678 "$R/data/a"
     chown -h 42:43 "$R/data/link"
     setfattr -n user.color -v blue "$R/data/a"

@@ -265,6 +265,9 @@ static void test_platforms(void **unused)
     write_index(anon, d1);
     assert_int_equal(cairn_image_import(st, anon, &o, &in, &t_err), -ENOENT);
     assert_non_null(strstr(t_err.message, "the image is for linux/mips64le"));
+    o.platform = "linux/arm64";
+    assert_int_equal(cairn_image_import(st, anon, &o, &in, &t_err), -ENOENT);
+    assert_non_null(strstr(t_err.message, "no manifest for platform linux/arm64"));
     o.platform = "linux/mips64le";
     assert_int_equal(cairn_image_import(st, anon, &o, &in, &t_err), -ENOENT);
     assert_non_null(strstr(t_err.message, "give it a name"));
