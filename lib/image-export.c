@@ -480,6 +480,8 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
         r = put_layer_from_snapshot(&o, chain, i, nd, &nsize, err);
         if (r < 0)
             break;
+        if (!strcmp(nd, d->digest))
+            continue; /* made again byte for byte */
         json_t *l = json_array_get(json_object_get(man.root, "layers"), i);
         json_object_set_new(l, "digest", json_string(nd));
         json_object_set_new(l, "size", json_integer((json_int_t)nsize));
