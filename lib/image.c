@@ -26,6 +26,7 @@
  */
 #include "cairn-private.h"
 #include "oci-private.h"
+#include "fsck-private.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -1126,6 +1127,90 @@ int cairn_image_remove(cairn_state *st, const char *name, cairn_error *err)
     return cairn__tx_commit(st, err);
 fail:
     cairn__tx_rollback(st);
+    return r;
+}
+
+/* ---- fsck ------------------------------------------------------------- */
+
+static int drop_row(cairn_state *st, const char *name, cairn_error *err)
+{
+    static const char del[] = "DELETE FROM images WHERE name = ?";
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
+    if (!q) {
+        cairn__tx_rollback(st);
+        return err ? err->code : CAIRN_E_DB;
+    }
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    r = cairn__step_done(st, 0, q, err);
+    if (r < 0) {
+        cairn__tx_rollback(st);
+        return r;
+    }
+    return cairn__tx_commit(st, err);
+}
+
+/* Every live image row of this state names a manifest blob, a config blob
+ * and a top snapshot that are there (here or in a lower). Repair drops a
+ * row that does not (the name is lost, not the content). */
+int cairn__fsck_images(cairn__fsck *f, cairn_error *err)
+{
+    cairn_state *st = f->st;
+    static const char sql[] =
+        "SELECT name, manifest, config, top, updated FROM images WHERE manifest != '' "
+        "ORDER BY name";
+    /* Collect first: repair writes to the table being read. */
+    cairn_image_info *rows = NULL;
+    size_t n = 0;
+    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
+    if (!s)
+        return err ? err->code : CAIRN_E_DB;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cairn_image_info *nr = realloc(rows, (n + 1) * sizeof(*nr));
+        if (!nr) {
+            sqlite3_reset(s);
+            free(rows);
+            return cairn__err(err, -ENOMEM, "out of memory");
+        }
+        rows = nr;
+        row_info(s, 0, &rows[n++]);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        free(rows);
+        return cairn__err_db(err, st->layers[0].db, rc, "images");
+    }
+    f->total += n;
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        const cairn_image_info *in = &rows[i];
+        const char *what = NULL, *obj = NULL;
+        int e = cairn_blob_exists(st, in->manifest, NULL);
+        if (e <= 0) {
+            what = "manifest blob";
+            obj = in->manifest;
+        } else if ((e = cairn_blob_exists(st, in->config, NULL)) <= 0) {
+            what = "config blob";
+            obj = in->config;
+        } else if (in->top[0] && (e = snapshot_exists(st, in->top, err)) <= 0) {
+            if (e < 0)
+                break;
+            what = "top snapshot";
+            obj = in->top;
+        }
+        if (what) {
+            cairn__fsck_report(f, "image", in->name, "dangling",
+                               f->opts.repair ? "dropped row" : "", "its %s %s is not there",
+                               what, obj);
+            if (f->opts.repair)
+                r = drop_row(st, in->name, err);
+        }
+        cairn__fsck_tick(f);
+    }
+    free(rows);
     return r;
 }
 

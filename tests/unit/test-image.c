@@ -445,6 +445,45 @@ static void test_lowers(void **unused)
     t_scratch_free(dir);
 }
 
+static void fsck_cb(void *ud, const cairn_fsck_problem *p)
+{
+    if (!strcmp(p->kind, "image"))
+        snprintf(ud, 512, "%s %s %s %s", p->name, p->problem, p->detail, p->action);
+}
+
+/* fsck: an image row naming a blob that is gone is reported, and dropped by repair. */
+static void test_fsck(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("image-fsck");
+    cairn_state *st = t_state(dir, "s");
+    char *lay = NULL;
+    assert_true(asprintf(&lay, "%s/layout", dir) > 0);
+    char d[512], m[CAIRN_DIGEST_LEN + 1];
+    make_image(lay, "linux", "amd64", "f", false, d, sizeof(d), m);
+    write_index(lay, d);
+    cairn_image_import_options o = CAIRN_IMAGE_IMPORT_OPTIONS_INIT;
+    o.platform = "linux/amd64";
+    cairn_image_info in;
+    T_OK(cairn_image_import(st, lay, &o, &in, &t_err));
+    char got[512] = "";
+    assert_int_equal(cairn_fsck(st, NULL, fsck_cb, got, &t_err), 0);
+    T_OK(cairn_blob_remove(st, in.config, &t_err));
+    assert_int_equal(cairn_fsck(st, NULL, fsck_cb, got, &t_err), 1);
+    assert_non_null(strstr(got, "f dangling its config blob"));
+    assert_non_null(strstr(got, in.config));
+    T_OK(cairn_image_get(st, "f", NULL, &t_err));
+    cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
+    fo.repair = 1;
+    assert_int_equal(cairn_fsck(st, &fo, fsck_cb, got, &t_err), 1);
+    assert_non_null(strstr(got, "dropped row"));
+    assert_int_equal(cairn_image_get(st, "f", NULL, &t_err), -ENOENT);
+    assert_int_equal(cairn_fsck(st, NULL, fsck_cb, got, &t_err), 0);
+    cairn_state_free(st);
+    free(lay);
+    t_scratch_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_platforms),
         cmocka_unit_test(test_bad_layouts),
         cmocka_unit_test(test_lowers),
+        cmocka_unit_test(test_fsck),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
