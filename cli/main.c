@@ -12,6 +12,7 @@ static const cli_command *const tables[] = {
     cli_state_commands,
     cli_blob_commands,
     cli_snapshot_commands,
+    cli_image_commands,
 };
 
 static const cli_command *current;
