@@ -166,6 +166,10 @@ CAIRN_INTERNAL void cairn__layers_trim(cairn_state *st, size_t n);
  * without replacing (-EEXIST: already there). *bytes grows by bytes copied. */
 CAIRN_INTERNAL int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how,
                                          uint64_t *bytes);
+/* A directory built beside `path` and renamed onto it when complete:
+ * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
+CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
+CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
 /* Apply the flatten policy of a writable stack being opened (merge.c). */
 CAIRN_INTERNAL int cairn__flatten_on_open(cairn_state *st, cairn_error *err);
 /* A new staging name in tmp/: "<boot-id>-<tag>-<random>". */

@@ -3,7 +3,7 @@
  *
  * The source may be live: an engine may be writing to it during the freeze.
  * In order:
- *   1. build the copy in a sibling directory DEST.cairn-freeze-<random>,
+ *   1. build the copy in a sibling directory DEST.cairn-freeze-<pid>,
  *      invisible until step 6;
  *   2. take the source's lock shared (gc, which deletes under the exclusive
  *      lock, waits; writers, which hold it shared, do not);
@@ -288,17 +288,19 @@ int cairn_freeze(const char *src_path, const char *dest, cairn_merge_stats *stat
         return r;
     freezer f = {.src = src, .sidefd = -1, .blobfd = -1, .snapfd = -1, .tmpfd = -1};
     char id[CAIRN_STATE_ID_LEN + 1];
-    _cleanup_free_ char *side = NULL;
     r = cairn__random_id(id);
     if (r < 0) {
         cairn_state_free(src);
         return cairn__err(err, r, "random id: %m");
     }
-    if (asprintf(&side, "%s.cairn-freeze-%.8s", dest, id) < 0) {
+    cairn__side_sweep(dest, "cairn-freeze");
+    _cleanup_free_ char *side = cairn__side_name(dest, "cairn-freeze");
+    if (!side) {
         cairn_state_free(src);
         return cairn__err(err, -ENOMEM, "out of memory");
     }
     f.side = side;
+    cairn__rm_rf_at(AT_FDCWD, side); /* ours, from a pid reused after a crash */
     if (mkdir(side, 0755) < 0 || (f.sidefd = open(side, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         r = cairn__err(err, -errno, "%s: %m", side);
         cairn_state_free(src);

@@ -37,6 +37,7 @@
 #include "cairn-private.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -61,8 +62,9 @@ static const merge_table merge_tables[] = {
      "DO UPDATE SET value = excluded.value, updated = excluded.updated WHERE "
      "(excluded.updated, excluded.value IS NOT NULL, coalesce(excluded.value, '')) > "
      "(updated, value IS NOT NULL, coalesce(value, ''))"},
-    {"snapshots", "chain_id, parent, diff_id, size, created", "chain_id", "chain_id",
-     "DO UPDATE SET created = min(created, excluded.created)"},
+    {"snapshots", "chain_id, parent, diff_id, size, created, tar_digest", "chain_id", "chain_id",
+     "DO UPDATE SET created = min(created, excluded.created), "
+     "tar_digest = max(tar_digest, excluded.tar_digest)"},
     {"images", "name, manifest, config, top, updated", "name", NULL,
      "DO UPDATE SET manifest = excluded.manifest, config = excluded.config, top = excluded.top, "
      "updated = excluded.updated WHERE (excluded.updated, excluded.manifest, excluded.config, "
@@ -171,6 +173,51 @@ static int hash_is(int fd, const char *hex)
     if (n < 0)
         return (int)n;
     return !strcmp(got + 7, hex);
+}
+
+/* ---- side directories --------------------------------------------------- */
+
+char *cairn__side_name(const char *path, const char *tag)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s.%s-%ld", path, tag, (long)getpid()) < 0)
+        return NULL;
+    return p;
+}
+
+void cairn__side_sweep(const char *path, const char *tag)
+{
+    _cleanup_free_ char *dir = strdup(path);
+    if (!dir)
+        return;
+    char *slash = strrchr(dir, '/');
+    const char *base = slash ? slash + 1 : dir;
+    const char *parent = slash ? (slash == dir ? "/" : dir) : ".";
+    if (slash)
+        *slash = 0;
+    char prefix[512];
+    snprintf(prefix, sizeof(prefix), "%s.%s-", base, tag);
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        char *end;
+        long pid = strtol(de->d_name + strlen(prefix), &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* its process may still be at work */
+        cairn__rm_rf_at(dirfd(d), de->d_name);
+    }
+    closedir(d);
 }
 
 /* ---- a merge in progress ---------------------------------------------- */
@@ -908,16 +955,26 @@ static int ensure_state(const char *path, cairn_error *err)
                               "%s: not empty and not a cairn state; refusing to merge into it",
                               path);
     }
-    _cleanup_free_ char *side = NULL;
-    char rnd[CAIRN_STATE_ID_LEN + 1];
-    int r = cairn__random_id(rnd);
-    if (r < 0)
-        return cairn__err(err, r, "random: %m");
-    if (asprintf(&side, "%s.cairn-new-%.8s", path, rnd) < 0)
+    cairn__side_sweep(path, "cairn-new");
+    _cleanup_free_ char *side = cairn__side_name(path, "cairn-new");
+    if (!side)
         return cairn__err(err, -ENOMEM, "out of memory");
-    r = cairn_state_init(side, NULL, err);
-    if (r == 0 && rename(side, path) < 0)
-        r = cairn__err(err, -errno, "%s: rename into place: %m", path);
+    cairn__rm_rf_at(AT_FDCWD, side); /* ours, from a pid reused after a crash */
+    int r = cairn_state_init(side, NULL, err);
+    if (r == 0 && rename(side, path) < 0) {
+        r = -errno;
+        char id[CAIRN_STATE_ID_LEN + 1];
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if ((r == -ENOTEMPTY || r == -EEXIST) && fd >= 0 &&
+            cairn__identity_get(fd, path, id, NULL, NULL) == 0)
+            r = 0; /* made meanwhile by another merge: use it */
+        else
+            cairn__err(err, r, "%s: rename into place: %m", path);
+        if (fd >= 0)
+            close(fd);
+        if (r == 0)
+            cairn__rm_rf_at(AT_FDCWD, side);
+    }
     if (r < 0)
         cairn__rm_rf_at(AT_FDCWD, side);
     return r;

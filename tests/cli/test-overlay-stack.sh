@@ -22,16 +22,18 @@ for s in a b; do
     for i in $(seq 1 30); do echo "$s blob $i" >"$T/data/$s$i"; done
     echo "common" >"$T/data/common"
     cairn -C "$T/$s.live" blob put "$T/data/$s"* "$T/data/common" >/dev/null
-    # A committed snapshot: its directory (a diff tree) and its row.
-    chain=$(echo "chain of $s" | sha256sum | cut -d' ' -f1)
-    mkdir -p "$T/$s.live/snapshots/$chain/etc"
-    echo "from $s" >"$T/$s.live/snapshots/$chain/etc/$s.conf"
-    echo "shared from $s" >"$T/$s.live/snapshots/$chain/etc/shared.conf"
-    id=$(sed -n 's/^id=//p' "$T/$s.live/cairn-state")
-    sqlite3 "$T/$s.live/db/$id.sqlite" \
-        "INSERT INTO snapshots VALUES ('sha256:$chain', NULL, 'sha256:$chain', 100, 1)"
+    # Committed snapshots: a base, and a child over it.
+    act=$(cairn -C "$T/$s.live" snapshot prepare)
+    mkdir -p "$T/$s.live/active/$act/fs/etc"
+    echo "from $s" >"$T/$s.live/active/$act/fs/etc/$s.conf"
+    echo "shared from $s" >"$T/$s.live/active/$act/fs/etc/shared.conf"
+    base=$(cairn -C "$T/$s.live" snapshot commit "$act")
+    act=$(cairn -C "$T/$s.live" snapshot prepare "$base")
+    mkdir -p "$T/$s.live/active/$act/fs/usr"
+    echo "child of $s" >"$T/$s.live/active/$act/fs/usr/$s.child"
+    chain=$(cairn -C "$T/$s.live" snapshot commit "$act")
     cairn freeze -q "$T/$s.live" "$T/$s"
-    eval "chain_$s=$chain"
+    eval "chain_$s=${chain#sha256:}; full_$s=$chain"
 done
 suma=$(sums "$T/a"); sumb=$(sums "$T/b")
 want=$( (blobs_of "$T/a"; blobs_of "$T/b") | sort -u)
@@ -51,7 +53,8 @@ info=$(cairn -C "$T/m" info --json)
 [ "$(echo "$info" | j 'd["lowers"]')" = 2 ] || die "A's and B's databases are not layers: $info"
 [ "$(echo "$info" | j 'd["frozen"]')" = False ] || die "the mount is frozen"
 [ "$(blobs_of "$T/m")" = "$want" ] || die "blob ls is not the union"
-[ "$(echo "$info" | j 'd["snapshots"]["count"]')" = 2 ] || die "snapshots: $info"
+[ "$(echo "$info" | j 'd["snapshots"]["count"]')" = 4 ] || die "snapshots: $info"
+cairn -C "$T/m" snapshot stat "$full_b" >/dev/null || die "B's snapshot through the view"
 cairn -C "$T/m" blob get --verify "sha256:$(sha "$T/data/a7")" | cmp -s - "$T/data/a7" || die "A's blob"
 cairn -C "$T/m" blob get --verify "sha256:$(sha "$T/data/b9")" | cmp -s - "$T/data/b9" || die "B's blob"
 cairn -C "$T/m" fsck >/dev/null || die "fsck of the mount"
@@ -60,11 +63,16 @@ step "a snapshot of each, the lowerdirs of a nested overlayfs mount inside the m
 mkdir -p "$T/nu" "$T/nw" "$T/n"
 mount -t overlay overlay \
     -o "lowerdir=$T/m/snapshots/$chain_a:$T/m/snapshots/$chain_b,upperdir=$T/nu,workdir=$T/nw" "$T/n"
-[ "$(cat "$T/n/etc/a.conf")" = "from a" ] && [ "$(cat "$T/n/etc/b.conf")" = "from b" ] || die "nested mount content"
-[ "$(cat "$T/n/etc/shared.conf")" = "shared from a" ] || die "the nested mount's order"
-echo "written in the nested mount" >"$T/n/etc/new.conf"
+[ "$(cat "$T/n/usr/a.child")" = "child of a" ] && [ "$(cat "$T/n/usr/b.child")" = "child of b" ] || die "nested mount content"
+echo "written in the nested mount" >"$T/n/usr/new"
 umount "$T/n"
-[ -f "$T/nu/etc/new.conf" ] || die "the nested mount's write is not in its upper"
+[ -f "$T/nu/usr/new" ] || die "the nested mount's write is not in its upper"
+
+step "cairn mounts a snapshot chain of B through the merged state"
+mkdir -p "$T/cm"
+cairn -C "$T/m" mount "$full_b" "$T/cm"
+[ "$(cat "$T/cm/etc/b.conf")" = "from b" ] && [ "$(cat "$T/cm/usr/b.child")" = "child of b" ] || die "cairn mount of B's chain"
+umount "$T/cm"
 
 step "new writes land in the upper only"
 echo "new after the mount" >"$T/data/new"
@@ -81,7 +89,11 @@ cairn -C "$T/mf" fsck >/dev/null || die "fsck of the frozen view"
 [ "$(blobs_of "$T/mf")" = "$( (echo "$want"; echo "$new") | sort -u)" ] || die "the frozen view lost blobs"
 cairn merge -q "$T/eager" "$T/m"
 [ "$(blobs_of "$T/eager")" = "$(blobs_of "$T/m")" ] || die "the eager merge of the view differs"
-[ "$(cairn -C "$T/eager" info --json | j 'd["snapshots"]["count"]')" = 2 ] || die "snapshots not merged"
+[ "$(cairn -C "$T/eager" info --json | j 'd["snapshots"]["count"]')" = 4 ] || die "snapshots not merged"
+mkdir -p "$T/em"
+cairn -C "$T/eager" mount "$full_a" "$T/em"
+[ "$(cat "$T/em/usr/a.child")" = "child of a" ] || die "a merged snapshot chain does not mount"
+umount "$T/em"
 diff -r "$T/eager/snapshots/$chain_b" "$T/b/snapshots/$chain_b" || die "a merged snapshot differs"
 cairn -C "$T/eager" fsck >/dev/null
 

@@ -68,6 +68,33 @@ static char *random_state(const char *dir, const char *name)
     cairn_error t_err = {0};
     cairn_state *st = t_state(dir, name);
     unsigned nblobs = 3 + pick(10);
+    char digests[16][CAIRN_DIGEST_LEN + 1];
+    char chains[8][CAIRN_DIGEST_LEN + 1];
+    unsigned nchains = 0;
+    /* Snapshots from a small pool of contents, some over a parent: the same
+     * chain ids meet across states. */
+    for (unsigned i = pick(4); i > 0; i--) {
+        char id[CAIRN_STATE_ID_LEN + 1];
+        const char *parent = nchains && pick(2) ? chains[pick(nchains)] : NULL;
+        T_OK(cairn_snapshot_prepare(st, parent, NULL, id, &t_err));
+        char *f = NULL;
+        assert_true(asprintf(&f, "%s/active/%s/fs/file%u", cairn_state_path(st), id, pick(3)) > 0);
+        char content[32];
+        int clen = snprintf(content, sizeof(content), "snap content %u", pick(4));
+        t_write_file(f, content, (size_t)clen);
+        free(f);
+        char chain[CAIRN_DIGEST_LEN + 1];
+        T_OK(cairn_snapshot_commit(st, id, chain, NULL, &t_err));
+        bool seen = false;
+        for (unsigned k = 0; k < nchains; k++)
+            seen |= !strcmp(chains[k], chain);
+        if (!seen && nchains < 8)
+            memcpy(chains[nchains++], chain, sizeof(chain));
+        char sql[256];
+        snprintf(sql, sizeof(sql), "UPDATE snapshots SET created = %u WHERE chain_id = '%s'",
+                 10 + pick(4), chain);
+        exec_ok(st, sql);
+    }
     for (unsigned i = 0; i < nblobs; i++) {
         char buf[64];
         int len = snprintf(buf, sizeof(buf), "blob-%u", pick(24));
@@ -75,6 +102,7 @@ static char *random_state(const char *dir, const char *name)
         po.media_type = media[pick(4)];
         char d[CAIRN_DIGEST_LEN + 1];
         T_OK(cairn_blob_put_buf(st, buf, (size_t)len, &po, d, &t_err));
+        memcpy(digests[i], d, sizeof(d));
         char sql[512];
         snprintf(sql, sizeof(sql), "UPDATE blobs SET created = %u WHERE digest = '%s'",
                  100 + pick(5), d);
@@ -91,10 +119,14 @@ static char *random_state(const char *dir, const char *name)
     }
     for (unsigned i = pick(5); i > 0; i--) {
         char sql[512];
+        /* Images name this state's blobs and snapshots (fsck checks them);
+         * a tombstone (manifest '') now and then. */
+        unsigned tomb = pick(5) == 0;
         snprintf(sql, sizeof(sql),
                  "INSERT INTO images(name, manifest, config, top, updated) VALUES "
-                 "('img%u', 'm%u', 'c%u', 't%u', %u) ON CONFLICT DO NOTHING",
-                 pick(4), pick(3), pick(2), pick(2), pick(3));
+                 "('img%u', '%s', '%s', '%s', %u) ON CONFLICT DO NOTHING",
+                 pick(4), tomb ? "" : digests[pick(nblobs)], tomb ? "" : digests[pick(nblobs)],
+                 tomb || !nchains || pick(2) ? "" : chains[pick(nchains)], pick(3));
         exec_ok(st, sql);
         snprintf(sql, sizeof(sql),
                  "INSERT INTO cache_results(key, result, kind, created) VALUES "
@@ -249,6 +281,32 @@ static int api_blob(void *ud, const cairn_blob_info *in)
     return 0;
 }
 
+static int api_snapshot(void *ud, const cairn_snapshot_info *in)
+{
+    struct api_ctx *c = ud;
+    cairn_error t_err = {0};
+    char line[512];
+    snprintf(line, sizeof(line), "snapshot %s parent %s diff %s %llu %lld", in->chain_id,
+             in->parent, in->diff_id, (unsigned long long)in->size, (long long)in->created);
+    dump_append(c->buf, c->len, line);
+    cairn_snapshot_info st;
+    T_OK(cairn_snapshot_stat(c->st, in->chain_id, &st, &t_err));
+    snprintf(line, sizeof(line), "stat %s parent %s diff %s %llu %lld", st.chain_id, st.parent,
+             st.diff_id, (unsigned long long)st.size, (long long)st.created);
+    dump_append(c->buf, c->len, line);
+    return 0;
+}
+
+static int api_image(void *ud, const cairn_image_info *in)
+{
+    struct api_ctx *c = ud;
+    char line[512];
+    snprintf(line, sizeof(line), "image %s %s %s %s %lld", in->name, in->manifest, in->config,
+             in->top, (long long)in->updated);
+    dump_append(c->buf, c->len, line);
+    return 0;
+}
+
 static char *api_view(const char *path)
 {
     cairn_error t_err = {0};
@@ -263,6 +321,17 @@ static char *api_view(const char *path)
         snprintf(line, sizeof(line), "type %s", media[m]);
         dump_append(&buf, &len, line);
         T_OK(cairn_blob_list(st, media[m], api_blob, &c, &t_err));
+    }
+    T_OK(cairn_snapshot_list(st, api_snapshot, &c, &t_err));
+    T_OK(cairn_image_list(st, api_image, &c, &t_err));
+    for (unsigned i = 0; i < 4; i++) {
+        char name[16], line[512];
+        snprintf(name, sizeof(name), "img%u", i);
+        cairn_image_info in;
+        int r = cairn_image_get(st, name, &in, NULL);
+        snprintf(line, sizeof(line), "get %s: %d %s %s %s %lld", name, r, r == 0 ? in.manifest : "",
+                 r == 0 ? in.config : "", r == 0 ? in.top : "", r == 0 ? (long long)in.updated : 0);
+        dump_append(&buf, &len, line);
     }
     cairn_state_info in;
     T_OK(cairn_state_info_get(st, &in, &t_err));
