@@ -28,9 +28,10 @@ SMALL_KB=${SMALL_KB:-8}
 SKOPEO_SAMPLE=${SKOPEO_SAMPLE:-2000}
 [ "$(id -u)" -eq 0 ] || { echo "combine.sh: run as root (drops caches)" >&2; exit 2; }
 scripts/deps >/dev/null
-[ -f build/build.ninja ] || meson setup build --buildtype=debugoptimized >/dev/null
-ninja -C build >/dev/null
-CAIRN=$REPO/build/cli/cairn
+# A build of its own (release), so that rebuilding build/ cannot disturb a run.
+[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release -Dtests=false >/dev/null
+ninja -C build-bench >/dev/null
+CAIRN=$REPO/build-bench/cli/cairn
 W=${1:-$(mktemp -d /var/tmp/cairn-bench-combine-XXXXXX)}
 mkdir -p "$W"; W=$(cd "$W" && pwd)
 cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$W"; }
@@ -168,7 +169,7 @@ rm -rf "$W/f"
 
 echo "== stack"
 mkdir -p "$W/stack"
-"$REPO/build/bench/bench-stack-lookup" "$W/stack" 1 8 64 | tee "$W/stack.txt"
+"$REPO/build-bench/bench/bench-stack-lookup" "$W/stack" 1 8 64 | tee "$W/stack.txt"
 rm -rf "$W/stack"
 
 echo
