@@ -81,5 +81,6 @@ const char *cli_human(uint64_t bytes, char *buf, size_t size);
 extern const cli_command cli_state_commands[];
 extern const cli_command cli_blob_commands[];
 extern const cli_command cli_snapshot_commands[];
+extern const cli_command cli_image_commands[];
 
 #endif

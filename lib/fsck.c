@@ -230,6 +230,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
     cairn__fsck_snapshots,
+    cairn__fsck_images,
 };
 
 int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn, void *userdata,
