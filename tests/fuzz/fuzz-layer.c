@@ -24,7 +24,7 @@ typedef struct fuzz_seed {
 /* Seeds are real tars, built by libarchive before main() into fixed
  * buffers (their size is known: ustar, unblocked). */
 #define ONE_FILE_TAR (512 * 2 + 1024)
-#define LINKS_TAR (512 * 5 + 1024)
+#define LINKS_TAR (512 * 6 + 1024) /* d, d/f and its data, d/s, d/h, d/.wh.gone */
 static unsigned char seed_file[ONE_FILE_TAR], seed_links[LINKS_TAR];
 
 const fuzz_seed fuzz_seeds[] = {
@@ -33,11 +33,17 @@ const fuzz_seed fuzz_seeds[] = {
     {NULL, 0},
 };
 
+typedef struct sink {
+    unsigned char *p, *end;
+} sink;
+
 static la_ssize_t to_buf(struct archive *a, void *ud, const void *b, size_t n)
 {
-    unsigned char **p = ud;
-    memcpy(*p, b, n);
-    *p += n;
+    sink *s = ud;
+    if (n > (size_t)(s->end - s->p))
+        abort(); /* the seed's size above is wrong */
+    memcpy(s->p, b, n);
+    s->p += n;
     return (la_ssize_t)n;
 }
 
@@ -60,13 +66,13 @@ static void entry(struct archive *a, const char *path, int type, const char *tar
     archive_entry_free(e);
 }
 
-static void build(unsigned char *buf, int which)
+static void build(unsigned char *buf, size_t size, int which)
 {
-    unsigned char *p = buf;
+    sink s = {buf, buf + size};
     struct archive *a = archive_write_new();
     archive_write_set_format_ustar(a);
     archive_write_set_bytes_per_block(a, 0);
-    archive_write_open2(a, &p, NULL, to_buf, NULL, NULL);
+    archive_write_open2(a, &s, NULL, to_buf, NULL, NULL);
     if (which == 0) {
         entry(a, "etc/hello", AE_IFREG, NULL, "hello world");
     } else {
@@ -78,12 +84,14 @@ static void build(unsigned char *buf, int which)
     }
     archive_write_close(a);
     archive_write_free(a);
+    if (s.p != s.end)
+        abort(); /* the seed's size above is wrong */
 }
 
 __attribute__((constructor)) static void make_seeds(void)
 {
-    build(seed_file, 0);
-    build(seed_links, 1);
+    build(seed_file, sizeof(seed_file), 0);
+    build(seed_links, sizeof(seed_links), 1);
 }
 
 static char *root, *state, *outside;
