@@ -740,10 +740,11 @@ static int ingest_layers_archive(import *im, cairn_error *err)
     return 0;
 }
 
-static int ingest(import *im, cairn_error *err)
+/* Into `st`: im->st, or a handle of the same state for a thread of its own. */
+static int ingest(import *im, cairn_state *st, cairn_error *err)
 {
     cairn_blob_batch *b = NULL;
-    int r = cairn_blob_batch_new(&b, im->st, err);
+    int r = cairn_blob_batch_new(&b, st, err);
     if (r < 0)
         return r;
     for (size_t i = 0; i < im->n_docs && r == 0; i++) {
@@ -767,14 +768,30 @@ static int ingest(import *im, cairn_error *err)
     cairn_blob_batch_free(b);
     if (r < 0)
         return r;
-    if (im->src.archive) {
-        r = ingest_layers_archive(im, err);
-        if (r < 0)
-            return r;
-    }
-    for (size_t i = 0; i < im->n_jobs; i++)
-        im->jobs[i].have_blob = true;
+    if (im->src.archive)
+        return ingest_layers_archive(im, err);
     return 0;
+}
+
+/* Ingest beside the applying: layers are applied from the source's files
+ * (their diff ids check them), while this thread copies the same files into
+ * the store (their digests check them). */
+typedef struct ingest_thread {
+    import *im;
+    int r;
+    cairn_error err;
+    pthread_t th;
+} ingest_thread;
+
+static void *ingest_main(void *arg)
+{
+    ingest_thread *t = arg;
+    cairn_state *st = NULL;
+    t->r = cairn_state_open(&st, t->im->st->path, 0, &t->err);
+    if (t->r == 0)
+        t->r = ingest(t->im, st, &t->err);
+    cairn_state_free(st);
+    return NULL;
 }
 
 /* ---- apply ------------------------------------------------------------ */
@@ -878,8 +895,15 @@ static int apply_one(import *im, size_t i, bool threaded, cairn_error *err)
 {
     cairn_state *st = im->st;
     layer_job *j = &im->jobs[i];
-    _cleanup_close_ int fd = -1;
-    int r = cairn_blob_open(st, j->desc.digest, 0, &fd, err);
+    /* From the layout when it has the blob (it may be being ingested right
+     * now), else from the store. */
+    _cleanup_close_ int fd = im->src.blobfd >= 0
+                                 ? openat(im->src.blobfd, cairn__digest_hex(j->desc.digest),
+                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                                 : -1;
+    int r = 0;
+    if (fd < 0)
+        r = cairn_blob_open(st, j->desc.digest, 0, &fd, err);
     if (r < 0)
         return cairn__err_prefix(err, r, "layer %zu of manifest %s", i, im->chosen.d.digest);
     cairn_layer_import_options lo = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
@@ -937,20 +961,30 @@ static int apply_one(import *im, size_t i, bool threaded, cairn_error *err)
     return 0;
 }
 
-static int apply(import *im, cairn_error *err)
+static bool threaded(import *im)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    bool threaded = im->opts->jobs ? im->opts->jobs > 1 : cpus > 1;
+    return im->opts->jobs ? im->opts->jobs > 1 : cpus > 1;
+}
+
+static int apply(import *im, cairn_error *err)
+{
+    bool thr = threaded(im);
     for (size_t i = 0; i < im->n_jobs; i++) {
         if (im->jobs[i].have_snap)
             continue;
-        int r = apply_one(im, i, threaded, err);
+        int r = apply_one(im, i, thr, err);
         if (r < 0)
             return r;
     }
     return 0;
 }
 #else
+static bool threaded(import *im)
+{
+    return false;
+}
+
 static int apply(import *im, cairn_error *err)
 {
     for (size_t i = 0; i < im->n_jobs; i++)
@@ -1289,10 +1323,25 @@ int cairn_image_import(cairn_state *st, const char *path, const cairn_image_impo
         if (!im.jobs[i].have_snap)
             im.total += (uint64_t)im.jobs[i].desc.size;
     }
-    r = ingest(&im, err);
-    if (r < 0)
-        goto out;
-    r = apply(&im, err);
+    size_t todo = 0;
+    for (size_t i = 0; i < im.n_jobs; i++)
+        todo += !im.jobs[i].have_snap;
+    ingest_thread it = {.im = &im};
+    if (!im.src.archive && todo && threaded(&im) &&
+        pthread_create(&it.th, NULL, ingest_main, &it) == 0) {
+        r = apply(&im, err);
+        pthread_join(it.th, NULL);
+        /* A blob that is not what its descriptor says is the first fault. */
+        if (it.r < 0) {
+            if (err)
+                *err = it.err;
+            r = it.r;
+        }
+    } else {
+        r = ingest(&im, st, err);
+        if (r == 0)
+            r = apply(&im, err);
+    }
     if (r < 0)
         goto out;
     const char *top = im.n_jobs ? im.jobs[im.n_jobs - 1].chain_id : "";
