@@ -821,7 +821,7 @@ typedef struct lqueue {
     char msg[256];
 } lqueue;
 
-typedef struct readahead {
+typedef struct prefetch {
     import *im;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -830,7 +830,7 @@ typedef struct readahead {
     size_t buffered;
     bool stop;
     pthread_t th;
-} readahead;
+} prefetch;
 
 /* The blob of layer i: from the layout when it has it (it may be being
  * ingested right now), else from the store. */
@@ -850,7 +850,7 @@ static int open_layer(import *im, cairn_state *st, size_t i, int *out, cairn_err
     return 0;
 }
 
-static void ra_finish(readahead *ra, size_t i, int code, const char *msg)
+static void ra_finish(prefetch *ra, size_t i, int code, const char *msg)
 {
     pthread_mutex_lock(&ra->lock);
     ra->q[i].eof = true;
@@ -863,7 +863,7 @@ static void ra_finish(readahead *ra, size_t i, int code, const char *msg)
 
 static void *inflate_main(void *arg)
 {
-    readahead *ra = arg;
+    prefetch *ra = arg;
     import *im = ra->im;
     for (size_t i = 0; i < im->n_jobs; i++) {
         if (im->jobs[i].have_snap)
@@ -947,7 +947,7 @@ static void *inflate_main(void *arg)
 }
 
 typedef struct pump {
-    readahead *ra;
+    prefetch *ra;
     size_t i;
     int out_fd;      /* the pipe's write end (owned, closed at the end) */
     pthread_t th;
@@ -956,7 +956,7 @@ typedef struct pump {
 static void *pump_main(void *arg)
 {
     pump *p = arg;
-    readahead *ra = p->ra;
+    prefetch *ra = p->ra;
     lqueue *q = &ra->q[p->i];
     /* The reader may stop early (a bad layer): a write to its closed pipe
      * must fail with EPIPE, not kill the process. */
@@ -1010,7 +1010,7 @@ static void layer_progress_cb(void *ud, uint64_t done, uint64_t total)
     }
 }
 
-static int apply_one(import *im, readahead *ra, size_t i, cairn_error *err)
+static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
 {
     cairn_state *st = im->st;
     layer_job *j = &im->jobs[i];
@@ -1078,7 +1078,7 @@ static bool threaded(import *im)
 
 static int apply(import *im, cairn_error *err)
 {
-    readahead ra = {.im = im};
+    prefetch ra = {.im = im};
     bool started = false;
     if (threaded(im)) {
         ra.q = calloc(im->n_jobs ? im->n_jobs : 1, sizeof(*ra.q));
