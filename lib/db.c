@@ -42,7 +42,10 @@ static const char *const migrations[] = {
     "  parent TEXT,"
     "  diff_id TEXT NOT NULL,"
     "  size INTEGER NOT NULL,"
-    "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    "  created INTEGER NOT NULL,"
+    /* digest of the canonical tar of the directory: diff_id, unless imported
+     * from a tar in another form; a function of the content, so any copy will do */
+    "  tar_digest TEXT NOT NULL DEFAULT '') WITHOUT ROWID;"
     "CREATE INDEX snapshots_parent ON snapshots(parent);"
     /* active snapshots and views: local, never merged */
     "CREATE TABLE active ("
@@ -51,6 +54,7 @@ static const char *const migrations[] = {
     "  parent TEXT,"
     "  label TEXT NOT NULL DEFAULT '',"
     "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX active_parent ON active(parent);"
     /* images: name -> manifest, last-writer-wins register */
     "CREATE TABLE images ("
     "  name TEXT PRIMARY KEY,"

@@ -229,6 +229,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
 /* Checkers, in order. Modules add theirs here. */
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
+    cairn__fsck_snapshots,
     cairn__fsck_images,
 };
 

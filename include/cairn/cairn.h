@@ -6,6 +6,8 @@
 #include <cairn/state.h>
 #include <cairn/store.h>
 #include <cairn/fsck.h>
+#include <cairn/snapshot.h>
+#include <cairn/layer.h>
 #include <cairn/image.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
