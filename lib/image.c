@@ -37,12 +37,7 @@
 #include <archive_entry.h>
 
 #include "cairn/image.h"
-#if __has_include("cairn/layer.h")
 #include "cairn/layer.h"
-#define HAVE_LAYER_API 1
-#else
-#define HAVE_LAYER_API 0
-#endif
 
 #define CHUNK (1u << 20)
 /* An oci-archive's small blobs kept in memory by its first read. */
@@ -805,7 +800,6 @@ static void *ingest_main(void *arg)
  * being hashed, checked and published, and inflating, hashing and writing
  * files share the CPUs. */
 
-#if HAVE_LAYER_API
 #define READAHEAD_MAX (128u << 20)
 
 typedef struct chunk {
@@ -1133,21 +1127,6 @@ static int apply(import *im, cairn_error *err)
     }
     return r;
 }
-#else
-static bool threaded(import *im)
-{
-    return false;
-}
-
-static int apply(import *im, cairn_error *err)
-{
-    for (size_t i = 0; i < im->n_jobs; i++)
-        if (!im->jobs[i].have_snap)
-            return cairn__err(err, -ENOTSUP, "layer %zu (%s): applying layers is not built in",
-                              i, im->jobs[i].desc.digest);
-    return 0;
-}
-#endif
 
 /* ---- the images table ------------------------------------------------- */
 

@@ -17,6 +17,7 @@
 
 #include <stdint.h>
 #include <cairn/error.h>
+#include <cairn/layer.h>
 #include <cairn/state.h>
 #include <cairn/store.h>
 
@@ -95,13 +96,13 @@ enum {
 typedef struct cairn_image_export_options {
     unsigned version;  /* CAIRN_IMAGE_EXPORT_OPTIONS_VERSION */
     int format;        /* CAIRN_IMAGE_FORMAT_* */
-    int compression;   /* layers re-made from snapshots: CAIRN_COMPRESSION_* (layer.h) */
+    int compression;   /* layers made again from snapshots: CAIRN_COMPRESSION_* */
     const char *ref;   /* the ref.name annotation in index.json; NULL: the image's name */
     cairn_progress_fn progress; /* bytes written of the total, or NULL */
     void *progress_userdata;
 } cairn_image_export_options;
 #define CAIRN_IMAGE_EXPORT_OPTIONS_VERSION 1
-#define CAIRN_IMAGE_EXPORT_OPTIONS_INIT {CAIRN_IMAGE_EXPORT_OPTIONS_VERSION, 0, 1, NULL, NULL, NULL}
+#define CAIRN_IMAGE_EXPORT_OPTIONS_INIT {CAIRN_IMAGE_EXPORT_OPTIONS_VERSION, CAIRN_IMAGE_FORMAT_OCI, CAIRN_COMPRESSION_GZIP, NULL, NULL, NULL}
 
 /* Write the image as an OCI image layout at `dest` (a directory that must be
  * missing or empty, or with CAIRN_IMAGE_FORMAT_OCI_ARCHIVE a tar file that
