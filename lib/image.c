@@ -14,9 +14,13 @@
  *   3. ingest: the documents and the layer blobs the store lacks, in one
  *      blob batch (one filesystem sync); an archive is read a second time,
  *      streaming only the layer blobs needed;
- *   4. apply: each layer whose snapshot is missing, through
- *      cairn_layer_import() with the config's diff id as the expected one,
- *      several at a time in threads (each with its own state handle);
+ *   4. apply: each layer whose snapshot is missing, in order (a layer's
+ *      parent must be there before it starts), through cairn_layer_import()
+ *      with the config's diff id as the expected one. With threads, 3 and 4
+ *      overlap: a thread with its own state handle copies the blobs while
+ *      the layers are applied from the layout's files, and an inflater
+ *      thread decompresses the layers ahead into a bounded queue that a
+ *      pump feeds to the importer through a pipe;
  *   5. record: one row name -> (manifest, config, top chain id).
  * A failure before 5 records nothing; blobs and snapshots made before it
  * stay (they are valid content, named by their digests) for gc to collect.
