@@ -16,8 +16,16 @@ for i in $(seq 1 200); do echo "blob $i" >"$T/data/b$i"; done
 head -c 2000000 /dev/urandom >"$T/data/big"
 cairn -C "$T/e" blob put "$T/data"/* >/dev/null
 eid=$(sed -n 's/^id=//p' "$T/e/cairn-state")
-sqlite3 "$T/e/db/$eid.sqlite" "INSERT INTO leases VALUES ('l1', 1, 9999999999);
-    INSERT INTO active VALUES ('a1', 'rw', NULL, '', 1)"
+sqlite3 "$T/e/db/$eid.sqlite" "INSERT INTO leases VALUES ('l1', 1, 9999999999)"
+# A committed snapshot chain, and an active snapshot being written.
+act=$(cairn -C "$T/e" snapshot prepare)
+mkdir -p "$T/e/active/$act/fs/etc"; echo "base" >"$T/e/active/$act/fs/etc/base"
+base=$(cairn -C "$T/e" snapshot commit "$act")
+act=$(cairn -C "$T/e" snapshot prepare "$base")
+mkdir -p "$T/e/active/$act/fs/opt"; echo "top" >"$T/e/active/$act/fs/opt/top"
+top=$(cairn -C "$T/e" snapshot commit "$act")
+busy=$(cairn -C "$T/e" snapshot prepare "$top" --label busy)
+echo "being written" >"$T/e/active/$busy/fs/wip"
 
 step "an engine keeps writing while the state is frozen"
 mkdir -p "$T/engine"
@@ -64,6 +72,18 @@ step "leases and active snapshots stay out"
 info=$(cairn -C "$T/f" info --json)
 [ "$(echo "$info" | j 'd["leases"]["count"]')" = 0 ] || die "a lease was frozen"
 [ "$(echo "$info" | j 'd["active"]["count"]')" = 0 ] || die "an active snapshot was frozen"
+[ -z "$(ls "$T/f/active")" ] || die "active/ was copied: $(ls "$T/f/active")"
+[ "$(cairn -C "$T/e" info --json | j 'd["active"]["count"]')" = 1 ] || die "the source lost its active snapshot"
+
+step "the frozen snapshots are hardlinked trees, and mount"
+[ "$(echo "$info" | j 'd["snapshots"]["count"]')" = 2 ] || die "snapshots: $info"
+[ "$(stat -c %i "$T/f/snapshots/${top#sha256:}/opt/top")" = "$(stat -c %i "$T/e/snapshots/${top#sha256:}/opt/top")" ] || die "a snapshot file is not a hardlink"
+cairn init "$T/over" >/dev/null
+cairn stack add "$T/over" "$T/f" >/dev/null
+mkdir -p "$T/mnt"
+cairn -C "$T/over" mount "$top" "$T/mnt"
+[ "$(cat "$T/mnt/etc/base")" = base ] && [ "$(cat "$T/mnt/opt/top")" = top ] || die "the frozen chain mounts wrong"
+umount "$T/mnt"
 [ "$(cairn -C "$T/e" info --json | j 'd["leases"]["count"]')" = 1 ] || die "the source lost its lease"
 
 step "a frozen state refuses writes"
