@@ -640,6 +640,55 @@ static void test_label_newest_across_layers(void **unused)
     t_scratch_free(dir);
 }
 
+/* A background flatten moves rows in short batches: more rows than a batch
+ * end up exactly as an eager merge of the same states. */
+static void test_flatten_background_batches(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("merge-bg");
+    cairn_state *lo = t_state(dir, "lo");
+    cairn_blob_batch *b = NULL;
+    T_OK(cairn_blob_batch_new(&b, lo, &t_err));
+    for (int i = 0; i < 1300; i++) {
+        char buf[32];
+        int n = snprintf(buf, sizeof(buf), "bg %d", i);
+        T_OK(cairn_blob_batch_put_buf(b, buf, (size_t)n, NULL, NULL, &t_err));
+    }
+    T_OK(cairn_blob_batch_commit(b, &t_err));
+    cairn_blob_batch_free(b);
+    cairn_state_free(lo);
+    char *plo = path_of(dir, "lo"), *flo = path_of(dir, "lo.f"), *top = path_of(dir, "top");
+    char *eager = path_of(dir, "eager");
+    T_OK(cairn_freeze(plo, flo, NULL, NULL, &t_err));
+    cairn_state *t = t_state(dir, "top");
+    T_OK(cairn_blob_put_buf(t, "top", 3, NULL, NULL, &t_err));
+    cairn_state_free(t);
+    T_OK(cairn_stack_add(top, (const char *const[]){flo}, 1, &t_err));
+    merge_ok(eager, (const char *const[]){top}, 1);
+    cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
+    mo.background = 1;
+    cairn_merge_stats st;
+    T_OK(cairn_flatten(top, &mo, &st, &t_err));
+    assert_int_equal(st.objects, 1300);
+    assert_true(st.rows >= 1300);
+    assert_same_dump(top, eager);
+    cairn_state *s = NULL;
+    T_OK(cairn_state_open(&s, top, 0, &t_err));
+    assert_int_equal(s->n_layers, 1);
+    char pol[32];
+    T_OK(cairn_flatten_policy_get(s, pol, sizeof(pol), &t_err));
+    assert_string_equal(pol, "never");
+    assert_int_equal(cairn_flatten_policy_set(s, "lowers>x", &t_err), -EINVAL);
+    T_OK(cairn_flatten_policy_set(s, "lowers>3", &t_err));
+    T_OK(cairn_flatten_policy_get(s, pol, sizeof(pol), &t_err));
+    assert_string_equal(pol, "lowers>3");
+    assert_int_equal(cairn_flatten_due(s, &t_err), 0); /* no lowers */
+    assert_int_equal(cairn_fsck(s, NULL, NULL, NULL, &t_err), 0);
+    cairn_state_free(s);
+    free(plo), free(flo), free(top), free(eager);
+    t_scratch_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -649,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_newer_source),
         cmocka_unit_test(test_stack_open_is_lazy),
         cmocka_unit_test(test_label_newest_across_layers),
+        cmocka_unit_test(test_flatten_background_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
