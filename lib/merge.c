@@ -46,6 +46,9 @@
 
 /* ---- the merge rules, one line a table -------------------------------- */
 
+/* Each rule updates a row only when the result changes (the WHERE of the
+ * upsert), so merging what is there already writes nothing. */
+
 typedef struct merge_table {
     const char *name;
     const char *cols;
@@ -57,27 +60,31 @@ typedef struct merge_table {
 static const merge_table merge_tables[] = {
     {"blobs", "digest, size, media_type, created", "digest", "digest",
      "DO UPDATE SET created = min(created, excluded.created), "
-     "media_type = max(media_type, excluded.media_type)"},
+     "media_type = max(media_type, excluded.media_type) "
+     "WHERE excluded.created < created OR excluded.media_type > media_type"},
     {"blob_labels", "digest, key, value, updated", "digest, key", NULL,
      "DO UPDATE SET value = excluded.value, updated = excluded.updated WHERE "
      "(excluded.updated, excluded.value IS NOT NULL, coalesce(excluded.value, '')) > "
      "(updated, value IS NOT NULL, coalesce(value, ''))"},
     {"snapshots", "chain_id, parent, diff_id, size, created, tar_digest", "chain_id", "chain_id",
      "DO UPDATE SET created = min(created, excluded.created), "
-     "tar_digest = max(tar_digest, excluded.tar_digest)"},
+     "tar_digest = max(tar_digest, excluded.tar_digest) "
+     "WHERE excluded.created < created OR excluded.tar_digest > tar_digest"},
     {"images", "name, manifest, config, top, updated", "name", NULL,
      "DO UPDATE SET manifest = excluded.manifest, config = excluded.config, top = excluded.top, "
      "updated = excluded.updated WHERE (excluded.updated, excluded.manifest, excluded.config, "
      "excluded.top) > (updated, manifest, config, top)"},
     {"cache_results", "key, result, kind, created", "key, result", NULL,
-     "DO UPDATE SET created = min(created, excluded.created), kind = max(kind, excluded.kind)"},
+     "DO UPDATE SET created = min(created, excluded.created), kind = max(kind, excluded.kind) "
+     "WHERE excluded.created < created OR excluded.kind > kind"},
     {"cache_links", "parent, input, output, op, selector, child",
      "parent, input, output, op, selector, child", NULL, "DO NOTHING"},
     {"usage", "object, state, last_used, hits", "object, state", NULL,
      "DO UPDATE SET last_used = max(last_used, excluded.last_used), "
-     "hits = max(hits, excluded.hits)"},
+     "hits = max(hits, excluded.hits) "
+     "WHERE excluded.last_used > last_used OR excluded.hits > hits"},
     {"volume_versions", "name, version, created", "name, version", NULL,
-     "DO UPDATE SET created = min(created, excluded.created)"},
+     "DO UPDATE SET created = min(created, excluded.created) WHERE excluded.created < created"},
 };
 
 /* Local to one state: never merged, never frozen into a copy (but meta). */

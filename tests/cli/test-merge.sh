@@ -51,6 +51,7 @@ step "merge again: nothing new, the same rows"
 before=$(sqlite3 "$T/m/db/"*.sqlite 'SELECT digest, size, media_type, created FROM blobs ORDER BY 1')
 out=$(cairn merge --json "$T/m" "$T/c" "$T/a" "$T/b")
 [ "$(echo "$out" | j 'd["present"]')" = "$(echo "$out" | j 'd["objects"]')" ] || die "a second merge placed objects: $out"
+[ "$(echo "$out" | j 'd["rows"]')" = 0 ] || die "a second merge changed rows: $out"
 after=$(sqlite3 "$T/m/db/"*.sqlite 'SELECT digest, size, media_type, created FROM blobs ORDER BY 1')
 [ "$before" = "$after" ] || die "a second merge changed rows"
 
