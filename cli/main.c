@@ -11,6 +11,9 @@
 static const cli_command *const tables[] = {
     cli_state_commands,
     cli_blob_commands,
+    cli_record_commands,
+    cli_lease_commands,
+    cli_gc_commands,
 };
 
 static const cli_command *current;

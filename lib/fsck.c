@@ -14,6 +14,7 @@
  */
 #include "cairn-private.h"
 #include "fsck-private.h"
+#include "cache-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -229,6 +230,8 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
 /* Checkers, in order. Modules add theirs here. */
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
+    cairn__fsck_records,
+    cairn__fsck_leases,
 };
 
 int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn, void *userdata,

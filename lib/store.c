@@ -21,6 +21,7 @@
  * boot) or an unreferenced blob (reported by fsck, removed by gc).
  */
 #include "cairn-private.h"
+#include "cache-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -462,15 +463,29 @@ int cairn_blob_writer_commit(cairn_blob_writer *w, char *out_digest, cairn_error
     int r = writer_finish(w, err);
     if (r < 0)
         goto out;
-    if (w->s.present) {
-        unstage(st, &w->s);
-    } else if (fsync(w->fd) < 0) {
+    if (!w->s.present && fsync(w->fd) < 0) {
         r = cairn__err(err, -errno, "blob %s: fsync: %m", w->s.digest);
         goto out;
     }
     r = cairn__lock(st, false, err);
     if (r < 0)
         goto out;
+    if (w->s.present) {
+        /* Check again under the lock (gc may have removed it since), and
+         * count the put as a use, so a gc running now keeps it. */
+        r = find_layer(st, w->s.digest, NULL, err);
+        if (r == -ENOENT) {
+            w->s.present = false;
+            r = fsync(w->fd) < 0 ? cairn__err(err, -errno, "blob %s: fsync: %m", w->s.digest) : 0;
+        } else if (r >= 0) {
+            unstage(st, &w->s);
+            r = cairn__usage_touch(st, "blob", w->s.digest, 0, err);
+        }
+        if (r < 0) {
+            cairn__unlock(st);
+            goto out;
+        }
+    }
     r = publish_files(st, &w->s, 1, err);
     if (r == 0 && (!w->s.present || w->s.labels))
         r = insert_rows(st, &w->s, 1, err);

@@ -6,6 +6,9 @@
 #include <cairn/state.h>
 #include <cairn/store.h>
 #include <cairn/fsck.h>
+#include <cairn/record.h>
+#include <cairn/lease.h>
+#include <cairn/gc.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 
