@@ -964,7 +964,7 @@ static int scan_orphans(gc_run *R, int kind, orphan **v, size_t *n, size_t *cap)
             continue;
         char dg[CAIRN_DIGEST_LEN + 1];
         unsigned char raw[32];
-        snprintf(dg, sizeof(dg), "sha256:%s", de->d_name);
+        snprintf(dg, sizeof(dg), "sha256:%.64s", de->d_name);
         if (!digest_raw(dg, raw))
             continue;
         int32_t i = find_raw(&R->g, kind, raw);
