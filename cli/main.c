@@ -11,6 +11,7 @@
 static const cli_command *const tables[] = {
     cli_state_commands,
     cli_blob_commands,
+    cli_snapshot_commands,
     cli_record_commands,
     cli_lease_commands,
     cli_gc_commands,

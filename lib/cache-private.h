@@ -6,15 +6,16 @@
 #include "cairn-private.h"
 #include "fsck-private.h"
 
-/* Usage rows name an object as "<kind>:<name>": "blob:sha256:..",
- * "snapshot:sha256:..", "volume:<name>". The kind keeps a blob and a
- * snapshot of the same digest (an uncompressed base layer) apart. */
+/* Usage rows name a blob or a snapshot by its digest or chain id alone (as
+ * the snapshot code does; a blob and a snapshot of the same digest, an
+ * uncompressed base layer, share their row), anything else "<kind>:<name>"
+ * ("volume:<name>"). */
 #define CAIRN__USAGE_NAME_MAX (16 + 256)
 CAIRN_INTERNAL int cairn__usage_name(char *out, size_t size, const char *kind, const char *name);
 /* Mark an object used now in this state (last_used = max(old, now),
  * hits + `hits`). Writes layer 0 in its own transaction (or the caller's).
  * A read-only state is left alone (returns 0). */
-CAIRN_INTERNAL int cairn__usage_touch(cairn_state *st, const char *kind, const char *name,
+CAIRN_INTERNAL int cairn__usage_mark(cairn_state *st, const char *kind, const char *name,
                                       unsigned hits, cairn_error *err);
 /* The merged usage of an object: last_used = max over states and layers,
  * hits = sum over states of the max seen for that state. */

@@ -22,4 +22,7 @@ CAIRN_INTERNAL void cairn__fsck_tick(cairn__fsck *f);
 CAIRN_INTERNAL int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name,
                                           const char *tag, cairn_error *err);
 
+/* Checkers of other modules, listed in fsck.c's checkers[]. */
+CAIRN_INTERNAL int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err);
+
 #endif

@@ -140,7 +140,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
         _cleanup_close_ int fd = openat(bfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
             cairn__fsck_report(f, "blob", d, "missing", f->opts.repair ? "dropped row" : "",
-                               "recorded, but %s/blobs/sha256/%s is %s", st->path, hex,
+                               "recorded, but %s/blobs/sha256/%s: %s", st->path, hex,
                                strerror(errno));
             if (f->opts.repair)
                 r = delete_blob_row(st, d, err);
@@ -230,6 +230,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
 /* Checkers, in order. Modules add theirs here. */
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
+    cairn__fsck_snapshots,
     cairn__fsck_records,
     cairn__fsck_leases,
 };

@@ -315,15 +315,15 @@ static int load_layer(cairn_state *st, size_t li, loader *L, cairn_error *err)
             const char *name = cairn__col(s, 0);
             unsigned char raw[32];
             if (pass == 2) {
-                int kind = !strncmp(name, "blob:", 5)       ? CAIRN__OBJ_BLOB
-                           : !strncmp(name, "snapshot:", 9) ? CAIRN__OBJ_SNAPSHOT
-                                                            : -1;
-                if (kind < 0 || !digest_raw(strchr(name, ':') + 1, raw))
+                /* A digest names the blob and the snapshot of that name. */
+                if (!digest_raw(name, raw))
                     continue;
-                int32_t i = find_raw(g, kind, raw);
                 int64_t t = sqlite3_column_int64(s, 1);
-                if (i >= 0 && t > g->objs[i].last_used)
-                    g->objs[i].last_used = t;
+                for (int kind = 0; kind < 2; kind++) {
+                    int32_t i = find_raw(g, kind, raw);
+                    if (i >= 0 && t > g->objs[i].last_used)
+                        g->objs[i].last_used = t;
+                }
                 continue;
             }
             if (!digest_raw(name, raw))
@@ -565,11 +565,8 @@ static int row_new_snapshot(gc_run *R, sqlite3_stmt *s)
 static int row_usage(gc_run *R, sqlite3_stmt *s)
 {
     const char *o = cairn__col(s, 0);
-    if (!strncmp(o, "blob:", 5))
-        return mark_name(R, CAIRN__OBJ_BLOB, o + 5);
-    if (!strncmp(o, "snapshot:", 9))
-        return mark_name(R, CAIRN__OBJ_SNAPSHOT, o + 9);
-    return 0;
+    int r = mark_name(R, CAIRN__OBJ_BLOB, o);
+    return r < 0 ? r : mark_name(R, CAIRN__OBJ_SNAPSHOT, o);
 }
 
 /* Volumes' current versions: newest (created, version) per name, over the
@@ -1125,7 +1122,8 @@ static int drop_object_rows(gc_run *R, int32_t i)
         r = step_bind1(R, del_snap, d, NULL);
     }
     cairn__usage_name(u, sizeof(u), kind_name(o->kind), d);
-    if (r == 0)
+    /* A blob and a snapshot of one digest share their usage row. */
+    if (r == 0 && find_raw(&R->g, !o->kind, o->raw) < 0)
         r = step_bind1(R, del_usage, u, NULL);
     return r;
 }

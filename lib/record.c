@@ -27,12 +27,13 @@
 
 int cairn__usage_name(char *out, size_t size, const char *kind, const char *name)
 {
-    if ((size_t)snprintf(out, size, "%s:%s", kind, name) >= size)
+    bool bare = !strcmp(kind, "blob") || !strcmp(kind, "snapshot");
+    if ((size_t)snprintf(out, size, "%s%s%s", bare ? "" : kind, bare ? "" : ":", name) >= size)
         return -ENAMETOOLONG;
     return 0;
 }
 
-int cairn__usage_touch(cairn_state *st, const char *kind, const char *name, unsigned hits,
+int cairn__usage_mark(cairn_state *st, const char *kind, const char *name, unsigned hits,
                        cairn_error *err)
 {
     if (st->readonly)
@@ -229,7 +230,7 @@ int cairn_record_add_result(cairn_state *st, const char *key, cairn_result_kind 
     int added = r == 0 && sqlite3_changes(st->layers[0].db) > 0;
     /* A (re)recorded result counts as a use: a gc running now sees it. */
     if (r == 0)
-        r = cairn__usage_touch(st, kname, result, 0, err);
+        r = cairn__usage_mark(st, kname, result, 0, err);
     if (r < 0) {
         cairn__tx_rollback(st);
         goto out;
@@ -364,7 +365,7 @@ int cairn_record_load(cairn_state *st, const char *key, const char *result,
                        result ? "no present result " : "no present result (a miss)",
                        result ? result : "");
     if (r == 0)
-        r = cairn__usage_touch(st, cairn_result_kind_name(hit->kind), hit->result, 1, err);
+        r = cairn__usage_mark(st, cairn_result_kind_name(hit->kind), hit->result, 1, err);
     if (r == 0)
         r = fill_usage(st, hit, err);
     if (r == 0 && out)

@@ -6,6 +6,8 @@
 #include <cairn/state.h>
 #include <cairn/store.h>
 #include <cairn/fsck.h>
+#include <cairn/snapshot.h>
+#include <cairn/layer.h>
 #include <cairn/record.h>
 #include <cairn/lease.h>
 #include <cairn/gc.h>

@@ -29,29 +29,23 @@ static inline void fx_blob(cairn_state *st, const char *content, const char *med
     T_OK(cairn_blob_put_buf(st, content, strlen(content), &o, out, &t_err));
 }
 
-/* A committed snapshot made by hand: its directory with one file of `size`
- * bytes, then its row (data first). Named by the digest of `tag`. */
+/* A committed snapshot over `parent`: one file of `size` bytes whose
+ * content starts with `tag` (so each tag gives another chain id). */
 static inline void fx_snapshot(cairn_state *st, const char *tag, const char *parent,
                                uint64_t size, char out[CAIRN_DIGEST_LEN + 1])
 {
-    fx_digest(tag, out);
+    cairn_error t_err = {0};
+    char id[CAIRN_STATE_ID_LEN + 1];
+    T_OK(cairn_snapshot_prepare(st, parent, tag, id, &t_err));
     char *p = NULL;
-    assert_true(asprintf(&p, "%s/snapshots/%s/fs/data", cairn_state_path(st), out + 7) > 0);
+    assert_true(asprintf(&p, "%s/active/%s/fs/data", cairn_state_path(st), id) > 0);
     char *content = calloc(1, size + 1);
     memset(content, 'x', size);
+    memcpy(content, tag, strlen(tag) < size ? strlen(tag) : size);
     t_write_file(p, content, size);
     free(content);
     free(p);
-    char *sql = NULL;
-    char diff[CAIRN_DIGEST_LEN + 1];
-    fx_digest(out, diff);
-    assert_true(asprintf(&sql,
-                         "INSERT INTO snapshots(chain_id, parent, diff_id, size, created) "
-                         "VALUES ('%s', %s%s%s, '%s', %llu, strftime('%%s','now'))",
-                         out, parent ? "'" : "", parent ? parent : "NULL", parent ? "'" : "",
-                         diff, (unsigned long long)size) > 0);
-    assert_int_equal(cairn__exec(st, 0, sql, NULL), 0);
-    free(sql);
+    T_OK(cairn_snapshot_commit(st, id, out, NULL, &t_err));
 }
 
 /* Run SQL on the state's own database (backdating, images, volumes). */

@@ -104,13 +104,8 @@ static void test_snapshots_and_orphans(void **unused)
     fx_snapshot(st, "s5", NULL, 100, s5);
     fx_digest("key", key);
     T_OK(cairn_record_add_result(st, key, CAIRN_RESULT_SNAPSHOT, s3, 0, &t_err));
-    char *sql = NULL;
-    assert_true(asprintf(&sql,
-                         "INSERT INTO active(id, kind, parent, label, created) "
-                         "VALUES ('a1', 'active', '%s', '', 0)",
-                         s5) > 0);
-    fx_sql(st, sql);
-    free(sql);
+    char act[CAIRN_STATE_ID_LEN + 1];
+    T_OK(cairn_snapshot_prepare(st, s5, "session", act, &t_err));
     fx_age(st);
     cairn_gc_options o = CAIRN_GC_OPTIONS_INIT;
     cairn_gc_stats s;
@@ -153,8 +148,8 @@ static void set_used(cairn_state *st, const char *kind, const char *d, int64_t a
     char *sql = NULL;
     assert_true(asprintf(&sql,
                          "UPDATE usage SET last_used = strftime('%%s','now') - %lld "
-                         "WHERE object = '%s:%s'",
-                         (long long)ago, kind, d) > 0);
+                         "WHERE object = '%s'",
+                         (long long)ago, d) > 0);
     fx_sql(st, sql);
     free(sql);
 }
