@@ -84,5 +84,6 @@ extern const cli_command cli_snapshot_commands[];
 extern const cli_command cli_record_commands[];
 extern const cli_command cli_lease_commands[];
 extern const cli_command cli_gc_commands[];
+extern const cli_command cli_volume_commands[];
 
 #endif

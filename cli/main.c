@@ -15,6 +15,7 @@ static const cli_command *const tables[] = {
     cli_record_commands,
     cli_lease_commands,
     cli_gc_commands,
+    cli_volume_commands,
 };
 
 static const cli_command *current;

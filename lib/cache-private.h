@@ -6,6 +6,8 @@
 #include "cairn-private.h"
 #include "fsck-private.h"
 
+#include "cairn/volume.h"
+
 /* Usage rows name a blob or a snapshot by its digest or chain id alone (as
  * the snapshot code does; a blob and a snapshot of the same digest, an
  * uncompressed base layer, share their row), anything else "<kind>:<name>"

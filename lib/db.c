@@ -89,7 +89,8 @@ static const char *const migrations[] = {
     "  hits INTEGER NOT NULL,"
     "  PRIMARY KEY (object, state)) WITHOUT ROWID;"
     "CREATE INDEX usage_last_used ON usage(last_used);"
-    /* volumes: union of versions; current = newest (created, version) */
+    /* volumes: union of versions; current = newest (created, version);
+     * created in unix nanoseconds, max on merge */
     "CREATE TABLE volume_versions ("
     "  name TEXT NOT NULL,"
     "  version TEXT NOT NULL,"

@@ -233,6 +233,7 @@ static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     cairn__fsck_snapshots,
     cairn__fsck_records,
     cairn__fsck_leases,
+    cairn__fsck_volumes,
 };
 
 int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn, void *userdata,

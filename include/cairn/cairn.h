@@ -11,6 +11,7 @@
 #include <cairn/record.h>
 #include <cairn/lease.h>
 #include <cairn/gc.h>
+#include <cairn/volume.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 
