@@ -85,7 +85,7 @@ CAIRN_INTERNAL int cairn__manifest_refs(const void *buf, size_t len,
                                         int (*fn)(void *ud, const char *digest), void *ud);
 CAIRN_INTERNAL bool cairn__is_manifest_type(const char *media_type);
 /* Set `mark` on what gc's hard roots keep (leases, images, volumes, active,
- * lowers, and objects younger than `grace` seconds). */
+ * lowers, and objects younger than `grace` seconds; grace < 0: no youth). */
 CAIRN_INTERNAL int cairn__graph_mark_roots(cairn_state *st, cairn__graph *g, int64_t grace,
                                            cairn_error *err);
 

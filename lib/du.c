@@ -217,7 +217,7 @@ int cairn_du(cairn_state *st, unsigned limit, cairn_du_totals *totals, cairn_du_
     cairn_du_totals t = {0};
     int r = cairn__graph_load(st, &D.g, err);
     if (r == 0)
-        r = cairn__graph_mark_roots(st, &D.g, 0, err);
+        r = cairn__graph_mark_roots(st, &D.g, -1, err);
     size_t n = D.g.n ? D.g.n : 1;
     if (r == 0) {
         D.stamp = calloc(n, sizeof(*D.stamp));

@@ -406,6 +406,7 @@ typedef struct gc_run {
     int32_t *stack;
     size_t n_stack, cap_stack;
     int64_t now, t0;
+    bool no_youth; /* du: what would go with no grace period at all */
     cairn_error *err;
 } gc_run;
 
@@ -730,7 +731,8 @@ static int mark_roots(gc_run *R)
     int64_t young = R->now - (R->o.grace < 0 ? CAIRN_GC_GRACE_DEFAULT : R->o.grace);
     for (size_t i = 0; r == 0 && i < R->g.n; i++) {
         cairn__obj *o = &R->g.objs[i];
-        if (o->lower || o->created > young || o->last_used > young)
+        bool is_young = !R->no_youth && (o->created >= young || o->last_used >= young);
+        if (o->lower || is_young)
             r = mark(R, (int32_t)i);
     }
     return r;
@@ -1416,7 +1418,8 @@ int cairn__graph_mark_roots(cairn_state *st, cairn__graph *g, int64_t grace, cai
     gc_run R = {.st = st, .err = err};
     cairn_gc_options def = CAIRN_GC_OPTIONS_INIT;
     R.o = def;
-    R.o.grace = grace;
+    R.o.grace = grace < 0 ? 0 : grace;
+    R.no_youth = grace < 0;
     R.now = cairn__now();
     R.g = *g;
     int r = mark_roots(&R);
