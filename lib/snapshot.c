@@ -256,8 +256,24 @@ static int active_mounted(cairn_state *st, const char *id, cairn_error *err)
     return 0;
 }
 
+static int new_active_locked(cairn_state *st, const char *parent, const char *label, bool view,
+                             char *out_id, cairn_error *err);
+
+/* The parent is checked and the row that names it written under the state's
+ * lock held shared, so a gc (exclusive) cannot remove the parent between. */
 static int new_active(cairn_state *st, const char *parent, const char *label, bool view,
                       char *out_id, cairn_error *err)
+{
+    int r = cairn__lock(st, false, err);
+    if (r < 0)
+        return r;
+    r = new_active_locked(st, parent, label, view, out_id, err);
+    cairn__unlock(st);
+    return r;
+}
+
+static int new_active_locked(cairn_state *st, const char *parent, const char *label, bool view,
+                             char *out_id, cairn_error *err)
 {
     int r = cairn__check_writable(st, err);
     if (r < 0)
@@ -405,6 +421,8 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
             r = place(st, idfd, "fs", chain, err);
     }
     bool have = r == 1; /* here or in a lower: no row of ours for it */
+    if (have)
+        cairn__usage_touch(st, chain); /* a use: a gc running now keeps it */
     if (r >= 0) {
         static const char del[] = "DELETE FROM active WHERE id = ?";
         r = cairn__tx_begin(st, err);
