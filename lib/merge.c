@@ -84,7 +84,9 @@ static const merge_table merge_tables[] = {
      "hits = max(hits, excluded.hits) "
      "WHERE excluded.last_used > last_used OR excluded.hits > hits"},
     {"volume_versions", "name, version, created", "name, version", NULL,
-     "DO UPDATE SET created = min(created, excluded.created) WHERE excluded.created < created"},
+     /* max: the module's own rule (lib/volume.c), the current version is
+      * the newest by (created, version) */
+     "DO UPDATE SET created = max(created, excluded.created) WHERE excluded.created > created"},
 };
 
 /* Local to one state: never merged, never frozen into a copy (but meta). */

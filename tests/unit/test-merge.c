@@ -58,6 +58,14 @@ static void exec_ok(cairn_state *st, const char *sql)
     T_OK(cairn__exec(st, 0, sql, &t_err));
 }
 
+/* A cache key from a small pool: the digest of "key <n>". */
+static void key_of(unsigned n, char out[CAIRN_DIGEST_LEN + 1])
+{
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "key %u", n);
+    cairn__sha256_buf(buf, (size_t)len, out);
+}
+
 static const char *const media[] = {"", "application/a", "application/b", "text/plain"};
 static const char *const words[] = {"red", "green", "blue", "x", ""};
 
@@ -117,6 +125,40 @@ static char *random_state(const char *dir, const char *name)
             exec_ok(st, sql);
         }
     }
+    /* Records: results naming this state's blobs and snapshots, under keys
+     * from a small pool, links between keys, loads (usage). */
+    for (unsigned i = pick(6); i > 0; i--) {
+        char key[CAIRN_DIGEST_LEN + 1], child[CAIRN_DIGEST_LEN + 1];
+        key_of(pick(5), key);
+        bool snap = nchains && pick(2);
+        const char *res = snap ? chains[pick(nchains)] : digests[pick(nblobs)];
+        T_OK(cairn_record_add_result(st, key, snap ? CAIRN_RESULT_SNAPSHOT : CAIRN_RESULT_BLOB, res,
+                                     1 + pick(4), &t_err));
+        if (pick(2)) {
+            cairn_record_link l = {pick(2), 0, "", ""};
+            key_of(100 + pick(2), l.op);
+            key_of(pick(5), child);
+            T_OK(cairn_record_add_link(st, key, &l, child, &t_err));
+        }
+        if (!pick(3))
+            T_OK(cairn_record_load(st, key, NULL, NULL, &t_err));
+    }
+    /* Volumes: versions from a small pool of contents, so the same version
+     * meets across states with other times. */
+    for (unsigned i = pick(3); i > 0; i--) {
+        char vname[16], id[CAIRN_STATE_ID_LEN + 1], version[CAIRN_DIGEST_LEN + 1];
+        snprintf(vname, sizeof(vname), "vol%u", pick(2));
+        T_OK(cairn_volume_open(st, vname, id, NULL, &t_err));
+        char *f = NULL;
+        assert_true(asprintf(&f, "%s/active/%s/fs/cache%u", cairn_state_path(st), id, pick(2)) > 0);
+        t_write_file(f, "cached", 6);
+        free(f);
+        T_OK(cairn_volume_save(st, vname, id, version, &t_err));
+        char sql[256];
+        snprintf(sql, sizeof(sql), "UPDATE volume_versions SET created = %u WHERE version = '%s'",
+                 1000 + pick(3), version);
+        exec_ok(st, sql);
+    }
     for (unsigned i = pick(5); i > 0; i--) {
         char sql[512];
         /* Images name this state's blobs and snapshots (fsck checks them);
@@ -129,22 +171,8 @@ static char *random_state(const char *dir, const char *name)
                  tomb || !nchains || pick(2) ? "" : chains[pick(nchains)], pick(3));
         exec_ok(st, sql);
         snprintf(sql, sizeof(sql),
-                 "INSERT INTO cache_results(key, result, kind, created) VALUES "
-                 "('key%u', 'res%u', '%s', %u) ON CONFLICT DO NOTHING",
-                 pick(5), pick(3), pick(2) ? "snapshot" : "blob", pick(4));
-        exec_ok(st, sql);
-        snprintf(sql, sizeof(sql),
-                 "INSERT INTO cache_links VALUES ('key%u', %u, 0, 'exec', '', 'key%u') "
-                 "ON CONFLICT DO NOTHING",
-                 pick(5), pick(2), pick(5));
-        exec_ok(st, sql);
-        snprintf(sql, sizeof(sql),
                  "INSERT INTO usage VALUES ('obj%u', 'st%u', %u, %u) ON CONFLICT DO NOTHING",
                  pick(4), pick(3), pick(9), pick(9));
-        exec_ok(st, sql);
-        snprintf(sql, sizeof(sql),
-                 "INSERT INTO volume_versions VALUES ('vol%u', 'v%u', %u) ON CONFLICT DO NOTHING",
-                 pick(3), pick(4), pick(5));
         exec_ok(st, sql);
     }
     /* Local rows: never merged. */
@@ -307,6 +335,91 @@ static int api_image(void *ud, const cairn_image_info *in)
     return 0;
 }
 
+static int api_record(void *ud, const cairn_record_result *r, int present)
+{
+    struct api_ctx *c = ud;
+    char line[512];
+    snprintf(line, sizeof(line), "record %s %s %s %lld used %lld hits %llu present %d", r->key,
+             r->result, cairn_result_kind_name(r->kind), (long long)r->created,
+             (long long)r->last_used, (unsigned long long)r->hits, present);
+    dump_append(c->buf, c->len, line);
+    return 0;
+}
+
+static int api_result(void *ud, const cairn_record_result *r)
+{
+    return api_record(ud, r, -1);
+}
+
+static int api_link(void *ud, const char *key, const cairn_record_link *l)
+{
+    struct api_ctx *c = ud;
+    char line[512];
+    snprintf(line, sizeof(line), "  link %s %u %u %s %s", key, l->input, l->output, l->op,
+             l->selector);
+    dump_append(c->buf, c->len, line);
+    return 0;
+}
+
+static int api_key(void *ud, const char *key)
+{
+    struct api_ctx *c = ud;
+    char line[128];
+    snprintf(line, sizeof(line), "  key %s", key);
+    dump_append(c->buf, c->len, line);
+    return 0;
+}
+
+static int api_volume(void *ud, const cairn_volume_info *v)
+{
+    struct api_ctx *c = ud;
+    char line[512];
+    snprintf(line, sizeof(line), "volume %s current %s %lld versions %llu size %llu", v->name,
+             v->current, (long long)v->created, (unsigned long long)v->versions,
+             (unsigned long long)v->size);
+    dump_append(c->buf, c->len, line);
+    return 0;
+}
+
+static int api_version(void *ud, const cairn_volume_version *v)
+{
+    struct api_ctx *c = ud;
+    char line[512];
+    snprintf(line, sizeof(line), "  version %s %lld current %d present %d", v->version,
+             (long long)v->created, v->current, v->present);
+    dump_append(c->buf, c->len, line);
+    return 0;
+}
+
+/* The build cache's answers: records, links, keys, volumes. */
+static void api_cache(struct api_ctx *c)
+{
+    cairn_error t_err = {0};
+    T_OK(cairn_record_list(c->st, api_record, c, &t_err));
+    T_OK(cairn_record_walk_keys(c->st, api_key, c, &t_err));
+    for (unsigned i = 0; i < 5; i++) {
+        char key[CAIRN_DIGEST_LEN + 1], line[128];
+        key_of(i, key);
+        int e = cairn_record_exists(c->st, key, &t_err);
+        snprintf(line, sizeof(line), "key %s exists %d", key, e);
+        dump_append(c->buf, c->len, line);
+        T_OK(cairn_record_results(c->st, key, api_result, c, &t_err));
+        T_OK(cairn_record_links(c->st, key, NULL, api_link, c, &t_err));
+        T_OK(cairn_record_backlinks(c->st, key, api_link, c, &t_err));
+    }
+    T_OK(cairn_volume_list(c->st, api_volume, c, &t_err));
+    for (unsigned i = 0; i < 2; i++) {
+        char name[16], line[256];
+        snprintf(name, sizeof(name), "vol%u", i);
+        cairn_volume_info v;
+        int r = cairn_volume_current(c->st, name, &v, NULL);
+        snprintf(line, sizeof(line), "current %s: %d %s", name, r, r == 0 ? v.current : "");
+        dump_append(c->buf, c->len, line);
+        if (r == 0)
+            T_OK(cairn_volume_versions(c->st, name, api_version, c, &t_err));
+    }
+}
+
 static char *api_view(const char *path)
 {
     cairn_error t_err = {0};
@@ -323,6 +436,7 @@ static char *api_view(const char *path)
         T_OK(cairn_blob_list(st, media[m], api_blob, &c, &t_err));
     }
     T_OK(cairn_snapshot_list(st, api_snapshot, &c, &t_err));
+    api_cache(&c);
     T_OK(cairn_image_list(st, api_image, &c, &t_err));
     for (unsigned i = 0; i < 4; i++) {
         char name[16], line[512];
