@@ -10,8 +10,7 @@
  *             layer is walked)
  *   miss      cairn_blob_exists of a digest nobody holds
  *   stat      cairn_blob_stat of the bottom blob (merges all layers' rows)
- *   record    a cache record lookup through every layer (the cache_results
- *             table's key index, as a record lookup reads it)
+ *   record    cairn_record_results of a key recorded in the bottom lower
  * and prints a table in microseconds (medians).
  */
 #include <cairn/cairn.h>
@@ -22,7 +21,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include <sqlite3.h>
 
 static double now_us(void)
 {
@@ -43,13 +41,21 @@ static double median(double *v, int n)
     return v[n / 2];
 }
 
+static int count_result(void *ud, const cairn_record_result *r)
+{
+    (void)r;
+    (*(int *)ud)++;
+    return 0;
+}
+
 static void die(const char *what, const cairn_error *e)
 {
     fprintf(stderr, "bench-stack-lookup: %s: %s\n", what, e ? e->message : "");
     exit(1);
 }
 
-/* A live state with 200 blobs and 200 cache records, frozen into `frozen`. */
+/* A live state with 200 blobs, each the result of a cache record, frozen
+ * into `frozen`. */
 static void make_lower(const char *dir, int i, char *frozen, size_t size, char *last_digest)
 {
     char live[4096];
@@ -74,31 +80,18 @@ static void make_lower(const char *dir, int i, char *frozen, size_t size, char *
         die("commit", &e);
     cairn_blob_batch_free(b);
     cairn_state_free(st);
-    /* Records: rows of cache_results (the records module's table). */
-    char db[4200], id[64] = "";
-    snprintf(db, sizeof(db), "%s/cairn-state", live);
-    FILE *f = fopen(db, "r");
-    char line[256];
-    while (f && fgets(line, sizeof(line), f))
-        if (!strncmp(line, "id=", 3))
-            sscanf(line + 3, "%63s", id);
-    if (f)
-        fclose(f);
-    snprintf(db, sizeof(db), "%s/db/%s.sqlite", live, id);
-    sqlite3 *h = NULL;
-    if (sqlite3_open(db, &h) != SQLITE_OK)
-        die("sqlite open", NULL);
-    sqlite3_exec(h, "BEGIN", NULL, NULL, NULL);
+    /* Records: each blob is the result of a cache key (the blob's own
+     * digest serves as the key). */
+    if (cairn_state_open(&st, live, 0, &e) < 0)
+        die("open", &e);
     for (int k = 0; k < 200; k++) {
-        char sql[256];
-        snprintf(sql, sizeof(sql),
-                 "INSERT INTO cache_results VALUES ('sha256:key-%d-%d', 'sha256:res-%d-%d', "
-                 "'snapshot', 1)",
-                 i, k, i, k);
-        sqlite3_exec(h, sql, NULL, NULL, NULL);
+        char buf[64], d[80];
+        int n = snprintf(buf, sizeof(buf), "lower %d blob %d", i, k);
+        if (cairn_blob_put_buf(st, buf, (size_t)n, NULL, d, &e) < 0 ||
+            cairn_record_add_result(st, d, CAIRN_RESULT_BLOB, d, 0, &e) < 0)
+            die("record", &e);
     }
-    sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
-    sqlite3_close(h);
+    cairn_state_free(st);
     if (cairn_freeze(live, frozen, NULL, NULL, &e) < 0)
         die("freeze", &e);
 }
@@ -158,9 +151,6 @@ int main(int argc, char **argv)
         enum { L = 2001 };
         static double hit[L], miss[L], stat[L], rec[L];
         cairn_blob_info info;
-        /* A record lookup as the records module reads: key -> results, every layer. */
-        char key[64];
-        snprintf(key, sizeof(key), "sha256:key-%d-%d", 0, 17);
         for (int r = 0; r < L; r++) {
             double t0 = now_us();
             if (cairn_blob_exists(st, bottom, &e) != 1)
@@ -178,45 +168,21 @@ int main(int argc, char **argv)
             rec[r] = 0;
         }
         cairn_state_free(st);
-        /* Records: no public lookup yet; the same walk through immutable
-         * databases, one prepared statement a layer. */
+        /* Records: the results of a key held by the bottom lower. */
         {
-            sqlite3 **dbs = calloc((size_t)n, sizeof(*dbs));
-            sqlite3_stmt **q = calloc((size_t)n, sizeof(*q));
-            for (int i = 0; i < n; i++) {
-                char id[64] = "", path[4300], line[256];
-                snprintf(path, sizeof(path), "%s/cairn-state", lowers[i]);
-                FILE *f = fopen(path, "r");
-                while (f && fgets(line, sizeof(line), f))
-                    if (!strncmp(line, "id=", 3))
-                        sscanf(line + 3, "%63s", id);
-                if (f)
-                    fclose(f);
-                snprintf(path, sizeof(path), "file:%s/db/%s.sqlite?mode=ro&immutable=1", lowers[i],
-                         id);
-                sqlite3_open_v2(path, &dbs[i], SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
-                sqlite3_prepare_v2(dbs[i], "SELECT result, kind FROM cache_results WHERE key = ?",
-                                   -1, &q[i], NULL);
-            }
+            cairn_state *rs = NULL;
+            if (cairn_state_open(&rs, top, CAIRN_OPEN_READONLY, &e) < 0)
+                die("open stack", &e);
             for (int r = 0; r < L; r++) {
-                double t0 = now_us();
                 int found = 0;
-                for (int i = 0; i < n; i++) {
-                    sqlite3_bind_text(q[i], 1, key, -1, SQLITE_STATIC);
-                    while (sqlite3_step(q[i]) == SQLITE_ROW)
-                        found++;
-                    sqlite3_reset(q[i]);
-                }
+                double t0 = now_us();
+                if (cairn_record_results(rs, bottom, count_result, &found, &e) < 0)
+                    die("record lookup", &e);
                 rec[r] = now_us() - t0;
                 if (found != 1)
-                    die("record lookup", NULL);
+                    die("record lookup: not found", NULL);
             }
-            for (int i = 0; i < n; i++) {
-                sqlite3_finalize(q[i]);
-                sqlite3_close(dbs[i]);
-            }
-            free(q);
-            free(dbs);
+            cairn_state_free(rs);
         }
         printf("%-8d %10.1f %10.1f %10.2f %10.2f %10.2f %10.2f\n", n, median(t_open, R),
                median(t_first, R), median(hit, L), median(miss, L), median(stat, L),
