@@ -120,6 +120,20 @@ rmdir "$S3/snapshots/$(printf '%064d' 5)"
 mv "$S3/snapshots/${CH#sha256:}" "$T/gone"
 fsck_json "$S3" | grep -c '"missing"' >/dev/null || die "a missing directory is not reported"
 
+step "fsck: active snapshots without their directory, directories without a row"
+X=$(cairn -C "$S3" snapshot prepare)
+rm -rf "$S3/active/$X"
+mkdir "$S3/active/0123456789abcdef0123456789abcdef"
+fsck_json "$S3" >"$T/fa.json"
+python3 - "$T/fa.json" "$X" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+got = {(p["kind"], p["name"], p["problem"]) for p in d["problems"]}
+assert ("active", sys.argv[2], "missing") in got, got
+assert ("active", "0123456789abcdef0123456789abcdef", "unreferenced") in got, got
+PY
+cairn -C "$S3" snapshot rm "$X"
+
 step "usage errors and --help"
 cairn snapshot prepare --help | grep -c "usage: cairn snapshot prepare" >/dev/null || die "no help"
 fails 2 "expected" -- cairn -C "$S1" snapshot commit
