@@ -51,6 +51,10 @@ CAIRN_INTERNAL int cairn__snapshot_publish(cairn_state *st, int stagefd, const c
                                            const char *parent, const char *diff_id,
                                            const char *tar_digest, uint64_t size,
                                            cairn_error *err);
+/* cairn_snapshot_mount() through mount(2) only, as on kernels without
+ * overlayfs' lowerdir+ (for tests). */
+CAIRN_INTERNAL int cairn__snapshot_mount_legacy(cairn_state *st, const char *name,
+                                                const char *target, cairn_error *err);
 /* Record a use of an object (last_used, hits) in this state's usage table. */
 CAIRN_INTERNAL void cairn__usage_touch(cairn_state *st, const char *object);
 
