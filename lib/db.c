@@ -69,7 +69,8 @@ static const char *const migrations[] = {
     "  kind TEXT NOT NULL,"
     "  created INTEGER NOT NULL,"
     "  PRIMARY KEY (key, result)) WITHOUT ROWID;"
-    "CREATE INDEX cache_results_result ON cache_results(result);"
+    "CREATE INDEX cache_results_result ON cache_results(result, kind);"
+    "CREATE INDEX cache_results_created ON cache_results(created);"
     /* cache links: union */
     "CREATE TABLE cache_links ("
     "  parent TEXT NOT NULL,"
@@ -87,7 +88,9 @@ static const char *const migrations[] = {
     "  last_used INTEGER NOT NULL,"
     "  hits INTEGER NOT NULL,"
     "  PRIMARY KEY (object, state)) WITHOUT ROWID;"
-    /* volumes: union of versions; current = newest (created, version) */
+    "CREATE INDEX usage_last_used ON usage(last_used);"
+    /* volumes: union of versions; current = newest (created, version);
+     * created in unix nanoseconds, max on merge */
     "CREATE TABLE volume_versions ("
     "  name TEXT NOT NULL,"
     "  version TEXT NOT NULL,"

@@ -285,8 +285,24 @@ static int active_delete(cairn_state *st, const char *id, cairn_error *err)
     return r;
 }
 
+static int new_active_locked(cairn_state *st, const char *parent, const char *label, bool view,
+                             char *out_id, cairn_error *err);
+
+/* The parent is checked and the row that names it written under the state's
+ * lock held shared, so a gc (exclusive) cannot remove the parent between. */
 static int new_active(cairn_state *st, const char *parent, const char *label, bool view,
                       char *out_id, cairn_error *err)
+{
+    int r = cairn__lock(st, false, err);
+    if (r < 0)
+        return r;
+    r = new_active_locked(st, parent, label, view, out_id, err);
+    cairn__unlock(st);
+    return r;
+}
+
+static int new_active_locked(cairn_state *st, const char *parent, const char *label, bool view,
+                             char *out_id, cairn_error *err)
 {
     int r = cairn__check_writable(st, err);
     if (r < 0)
@@ -412,6 +428,8 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
      * reports and gc removes, never a row naming a moved directory. */
     if (r == 0)
         r = active_delete(st, id, err);
+    if (r == 0 && found == 1)
+        cairn__usage_touch(st, chain); /* a use: a gc running now keeps it */
     if (r == 0 && found == 0) {
         r = syncfs_fd(st, fsfd, err);
         if (r == 0)
