@@ -6,6 +6,15 @@
 #include "cairn/layer.h"
 #include "cairn/snapshot.h"
 
+#include <locale.h>
+
+/* libarchive converts names between UTF-8 (PAX records) and the locale's
+ * charset; a library must not depend on (or change) the process locale, so
+ * tar code runs with C.UTF-8 set for the calling thread only. Returns the
+ * previous locale for _leave ((locale_t)0 when C.UTF-8 is missing). */
+CAIRN_INTERNAL locale_t cairn__utf8_locale_enter(void);
+CAIRN_INTERNAL void cairn__utf8_locale_leave(locale_t old);
+
 /* The overlayfs xattr namespace this process writes and reads: trusted.* as
  * root, user.* (overlayfs' userxattr mode) otherwise. */
 CAIRN_INTERNAL const char *cairn__ovl_prefix(void);
