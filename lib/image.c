@@ -1054,7 +1054,7 @@ static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
         pthread_mutex_unlock(&ra->lock);
         /* The cause is the compressed stream, not the tar it cut short. */
         if (code)
-            r = cairn__err(err, code, "%s", msg);
+            r = cairn__err(err, code, "the compressed stream is corrupt (%s)", msg);
     } else if (r == 0 && lp.last < (uint64_t)j->desc.size) {
         progress_add(im, (uint64_t)j->desc.size - lp.last);
     }
