@@ -8,6 +8,8 @@
  *   1. load (no lock; one read transaction on layer 0): every blob and
  *      snapshot of every layer, snapshot parents, the blobs that manifests
  *      and indexes name (parsed), usage times. T0 = the start time.
+ *      Records are read through cache_result_refs (one row an object, kept
+ *      by triggers), not one row a record.
  *   2. mark (no lock) from the hard roots: live leases, images, volumes'
  *      current versions, active snapshots' parents, lowers' records and
  *      objects, objects created or used within the grace period; through
@@ -22,8 +24,9 @@
  *      Writers publish under the lock held shared, so from here nothing new
  *      can name an object. Delta mark: re-read the small root tables
  *      (leases, images, volumes, active), the blob and snapshot rows the
- *      graph did not see, and the records and uses newer than T0 minus a
- *      slack of DELTA_SLACK seconds; mark what they keep.
+ *      graph did not see, and the results recorded (by the wall clock of
+ *      the insert, not the row's own time) and objects used since T0 minus
+ *      a slack of DELTA_SLACK seconds; mark what they keep.
  *   6. rows, in one transaction: records of results the policy removed and
  *      the links left empty, then the rows of the objects to remove (blobs,
  *      labels, snapshots, usage), old volume versions, expired leases.
@@ -725,7 +728,7 @@ static int mark_roots(gc_run *R)
     cairn_state *st = R->st;
     int r = mark_small_roots(R);
     /* Lowers: their records' results, and all they hold. */
-    static const char lower_results[] = "SELECT DISTINCT kind, result FROM cache_results";
+    static const char lower_results[] = "SELECT kind, result FROM cache_result_refs";
     if (r == 0)
         r = each_row(R, 1, st->n_layers, lower_results, 0, row_result);
     int64_t young = R->now - (R->o.grace < 0 ? CAIRN_GC_GRACE_DEFAULT : R->o.grace);
@@ -836,8 +839,7 @@ static int fs_free(cairn_state *st, uint64_t *out)
  * with a policy, choose the results to forget (*gone_out lists them). */
 static int policy(gc_run *R, uint8_t *soft, int32_t **gone_out, size_t *n_gone_out)
 {
-    static const char sql[] =
-        "SELECT result, kind, count(*) FROM cache_results GROUP BY result, kind";
+    static const char sql[] = "SELECT result, kind, n FROM cache_result_refs";
     sqlite3_stmt *s = cairn__stmt(R->st, 0, sql, R->err);
     if (!s)
         return R->err ? R->err->code : CAIRN_E_DB;
@@ -1210,7 +1212,8 @@ static int delta(gc_run *R)
      * Records and uses: by time, taken inside their writer's transaction. */
     static const char new_blobs[] = "SELECT digest, media_type FROM blobs";
     static const char new_snaps[] = "SELECT chain_id, parent FROM snapshots";
-    static const char new_results[] = "SELECT kind, result FROM cache_results WHERE created >= ?1";
+    static const char new_results[] =
+        "SELECT kind, result FROM cache_result_refs WHERE touched >= ?1";
     static const char new_usage[] = "SELECT object FROM usage WHERE last_used >= ?1";
     R->now = cairn__now();
     int r = mark_small_roots(R);

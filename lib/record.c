@@ -801,8 +801,7 @@ int cairn_record_list(cairn_state *st, cairn_record_list_fn fn, void *userdata, 
 int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
 {
     cairn_state *st = f->st;
-    static const char sql[] = "SELECT result, kind, count(*) FROM cache_results "
-                              "GROUP BY result, kind ORDER BY result";
+    static const char sql[] = "SELECT result, kind, n FROM cache_result_refs ORDER BY result";
     static const char keys_of[] =
         "SELECT key FROM cache_results WHERE result = ? AND kind = ? ORDER BY key";
     static const char del[] = "DELETE FROM cache_results WHERE result = ? AND kind = ?";
