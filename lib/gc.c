@@ -408,6 +408,7 @@ typedef struct gc_run {
     cairn__graph g;
     int32_t *stack;
     size_t n_stack, cap_stack;
+    uint64_t *ino; /* inode of each object's file, from the directory scan (0: unknown) */
     int64_t now, t0;
     bool no_youth; /* du: what would go with no grace period at all */
     cairn_error *err;
@@ -969,6 +970,8 @@ static int scan_orphans(gc_run *R, int kind, orphan **v, size_t *n, size_t *cap)
         if (!digest_raw(dg, raw))
             continue;
         int32_t i = find_raw(&R->g, kind, raw);
+        if (i >= 0 && R->ino)
+            R->ino[i] = de->d_ino;
         if (i >= 0 && (R->g.objs[i].in0 || R->g.objs[i].sibling))
             continue;
         struct stat sb;
@@ -1236,6 +1239,13 @@ static void progress(gc_run *R, uint64_t done, uint64_t total)
         R->o.progress(R->o.progress_userdata, done, total);
 }
 
+static int cmp_ino(const void *a, const void *b, void *ud)
+{
+    const uint64_t *ino = ud;
+    uint64_t x = ino[*(const int32_t *)a], y = ino[*(const int32_t *)b];
+    return x < y ? -1 : x > y;
+}
+
 static int run(gc_run *R)
 {
     cairn_state *st = R->st;
@@ -1263,7 +1273,9 @@ static int run(gc_run *R)
     if (r == 0)
         r = policy(R, soft, &gone, &n_gone);
     cairn__exec(st, 0, "COMMIT", NULL);
-    /* 4. orphans. */
+    /* 4. orphans (and the inode of every object, to delete in inode order). */
+    if (r == 0 && !(R->ino = calloc(R->g.n ? R->g.n : 1, sizeof(*R->ino))))
+        r = cairn__err(R->err, -ENOMEM, "out of memory");
     orphan *orph = NULL;
     size_t n_orph = 0, cap_orph = 0;
     if (r == 0)
@@ -1318,7 +1330,10 @@ static int run(gc_run *R)
         else
             cairn__tx_rollback(st);
     }
-    /* 7. objects: the rows are gone and durable. */
+    /* 7. objects: the rows are gone and durable. In inode order: the
+     * inode table is then written mostly in sequence. */
+    if (r == 0 && n_del > 1)
+        qsort_r(del, n_del, sizeof(*del), cmp_ino, R->ino);
     uint64_t total = n_del + n_orph, done = 0;
     for (size_t k = 0; r == 0 && k < n_del; k++) {
         cairn__obj *o = &R->g.objs[del[k]];
@@ -1389,6 +1404,8 @@ static int run(gc_run *R)
         R->stats.kept_objects += R->g.objs[i].in0;
     R->stats.kept_objects -= n_del;
     kl_free(&keys);
+    free(R->ino);
+    R->ino = NULL;
     free(del);
     free(orph);
     free(gone);
