@@ -81,6 +81,7 @@ const char *cli_human(uint64_t bytes, char *buf, size_t size);
 extern const cli_command cli_state_commands[];
 extern const cli_command cli_blob_commands[];
 extern const cli_command cli_snapshot_commands[];
+extern const cli_command cli_image_commands[];
 extern const cli_command cli_record_commands[];
 extern const cli_command cli_lease_commands[];
 extern const cli_command cli_gc_commands[];

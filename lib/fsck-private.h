@@ -24,5 +24,7 @@ CAIRN_INTERNAL int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char 
 
 /* Checkers of other modules, listed in fsck.c's checkers[]. */
 CAIRN_INTERNAL int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err);
+/* The images checker (lib/image.c), listed in fsck.c's checkers[]. */
+CAIRN_INTERNAL int cairn__fsck_images(cairn__fsck *f, cairn_error *err);
 
 #endif

@@ -231,6 +231,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
     cairn__fsck_snapshots,
+    cairn__fsck_images,
     cairn__fsck_records,
     cairn__fsck_leases,
     cairn__fsck_volumes,

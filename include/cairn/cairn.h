@@ -8,6 +8,7 @@
 #include <cairn/fsck.h>
 #include <cairn/snapshot.h>
 #include <cairn/layer.h>
+#include <cairn/image.h>
 #include <cairn/record.h>
 #include <cairn/lease.h>
 #include <cairn/gc.h>

@@ -35,8 +35,8 @@ static void test_roots(void **unused)
     char *sql = NULL;
     assert_true(asprintf(&sql,
                          "INSERT INTO images(name, manifest, config, top, updated) "
-                         "VALUES ('demo:latest', '%s', '', '', 0)",
-                         m) > 0);
+                         "VALUES ('demo:latest', '%s', '%s', '', 0)",
+                         m, cfg) > 0);
     fx_sql(st, sql);
     free(sql);
     fx_digest("k", key);
