@@ -187,8 +187,10 @@ static int du_pass(du_run *D)
     static const char vols[] =
         "SELECT name || ' ' || version, name, 'snapshot', version FROM volume_versions "
         "ORDER BY 1";
+    /* Digests of one length: ordering by (key, result) is ordering by the
+     * first column, and follows the primary key (no sort). */
     static const char recs[] =
-        "SELECT key || ' ' || result, key, kind, result FROM cache_results ORDER BY 1";
+        "SELECT key || ' ' || result, key, kind, result FROM cache_results ORDER BY key, result";
     int r = du_images(D);
     if (r == 0)
         r = du_groups(D, vols, "volume", false);

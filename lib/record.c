@@ -786,8 +786,10 @@ static int list_row(void *ud, size_t layer, sqlite3_stmt *s)
 
 int cairn_record_list(cairn_state *st, cairn_record_list_fn fn, void *userdata, cairn_error *err)
 {
+    /* Keys and results are digests of one length: ordering by the pair is
+     * ordering by "key result", and reads the primary key in order. */
     static const char sql[] = "SELECT key || ' ' || result, key, result, kind, created "
-                              "FROM cache_results ORDER BY 1";
+                              "FROM cache_results ORDER BY key, result";
     struct list_ctx c = {st, fn, userdata, err};
     return cairn__union_walk(st, sql, NULL, list_row, &c, err);
 }
