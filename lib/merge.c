@@ -89,8 +89,11 @@ static const merge_table merge_tables[] = {
      "DO UPDATE SET created = max(created, excluded.created) WHERE excluded.created > created"},
 };
 
-/* Local to one state: never merged, never frozen into a copy (but meta). */
-static const char *const local_tables[] = {"meta", "active", "leases", "lease_resources"};
+/* Local to one state: never merged, never frozen into a copy (but meta).
+ * cache_result_refs is derived from cache_results by triggers: each
+ * database keeps its own, and merged rows of cache_results update it. */
+static const char *const local_tables[] = {"meta", "active", "leases", "lease_resources",
+                                           "cache_result_refs"};
 
 size_t cairn__merge_tables(const char ***merged, const char *const **local, size_t *n_local);
 size_t cairn__merge_tables(const char ***merged, const char *const **local, size_t *n_local)

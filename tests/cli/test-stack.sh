@@ -63,6 +63,15 @@ cairn -C "$T/top" blob stat "$a1" | grep -q "owner=top" || die "a label on a low
 fails 1 "" -- cairn -C "$T/top" blob rm "$a1"
 [ "$(sums "$T/a")" = "$suma" ] || die "blob rm touched a lower"
 
+step "du sees the union; gc of the stack never touches a lower"
+cairn merge -q "$T/eager" "$T/top"
+du_of() { cairn -C "$1" du --json | python3 -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(t["blobs"], t["snapshots"], t["total"], t["records"], t["images"], t["volumes"])'; }
+[ "$(du_of "$T/top")" = "$(du_of "$T/eager")" ] || die "du of the stack and of its merge differ: $(du_of "$T/top") vs $(du_of "$T/eager")"
+cairn -C "$T/top" gc -q >/dev/null
+[ "$(sums "$T/a")" = "$suma" ] || die "gc of the stack modified a lower"
+[ "$(sums "$T/b")" = "$sumb" ] || die "gc of the stack modified the bind-mounted lower"
+cairn -C "$T/top" blob get --verify "$a1" >/dev/null || die "gc of the stack lost a lower's blob"
+
 step "a lower may itself be a stack"
 cairn freeze -q "$T/top" "$T/topf"
 cairn init "$T/up" >/dev/null
