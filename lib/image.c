@@ -1326,7 +1326,10 @@ int cairn_image_remove(cairn_state *st, const char *name, cairn_error *err)
         goto fail;
     }
     if (lr > 0 && below.manifest[0]) {
-        r = record(st, name, "", "", "", err);
+        /* A tombstone names nothing: no object to check, so no state lock,
+         * which would come after this open transaction (gc takes them the
+         * other way round). */
+        r = record_locked(st, name, "", "", "", err);
     } else {
         static const char del[] = "DELETE FROM images WHERE name = ?";
         sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
