@@ -139,8 +139,9 @@ static int arc_fail(struct archive *a, const char *path, const char *what, cairn
         code = CAIRN_E_TRUNCATED;
     else if (e == EIO || e == EACCES || e == ENOENT || e == ENOMEM || e == EISDIR)
         code = -e;
-    return cairn__err(err, code, "%s: %s%s%s", path, what, what[0] ? ": " : "",
-                      msg ? msg : "unreadable archive");
+    return cairn__err(err, code, "%s: %s%s%s%s%s", path, what, what[0] ? ": " : "",
+                      code == CAIRN_E_TRUNCATED ? "the archive ends early (" : "",
+                      msg ? msg : "unreadable archive", code == CAIRN_E_TRUNCATED ? ")" : "");
 }
 
 /* First read of an archive: the members of the layout, small ones cached. */
