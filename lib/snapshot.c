@@ -73,6 +73,27 @@ int cairn__snapshot_find(cairn_state *st, const char *chain_id, cairn__snaprow *
         if (rc == SQLITE_ROW) {
             row_read(s, i, out);
             sqlite3_reset(s);
+            /* The rest of the layers, merged by the table's rule (lib/merge.c):
+             * the earliest created, the greatest tar digest. The directory is
+             * the topmost holder's. */
+            for (size_t k = i + 1; k < st->n_layers; k++) {
+                sqlite3_stmt *q = cairn__stmt(st, k, sql, err);
+                if (!q)
+                    return err ? err->code : CAIRN_E_DB;
+                sqlite3_bind_text(q, 1, chain_id, -1, SQLITE_STATIC);
+                rc = sqlite3_step(q);
+                if (rc == SQLITE_ROW) {
+                    cairn__snaprow more;
+                    row_read(q, k, &more);
+                    if (more.info.created < out->info.created)
+                        out->info.created = more.info.created;
+                    if (strcmp(more.tar_digest, out->tar_digest) > 0)
+                        memcpy(out->tar_digest, more.tar_digest, sizeof(out->tar_digest));
+                }
+                sqlite3_reset(q);
+                if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                    return cairn__err_db(err, st->layers[k].db, rc, "snapshot lookup");
+            }
             return 1;
         }
         sqlite3_reset(s);
@@ -603,23 +624,36 @@ typedef struct list_ctx {
     cairn_state *st;
     cairn_snapshot_fn fn;
     void *ud;
+    cairn__snaprow row; /* the chain id being read across layers */
 } list_ctx;
 
-static int list_cb(void *ud, size_t layer, sqlite3_stmt *s)
+/* Every layer's row of a chain id, topmost first, merged as the merge rule
+ * says (earliest created); then emitted once. */
+static int list_cb(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     list_ctx *c = ud;
-    cairn__snaprow row;
-    row_read(s, layer, &row);
-    row.info.last_used = last_used(c->st, row.info.chain_id);
-    return c->fn(c->ud, &row.info);
+    if (first) {
+        row_read(s, layer, &c->row);
+        return 0;
+    }
+    if (sqlite3_column_int64(s, 4) < c->row.info.created)
+        c->row.info.created = sqlite3_column_int64(s, 4);
+    return 0;
+}
+
+static int list_emit(void *ud)
+{
+    list_ctx *c = ud;
+    c->row.info.last_used = last_used(c->st, c->row.info.chain_id);
+    return c->fn(c->ud, &c->row.info);
 }
 
 int cairn_snapshot_list(cairn_state *st, cairn_snapshot_fn fn, void *userdata, cairn_error *err)
 {
     static const char sql[] = "SELECT chain_id, coalesce(parent, ''), diff_id, size, created, "
                               "tar_digest FROM snapshots ORDER BY chain_id";
-    list_ctx c = {st, fn, userdata};
-    return cairn__union_walk(st, sql, NULL, list_cb, &c, err);
+    list_ctx c = {.st = st, .fn = fn, .ud = userdata};
+    return cairn__union_walk_all(st, sql, NULL, list_cb, list_emit, &c, err);
 }
 
 int cairn_snapshot_active_list(cairn_state *st, cairn_active_fn fn, void *userdata,
