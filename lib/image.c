@@ -139,8 +139,9 @@ static int arc_fail(struct archive *a, const char *path, const char *what, cairn
         code = CAIRN_E_TRUNCATED;
     else if (e == EIO || e == EACCES || e == ENOENT || e == ENOMEM || e == EISDIR)
         code = -e;
-    return cairn__err(err, code, "%s: %s%s%s", path, what, what[0] ? ": " : "",
-                      msg ? msg : "unreadable archive");
+    return cairn__err(err, code, "%s: %s%s%s%s%s", path, what, what[0] ? ": " : "",
+                      code == CAIRN_E_TRUNCATED ? "the archive ends early (" : "",
+                      msg ? msg : "unreadable archive", code == CAIRN_E_TRUNCATED ? ")" : "");
 }
 
 /* First read of an archive: the members of the layout, small ones cached. */
@@ -1355,7 +1356,10 @@ int cairn_image_remove(cairn_state *st, const char *name, cairn_error *err)
         goto fail;
     }
     if (lr > 0 && below.manifest[0]) {
-        r = record(st, name, "", "", "", err);
+        /* A tombstone names nothing: no object to check, so no state lock,
+         * which would come after this open transaction (gc takes them the
+         * other way round). */
+        r = record_locked(st, name, "", "", "", err);
     } else {
         static const char del[] = "DELETE FROM images WHERE name = ?";
         sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
