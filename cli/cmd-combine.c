@@ -159,8 +159,8 @@ static void on_problem(void *ud, const cairn_merge_problem *p)
                                                  "path", p->path, "other", p->other, "detail",
                                                  p->detail));
     /* Always on stderr: a refused copy is something a person must see. */
-    fprintf(stderr, "cairn %s: %s %s: %s: %s\n", x->c->cmd, p->kind, p->name, p->problem,
-            p->detail);
+    fprintf(stderr, "cairn %s: %s %s: %s: %s: %s\n", x->c->cmd, p->kind, p->name, p->problem,
+            p->path, p->detail);
 }
 
 /* --link/--reflink/--copy/--move, --verify, --background. */
