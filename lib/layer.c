@@ -40,6 +40,9 @@
 
 typedef struct dir_fixup {
     char *path;
+    dev_t dev;            /* the directory the entry made, to find it again */
+    ino_t ino;
+    bool superseded;      /* a later entry of the same directory says otherwise */
     mode_t mode;
     uid_t uid;
     gid_t gid;
@@ -576,10 +579,16 @@ static int apply_entry(importer *im, struct archive_entry *e)
             im->dirs = nd;
             im->capdirs = nc;
         }
+        struct stat sb;
+        if (fstat(fd, &sb) < 0)
+            return cairn__err(im->err, -errno, "layer entry '%.200s': %m", path);
         dir_fixup *f = &im->dirs[im->ndirs];
+        memset(f, 0, sizeof(*f));
         f->path = strdup(path);
         if (!f->path)
             return cairn__err(im->err, -ENOMEM, "out of memory");
+        f->dev = sb.st_dev;
+        f->ino = sb.st_ino;
         f->mode = archive_entry_perm(e);
         f->uid = (uid_t)archive_entry_uid(e);
         f->gid = (gid_t)archive_entry_gid(e);
@@ -630,18 +639,50 @@ static int apply_entry(importer *im, struct archive_entry *e)
     }
 }
 
+static int cmp_fixup(const void *a, const void *b)
+{
+    const dir_fixup *x = *(dir_fixup *const *)a, *y = *(dir_fixup *const *)b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    return x < y ? -1 : x > y; /* entry order */
+}
+
 /* Directories last, deepest first: mode, owner and times that writing their
- * contents would have changed. */
+ * contents would have changed. A directory named twice takes its last entry
+ * (as when a tar is extracted); one whose path now leads elsewhere (replaced
+ * by a symlink to another directory, or to the root) is left alone: its
+ * entry must not change what the symlink points to. */
 static int fix_dirs(importer *im)
 {
+    if (im->ndirs > 1) {
+        dir_fixup **by_ino = malloc(im->ndirs * sizeof(*by_ino));
+        if (!by_ino)
+            return cairn__err(im->err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < im->ndirs; i++)
+            by_ino[i] = &im->dirs[i];
+        qsort(by_ino, im->ndirs, sizeof(*by_ino), cmp_fixup);
+        for (size_t i = 0; i + 1 < im->ndirs; i++)
+            if (by_ino[i]->dev == by_ino[i + 1]->dev && by_ino[i]->ino == by_ino[i + 1]->ino)
+                by_ino[i]->superseded = true;
+        free(by_ino);
+    }
     for (size_t i = im->ndirs; i-- > 0;) {
         dir_fixup *f = &im->dirs[i];
+        if (f->superseded)
+            continue;
         _cleanup_close_ int fd = -1;
         int r = resolve_dir(im, f->path, f->path, &fd);
         if (r == -ENOENT || r == -ENOTDIR)
             continue; /* replaced by a later entry */
         if (r < 0)
             return r == CAIRN_E_UNSAFE ? r : cairn__err(im->err, r, "layer entry '%.200s': %m", f->path);
+        struct stat sb;
+        if (fstat(fd, &sb) < 0)
+            return cairn__err(im->err, -errno, "layer entry '%.200s': %m", f->path);
+        if (sb.st_dev != f->dev || sb.st_ino != f->ino)
+            continue; /* replaced: the path leads to another directory now */
         if (im->privileged && fchown(fd, f->uid, f->gid) < 0)
             return cairn__err(im->err, -errno, "layer entry '%.200s': chown: %m", f->path);
         if (fchmod(fd, f->mode) < 0)
