@@ -489,6 +489,12 @@ static int apply_entry(importer *im, struct archive_entry *e)
         return r;
     if (r == 1)
         return 0; /* the root: the snapshot directory keeps its own */
+    /* A whiteout name is only ever a file: as a directory on the way
+     * (`.wh.x/y`, `.wh..wh..opq/y`) it would make a snapshot whose export
+     * other tools read as a whiteout. */
+    for (const char *c = path; (c = strstr(c, ".wh.")); c += 4)
+        if ((c == path || c[-1] == '/') && strchr(c, '/'))
+            return unsafe(im, path, "a whiteout name used as a directory");
     _cleanup_close_ int dfd = -1;
     const char *name;
     r = open_parent(im, path, &dfd, &name);

@@ -115,6 +115,12 @@ gen dupdir '("d","d",0o700)' '("d","d",0o755)'
 D=$(applied "$T/dupdir.tar")
 [ "$(mode_of "$D/d")" = 755 ] || die "the first of two entries of a directory won: $(mode_of "$D/d")"
 
+step "a whiteout name used as a directory on the way"
+gen whdir '("f",".wh.etc/passwd","x")'
+refused "'\.wh\.etc/passwd': a whiteout name used as a directory" "$T/whdir.tar"
+gen opqdir '("d","a")' '("f","a/.wh..wh..opq/x","")'
+refused "a whiteout name used as a directory" "$T/opqdir.tar"
+
 step "paths and links that held: PAX overrides, chains of links, swaps, odd names"
 gen paxpath '("f","innocent","x",0o644,{"path":"../../escape"})'
 refused "'\.\.' in the path" "$T/paxpath.tar"
