@@ -273,6 +273,8 @@ static int source_read_file(source *s, const char *name, char **out, size_t *len
     if (r == -EFBIG)
         return cairn__err(err, CAIRN_E_FORMAT, "%s/%s: larger than %u bytes", s->path, name,
                           CAIRN__OCI_JSON_MAX);
+    if (r == CAIRN_E_FORMAT)
+        return cairn__err(err, r, "%s/%s: not a regular file", s->path, name);
     if (r < 0)
         return cairn__err(err, r, "%s/%s: %m", s->path, name);
     return 0;
@@ -311,6 +313,9 @@ static int source_read_blob(source *s, const cairn__oci_desc *d, const char *rol
             return cairn__err(err, CAIRN_E_MISMATCH,
                               "%s %s: larger than the %lld bytes its descriptor says", role,
                               d->digest, (long long)d->size);
+        if (r == CAIRN_E_FORMAT)
+            return cairn__err(err, r, "%s %s: %s/blobs/sha256: not a regular file", role,
+                              d->digest, s->path);
         if (r < 0)
             return cairn__err(err, r, "%s %s: %s/blobs/sha256: %m", role, d->digest, s->path);
         if ((int64_t)n != d->size)
@@ -631,12 +636,21 @@ static int ingest_layer_fd(import *im, cairn_blob_batch *b, layer_job *j, size_t
     _cleanup_close_ int fd = im->src.blobfd < 0
                                  ? -1
                                  : openat(im->src.blobfd, cairn__digest_hex(j->desc.digest),
-                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0 && (im->src.blobfd < 0 || errno == ENOENT))
         return cairn__err(err, -ENOENT, "layer %zu (%s) of manifest %s: missing from %s/blobs/sha256",
                           idx, j->desc.digest, im->chosen.d.digest, im->src.path);
     if (fd < 0)
         return cairn__err(err, -errno, "layer %s: %s/blobs/sha256: %m", j->desc.digest,
+                          im->src.path);
+    /* Opened without blocking: a FIFO there must not hang the import. */
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return cairn__err(err, -errno, "layer %s: %s/blobs/sha256: %m", j->desc.digest,
+                          im->src.path);
+    if (!S_ISREG(sb.st_mode))
+        return cairn__err(err, CAIRN_E_FORMAT, "layer %zu (%s) of manifest %s: %s/blobs/sha256: "
+                          "not a regular file", idx, j->desc.digest, im->chosen.d.digest,
                           im->src.path);
     cairn_blob_put_options po = CAIRN_BLOB_PUT_OPTIONS_INIT;
     po.expected = j->desc.digest;

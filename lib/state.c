@@ -59,6 +59,8 @@ static int identity_read(int dirfd, const char *path, identity *out, cairn_error
     if (r == -EFBIG)
         return cairn__err(err, CAIRN_E_FORMAT, "%s/%s: too large to be an identity file", path,
                           IDENTITY_FILE);
+    if (r == CAIRN_E_FORMAT)
+        return cairn__err(err, r, "%s/%s: not a regular file", path, IDENTITY_FILE);
     if (r < 0)
         return cairn__err(err, r, "%s/%s: %m", path, IDENTITY_FILE);
 
@@ -334,6 +336,8 @@ static int add_lowers_of(cairn_state *st, const char *root, int dirfd, int depth
     int r = cairn__read_file_at(dirfd, LOWERS_FILE, LOWERS_MAX, &buf, NULL);
     if (r == -ENOENT)
         return 0;
+    if (r == CAIRN_E_FORMAT)
+        return cairn__err(err, r, "%s/%s: not a regular file", root, LOWERS_FILE);
     if (r < 0)
         return cairn__err(err, r, "%s/%s: %m", root, LOWERS_FILE);
     struct lowers_ctx c = {st, depth, err};
@@ -348,6 +352,17 @@ int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
     int mode = i > 0 || st->frozen || st->rofs ? CAIRN__DB_IMMUTABLE
                : st->readonly      ? CAIRN__DB_RO
                                    : CAIRN__DB_RW;
+    /* A database is a plain file of the state: a FIFO would hang SQLite's
+     * open, a symlink or a device would read something else. */
+    char name[CAIRN_STATE_ID_LEN + 16];
+    snprintf(name, sizeof(name), "db/%s.sqlite", l->id);
+    struct stat sb;
+    if (fstatat(l->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(sb.st_mode)) {
+        int r = cairn__err(err, CAIRN_E_FORMAT, "%s: not a regular file", l->db_path);
+        return i > 0 ? cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root,
+                                         l->id)
+                     : r;
+    }
     int r = cairn__db_open(l->db_path, mode, &l->db, err);
     if (r < 0 && i > 0)
         return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root, l->id);

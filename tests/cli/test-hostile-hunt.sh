@@ -176,4 +176,100 @@ with open(sys.argv[1], "wb") as o:
     o.write(f.tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024)
 PY
 refused "malformed|not a valid tar" "$T/negsize.tar"
+
+step "image: digests used as paths, missing blobs, mismatched diff ids"
+rm -rf "$T/lay"; mklayout "$T/lay" "$T/one.tar:$T/one.tar:application/vnd.oci.image.layer.v1.tar"
+python3 - "$T/lay" "$T/lay2" <<'PY'
+import json, shutil, sys
+src, dst = sys.argv[1:]
+shutil.copytree(src, dst)
+idx = json.load(open(dst + "/index.json"))
+idx["manifests"][0]["digest"] = "sha256:../../../../etc/passwd"
+json.dump(idx, open(dst + "/index.json", "w"))
+PY
+image_refused "manifests\[0\]: digest 'sha256:\.\./.*not a lowercase hex digit" "$T/lay2"
+rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
+python3 - "$T/lay2" <<'PY'
+import json, sys
+d = sys.argv[1]
+idx = json.load(open(d + "/index.json"))
+idx["manifests"][0]["digest"] = "sha512:" + "0" * 128
+json.dump(idx, open(d + "/index.json", "w"))
+PY
+image_refused "algorithm 'sha512' is not supported" "$T/lay2"
+rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
+python3 - "$T/lay2" <<'PY'
+import json, sys
+d = sys.argv[1]
+idx = json.load(open(d + "/index.json"))
+idx["manifests"][0]["size"] = -1
+json.dump(idx, open(d + "/index.json", "w"))
+PY
+image_refused '"size" is not a non-negative integer' "$T/lay2"
+# The config's diff id is not the layer's.
+rm -rf "$T/lay2"; gen other '("f","other","x")'
+mklayout "$T/lay2" "$T/other.tar:$T/one.tar:application/vnd.oci.image.layer.v1.tar"
+image_refused "DiffID is sha256:.*expected" "$T/lay2"
+# A layer blob that is a FIFO (opening it used to block for ever).
+rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
+LB=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/index.json")); print(m["manifests"][0]["digest"])' "$T/lay2")
+L=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["digest"][7:])' "$T/lay2/blobs/sha256/${LB#sha256:}")
+rm "$T/lay2/blobs/sha256/$L"; mkfifo "$T/lay2/blobs/sha256/$L"
+image_refused "blobs/sha256: not a regular file" "$T/lay2"
+rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
+rm "$T/lay2/index.json"; mkfifo "$T/lay2/index.json"
+image_refused "lay2/index.json: not a regular file" "$T/lay2"
+
+step "image: an oci-archive with '..' or symlink members, or cut short"
+( cd "$T/lay" && tar -cf "$T/arc.tar" oci-layout index.json blobs )
+python3 - "$T/arc.tar" "$T/arcevil.tar" <<'PY'
+import io, sys, tarfile
+src, dst = sys.argv[1:]
+with tarfile.open(src) as s, tarfile.open(dst, "w") as d:
+    for m in s.getmembers():
+        if m.name == "index.json":
+            # the real index under a '..' name, a symlink in its place
+            m2 = tarfile.TarInfo("../index.json"); m2.size = m.size
+            d.addfile(m2, s.extractfile(m))
+            l = tarfile.TarInfo("index.json"); l.type = tarfile.SYMTYPE; l.linkname = "/etc/passwd"
+            d.addfile(l)
+        else:
+            d.addfile(m, s.extractfile(m) if m.isfile() else None)
+PY
+image_refused "no index.json in the archive" "$T/arcevil.tar"
+# Cut in the middle of the last member's data.
+CUT=$(python3 -c 'import sys,tarfile; m=tarfile.open(sys.argv[1]).getmembers()[-1]; print(m.offset_data + m.size // 2)' "$T/arc.tar")
+head -c "$CUT" "$T/arc.tar" >"$T/arcshort.tar"
+image_refused "truncated|Truncated|not found on a second read|missing" "$T/arcshort.tar"
+
+step "state files: FIFOs, symlinks, odd bytes"
+# Each used to hang (a FIFO) or must be refused by name; nothing is changed.
+st_refused() {
+    local pat=$1 s=$2
+    fails 1 "$pat" -- timeout 20 "$CAIRN" -C "$s" info
+}
+cairn init "$T/f1" >/dev/null; rm "$T/f1/cairn-state"; mkfifo "$T/f1/cairn-state"
+st_refused "f1/cairn-state: not a regular file" "$T/f1"
+cairn init "$T/f2" >/dev/null; mkfifo "$T/f2/lowers"
+st_refused "f2/lowers: not a regular file" "$T/f2"
+cairn init "$T/f3" >/dev/null; mkfifo "$T/f3/db/0123456789abcdef0123456789abcdef.sqlite"
+st_refused "f3/db/0123456789abcdef0123456789abcdef.sqlite: not a regular file" "$T/f3"
+cairn init "$T/f4" >/dev/null
+ln -s "$T/f1" "$T/f4/db/0123456789abcdef0123456789abcdef.sqlite"
+st_refused "f4/db/0123456789abcdef0123456789abcdef.sqlite: not a regular file" "$T/f4"
+cairn init "$T/f5" >/dev/null; ln -sf /etc/hostname "$T/f5/lowers"
+st_refused "f5/lowers: Too many levels of symbolic links" "$T/f5"
+cairn init "$T/f6" >/dev/null; mv "$T/f6/cairn-state" "$T/f6/real"; ln -s real "$T/f6/cairn-state"
+st_refused "f6/cairn-state: Too many levels of symbolic links" "$T/f6"
+cairn init "$T/f7" >/dev/null; head -c 10000000 /dev/zero >"$T/f7/lowers"
+st_refused "f7/lowers: File too large" "$T/f7"
+cairn init "$T/f8" >/dev/null; printf '0123456789abcdef0123456789abcdef lowers\n' >"$T/f8/lowers"
+st_refused "f8/lowers:1: expected '<state-id> <absolute path>'" "$T/f8"
+cairn init "$T/f9" >/dev/null
+sed -i 's/^id=.*/id=0123456789abcdef\x000123456789abcdef/' "$T/f9/cairn-state"
+st_refused "f9/cairn-state: corrupt identity file" "$T/f9"
+# A lowers file naming the state itself: it is not frozen, so not a lower.
+cairn init "$T/f10" >/dev/null
+printf '%s %s\n' "$(cairn -C "$T/f10" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')" "$T/f10" >"$T/f10/lowers"
+st_refused "is not frozen" "$T/f10"
 echo "ok"
