@@ -373,6 +373,8 @@ typedef struct import {
     cairn__oci_config cfg;
     layer_job *jobs;
     size_t n_jobs;
+    size_t walked;            /* descriptors of indexes walked, all depths */
+    uint64_t index_bytes;     /* nested indexes read */
     /* progress, shared by the threads */
     pthread_mutex_t lock;
     uint64_t done, total;
@@ -409,6 +411,13 @@ static bool platform_match(const import *im, const cairn__oci_desc *d)
     return !im->variant[0] || !strcmp(d->variant, im->variant);
 }
 
+/* An index tree is a DAG, not a tree: the same nested index may be named
+ * many times at each level, so its walk is bounded in total, not only in
+ * depth (an index naming one sub-index 1000 times, which names another 1000
+ * times, would otherwise cost a million reads). */
+#define WALK_DESC_MAX (1u << 16)
+#define WALK_BYTES_MAX (16ull * CAIRN__OCI_JSON_MAX)
+
 /* Walk an index's descriptors: nested indexes are read and walked, manifests
  * become candidates (inheriting the ref name of the index that names them). */
 static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const char *ref_name,
@@ -419,11 +428,22 @@ static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const cha
                           im->src.path);
     for (size_t i = 0; i < n; i++) {
         const cairn__oci_desc *d = &ds[i];
+        if (++im->walked > WALK_DESC_MAX)
+            return cairn__err(err, CAIRN_E_FORMAT,
+                              "%s: the index and the indexes it names hold more than %u "
+                              "descriptors in all",
+                              im->src.path, WALK_DESC_MAX);
         const char *rn = d->ref_name[0] ? d->ref_name : ref_name;
         int kind = cairn__oci_desc_kind(d);
         if (kind == CAIRN__DESC_INDEX) {
             if (im->ref && (!rn || strcmp(rn, im->ref)))
                 continue;
+            im->index_bytes += (uint64_t)d->size;
+            if (im->index_bytes > WALK_BYTES_MAX)
+                return cairn__err(err, CAIRN_E_FORMAT,
+                                  "%s: the nested indexes it names add up to more than %llu "
+                                  "bytes",
+                                  im->src.path, (unsigned long long)WALK_BYTES_MAX);
             char *buf = NULL;
             size_t len = 0;
             int r = source_read_blob(&im->src, d, "index", &buf, &len, err);

@@ -177,6 +177,31 @@ with open(sys.argv[1], "wb") as o:
 PY
 refused "malformed|not a valid tar" "$T/negsize.tar"
 
+step "image: an index naming the same nested index many times at each level"
+# 42 x 42 x 42 paths to one manifest: cheap to write, a quarter of a
+# million descriptors (and as many reads of the nested indexes) to walk.
+python3 - "$T/fan" <<'PY'
+import hashlib, json, os, sys
+d = sys.argv[1]
+os.makedirs(d + "/blobs/sha256")
+def put(b):
+    h = hashlib.sha256(b).hexdigest()
+    open(f"{d}/blobs/sha256/{h}", "wb").write(b)
+    return {"digest": "sha256:" + h, "size": len(b)}
+cfg = put(json.dumps({"os": "linux", "architecture": "amd64",
+                      "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+cfg["mediaType"] = "application/vnd.oci.image.config.v1+json"
+desc = put(json.dumps({"schemaVersion": 2, "config": cfg, "layers": []}).encode())
+desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+for level in range(2):
+    desc = put(json.dumps({"schemaVersion": 2, "manifests": [desc] * 42}).encode())
+    desc["mediaType"] = "application/vnd.oci.image.index.v1+json"
+desc["annotations"] = {"org.opencontainers.image.ref.name": "fan"}
+json.dump({"schemaVersion": 2, "manifests": [desc] * 42}, open(d + "/index.json", "w"))
+open(d + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+PY
+image_refused "fan: the index and the indexes it names hold more than [0-9]+ descriptors" "$T/fan"
+
 step "image: digests used as paths, missing blobs, mismatched diff ids"
 rm -rf "$T/lay"; mklayout "$T/lay" "$T/one.tar:$T/one.tar:application/vnd.oci.image.layer.v1.tar"
 python3 - "$T/lay" "$T/lay2" <<'PY'
