@@ -823,6 +823,7 @@ static int ingest(import *im, cairn_error *err)
 typedef struct inflater {
     import *im;
     int in_fd;      /* the blob (owned) */
+    int compression; /* CAIRN__COMP_GZIP or _ZSTD: the media type's, the only one decoded */
     int out_fd;     /* the pipe's write end (owned, closed at the end) */
     int code;       /* 0, or why inflating stopped */
     char msg[256];
@@ -845,13 +846,23 @@ static void *inflate_main(void *arg)
         f->code = -ENOMEM;
         goto out;
     }
-    archive_read_support_filter_all(a);
+    /* Exactly the compression the media type names, once: not whatever
+     * libarchive recognises (xz, bzip2, lrzip through an external program,
+     * a gzip inside a gzip), which a layer of that type may not be. */
+    if (archive_read_append_filter(a, f->compression == CAIRN__COMP_ZSTD ? ARCHIVE_FILTER_ZSTD
+                                                                         : ARCHIVE_FILTER_GZIP) !=
+        ARCHIVE_OK) {
+        f->code = CAIRN_E_FORMAT;
+        snprintf(f->msg, sizeof(f->msg), "%s", archive_error_string(a));
+        goto out;
+    }
     archive_read_support_format_raw(a);
     struct archive_entry *e;
     if (archive_read_open_fd(a, f->in_fd, CHUNK) != ARCHIVE_OK ||
         archive_read_next_header(a, &e) != ARCHIVE_OK) {
         f->code = CAIRN_E_FORMAT;
-        snprintf(f->msg, sizeof(f->msg), "%s", archive_error_string(a));
+        snprintf(f->msg, sizeof(f->msg), "not %s as its media type says (%s)",
+                 f->compression == CAIRN__COMP_ZSTD ? "zstd" : "gzip", archive_error_string(a));
         goto out;
     }
     for (;;) {
@@ -919,7 +930,7 @@ static int apply_one(import *im, size_t i, bool threaded, cairn_error *err)
     cairn_layer_import_options lo = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
     lo.expected_diff_id = j->diff_id;
     struct layer_progress lp = {im, 0};
-    inflater f = {.im = im, .in_fd = -1, .out_fd = -1};
+    inflater f = {.im = im, .in_fd = -1, .out_fd = -1, .compression = j->compression};
     _cleanup_close_ int rd = -1;
     bool started = false;
     if (threaded && j->compression != CAIRN__COMP_NONE) {

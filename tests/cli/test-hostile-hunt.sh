@@ -177,6 +177,20 @@ with open(sys.argv[1], "wb") as o:
 PY
 refused "malformed|not a valid tar" "$T/negsize.tar"
 
+step "image: a layer whose compression is not the one its media type names"
+xz -c "$T/one.tar" >"$T/one.txz"
+bzip2 -c "$T/one.tar" >"$T/one.tbz"
+GZ=application/vnd.oci.image.layer.v1.tar+gzip
+for b in one.txz one.tbz; do
+    rm -rf "$T/lay"; mklayout "$T/lay" "$T/one.tar:$T/$b:$GZ"
+    image_refused "not gzip as its media type says" "$T/lay" --jobs 2
+done
+gzip -nc "$T/one.tar" >"$T/one.tgz"
+rm -rf "$T/lay"; mklayout "$T/lay" "$T/one.tar:$T/one.tgz:$GZ"
+cairn init "$T/sgood" >/dev/null
+cairn -C "$T/sgood" image import "$T/lay" --platform linux/amd64 --jobs 2 >/dev/null ||
+    die "a gzip layer of a gzip media type was refused"
+
 step "image: an index naming the same nested index many times at each level"
 # 42 x 42 x 42 paths to one manifest: cheap to write, a quarter of a
 # million descriptors (and as many reads of the nested indexes) to walk.
