@@ -231,11 +231,11 @@ static int cmd_export(cli *c, int argc, char **argv)
             break;
         case 'z':
             if (!strcmp(optarg, "none"))
-                eo.compression = 0;
+                eo.compression = CAIRN_COMPRESSION_NONE;
             else if (!strcmp(optarg, "gzip"))
-                eo.compression = 1;
+                eo.compression = CAIRN_COMPRESSION_GZIP;
             else if (!strcmp(optarg, "zstd"))
-                eo.compression = 2;
+                eo.compression = CAIRN_COMPRESSION_ZSTD;
             else
                 return cli_usage_error(c, "--compression '%s': expected gzip, zstd or none",
                                        optarg);

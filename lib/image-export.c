@@ -20,12 +20,7 @@
 #include <archive_entry.h>
 
 #include "cairn/image.h"
-#if __has_include("cairn/layer.h")
 #include "cairn/layer.h"
-#define HAVE_LAYER_API 1
-#else
-#define HAVE_LAYER_API 0
-#endif
 
 #define CHUNK (1u << 20)
 
@@ -222,7 +217,6 @@ static int put_store_blob(out *o, const char *digest, int64_t size, cairn_error 
     return 0;
 }
 
-#if HAVE_LAYER_API
 /* A layer made again from its snapshot; fills its new digest and size. */
 static int put_layer_from_snapshot(out *o, const char *chain_id, size_t idx, char *digest,
                                    uint64_t *size, cairn_error *err)
@@ -267,7 +261,6 @@ static const char *layer_media_type(bool docker, int compression)
            : compression == CAIRN__COMP_ZSTD ? CAIRN__MT_OCI_LAYER_ZST
                                              : CAIRN__MT_OCI_LAYER;
 }
-#endif
 
 static int out_open(out *o, cairn_error *err)
 {
@@ -474,7 +467,6 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
         }
         if (r < 0)
             break;
-#if HAVE_LAYER_API
         char nd[CAIRN_DIGEST_LEN + 1];
         uint64_t nsize = 0;
         r = put_layer_from_snapshot(&o, chain, i, nd, &nsize, err);
@@ -488,10 +480,6 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
         json_object_set_new(l, "mediaType",
                             json_string(layer_media_type(man.docker, opts->compression)));
         rewritten = true;
-#else
-        r = cairn__err(err, -ENOENT, "layer %zu (%s): the blob is gone and re-making layers is "
-                       "not built in", i, d->digest);
-#endif
     }
     if (r < 0)
         goto out;

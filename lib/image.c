@@ -14,9 +14,13 @@
  *   3. ingest: the documents and the layer blobs the store lacks, in one
  *      blob batch (one filesystem sync); an archive is read a second time,
  *      streaming only the layer blobs needed;
- *   4. apply: each layer whose snapshot is missing, through
- *      cairn_layer_import() with the config's diff id as the expected one,
- *      several at a time in threads (each with its own state handle);
+ *   4. apply: each layer whose snapshot is missing, in order (a layer's
+ *      parent must be there before it starts), through cairn_layer_import()
+ *      with the config's diff id as the expected one. With threads, 3 and 4
+ *      overlap: a thread with its own state handle copies the blobs while
+ *      the layers are applied from the layout's files, and an inflater
+ *      thread decompresses the layers ahead into a bounded queue that a
+ *      pump feeds to the importer through a pipe;
  *   5. record: one row name -> (manifest, config, top chain id).
  * A failure before 5 records nothing; blobs and snapshots made before it
  * stay (they are valid content, named by their digests) for gc to collect.
@@ -37,12 +41,7 @@
 #include <archive_entry.h>
 
 #include "cairn/image.h"
-#if __has_include("cairn/layer.h")
 #include "cairn/layer.h"
-#define HAVE_LAYER_API 1
-#else
-#define HAVE_LAYER_API 0
-#endif
 
 #define CHUNK (1u << 20)
 /* An oci-archive's small blobs kept in memory by its first read. */
@@ -774,10 +773,11 @@ static int ingest_layers_archive(import *im, cairn_error *err)
     return 0;
 }
 
-static int ingest(import *im, cairn_error *err)
+/* Into `st`: im->st, or a handle of the same state for a thread of its own. */
+static int ingest(import *im, cairn_state *st, cairn_error *err)
 {
     cairn_blob_batch *b = NULL;
-    int r = cairn_blob_batch_new(&b, im->st, err);
+    int r = cairn_blob_batch_new(&b, st, err);
     if (r < 0)
         return r;
     for (size_t i = 0; i < im->n_docs && r == 0; i++) {
@@ -801,39 +801,219 @@ static int ingest(import *im, cairn_error *err)
     cairn_blob_batch_free(b);
     if (r < 0)
         return r;
-    if (im->src.archive) {
-        r = ingest_layers_archive(im, err);
-        if (r < 0)
-            return r;
-    }
-    for (size_t i = 0; i < im->n_jobs; i++)
-        im->jobs[i].have_blob = true;
+    if (im->src.archive)
+        return ingest_layers_archive(im, err);
     return 0;
+}
+
+/* Ingest beside the applying: layers are applied from the source's files
+ * (their diff ids check them), while this thread copies the same files into
+ * the store (their digests check them). */
+typedef struct ingest_thread {
+    import *im;
+    int r;
+    cairn_error err;
+    pthread_t th;
+} ingest_thread;
+
+static void *ingest_main(void *arg)
+{
+    ingest_thread *t = arg;
+    cairn_state *st = NULL;
+    t->r = cairn_state_open(&st, t->im->st->path, 0, &t->err);
+    if (t->r == 0)
+        t->r = ingest(t->im, st, &t->err);
+    cairn_state_free(st);
+    return NULL;
 }
 
 /* ---- apply ------------------------------------------------------------ */
 
 /* A layer's snapshot needs its parent's to be there before it starts, so
- * layers are applied in order. What runs beside the applying is the
- * decompression: a thread inflates the blob into a pipe and the layer is
- * applied from the plain tar at the other end, so inflating, hashing and
- * writing files share the CPUs. */
+ * layers are applied one after the other. What runs beside the applying is
+ * the decompression: one thread (the inflater) decompresses the layers in
+ * order, running ahead into a bounded queue of plain-tar chunks per layer,
+ * and a pump thread feeds the current layer's chunks into a pipe from which
+ * cairn_layer_import() reads. So the inflater keeps working while a layer is
+ * being hashed, checked and published, and inflating, hashing and writing
+ * files share the CPUs. */
 
-#if HAVE_LAYER_API
-typedef struct inflater {
-    import *im;
-    int in_fd;      /* the blob (owned) */
-    int compression; /* CAIRN__COMP_GZIP or _ZSTD: the media type's, the only one decoded */
-    int out_fd;     /* the pipe's write end (owned, closed at the end) */
-    int code;       /* 0, or why inflating stopped */
+#define READAHEAD_MAX (128u << 20)
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t len;
+    char data[];
+} chunk;
+
+typedef struct lqueue {
+    chunk *head, *tail;
+    bool eof;        /* the inflater is done with this layer */
+    int code;        /* 0, or why inflating stopped */
     char msg[256];
-    uint64_t reported;
+} lqueue;
+
+typedef struct prefetch {
+    import *im;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    lqueue *q;       /* one per layer */
+    int *fds;        /* the layers' blobs, opened beforehand (owned) */
+    size_t buffered;
+    bool stop;
     pthread_t th;
-} inflater;
+} prefetch;
+
+/* The blob of layer i: from the layout when it has it (it may be being
+ * ingested right now), else from the store. */
+static int open_layer(import *im, cairn_state *st, size_t i, int *out, cairn_error *err)
+{
+    layer_job *j = &im->jobs[i];
+    int fd = im->src.blobfd >= 0 ? openat(im->src.blobfd, cairn__digest_hex(j->desc.digest),
+                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+                                 : -1;
+    if (fd >= 0) {
+        /* Not blocking on a FIFO there; ingest refuses what is not a file. */
+        struct stat sb;
+        if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+            close(fd);
+            return cairn__err(err, CAIRN_E_FORMAT,
+                              "layer %zu (%s) of manifest %s: %s/blobs/sha256: not a regular file",
+                              i, j->desc.digest, im->chosen.d.digest, im->src.path);
+        }
+        *out = fd;
+        return 0;
+    }
+    int r = cairn_blob_open(st, j->desc.digest, 0, out, err);
+    if (r < 0)
+        return cairn__err_prefix(err, r, "layer %zu of manifest %s", i, im->chosen.d.digest);
+    return 0;
+}
+
+static void ra_finish(prefetch *ra, size_t i, int code, const char *msg)
+{
+    pthread_mutex_lock(&ra->lock);
+    ra->q[i].eof = true;
+    ra->q[i].code = code;
+    if (msg)
+        snprintf(ra->q[i].msg, sizeof(ra->q[i].msg), "%s", msg);
+    pthread_cond_broadcast(&ra->cond);
+    pthread_mutex_unlock(&ra->lock);
+}
 
 static void *inflate_main(void *arg)
 {
-    inflater *f = arg;
+    prefetch *ra = arg;
+    import *im = ra->im;
+    for (size_t i = 0; i < im->n_jobs; i++) {
+        if (im->jobs[i].have_snap)
+            continue;
+        /* The state handle is the applier's: the blob was opened before. */
+        _cleanup_close_ int fd = steal_fd(&ra->fds[i]);
+        struct archive *a = archive_read_new();
+        if (!a) {
+            ra_finish(ra, i, -ENOMEM, "out of memory");
+            continue;
+        }
+        /* Exactly the compression the media type names, once: not whatever
+         * libarchive recognises (xz, bzip2, lrzip through an external
+         * program, a gzip inside a gzip), which a layer of that type may
+         * not be. */
+        int comp = im->jobs[i].compression;
+        const char *cname = comp == CAIRN__COMP_ZSTD ? "zstd" : "gzip";
+        if (comp != CAIRN__COMP_NONE &&
+            archive_read_append_filter(a, comp == CAIRN__COMP_ZSTD ? ARCHIVE_FILTER_ZSTD
+                                                                   : ARCHIVE_FILTER_GZIP) !=
+                ARCHIVE_OK) {
+            ra_finish(ra, i, CAIRN_E_FORMAT, archive_error_string(a));
+            archive_read_free(a);
+            continue;
+        }
+        archive_read_support_format_raw(a);
+        struct archive_entry *ae;
+        if (archive_read_open_fd(a, fd, CHUNK) != ARCHIVE_OK ||
+            archive_read_next_header(a, &ae) != ARCHIVE_OK) {
+            char m[256];
+            snprintf(m, sizeof(m), "not %s as its media type says (%s)", cname,
+                     archive_error_string(a));
+            ra_finish(ra, i, CAIRN_E_FORMAT, comp != CAIRN__COMP_NONE ? m : archive_error_string(a));
+            archive_read_free(a);
+            continue;
+        }
+        uint64_t reported = 0;
+        int code = 0;
+        const char *msg = NULL;
+        for (;;) {
+            const void *b;
+            size_t len;
+            int64_t off;
+            int rc = archive_read_data_block(a, &b, &len, &off);
+            if (rc == ARCHIVE_EOF)
+                break;
+            if (rc < ARCHIVE_WARN) {
+                msg = archive_error_string(a);
+                code = msg && (strstr(msg, "runcated") || strstr(msg, "remature"))
+                           ? CAIRN_E_TRUNCATED
+                           : CAIRN_E_FORMAT;
+                if (!msg)
+                    msg = "decompression failed";
+                break;
+            }
+            chunk *c = malloc(sizeof(*c) + len);
+            if (!c) {
+                code = -ENOMEM;
+                msg = "out of memory";
+                break;
+            }
+            c->next = NULL;
+            c->len = len;
+            memcpy(c->data, b, len);
+            pthread_mutex_lock(&ra->lock);
+            while (ra->buffered >= READAHEAD_MAX && !ra->stop)
+                pthread_cond_wait(&ra->cond, &ra->lock);
+            bool stop = ra->stop;
+            if (!stop) {
+                lqueue *q = &ra->q[i];
+                if (q->tail)
+                    q->tail->next = c;
+                else
+                    q->head = c;
+                q->tail = c;
+                ra->buffered += len;
+                pthread_cond_broadcast(&ra->cond);
+            }
+            pthread_mutex_unlock(&ra->lock);
+            if (stop) {
+                free(c);
+                archive_read_free(a);
+                return NULL;
+            }
+            int64_t in = archive_filter_bytes(a, -1);
+            if (in > 0 && (uint64_t)in > reported) {
+                progress_add(im, (uint64_t)in - reported);
+                reported = (uint64_t)in;
+            }
+        }
+        if (code == 0 && reported < (uint64_t)im->jobs[i].desc.size)
+            progress_add(im, (uint64_t)im->jobs[i].desc.size - reported);
+        ra_finish(ra, i, code, msg);
+        archive_read_free(a);
+    }
+    return NULL;
+}
+
+typedef struct pump {
+    prefetch *ra;
+    size_t i;
+    int out_fd;      /* the pipe's write end (owned, closed at the end) */
+    pthread_t th;
+} pump;
+
+static void *pump_main(void *arg)
+{
+    pump *p = arg;
+    prefetch *ra = p->ra;
+    lqueue *q = &ra->q[p->i];
     /* The reader may stop early (a bad layer): a write to its closed pipe
      * must fail with EPIPE, not kill the process. */
     sigset_t pipe_set, old;
@@ -841,62 +1021,29 @@ static void *inflate_main(void *arg)
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
     bool epipe = false;
-    struct archive *a = archive_read_new();
-    if (!a) {
-        f->code = -ENOMEM;
-        goto out;
-    }
-    /* Exactly the compression the media type names, once: not whatever
-     * libarchive recognises (xz, bzip2, lrzip through an external program,
-     * a gzip inside a gzip), which a layer of that type may not be. */
-    if (archive_read_append_filter(a, f->compression == CAIRN__COMP_ZSTD ? ARCHIVE_FILTER_ZSTD
-                                                                         : ARCHIVE_FILTER_GZIP) !=
-        ARCHIVE_OK) {
-        f->code = CAIRN_E_FORMAT;
-        snprintf(f->msg, sizeof(f->msg), "%s", archive_error_string(a));
-        goto out;
-    }
-    archive_read_support_format_raw(a);
-    struct archive_entry *e;
-    if (archive_read_open_fd(a, f->in_fd, CHUNK) != ARCHIVE_OK ||
-        archive_read_next_header(a, &e) != ARCHIVE_OK) {
-        f->code = CAIRN_E_FORMAT;
-        snprintf(f->msg, sizeof(f->msg), "not %s as its media type says (%s)",
-                 f->compression == CAIRN__COMP_ZSTD ? "zstd" : "gzip", archive_error_string(a));
-        goto out;
-    }
     for (;;) {
-        const void *b;
-        size_t len;
-        int64_t off;
-        int rc = archive_read_data_block(a, &b, &len, &off);
-        if (rc == ARCHIVE_EOF)
-            break;
-        if (rc < ARCHIVE_WARN) {
-            const char *m = archive_error_string(a);
-            f->code = m && (strstr(m, "runcated") || strstr(m, "remature")) ? CAIRN_E_TRUNCATED
-                                                                             : CAIRN_E_FORMAT;
-            snprintf(f->msg, sizeof(f->msg), "%s", m ? m : "decompression failed");
-            break;
+        pthread_mutex_lock(&ra->lock);
+        while (!q->head && !q->eof && !ra->stop)
+            pthread_cond_wait(&ra->cond, &ra->lock);
+        chunk *c = q->head;
+        if (c) {
+            q->head = c->next;
+            if (!q->head)
+                q->tail = NULL;
+            ra->buffered -= c->len;
+            pthread_cond_broadcast(&ra->cond);
         }
-        int r = cairn__write_all(f->out_fd, b, len);
-        if (r < 0) {
-            epipe = r == -EPIPE;
-            f->code = r;
-            snprintf(f->msg, sizeof(f->msg), "writing the plain tar: %s", strerror(-r));
+        pthread_mutex_unlock(&ra->lock);
+        if (!c)
+            break; /* the end of this layer's stream (or stop) */
+        int r = epipe ? 0 : cairn__write_all(p->out_fd, c->data, c->len);
+        free(c);
+        if (r == -EPIPE)
+            epipe = true; /* drain the queue, so the inflater is not held up */
+        else if (r < 0)
             break;
-        }
-        int64_t in = archive_filter_bytes(a, -1);
-        if (in > 0 && (uint64_t)in > f->reported) {
-            progress_add(f->im, (uint64_t)in - f->reported);
-            f->reported = (uint64_t)in;
-        }
     }
-out:
-    if (a)
-        archive_read_free(a);
-    close(f->out_fd);
-    f->out_fd = -1;
+    close(p->out_fd);
     if (epipe) {
         struct timespec zero = {0, 0};
         sigtimedwait(&pipe_set, NULL, &zero);
@@ -919,56 +1066,53 @@ static void layer_progress_cb(void *ud, uint64_t done, uint64_t total)
     }
 }
 
-static int apply_one(import *im, size_t i, bool threaded, cairn_error *err)
+static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
 {
     cairn_state *st = im->st;
     layer_job *j = &im->jobs[i];
-    _cleanup_close_ int fd = -1;
-    int r = cairn_blob_open(st, j->desc.digest, 0, &fd, err);
-    if (r < 0)
-        return cairn__err_prefix(err, r, "layer %zu of manifest %s", i, im->chosen.d.digest);
     cairn_layer_import_options lo = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
     lo.expected_diff_id = j->diff_id;
     struct layer_progress lp = {im, 0};
-    inflater f = {.im = im, .in_fd = -1, .out_fd = -1, .compression = j->compression};
-    _cleanup_close_ int rd = -1;
-    bool started = false;
-    if (threaded && j->compression != CAIRN__COMP_NONE) {
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) < 0)
+    _cleanup_close_ int fd = -1;
+    pump p = {.ra = ra, .i = i, .out_fd = -1};
+    bool pumping = false;
+    int r;
+    if (ra) {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) < 0)
             return cairn__err(err, -errno, "layer %zu: pipe: %m", i);
-        fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* fewer switches; a smaller pipe works too */
-        rd = p[0];
-        f.out_fd = p[1];
-        f.in_fd = steal_fd(&fd);
-        int e = pthread_create(&f.th, NULL, inflate_main, &f);
+        fcntl(fds[1], F_SETPIPE_SZ, 1 << 20); /* fewer switches; a smaller pipe works too */
+        fd = fds[0];
+        p.out_fd = fds[1];
+        int e = pthread_create(&p.th, NULL, pump_main, &p);
         if (e) {
-            close(f.out_fd);
-            fd = steal_fd(&f.in_fd);
-            close(steal_fd(&rd));
-        } else {
-            started = true;
+            close(p.out_fd);
+            return cairn__err(err, -e, "layer %zu: starting a thread: %m", i);
+        }
+        pumping = true;
+    } else {
+        r = open_layer(im, st, i, &fd, err);
+        if (r < 0)
+            return r;
+        if (im->opts->progress) {
+            lo.progress = layer_progress_cb;
+            lo.progress_userdata = &lp;
         }
     }
-    if (!started && im->opts->progress) {
-        lo.progress = layer_progress_cb;
-        lo.progress_userdata = &lp;
-    }
     char chain[CAIRN_DIGEST_LEN + 1], diff[CAIRN_DIGEST_LEN + 1];
-    r = cairn_layer_import(st, j->parent[0] ? j->parent : NULL, started ? rd : fd, &lo, chain,
-                           diff, err);
-    if (started) {
-        /* Unblock the inflater if the import stopped reading early. */
-        close(steal_fd(&rd));
-        pthread_join(f.th, NULL);
-        close(f.in_fd);
-        if (f.code && f.code != -EPIPE)
-            /* The cause is the compressed stream, not the tar it cut short. */
-            r = cairn__err(err, f.code, "%s", f.msg);
-        else if (r == 0)
-            progress_add(im, (uint64_t)j->desc.size > f.reported
-                                 ? (uint64_t)j->desc.size - f.reported
-                                 : 0);
+    r = cairn_layer_import(st, j->parent[0] ? j->parent : NULL, fd, &lo, chain, diff, err);
+    if (pumping) {
+        /* Unblock the pump if the import stopped reading early. */
+        close(steal_fd(&fd));
+        pthread_join(p.th, NULL);
+        pthread_mutex_lock(&ra->lock);
+        int code = ra->q[i].code;
+        char msg[256];
+        memcpy(msg, ra->q[i].msg, sizeof(msg));
+        pthread_mutex_unlock(&ra->lock);
+        /* The cause is the compressed stream, not the tar it cut short. */
+        if (code)
+            r = cairn__err(err, code, "%s", msg);
     } else if (r == 0 && lp.last < (uint64_t)j->desc.size) {
         progress_add(im, (uint64_t)j->desc.size - lp.last);
     }
@@ -982,29 +1126,69 @@ static int apply_one(import *im, size_t i, bool threaded, cairn_error *err)
     return 0;
 }
 
-static int apply(import *im, cairn_error *err)
+static bool threaded(import *im)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    bool threaded = im->opts->jobs ? im->opts->jobs > 1 : cpus > 1;
-    for (size_t i = 0; i < im->n_jobs; i++) {
-        if (im->jobs[i].have_snap)
-            continue;
-        int r = apply_one(im, i, threaded, err);
-        if (r < 0)
-            return r;
-    }
-    return 0;
+    return im->opts->jobs ? im->opts->jobs > 1 : cpus > 1;
 }
-#else
+
 static int apply(import *im, cairn_error *err)
 {
-    for (size_t i = 0; i < im->n_jobs; i++)
+    prefetch ra = {.im = im};
+    bool started = false;
+    if (threaded(im)) {
+        ra.q = calloc(im->n_jobs ? im->n_jobs : 1, sizeof(*ra.q));
+        ra.fds = malloc((im->n_jobs ? im->n_jobs : 1) * sizeof(*ra.fds));
+        if (!ra.q || !ra.fds) {
+            free(ra.q);
+            free(ra.fds);
+            return cairn__err(err, -ENOMEM, "out of memory");
+        }
+        int r = 0;
+        for (size_t i = 0; i < im->n_jobs; i++)
+            ra.fds[i] = -1;
+        for (size_t i = 0; i < im->n_jobs && r == 0; i++)
+            if (!im->jobs[i].have_snap)
+                r = open_layer(im, im->st, i, &ra.fds[i], err);
+        if (r < 0) {
+            for (size_t i = 0; i < im->n_jobs; i++)
+                if (ra.fds[i] >= 0)
+                    close(ra.fds[i]);
+            free(ra.q);
+            free(ra.fds);
+            return r;
+        }
+        pthread_mutex_init(&ra.lock, NULL);
+        pthread_cond_init(&ra.cond, NULL);
+        started = pthread_create(&ra.th, NULL, inflate_main, &ra) == 0;
+    }
+    int r = 0;
+    for (size_t i = 0; i < im->n_jobs && r == 0; i++)
         if (!im->jobs[i].have_snap)
-            return cairn__err(err, -ENOTSUP, "layer %zu (%s): applying layers is not built in",
-                              i, im->jobs[i].desc.digest);
-    return 0;
+            r = apply_one(im, started ? &ra : NULL, i, err);
+    if (ra.q) {
+        if (started) {
+            pthread_mutex_lock(&ra.lock);
+            ra.stop = true;
+            pthread_cond_broadcast(&ra.cond);
+            pthread_mutex_unlock(&ra.lock);
+            pthread_join(ra.th, NULL);
+        }
+        for (size_t i = 0; i < im->n_jobs; i++)
+            for (chunk *c = ra.q[i].head, *n; c; c = n) {
+                n = c->next;
+                free(c);
+            }
+        for (size_t i = 0; i < im->n_jobs; i++)
+            if (ra.fds[i] >= 0)
+                close(ra.fds[i]);
+        free(ra.q);
+        free(ra.fds);
+        pthread_mutex_destroy(&ra.lock);
+        pthread_cond_destroy(&ra.cond);
+    }
+    return r;
 }
-#endif
 
 /* ---- the images table ------------------------------------------------- */
 
@@ -1334,10 +1518,25 @@ int cairn_image_import(cairn_state *st, const char *path, const cairn_image_impo
         if (!im.jobs[i].have_snap)
             im.total += (uint64_t)im.jobs[i].desc.size;
     }
-    r = ingest(&im, err);
-    if (r < 0)
-        goto out;
-    r = apply(&im, err);
+    size_t todo = 0;
+    for (size_t i = 0; i < im.n_jobs; i++)
+        todo += !im.jobs[i].have_snap;
+    ingest_thread it = {.im = &im};
+    if (!im.src.archive && todo && threaded(&im) &&
+        pthread_create(&it.th, NULL, ingest_main, &it) == 0) {
+        r = apply(&im, err);
+        pthread_join(it.th, NULL);
+        /* A blob that is not what its descriptor says is the first fault. */
+        if (it.r < 0) {
+            if (err)
+                *err = it.err;
+            r = it.r;
+        }
+    } else {
+        r = ingest(&im, st, err);
+        if (r == 0)
+            r = apply(&im, err);
+    }
     if (r < 0)
         goto out;
     const char *top = im.n_jobs ? im.jobs[im.n_jobs - 1].chain_id : "";

@@ -395,6 +395,8 @@ static int set_xattrs(importer *im, struct archive_entry *e, int fd, int dfd, co
         if (rc < 0) {
             if ((errno == EPERM || errno == ENOTSUP) && !im->privileged)
                 continue; /* trusted.* and security.* need privileges: dropped */
+            if (errno == EPERM && fd < 0 && !strncmp(k, "user.", 5))
+                continue; /* the kernel keeps user.* off symlinks and devices */
             return cairn__err(im->err, -errno, "layer entry '%.200s': xattr %s: %m", path, k);
         }
     }

@@ -65,8 +65,11 @@ CAIRN_INTERNAL int cairn__oci_parse_config(const char *buf, size_t len, const ch
                                            cairn__oci_config *out, cairn_error *err);
 CAIRN_INTERNAL void cairn__oci_config_clear(cairn__oci_config *c);
 
-/* Compression of a layer blob; the values are those of CAIRN_COMPRESSION_*. */
-enum { CAIRN__COMP_NONE = 0, CAIRN__COMP_GZIP = 1, CAIRN__COMP_ZSTD = 2 };
+/* Compression of a layer blob (cairn/layer.h). */
+#include "cairn/layer.h"
+#define CAIRN__COMP_NONE CAIRN_COMPRESSION_NONE
+#define CAIRN__COMP_GZIP CAIRN_COMPRESSION_GZIP
+#define CAIRN__COMP_ZSTD CAIRN_COMPRESSION_ZSTD
 /* A layer media type cairn can apply: returns 0 and sets *compression
  * (CAIRN__COMP_*), or CAIRN_E_FORMAT naming the type. */
 CAIRN_INTERNAL int cairn__oci_layer_type(const char *media_type, int *compression);

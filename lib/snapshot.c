@@ -215,6 +215,26 @@ static int active_find(cairn_state *st, const char *id, cairn_active_info *out, 
     return 0;
 }
 
+/* Is active/<id>/fs in use by a mount (as an overlayfs upperdir or bound)?
+ * The id is 128 random bits, so finding "active/<id>/" in the mount table
+ * means it. */
+static int active_mounted(cairn_state *st, const char *id, cairn_error *err)
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return 0; /* no /proc: cannot tell */
+    char needle[64];
+    snprintf(needle, sizeof(needle), "active/%s/", id);
+    while (getline(&buf, &len, f) > 0)
+        if (strstr(buf, needle))
+            return cairn__err(err, CAIRN_E_INUSE,
+                              "active snapshot %s is mounted (%s/active/%s); unmount it first",
+                              id, st->path, id);
+    return 0;
+}
+
 static int new_active(cairn_state *st, const char *parent, const char *label, bool view,
                       char *out_id, cairn_error *err)
 {
@@ -330,6 +350,9 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
         return r;
     if (a.view)
         return cairn__err(err, -EINVAL, "%s is a view: there is nothing to commit", id);
+    r = active_mounted(st, id, err);
+    if (r < 0)
+        return r;
     _cleanup_close_ int idfd = -1;
     {
         char p[64];
@@ -444,6 +467,9 @@ static int remove_active(cairn_state *st, const char *id, cairn_error *err)
 {
     cairn_active_info a;
     int r = cairn_snapshot_active_stat(st, id, &a, err);
+    if (r < 0)
+        return r;
+    r = active_mounted(st, id, err);
     if (r < 0)
         return r;
     static const char sql[] = "DELETE FROM active WHERE id = ?";

@@ -6,9 +6,9 @@
  * - PAX (restricted: a ustar header, and a PAX extended header only where
  *   ustar cannot say it: long names, xattrs as SCHILY.xattr.*), not blocked
  *   (no padding past the two zero blocks that end it);
- * - entries in a depth-first walk, each directory's entries sorted byte-wise
- *   by their name in the tar (as GNU tar --sort=name); the root itself is
- *   not an entry; a directory precedes its contents;
+ * - entries sorted byte-wise by their whole path in the tar (without the
+ *   trailing '/' of directories), so a directory precedes its contents; the
+ *   root itself is not an entry;
  * - headers carry mode, uid, gid, mtime (whole seconds) of the file, its
  *   size, link target or device numbers; no atime, no ctime, empty
  *   uname/gname;
@@ -23,7 +23,9 @@
 #include "snapshot-private.h"
 
 #include <dirent.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 
 #include <archive.h>
@@ -122,18 +124,17 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The sorted names of a directory; for whiteouts the name in the tar is
- * used for sorting, so each is stored as the tar name with a marker. */
-typedef struct dirlist {
-    char **names;
-    size_t n;
-} dirlist;
+/* An entry of the tar, collected before any is written so that all can be
+ * sorted by their name in the tar. */
+enum { ENT_FILE, ENT_WHITEOUT, ENT_OPAQUE };
+typedef struct tar_ent {
+    char *name; /* the name in the tar, without a trailing '/' */
+    int kind;
+} tar_ent;
 
-static void dirlist_free(dirlist *l)
+static int cmp_ents(const void *a, const void *b)
 {
-    for (size_t i = 0; i < l->n; i++)
-        free(l->names[i]);
-    free(l->names);
+    return strcmp(((const tar_ent *)a)->name, ((const tar_ent *)b)->name);
 }
 
 /* xattrs of a file (fd >= 0) or of dirfd/name, except overlayfs' own, added
@@ -243,8 +244,6 @@ static int write_marker(tar_walk *w, const char *path)
     return r;
 }
 
-static int walk_dir(tar_walk *w, int dfd, char *path, size_t plen);
-
 static int write_data(tar_walk *w, int fd, const char *path, off_t size)
 {
     off_t left = size;
@@ -271,23 +270,13 @@ static int write_data(tar_walk *w, int fd, const char *path, off_t size)
     return 0;
 }
 
-/* One entry of directory dfd: `name` there, `path` its path in the tar
- * (buffer of PATH_MAX + 1, `plen` long, extended for children). */
-static int walk_entry(tar_walk *w, int dfd, const char *name, char *path, size_t plen)
+/* The entry `path` of the tar (a file, directory, link or device), which
+ * is `name` in directory dfd. */
+static int emit_entry(tar_walk *w, int dfd, const char *name, const char *path)
 {
     struct stat sb;
     if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
         return cairn__err(w->err, -errno, "%s: %s: %m", w->what, path);
-    if (S_ISSOCK(sb.st_mode))
-        return 0;
-    if (S_ISCHR(sb.st_mode) && sb.st_rdev == 0) {
-        /* A whiteout: ".wh.NAME" beside it. */
-        char *slash = strrchr(path, '/');
-        size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
-        char tname[PATH_MAX + 8];
-        snprintf(tname, sizeof(tname), "%.*s.wh.%s", (int)dlen, path, name);
-        return write_marker(w, tname);
-    }
     struct archive_entry *e = archive_entry_new();
     if (!e)
         return cairn__err(w->err, -ENOMEM, "out of memory");
@@ -298,7 +287,6 @@ static int walk_entry(tar_walk *w, int dfd, const char *name, char *path, size_t
     archive_entry_set_mtime(e, sb.st_mtim.tv_sec, 0);
     int r = 0;
     _cleanup_close_ int fd = -1;
-    bool opaque = false;
     if (S_ISREG(sb.st_mode)) {
         const char *first = NULL;
         if (sb.st_nlink > 1) {
@@ -316,8 +304,6 @@ static int walk_entry(tar_walk *w, int dfd, const char *name, char *path, size_t
             return r;
         }
         fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0 && errno == EPERM)
-            fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
             archive_entry_free(e);
             return cairn__err(w->err, -errno, "%s: %s: open: %m", w->what, path);
@@ -345,118 +331,168 @@ static int walk_entry(tar_walk *w, int dfd, const char *name, char *path, size_t
         archive_entry_set_rdev(e, sb.st_rdev);
         archive_entry_set_size(e, 0);
     }
-    r = add_xattrs(w, e, fd, dfd, name, path, S_ISDIR(sb.st_mode) ? &opaque : NULL);
+    r = add_xattrs(w, e, fd, dfd, name, path, NULL);
     if (r == 0)
         r = write_header(w, e, path);
     archive_entry_free(e);
-    if (r < 0)
-        return r;
-    if (S_ISREG(sb.st_mode))
-        return write_data(w, fd, path, sb.st_size);
-    if (S_ISDIR(sb.st_mode)) {
-        if (plen + 2 > PATH_MAX)
-            return cairn__err(w->err, -ENAMETOOLONG, "%s: %s: path too long", w->what, path);
-        path[plen] = '/';
-        path[plen + 1] = 0;
-        if (opaque) {
-            char tname[PATH_MAX + 16];
-            snprintf(tname, sizeof(tname), "%s.wh..wh..opq", path);
-            r = write_marker(w, tname);
-            if (r < 0)
-                return r;
-        }
-        r = walk_dir(w, steal_fd(&fd), path, plen + 1);
-        path[plen] = 0;
-    }
+    if (r == 0 && S_ISREG(sb.st_mode))
+        r = write_data(w, fd, path, sb.st_size);
     return r;
 }
 
-/* Sort key: whiteouts sort by their tar name ".wh.NAME"; the name is kept
- * after a NUL so the entry can be found again. */
-static int list_dir(tar_walk *w, int dfd, const char *path, dirlist *out)
+typedef struct collector {
+    tar_walk *w;
+    tar_ent *ents;
+    size_t n, cap;
+} collector;
+
+static int add_ent(collector *c, char *name, int kind)
 {
-    int fd2 = dup(dfd);
-    if (fd2 < 0)
-        return cairn__err(w->err, -errno, "%s: %s: %m", w->what, path);
-    DIR *d = fdopendir(fd2);
-    if (!d) {
-        close(fd2);
-        return cairn__err(w->err, -ENOMEM, "out of memory");
-    }
-    dirlist l = {0};
-    size_t cap = 0;
-    int r = 0;
-    struct dirent *de;
-    errno = 0;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        if (l.n == cap) {
-            cap = cap ? cap * 2 : 32;
-            char **nn = realloc(l.names, cap * sizeof(char *));
-            if (!nn) {
-                r = -ENOMEM;
-                break;
-            }
-            l.names = nn;
+    if (!name)
+        return cairn__err(c->w->err, -ENOMEM, "out of memory");
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 1024;
+        tar_ent *ne = realloc(c->ents, nc * sizeof(*ne));
+        if (!ne) {
+            free(name);
+            return cairn__err(c->w->err, -ENOMEM, "out of memory");
         }
-        size_t len = strlen(de->d_name);
-        char *s = NULL;
-        if (de->d_type == DT_CHR || de->d_type == DT_UNKNOWN) {
-            struct stat sb;
-            if (fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(sb.st_mode) &&
-                sb.st_rdev == 0) {
-                s = malloc(len * 2 + 6);
-                if (s)
-                    sprintf(s, ".wh.%s%c%s", de->d_name, 0, de->d_name);
-            } else {
-                s = malloc(len * 2 + 2);
-                if (s)
-                    sprintf(s, "%s%c%s", de->d_name, 0, de->d_name);
-            }
-        } else {
-            s = malloc(len * 2 + 2);
-            if (s)
-                sprintf(s, "%s%c%s", de->d_name, 0, de->d_name);
-        }
-        if (!s) {
-            r = -ENOMEM;
-            break;
-        }
-        l.names[l.n++] = s;
+        c->ents = ne;
+        c->cap = nc;
     }
-    closedir(d);
-    if (r < 0) {
-        dirlist_free(&l);
-        return cairn__err(w->err, r, "out of memory");
-    }
-    if (l.n)
-        qsort(l.names, l.n, sizeof(char *), cmp_names);
-    *out = l;
+    c->ents[c->n].name = name;
+    c->ents[c->n].kind = kind;
+    c->n++;
     return 0;
 }
 
-static int walk_dir(tar_walk *w, int dfd, char *path, size_t plen)
+static bool dir_opaque(int fd)
 {
-    dirlist l = {0};
-    int r = list_dir(w, dfd, plen ? path : ".", &l);
-    if (r < 0) {
+    char key[64], v[4];
+    snprintf(key, sizeof(key), "%sopaque", cairn__ovl_prefix());
+    ssize_t n = fgetxattr(fd, key, v, sizeof(v));
+    return n == 1 && v[0] == 'y';
+}
+
+/* Every entry below directory dfd (whose path in the tar is `prefix`, ""
+ * for the root). Takes dfd. */
+static int collect(collector *c, int dfd, const char *prefix)
+{
+    tar_walk *w = c->w;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
         close(dfd);
-        return r;
+        return cairn__err(w->err, -errno, "%s: %s: %m", w->what, *prefix ? prefix : ".");
     }
-    for (size_t i = 0; i < l.n && r == 0; i++) {
-        const char *name = l.names[i] + strlen(l.names[i]) + 1;
-        size_t nlen = strlen(name);
-        if (plen + nlen > PATH_MAX) {
-            r = cairn__err(w->err, -ENAMETOOLONG, "%s: %s%s: path too long", w->what, path, name);
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(d))) {
+        const char *name = de->d_name;
+        if (!strcmp(name, ".") || !strcmp(name, ".."))
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            r = cairn__err(w->err, -errno, "%s: %s%s: %m", w->what, prefix, name);
             break;
         }
-        memcpy(path + plen, name, nlen + 1);
-        r = walk_entry(w, dfd, name, path, plen + nlen);
-        path[plen] = 0;
+        if (S_ISSOCK(sb.st_mode))
+            continue;
+        char *ent = NULL;
+        if (S_ISCHR(sb.st_mode) && sb.st_rdev == 0) {
+            if (asprintf(&ent, "%s.wh.%s", prefix, name) < 0)
+                ent = NULL;
+            r = add_ent(c, ent, ENT_WHITEOUT);
+            continue;
+        }
+        if (asprintf(&ent, "%s%s", prefix, name) < 0)
+            ent = NULL;
+        if (ent && strlen(ent) > PATH_MAX - 16) {
+            r = cairn__err(w->err, -ENAMETOOLONG, "%s: %s: path too long", w->what, ent);
+            free(ent);
+            break;
+        }
+        r = add_ent(c, ent, ENT_FILE);
+        if (r < 0 || !S_ISDIR(sb.st_mode))
+            continue;
+        int sub = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+            r = cairn__err(w->err, -errno, "%s: %s%s: %m", w->what, prefix, name);
+            break;
+        }
+        char *p2 = NULL;
+        if (asprintf(&p2, "%s%s/", prefix, name) < 0) {
+            close(sub);
+            r = cairn__err(w->err, -ENOMEM, "out of memory");
+            break;
+        }
+        if (dir_opaque(sub)) {
+            char *m = NULL;
+            if (asprintf(&m, "%s.wh..wh..opq", p2) < 0)
+                m = NULL;
+            r = add_ent(c, m, ENT_OPAQUE);
+        }
+        if (r == 0)
+            r = collect(c, sub, p2);
+        else
+            close(sub);
+        free(p2);
     }
-    dirlist_free(&l);
-    close(dfd);
+    closedir(d);
+    return r;
+}
+
+/* All entries, sorted by name, written in order. Consecutive entries
+ * mostly share their directory, which stays open between them. */
+static int walk_all(tar_walk *w, int rootfd)
+{
+    collector c = {.w = w};
+    int dfd = dup(rootfd);
+    if (dfd < 0)
+        return cairn__err(w->err, -errno, "%s: %m", w->what);
+    int r = collect(&c, dfd, "");
+    if (r == 0 && c.n)
+        qsort(c.ents, c.n, sizeof(*c.ents), cmp_ents);
+    _cleanup_free_ char *cur = NULL; /* the directory open in curfd */
+    int curfd = -1;
+    for (size_t i = 0; i < c.n && r == 0; i++) {
+        tar_ent *t = &c.ents[i];
+        if (t->kind != ENT_FILE) {
+            r = write_marker(w, t->name);
+            continue;
+        }
+        char *slash = strrchr(t->name, '/');
+        size_t dlen = slash ? (size_t)(slash - t->name) : 0;
+        if (!cur || strlen(cur) != dlen || strncmp(cur, t->name, dlen) != 0) {
+            if (curfd >= 0)
+                close(curfd);
+            free(cur);
+            cur = strndup(t->name, dlen);
+            if (!cur) {
+                curfd = -1;
+                r = cairn__err(w->err, -ENOMEM, "out of memory");
+                break;
+            }
+            if (dlen == 0) {
+                curfd = dup(rootfd);
+            } else {
+                struct open_how how = {
+                    .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+                };
+                curfd = (int)syscall(SYS_openat2, rootfd, cur, &how, sizeof(how));
+            }
+            if (curfd < 0) {
+                r = cairn__err(w->err, -errno, "%s: %s: %m", w->what, cur);
+                break;
+            }
+        }
+        r = emit_entry(w, curfd, slash ? slash + 1 : t->name, t->name);
+    }
+    if (curfd >= 0)
+        close(curfd);
+    for (size_t i = 0; i < c.n; i++)
+        free(c.ents[i].name);
+    free(c.ents);
     return r;
 }
 
@@ -480,13 +516,7 @@ int cairn__tar_diff(int dirfd, const char *what, unsigned flags, cairn__tar_sink
                        archive_error_string(w.a));
         goto out;
     }
-    int dfd = dup(dirfd);
-    if (dfd < 0) {
-        r = cairn__err(err, -errno, "%s: %m", what);
-        goto out;
-    }
-    char path[PATH_MAX + 2] = "";
-    r = walk_dir(&w, dfd, path, 0);
+    r = walk_all(&w, dirfd);
     if (r == 0 && archive_write_close(w.a) != ARCHIVE_OK) {
         if (w.sink_err)
             r = cairn__err(err, w.sink_err, "%s: writing the tar: %m", what);

@@ -17,6 +17,7 @@
 
 #include <stdint.h>
 #include <cairn/error.h>
+#include <cairn/layer.h>
 #include <cairn/state.h>
 #include <cairn/store.h>
 
@@ -48,9 +49,11 @@ typedef struct cairn_image_import_options {
     const char *name;        /* the name to record; NULL: the index's
                               * org.opencontainers.image.ref.name annotation */
     const char *platform;    /* "os/arch[/variant]"; NULL: this machine's */
-    unsigned jobs;           /* layers applied at once; 0: as many as there are CPUs */
-    /* Bytes of blobs read of the total (ingest, then layers), or NULL. With
-     * jobs > 1 it is called from several threads, one call at a time. */
+    unsigned jobs;           /* 1: one thread does everything; more: decompression and the
+                              * copy of blobs run in threads beside the applying of layers;
+                              * 0: threads when there is more than one CPU */
+    /* Bytes of blobs read of the total (copied into the store, and applied),
+     * or NULL. With threads it is called from them, one call at a time. */
     cairn_progress_fn progress;
     void *progress_userdata;
 } cairn_image_import_options;
@@ -95,13 +98,15 @@ enum {
 typedef struct cairn_image_export_options {
     unsigned version;  /* CAIRN_IMAGE_EXPORT_OPTIONS_VERSION */
     int format;        /* CAIRN_IMAGE_FORMAT_* */
-    int compression;   /* layers re-made from snapshots: CAIRN_COMPRESSION_* (layer.h) */
+    int compression;   /* layers made again from snapshots: CAIRN_COMPRESSION_* */
     const char *ref;   /* the ref.name annotation in index.json; NULL: the image's name */
     cairn_progress_fn progress; /* bytes written of the total, or NULL */
     void *progress_userdata;
 } cairn_image_export_options;
 #define CAIRN_IMAGE_EXPORT_OPTIONS_VERSION 1
-#define CAIRN_IMAGE_EXPORT_OPTIONS_INIT {CAIRN_IMAGE_EXPORT_OPTIONS_VERSION, 0, 1, NULL, NULL, NULL}
+#define CAIRN_IMAGE_EXPORT_OPTIONS_INIT                                                            \
+    {CAIRN_IMAGE_EXPORT_OPTIONS_VERSION, CAIRN_IMAGE_FORMAT_OCI, CAIRN_COMPRESSION_GZIP, NULL,     \
+     NULL, NULL}
 
 /* Write the image as an OCI image layout at `dest` (a directory that must be
  * missing or empty, or with CAIRN_IMAGE_FORMAT_OCI_ARCHIVE a tar file that

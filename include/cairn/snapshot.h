@@ -60,7 +60,7 @@ CAIRN_EXPORT int cairn_snapshot_prepare(cairn_state *st, const char *parent, con
 CAIRN_EXPORT int cairn_snapshot_view(cairn_state *st, const char *chain_id, const char *label,
                                      char *out_id, cairn_error *err);
 
-/* Commit the active snapshot `id` (it must not be mounted): its diff gets
+/* Commit the active snapshot `id` (CAIRN_E_INUSE while mounted): its diff gets
  * its DiffID and ChainID, moves into snapshots/ and the active snapshot is
  * gone. Committing a diff that is already there (same ChainID) keeps the one
  * there. out_chain_id and out_diff_id (CAIRN_DIGEST_LEN + 1, may be NULL). */
@@ -70,7 +70,8 @@ CAIRN_EXPORT int cairn_snapshot_commit(cairn_state *st, const char *id, char *ou
 /* Remove a committed snapshot (by chain id) or an active one or a view (by
  * id): row first, then the directory. A committed snapshot that is the parent
  * of another snapshot or of an active one is refused with CAIRN_E_INUSE; one
- * only a lower holds with -EROFS; -ENOENT when it is not there. */
+ * only a lower holds with -EROFS, an active one still mounted with
+ * CAIRN_E_INUSE; -ENOENT when it is not there. */
 CAIRN_EXPORT int cairn_snapshot_remove(cairn_state *st, const char *name, cairn_error *err);
 
 /* -ENOENT when not there. Stat of a committed snapshot. */

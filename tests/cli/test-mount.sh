@@ -29,6 +29,8 @@ L1=$(cairn -C "$S" snapshot commit "$A")
 B=$(cairn -C "$S" snapshot prepare "$L1" --label two)
 MNT=$T/mnt; mkdir -p "$MNT"
 cairn -C "$S" mount "$B" "$MNT"
+fails 1 "is mounted .*unmount it first" -- cairn -C "$S" snapshot commit "$B"
+fails 1 "is mounted" -- cairn -C "$S" snapshot rm "$B"
 rm "$MNT/etc/doomed"
 rm -r "$MNT/data/old"
 mkdir "$MNT/data/old"
