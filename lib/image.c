@@ -364,9 +364,9 @@ typedef struct import {
     const char *ref;          /* PATH:REF, or NULL */
     char os[32], arch[32], variant[32];
     doc *docs;                /* JSON documents to store */
-    size_t n_docs;
+    size_t n_docs, cap_docs;
     candidate *cands;
-    size_t n_cands;
+    size_t n_cands, cap_cands;
     candidate chosen;
     cairn__oci_manifest man;
     cairn__oci_config cfg;
@@ -382,13 +382,23 @@ typedef struct import {
 static int add_doc(import *im, const cairn__oci_desc *d, const char *mt, char *buf, size_t len,
                    cairn_error *err)
 {
-    doc *nd = realloc(im->docs, (im->n_docs + 1) * sizeof(*nd));
-    if (!nd) {
-        free(buf);
-        return cairn__err(err, -ENOMEM, "out of memory");
+    /* A nested index named many times is stored once. */
+    for (size_t i = 0; d && i < im->n_docs; i++)
+        if (!strcmp(im->docs[i].digest, d->digest)) {
+            free(buf);
+            return 0;
+        }
+    if (im->n_docs == im->cap_docs) {
+        size_t nc = im->cap_docs ? im->cap_docs * 2 : 8;
+        doc *nd = realloc(im->docs, nc * sizeof(*nd));
+        if (!nd) {
+            free(buf);
+            return cairn__err(err, -ENOMEM, "out of memory");
+        }
+        im->docs = nd;
+        im->cap_docs = nc;
     }
-    im->docs = nd;
-    doc *o = &nd[im->n_docs++];
+    doc *o = &im->docs[im->n_docs++];
     memset(o, 0, sizeof(*o));
     if (d)
         memcpy(o->digest, d->digest, sizeof(o->digest));
@@ -414,7 +424,7 @@ static bool platform_match(const import *im, const cairn__oci_desc *d)
  * many times at each level, so its walk is bounded in total, not only in
  * depth (an index naming one sub-index 1000 times, which names another 1000
  * times, would otherwise cost a million reads). */
-#define WALK_DESC_MAX (1u << 16)
+#define WALK_DESC_MAX (1u << 14)
 #define WALK_BYTES_MAX (16ull * CAIRN__OCI_JSON_MAX)
 
 /* Walk an index's descriptors: nested indexes are read and walked, manifests
@@ -461,11 +471,15 @@ static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const cha
             if (r < 0)
                 return r;
         } else if (kind == CAIRN__DESC_MANIFEST) {
-            candidate *nc = realloc(im->cands, (im->n_cands + 1) * sizeof(*nc));
-            if (!nc)
-                return cairn__err(err, -ENOMEM, "out of memory");
-            im->cands = nc;
-            candidate *c = &nc[im->n_cands++];
+            if (im->n_cands == im->cap_cands) {
+                size_t ncap = im->cap_cands ? im->cap_cands * 2 : 8;
+                candidate *nc = realloc(im->cands, ncap * sizeof(*nc));
+                if (!nc)
+                    return cairn__err(err, -ENOMEM, "out of memory");
+                im->cands = nc;
+                im->cap_cands = ncap;
+            }
+            candidate *c = &im->cands[im->n_cands++];
             c->d = *d;
             snprintf(c->ref_name, sizeof(c->ref_name), "%s", rn ? rn : "");
         }
