@@ -552,6 +552,8 @@ static int apply_entry(importer *im, struct archive_entry *e)
             return unsafe(im, path, "a hardlink to a file that is not in the layer");
         if (S_ISDIR(sb.st_mode))
             return unsafe(im, path, "a hardlink to a directory");
+        if (S_ISCHR(sb.st_mode) && sb.st_rdev == makedev(0, 0))
+            return unsafe(im, path, "a hardlink to a whiteout (a whiteout in disguise)");
         if (tfd >= 0 && sb.st_ino != 0) {
             struct stat cur;
             if (fstatat(dfd, name, &cur, AT_SYMLINK_NOFOLLOW) == 0 && cur.st_ino == sb.st_ino &&

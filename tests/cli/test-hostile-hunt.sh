@@ -121,6 +121,18 @@ refused "'\.wh\.etc/passwd': a whiteout name used as a directory" "$T/whdir.tar"
 gen opqdir '("d","a")' '("f","a/.wh..wh..opq/x","")'
 refused "a whiteout name used as a directory" "$T/opqdir.tar"
 
+step "a hardlink to a whiteout the layer made"
+# '.wh.x' makes x a whiteout (a 0/0 character device); 'y' hardlinked to it
+# was a second whiteout, hiding a lower y, that no '.wh.y' entry asked for.
+python3 - "$T/hlwh.tar" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    t.addfile(tarfile.TarInfo(".wh.x"), io.BytesIO(b""))
+    h = tarfile.TarInfo("y"); h.type = tarfile.LNKTYPE; h.linkname = "x"
+    t.addfile(h)
+PY
+refused "'y': a hardlink to a whiteout" "$T/hlwh.tar"
+
 step "paths and links that held: PAX overrides, chains of links, swaps, odd names"
 gen paxpath '("f","innocent","x",0o644,{"path":"../../escape"})'
 refused "'\.\.' in the path" "$T/paxpath.tar"
