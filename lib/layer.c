@@ -35,6 +35,12 @@
 #include <zstd.h>
 
 #define IMPORT_BUF (1u << 20)
+/* The holes of sparse entries, in all, in one layer. A sparse file costs
+ * its apparent size to every later reading of the snapshot (its canonical
+ * tar is computed at import, and written at export): a 10 KB layer could
+ * declare a 16 TB file and hold an import for a day. Tars written by image
+ * builders carry no sparse entries; a tool's --sparse may, with a few. */
+#define HOLES_MAX (1ull << 30)
 
 /* ---- import ----------------------------------------------------------- */
 
@@ -72,6 +78,7 @@ typedef struct importer {
     int root;             /* the staging directory */
     bool privileged;
     uint64_t size;
+    uint64_t holes;       /* of sparse entries so far */
     dir_fixup *dirs;
     size_t ndirs, capdirs;
 } importer;
@@ -447,6 +454,7 @@ static int write_file(importer *im, struct archive_entry *e, int dfd, const char
     const void *buf;
     size_t len;
     int64_t off, end = 0;
+    uint64_t data = 0;
     for (;;) {
         int rc = archive_read_data_block(im->tar, &buf, &len, &off);
         if (rc == ARCHIVE_EOF)
@@ -459,8 +467,17 @@ static int write_file(importer *im, struct archive_entry *e, int dfd, const char
         if (r < 0)
             return cairn__err(im->err, r, "layer entry '%.200s': write: %m", path);
         end = off + (int64_t)len;
+        data += len;
     }
     int64_t size = archive_entry_size(e);
+    uint64_t apparent = (uint64_t)(size > end ? size : end);
+    if (apparent > data) {
+        im->holes += apparent - data;
+        if (im->holes > HOLES_MAX)
+            return unsafe(im, path,
+                          "sparse files with more than 1 GiB of holes in the layer (this one "
+                          "has data for only part of its size)");
+    }
     if (size > end && ftruncate(fd, size) < 0)
         return cairn__err(im->err, -errno, "layer entry '%.200s': truncate: %m", path);
     im->size += (uint64_t)size;

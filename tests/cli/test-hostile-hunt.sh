@@ -133,6 +133,16 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
 PY
 refused "'y': a hardlink to a whiteout" "$T/hlwh.tar"
 
+step "sparse files: a few holes are kept, a tiny layer declaring terabytes is refused"
+mkdir -p "$T/sp"
+truncate -s 20G "$T/sp/holes"; echo end >>"$T/sp/holes"
+tar -C "$T/sp" --sparse --format=pax -cf "$T/sparse.tar" holes
+refused "'holes': sparse files with more than 1 GiB of holes" "$T/sparse.tar"
+rm "$T/sp/holes"; truncate -s 64M "$T/sp/small"; echo end >>"$T/sp/small"
+tar -C "$T/sp" --sparse --format=pax -cf "$T/sparse-ok.tar" small
+D=$(applied "$T/sparse-ok.tar")
+cmp -s "$D/small" "$T/sp/small" || die "a small sparse file was not applied as it is"
+
 step "paths and links that held: PAX overrides, chains of links, swaps, odd names"
 gen paxpath '("f","innocent","x",0o644,{"path":"../../escape"})'
 refused "'\.\.' in the path" "$T/paxpath.tar"
