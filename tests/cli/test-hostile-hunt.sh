@@ -143,6 +143,15 @@ tar -C "$T/sp" --sparse --format=pax -cf "$T/sparse-ok.tar" small
 D=$(applied "$T/sparse-ok.tar")
 cmp -s "$D/small" "$T/sp/small" || die "a small sparse file was not applied as it is"
 
+step "a path deep enough to fill the message names its cause"
+python3 - "$T/deep.tar" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    i = tarfile.TarInfo("a/" * 2040 + "f"); i.size = 1
+    t.addfile(i, io.BytesIO(b"x"))
+PY
+refused "a path of [0-9]+ bytes is too long" "$T/deep.tar"
+
 step "paths and links that held: PAX overrides, chains of links, swaps, odd names"
 gen paxpath '("f","innocent","x",0o644,{"path":"../../escape"})'
 refused "'\.\.' in the path" "$T/paxpath.tar"
@@ -271,6 +280,44 @@ image_refused '"size" is not a non-negative integer' "$T/lay2"
 rm -rf "$T/lay2"; gen other '("f","other","x")'
 mklayout "$T/lay2" "$T/other.tar:$T/one.tar:application/vnd.oci.image.layer.v1.tar"
 image_refused "DiffID is sha256:.*expected" "$T/lay2"
+# Documents that held: too few diff ids, a missing config, deep nesting,
+# numbers too large, a wrong type.
+rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
+python3 - "$T/lay2" <<'PY'
+import hashlib, json, os, sys
+d = sys.argv[1]
+def put(b):
+    h = hashlib.sha256(b).hexdigest()
+    open(f"{d}/blobs/sha256/{h}", "wb").write(b)
+    return "sha256:" + h, len(b)
+idx = json.load(open(d + "/index.json"))
+md = idx["manifests"][0]["digest"]
+man = json.load(open(d + "/blobs/sha256/" + md[7:]))
+cfg = json.load(open(d + "/blobs/sha256/" + man["config"]["digest"][7:]))
+cfg["rootfs"]["diff_ids"] = []
+man["config"]["digest"], man["config"]["size"] = put(json.dumps(cfg).encode())
+idx["manifests"][0]["digest"], idx["manifests"][0]["size"] = put(json.dumps(man).encode())
+json.dump(idx, open(d + "/index.json", "w"))
+PY
+image_refused "0 diff ids for the 1 layers" "$T/lay2"
+rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
+python3 - "$T/lay2" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+idx = json.load(open(d + "/index.json"))
+man = json.load(open(d + "/blobs/sha256/" + idx["manifests"][0]["digest"][7:]))
+os.unlink(d + "/blobs/sha256/" + man["config"]["digest"][7:])
+PY
+image_refused "config sha256:[0-9a-f]+: missing from" "$T/lay2"
+for doc in '{"schemaVersion":2,"manifests":'"$(printf '[%.0s' $(seq 5000))" \
+           '{"schemaVersion":2,"manifests":[{"digest":"sha256:00","size":1e400}]}' \
+           '{"schemaVersion":2,"manifests":[{"size":99999999999999999999999}]}' \
+           '{"schemaVersion":"2","manifests":[]}'; do
+    rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
+    printf '%s' "$doc" >"$T/lay2/index.json"
+    image_refused "index.json: (malformed JSON|\"schemaVersion\" is not 2)" "$T/lay2"
+done
+
 # A layer blob that is a FIFO (opening it used to block for ever).
 rm -rf "$T/lay2"; cp -a "$T/lay" "$T/lay2"
 LB=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/index.json")); print(m["manifests"][0]["digest"])' "$T/lay2")
