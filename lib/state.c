@@ -395,7 +395,14 @@ int cairn__tmpfd(cairn_state *st, cairn_error *err)
 {
     if (st->tmpfd >= 0)
         return st->tmpfd;
-    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* Not through a symlink: staging (where layers are applied) and its
+     * sweep stay inside the state. */
+    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat sb;
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR) &&
+        fstatat(st->dirfd, "tmp", &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode))
+        return cairn__err(err, CAIRN_E_UNSAFE, "%s/tmp: a symlink; staging must be a directory "
+                          "of the state", st->path);
     if (fd < 0)
         return cairn__err(err, -errno, "%s/tmp: %m", st->path);
     st->tmpfd = fd;
@@ -425,7 +432,7 @@ static void tmp_sweep(cairn_state *st)
     char boot[40];
     if (cairn__boot_id(boot) < 0)
         return;
-    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return;
     DIR *d = fdopendir(fd);

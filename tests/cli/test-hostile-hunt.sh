@@ -376,6 +376,12 @@ st_refused "f8/lowers:1: expected '<state-id> <absolute path>'" "$T/f8"
 cairn init "$T/f9" >/dev/null
 sed -i 's/^id=.*/id=0123456789abcdef\x000123456789abcdef/' "$T/f9/cairn-state"
 st_refused "f9/cairn-state: corrupt identity file" "$T/f9"
+# tmp/ a symlink out of the state: layers were staged (applied) there, and
+# the sweep of an earlier boot's staging deleted there.
+cairn init "$T/f11" >/dev/null; rm -rf "$T/f11/tmp"; ln -s "$OUT" "$T/f11/tmp"
+fails 1 "f11/tmp: a symlink; staging must be a directory of the state" -- \
+    cairn -C "$T/f11" layer import "$T/one.tar"
+[ "$(ls -A "$OUT")" = victim ] || die "a layer was staged outside the state: $(ls -A "$OUT")"
 # A lowers file naming the state itself: it is not frozen, so not a lower.
 cairn init "$T/f10" >/dev/null
 printf '%s %s\n' "$(cairn -C "$T/f10" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')" "$T/f10" >"$T/f10/lowers"
