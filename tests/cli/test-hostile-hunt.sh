@@ -382,6 +382,25 @@ cairn init "$T/f11" >/dev/null; rm -rf "$T/f11/tmp"; ln -s "$OUT" "$T/f11/tmp"
 fails 1 "f11/tmp: a symlink; staging must be a directory of the state" -- \
     cairn -C "$T/f11" layer import "$T/one.tar"
 [ "$(ls -A "$OUT")" = victim ] || die "a layer was staged outside the state: $(ls -A "$OUT")"
+# A database row whose chain id or parent is not a digest (a hostile or
+# damaged lower's database): it named a path out of snapshots/, which the
+# mounts used as a lowerdir and a checkout hardlinked from.
+cairn init "$T/f12" >/dev/null
+P=$(cairn -C "$T/f12" layer import "$T/one.tar")
+CH=$(cairn -C "$T/f12" layer import "$T/dirroot.tar" --parent "$P")
+DB=$(ls "$T"/f12/db/*.sqlite)
+sqlite3 "$DB" "INSERT INTO snapshots(chain_id, parent, diff_id, size, created)
+               VALUES ('sha256:../../../../../../../..$OUT', NULL, 'x', 0, 0);
+               UPDATE snapshots SET parent = 'sha256:../../../../../../../..$OUT'
+               WHERE chain_id = '$CH';"
+fails 1 "snapshot $CH \(in .*\): its parent 'sha256:\.\./.*' is not a digest" -- \
+    cairn -C "$T/f12" snapshot mounts "$CH"
+fails 1 "its parent 'sha256:\.\./.*' is not a digest" -- \
+    cairn -C "$T/f12" snapshot checkout "$CH" "$T/co12"
+[ ! -e "$T/co12/victim" ] || die "a checkout linked a file from outside the state"
+rc=0; out=$(cairn -C "$T/f12" fsck 2>&1) || rc=$?
+[ "$rc" = 3 ] && echo "$out" | grep -q "$CH: corrupt: its parent 'sha256:\.\./.*' is not a digest" ||
+    die "fsck did not report the malformed parent (exit $rc): $out"
 # A lowers file naming the state itself: it is not frozen, so not a lower.
 cairn init "$T/f10" >/dev/null
 printf '%s %s\n' "$(cairn -C "$T/f10" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')" "$T/f10" >"$T/f10/lowers"
