@@ -645,7 +645,14 @@ int cairn_state_init(const char *path, char *out_id, cairn_error *err)
     }
 
     for (size_t i = 0; i < CAIRN_ARRAY_SIZE(layout_dirs); i++) {
-        r = cairn__mkdir_at(dirfd, layout_dirs[i], 0755);
+        /* Snapshots hold layers' files as they are (setuid root, device
+         * nodes): like the directories that stage and remove them, they
+         * are reachable by the owner only, or any local user could run a
+         * hostile layer's setuid binary. Blobs and databases are data. */
+        bool private = !strcmp(layout_dirs[i], "snapshots") ||
+                       !strcmp(layout_dirs[i], "active") || !strcmp(layout_dirs[i], "tmp") ||
+                       !strcmp(layout_dirs[i], "quarantine");
+        r = cairn__mkdir_at(dirfd, layout_dirs[i], private ? 0700 : 0755);
         if (r < 0)
             return cairn__err(err, r, "%s/%s: %m", path, layout_dirs[i]);
     }

@@ -152,6 +152,29 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
 PY
 refused "a path of [0-9]+ bytes is too long" "$T/deep.tar"
 
+step "a setuid-root binary of a layer cannot be run by another user through the state"
+# The snapshot holds the layer's files as they are (setuid root, device
+# nodes): with snapshots/ open to all, any local user could run them.
+python3 - "$T/suid.tar" <<'PY'
+import sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    i = t.gettarinfo("/usr/bin/id", arcname="id"); i.mode = 0o4755; i.uid = i.gid = 0
+    i.uname = i.gname = ""
+    t.addfile(i, open("/usr/bin/id", "rb"))
+PY
+cairn init "$T/su" >/dev/null
+SU=$(cairn -C "$T/su" layer import "$T/suid.tar")
+[ "$(stat -c %a "$T/su/snapshots/${SU#sha256:}/id")" = 4755 ] || die "the setuid bit was not kept"
+for d in snapshots active tmp; do
+    [ "$(stat -c %a "$T/su/$d")" = 700 ] || die "$d/ of a new state is not private: $(stat -c %a "$T/su/$d")"
+done
+chmod 755 "$T"
+# (through a shell: a plain process of that user, not setpriv's own exec)
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups sh -c "$T/su/snapshots/${SU#sha256:}/id" 2>&1) &&
+    rc=0 || rc=$?
+chmod 700 "$T"
+[ "$rc" != 0 ] && ! echo "$out" | grep -q "euid=0" || die "another user ran a layer's setuid binary: $out"
+
 step "paths and links that held: PAX overrides, chains of links, swaps, odd names"
 gen paxpath '("f","innocent","x",0o644,{"path":"../../escape"})'
 refused "'\.\.' in the path" "$T/paxpath.tar"
