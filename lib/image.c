@@ -119,7 +119,13 @@ static struct archive *arc_open(const char *path, cairn_error *err)
         return NULL;
     }
     archive_read_support_format_tar(a);
-    archive_read_support_filter_all(a);
+    /* The compressions libarchive decodes in process, not all it knows:
+     * for lrzip, grzip, lzop and others it runs a program from PATH,
+     * chosen by the first bytes of the file. */
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
+    archive_read_support_filter_zstd(a);
     if (archive_read_open_filename(a, path, CHUNK) != ARCHIVE_OK) {
         int e = archive_errno(a);
         cairn__err(err, e > 0 ? -e : CAIRN_E_FORMAT, "%s: %s", path, archive_error_string(a));

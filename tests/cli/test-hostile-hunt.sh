@@ -373,6 +373,20 @@ CUT=$(python3 -c 'import sys,tarfile; m=tarfile.open(sys.argv[1]).getmembers()[-
 head -c "$CUT" "$T/arc.tar" >"$T/arcshort.tar"
 image_refused "truncated|Truncated|not found on a second read|missing" "$T/arcshort.tar"
 
+# An "archive" whose first bytes say lrzip: libarchive ran the lrzip
+# program found on PATH to decompress it (an attacker's bytes choosing what
+# cairn executes). Only in-process decompressors are used now.
+mkdir -p "$T/bin"
+printf '#!/bin/sh\ntouch "%s/ran"\ncat\n' "$T" >"$T/bin/lrzip"
+chmod +x "$T/bin/lrzip"
+printf 'LRZI\0\006%0100d' 0 >"$T/fake.lrz"
+PATH="$T/bin:$PATH" image_refused "fake.lrz: Unrecognized archive format" "$T/fake.lrz"
+[ ! -e "$T/ran" ] || die "importing an archive ran an external program"
+gzip -c "$T/arc.tar" >"$T/arc.tar.gz"
+cairn init "$T/sgz" >/dev/null
+cairn -C "$T/sgz" image import "$T/arc.tar.gz" --platform linux/amd64 >/dev/null ||
+    die "a gzip-compressed oci-archive was refused"
+
 step "state files: FIFOs, symlinks, odd bytes"
 # Each used to hang (a FIFO) or must be refused by name; nothing is changed.
 st_refused() {
