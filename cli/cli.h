@@ -82,5 +82,9 @@ extern const cli_command cli_state_commands[];
 extern const cli_command cli_blob_commands[];
 extern const cli_command cli_snapshot_commands[];
 extern const cli_command cli_image_commands[];
+extern const cli_command cli_record_commands[];
+extern const cli_command cli_lease_commands[];
+extern const cli_command cli_gc_commands[];
+extern const cli_command cli_volume_commands[];
 
 #endif

@@ -13,6 +13,10 @@ static const cli_command *const tables[] = {
     cli_blob_commands,
     cli_snapshot_commands,
     cli_image_commands,
+    cli_record_commands,
+    cli_lease_commands,
+    cli_gc_commands,
+    cli_volume_commands,
 };
 
 static const cli_command *current;

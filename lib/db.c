@@ -69,7 +69,34 @@ static const char *const migrations[] = {
     "  kind TEXT NOT NULL,"
     "  created INTEGER NOT NULL,"
     "  PRIMARY KEY (key, result)) WITHOUT ROWID;"
-    "CREATE INDEX cache_results_result ON cache_results(result);"
+    "CREATE INDEX cache_results_result ON cache_results(result, kind);"
+    /* how many results name each object, and when one last did (wall
+     * clock, whatever the rows' own times): kept by the triggers below, so
+     * gc reads one row an object instead of one a record; not merged (each
+     * database derives its own from its cache_results) */
+    "CREATE TABLE cache_result_refs ("
+    "  result TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  n INTEGER NOT NULL,"
+    "  touched INTEGER NOT NULL,"
+    "  PRIMARY KEY (result, kind)) WITHOUT ROWID;"
+    "CREATE INDEX cache_result_refs_touched ON cache_result_refs(touched);"
+    "CREATE TRIGGER cache_results_ins AFTER INSERT ON cache_results BEGIN"
+    "  INSERT INTO cache_result_refs(result, kind, n, touched)"
+    "  VALUES (new.result, new.kind, 1, CAST(strftime('%s', 'now') AS INTEGER))"
+    "  ON CONFLICT(result, kind) DO UPDATE SET n = n + 1, touched = excluded.touched;"
+    "END;"
+    "CREATE TRIGGER cache_results_del AFTER DELETE ON cache_results BEGIN"
+    "  UPDATE cache_result_refs SET n = n - 1 WHERE result = old.result AND kind = old.kind;"
+    "  DELETE FROM cache_result_refs WHERE result = old.result AND kind = old.kind AND n <= 0;"
+    "END;"
+    "CREATE TRIGGER cache_results_upd AFTER UPDATE OF result, kind ON cache_results BEGIN"
+    "  UPDATE cache_result_refs SET n = n - 1 WHERE result = old.result AND kind = old.kind;"
+    "  DELETE FROM cache_result_refs WHERE result = old.result AND kind = old.kind AND n <= 0;"
+    "  INSERT INTO cache_result_refs(result, kind, n, touched)"
+    "  VALUES (new.result, new.kind, 1, CAST(strftime('%s', 'now') AS INTEGER))"
+    "  ON CONFLICT(result, kind) DO UPDATE SET n = n + 1, touched = excluded.touched;"
+    "END;"
     /* cache links: union */
     "CREATE TABLE cache_links ("
     "  parent TEXT NOT NULL,"
@@ -87,7 +114,9 @@ static const char *const migrations[] = {
     "  last_used INTEGER NOT NULL,"
     "  hits INTEGER NOT NULL,"
     "  PRIMARY KEY (object, state)) WITHOUT ROWID;"
-    /* volumes: union of versions; current = newest (created, version) */
+    "CREATE INDEX usage_last_used ON usage(last_used);"
+    /* volumes: union of versions; current = newest (created, version);
+     * created in unix nanoseconds, max on merge */
     "CREATE TABLE volume_versions ("
     "  name TEXT NOT NULL,"
     "  version TEXT NOT NULL,"

@@ -14,6 +14,7 @@
  */
 #include "cairn-private.h"
 #include "fsck-private.h"
+#include "cache-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -231,6 +232,9 @@ static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
     cairn__fsck_snapshots,
     cairn__fsck_images,
+    cairn__fsck_records,
+    cairn__fsck_leases,
+    cairn__fsck_volumes,
 };
 
 int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn, void *userdata,

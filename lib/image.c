@@ -29,6 +29,7 @@
  * temporary name) last.
  */
 #include "cairn-private.h"
+#include "cache-private.h"
 #include "oci-private.h"
 #include "fsck-private.h"
 
@@ -1132,7 +1133,7 @@ static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
         pthread_mutex_unlock(&ra->lock);
         /* The cause is the compressed stream, not the tar it cut short. */
         if (code)
-            r = cairn__err(err, code, "%s", msg);
+            r = cairn__err(err, code, "the compressed stream is corrupt (%s)", msg);
     } else if (r == 0 && lp.last < (uint64_t)j->desc.size) {
         progress_add(im, (uint64_t)j->desc.size - lp.last);
     }
@@ -1212,8 +1213,51 @@ static int apply(import *im, cairn_error *err)
 
 /* ---- the images table ------------------------------------------------- */
 
+static int record_locked(cairn_state *st, const char *name, const char *manifest,
+                         const char *config, const char *top, cairn_error *err);
+
+/* Publish last, under the state's lock held shared: what the row names is
+ * checked to be there and counted as used, so a gc (which deletes under the
+ * lock held exclusive, and keeps what was used during its run) cannot take
+ * it between the check and the row. */
 static int record(cairn_state *st, const char *name, const char *manifest, const char *config,
                   const char *top, cairn_error *err)
+{
+    int r = cairn__lock(st, false, err);
+    if (r < 0)
+        return r;
+    const char *blobs[] = {manifest, config};
+    for (size_t i = 0; r == 0 && i < 2; i++) {
+        if (!blobs[i][0])
+            continue;
+        int p = cairn__object_present(st, "blob", blobs[i], NULL, err);
+        if (p == 0)
+            r = cairn__err(err, -ENOENT, "image %s: blob %s was removed while importing; import again",
+                           name, blobs[i]);
+        else if (p < 0)
+            r = p;
+        else
+            cairn__usage_mark(st, "blob", blobs[i], 0, NULL);
+    }
+    if (r == 0 && top[0]) {
+        int p = cairn__object_present(st, "snapshot", top, NULL, err);
+        if (p == 0)
+            r = cairn__err(err, -ENOENT,
+                           "image %s: snapshot %s was removed while importing; import again", name,
+                           top);
+        else if (p < 0)
+            r = p;
+        else
+            cairn__usage_mark(st, "snapshot", top, 0, NULL);
+    }
+    if (r == 0)
+        r = record_locked(st, name, manifest, config, top, err);
+    cairn__unlock(st);
+    return r;
+}
+
+static int record_locked(cairn_state *st, const char *name, const char *manifest,
+                         const char *config, const char *top, cairn_error *err)
 {
     static const char sql[] =
         "INSERT INTO images(name, manifest, config, top, updated) VALUES (?, ?, ?, ?, ?) "

@@ -21,6 +21,7 @@
  * boot) or an unreferenced blob (reported by fsck, removed by gc).
  */
 #include "cairn-private.h"
+#include "cache-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -496,6 +497,10 @@ int cairn_blob_writer_commit(cairn_blob_writer *w, char *out_digest, cairn_error
     if (r < 0)
         goto out;
     r = publish_files(st, &w->s, 1, err);
+    /* A put of a blob that is there counts as a use, so that a gc running
+     * now (which marks recent uses under its lock) keeps it. */
+    if (r == 0 && w->s.present)
+        r = cairn__usage_mark(st, "blob", w->s.digest, 0, err);
     if (r == 0 && (!w->s.present || w->s.labels))
         r = insert_rows(st, &w->s, 1, err);
     cairn__unlock(st);
