@@ -35,11 +35,20 @@
 #include <zstd.h>
 
 #define IMPORT_BUF (1u << 20)
+/* The holes of sparse entries, in all, in one layer. A sparse file costs
+ * its apparent size to every later reading of the snapshot (its canonical
+ * tar is computed at import, and written at export): a 10 KB layer could
+ * declare a 16 TB file and hold an import for a day. Tars written by image
+ * builders carry no sparse entries; a tool's --sparse may, with a few. */
+#define HOLES_MAX (1ull << 30)
 
 /* ---- import ----------------------------------------------------------- */
 
 typedef struct dir_fixup {
     char *path;
+    dev_t dev;            /* the directory the entry made, to find it again */
+    ino_t ino;
+    bool superseded;      /* a later entry of the same directory says otherwise */
     mode_t mode;
     uid_t uid;
     gid_t gid;
@@ -69,6 +78,7 @@ typedef struct importer {
     int root;             /* the staging directory */
     bool privileged;
     uint64_t size;
+    uint64_t holes;       /* of sparse entries so far */
     dir_fixup *dirs;
     size_t ndirs, capdirs;
 } importer;
@@ -444,6 +454,7 @@ static int write_file(importer *im, struct archive_entry *e, int dfd, const char
     const void *buf;
     size_t len;
     int64_t off, end = 0;
+    uint64_t data = 0;
     for (;;) {
         int rc = archive_read_data_block(im->tar, &buf, &len, &off);
         if (rc == ARCHIVE_EOF)
@@ -456,8 +467,17 @@ static int write_file(importer *im, struct archive_entry *e, int dfd, const char
         if (r < 0)
             return cairn__err(im->err, r, "layer entry '%.200s': write: %m", path);
         end = off + (int64_t)len;
+        data += len;
     }
     int64_t size = archive_entry_size(e);
+    uint64_t apparent = (uint64_t)(size > end ? size : end);
+    if (apparent > data) {
+        im->holes += apparent - data;
+        if (im->holes > HOLES_MAX)
+            return unsafe(im, path,
+                          "sparse files with more than 1 GiB of holes in the layer (this one "
+                          "has data for only part of its size)");
+    }
     if (size > end && ftruncate(fd, size) < 0)
         return cairn__err(im->err, -errno, "layer entry '%.200s': truncate: %m", path);
     im->size += (uint64_t)size;
@@ -488,6 +508,12 @@ static int apply_entry(importer *im, struct archive_entry *e)
         return r;
     if (r == 1)
         return 0; /* the root: the snapshot directory keeps its own */
+    /* A whiteout name is only ever a file: as a directory on the way
+     * (`.wh.x/y`, `.wh..wh..opq/y`) it would make a snapshot whose export
+     * other tools read as a whiteout. */
+    for (const char *c = path; (c = strstr(c, ".wh.")); c += 4)
+        if ((c == path || c[-1] == '/') && strchr(c, '/'))
+            return unsafe(im, path, "a whiteout name used as a directory");
     _cleanup_close_ int dfd = -1;
     const char *name;
     r = open_parent(im, path, &dfd, &name);
@@ -543,6 +569,8 @@ static int apply_entry(importer *im, struct archive_entry *e)
             return unsafe(im, path, "a hardlink to a file that is not in the layer");
         if (S_ISDIR(sb.st_mode))
             return unsafe(im, path, "a hardlink to a directory");
+        if (S_ISCHR(sb.st_mode) && sb.st_rdev == makedev(0, 0))
+            return unsafe(im, path, "a hardlink to a whiteout (a whiteout in disguise)");
         if (tfd >= 0 && sb.st_ino != 0) {
             struct stat cur;
             if (fstatat(dfd, name, &cur, AT_SYMLINK_NOFOLLOW) == 0 && cur.st_ino == sb.st_ino &&
@@ -578,10 +606,16 @@ static int apply_entry(importer *im, struct archive_entry *e)
             im->dirs = nd;
             im->capdirs = nc;
         }
+        struct stat sb;
+        if (fstat(fd, &sb) < 0)
+            return cairn__err(im->err, -errno, "layer entry '%.200s': %m", path);
         dir_fixup *f = &im->dirs[im->ndirs];
+        memset(f, 0, sizeof(*f));
         f->path = strdup(path);
         if (!f->path)
             return cairn__err(im->err, -ENOMEM, "out of memory");
+        f->dev = sb.st_dev;
+        f->ino = sb.st_ino;
         f->mode = archive_entry_perm(e);
         f->uid = (uid_t)archive_entry_uid(e);
         f->gid = (gid_t)archive_entry_gid(e);
@@ -632,18 +666,50 @@ static int apply_entry(importer *im, struct archive_entry *e)
     }
 }
 
+static int cmp_fixup(const void *a, const void *b)
+{
+    const dir_fixup *x = *(dir_fixup *const *)a, *y = *(dir_fixup *const *)b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    return x < y ? -1 : x > y; /* entry order */
+}
+
 /* Directories last, deepest first: mode, owner and times that writing their
- * contents would have changed. */
+ * contents would have changed. A directory named twice takes its last entry
+ * (as when a tar is extracted); one whose path now leads elsewhere (replaced
+ * by a symlink to another directory, or to the root) is left alone: its
+ * entry must not change what the symlink points to. */
 static int fix_dirs(importer *im)
 {
+    if (im->ndirs > 1) {
+        dir_fixup **by_ino = malloc(im->ndirs * sizeof(*by_ino));
+        if (!by_ino)
+            return cairn__err(im->err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < im->ndirs; i++)
+            by_ino[i] = &im->dirs[i];
+        qsort(by_ino, im->ndirs, sizeof(*by_ino), cmp_fixup);
+        for (size_t i = 0; i + 1 < im->ndirs; i++)
+            if (by_ino[i]->dev == by_ino[i + 1]->dev && by_ino[i]->ino == by_ino[i + 1]->ino)
+                by_ino[i]->superseded = true;
+        free(by_ino);
+    }
     for (size_t i = im->ndirs; i-- > 0;) {
         dir_fixup *f = &im->dirs[i];
+        if (f->superseded)
+            continue;
         _cleanup_close_ int fd = -1;
         int r = resolve_dir(im, f->path, f->path, &fd);
         if (r == -ENOENT || r == -ENOTDIR)
             continue; /* replaced by a later entry */
         if (r < 0)
             return r == CAIRN_E_UNSAFE ? r : cairn__err(im->err, r, "layer entry '%.200s': %m", f->path);
+        struct stat sb;
+        if (fstat(fd, &sb) < 0)
+            return cairn__err(im->err, -errno, "layer entry '%.200s': %m", f->path);
+        if (sb.st_dev != f->dev || sb.st_ino != f->ino)
+            continue; /* replaced: the path leads to another directory now */
         if (im->privileged && fchown(fd, f->uid, f->gid) < 0)
             return cairn__err(im->err, -errno, "layer entry '%.200s': chown: %m", f->path);
         if (fchmod(fd, f->mode) < 0)
