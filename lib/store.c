@@ -5,8 +5,12 @@
  *
  * Ingest, in order:
  *   1. stage: stream the bytes into tmp/<boot-id>-blob-<random>, hashing as
- *      they go; start writeback early (sync_file_range) so the final sync
- *      overlaps the hashing;
+ *      they go. A blob that fits in one pipeline slot (CAIRN__PIPE_SLOT) is
+ *      hashed and written by the caller in one write(). A larger one goes
+ *      through the pipeline (ingest.c): the caller fills slots, one thread
+ *      hashes them in order, another writes them with O_DIRECT (or, where
+ *      the filesystem does not take it, through the page cache with
+ *      writeback started at once), so reading, hashing and writing overlap;
  *   2. check: compare with the expected digest and size; on mismatch the
  *      staged file is removed and nothing else happened;
  *   3. sync: fsync the file (one syncfs for a batch);
@@ -21,13 +25,12 @@
  * boot) or an unreferenced blob (reported by fsck, removed by gc).
  */
 #include "cairn-private.h"
+#include "ingest-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#define CHUNK (1u << 20)
-#define WRITEBACK_STEP (8u << 20)
 
 /* ---- lookups ---------------------------------------------------------- */
 
@@ -220,7 +223,11 @@ struct cairn_blob_writer {
     int fd;
     cairn__sha256 *h;
     uint64_t size;
-    uint64_t wb_from; /* writeback started up to here */
+    cairn__pipe *pipe; /* the batch's or its own (own_pipe), made on first write */
+    bool own_pipe;
+    bool streaming;    /* a slot went into the pipeline: it hashes and writes */
+    char *slot;        /* the slot being filled, or NULL */
+    size_t fill;       /* bytes in it */
     char expected[CAIRN_DIGEST_LEN + 1];
     int64_t expected_size;
     int failed;       /* an earlier write failed: commit refuses */
@@ -259,8 +266,8 @@ static int opts_check(const cairn_blob_put_options *o, cairn_error *err)
     return 0;
 }
 
-int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
-                          const cairn_blob_put_options *opts, cairn_error *err)
+static int writer_new(cairn_blob_writer **out, cairn_state *st, cairn__pipe *pipe,
+                      const cairn_blob_put_options *opts, cairn_error *err)
 {
     int r = cairn__check_writable(st, err);
     if (r < 0)
@@ -276,6 +283,7 @@ int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
         return cairn__err(err, -ENOMEM, "out of memory");
     w->st = st;
     w->fd = -1;
+    w->pipe = pipe;
     w->expected_size = opts ? opts->expected_size : -1;
     if (opts && opts->expected)
         memcpy(w->expected, opts->expected, CAIRN_DIGEST_LEN + 1);
@@ -318,25 +326,118 @@ int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
     return 0;
 }
 
+int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
+                          const cairn_blob_put_options *opts, cairn_error *err)
+{
+    return writer_new(out, st, NULL, opts, err);
+}
+
+static int write_failed(cairn_blob_writer *w, int r, cairn_error *err)
+{
+    w->failed = r;
+    return cairn__err(err, r, "%s/tmp/%s: write: %m", w->st->path, w->s.tmpname);
+}
+
+/* The slot to fill next, acquired when there is none. */
+static int writer_slot(cairn_blob_writer *w, cairn_error *err)
+{
+    if (w->slot)
+        return 0;
+    if (!w->pipe) {
+        if (!(w->pipe = cairn__pipe_new()))
+            return cairn__err(err, -ENOMEM, "out of memory");
+        w->own_pipe = true;
+    }
+    if (w->streaming) {
+        int r = cairn__pipe_error(w->pipe);
+        if (r < 0)
+            return write_failed(w, r, err);
+    }
+    if (!(w->slot = cairn__pipe_acquire(w->pipe)))
+        return cairn__err(err, -ENOMEM, "out of memory for a %u-byte staging buffer",
+                          CAIRN__PIPE_SLOT);
+    w->fill = 0;
+    return 0;
+}
+
+/* A full slot goes into the pipeline; the first one starts the stream. */
+static void writer_submit(cairn_blob_writer *w)
+{
+    if (!w->streaming) {
+        cairn__pipe_begin(w->pipe, w->fd, w->h, true);
+        w->streaming = true;
+    }
+    cairn__pipe_submit(w->pipe, w->fill, w->size - w->fill);
+    w->slot = NULL;
+    w->fill = 0;
+}
+
+/* Write out what is staged in memory and wait for the pipeline: afterwards
+ * the staged file holds all the bytes and w->h has hashed them all. */
+static int writer_flush(cairn_blob_writer *w, cairn_error *err)
+{
+    int r = 0;
+    if (w->streaming) {
+        if (w->slot)
+            writer_submit(w);
+        r = cairn__pipe_drain(w->pipe, NULL);
+        w->streaming = false;
+    } else if (w->slot) {
+        /* A small blob: hash and write it here, in one write(). */
+        cairn__sha256_update(w->h, w->slot, w->fill);
+        r = cairn__write_all(w->fd, w->slot, w->fill);
+        cairn__pipe_submit(w->pipe, 0, 0); /* release the slot */
+        w->slot = NULL;
+        w->fill = 0;
+    }
+    return r < 0 ? write_failed(w, r, err) : 0;
+}
+
 int cairn_blob_writer_write(cairn_blob_writer *w, const void *buf, size_t len, cairn_error *err)
 {
     if (w->failed)
         return cairn__err(err, w->failed, "blob writer: an earlier write failed");
-    cairn__sha256_update(w->h, buf, len);
-    int r = cairn__write_all(w->fd, buf, len);
-    if (r < 0) {
-        w->failed = r;
-        return cairn__err(err, r, "%s/tmp/%s: write: %m", w->st->path, w->s.tmpname);
-    }
-    w->size += len;
-    /* Start writeback of what is written so far, without waiting for it:
-     * the final fsync then has little left to do. */
-    if (w->size - w->wb_from >= WRITEBACK_STEP) {
-        sync_file_range(w->fd, (off_t)w->wb_from, (off_t)(w->size - w->wb_from),
-                        SYNC_FILE_RANGE_WRITE);
-        w->wb_from = w->size;
+    const char *p = buf;
+    while (len) {
+        int r = writer_slot(w, err);
+        if (r < 0)
+            return r;
+        size_t n = CAIRN__PIPE_SLOT - w->fill;
+        if (n > len)
+            n = len;
+        memcpy(w->slot + w->fill, p, n);
+        w->fill += n;
+        w->size += n;
+        p += n;
+        len -= n;
+        if (w->fill == CAIRN__PIPE_SLOT)
+            writer_submit(w);
     }
     return 0;
+}
+
+/* Read fd to its end straight into the writer's slots. */
+static int writer_read_fd(cairn_blob_writer *w, int fd, cairn_error *err)
+{
+    if (w->failed)
+        return cairn__err(err, w->failed, "blob writer: an earlier write failed");
+    for (;;) {
+        int r = writer_slot(w, err);
+        if (r < 0)
+            return r;
+        ssize_t n = read(fd, w->slot + w->fill, CAIRN__PIPE_SLOT - w->fill);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return cairn__err(err, -errno, "blob put: read the input: %m");
+        }
+        if (n == 0)
+            return 0;
+        w->fill += (size_t)n;
+        w->size += (uint64_t)n;
+        if (w->fill == CAIRN__PIPE_SLOT)
+            writer_submit(w);
+    }
 }
 
 /* Finish the staged file: digest, checks. On success the staged entry in
@@ -345,6 +446,9 @@ static int writer_finish(cairn_blob_writer *w, cairn_error *err)
 {
     if (w->failed)
         return cairn__err(err, w->failed, "blob writer: an earlier write failed");
+    int r = writer_flush(w, err);
+    if (r < 0)
+        return r;
     cairn__sha256_final(w->h, w->s.digest);
     w->s.size = w->size;
     if (w->expected_size >= 0 && w->size != (uint64_t)w->expected_size)
@@ -357,7 +461,7 @@ static int writer_finish(cairn_blob_writer *w, cairn_error *err)
         return cairn__err(err, CAIRN_E_MISMATCH,
                           "blob %s: the data's digest is %s (%llu bytes); nothing was stored",
                           w->expected, w->s.digest, (unsigned long long)w->size);
-    int r = find_layer(w->st, w->s.digest, NULL, err);
+    r = find_layer(w->st, w->s.digest, NULL, err);
     if (r >= 0)
         w->s.present = true;
     else if (r != -ENOENT)
@@ -489,33 +593,21 @@ void cairn_blob_writer_free(cairn_blob_writer *w)
 {
     if (!w)
         return;
+    if (w->pipe) {
+        /* Nothing may still be writing to the file when it goes away. */
+        if (w->slot)
+            cairn__pipe_submit(w->pipe, 0, 0);
+        if (w->streaming)
+            cairn__pipe_drain(w->pipe, NULL);
+        if (w->own_pipe)
+            cairn__pipe_free(w->pipe);
+    }
     if (w->fd >= 0)
         close(w->fd);
     unstage(w->st, &w->s);
     staged_clear(&w->s);
     cairn__sha256_free(w->h);
     free(w);
-}
-
-/* Stream fd into the writer in CHUNK pieces. */
-static int writer_copy_fd(cairn_blob_writer *w, int fd, cairn_error *err)
-{
-    _cleanup_free_ char *buf = malloc(CHUNK);
-    if (!buf)
-        return cairn__err(err, -ENOMEM, "out of memory");
-    for (;;) {
-        ssize_t n = read(fd, buf, CHUNK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return cairn__err(err, -errno, "blob put: read the input: %m");
-        }
-        if (n == 0)
-            return 0;
-        int r = cairn_blob_writer_write(w, buf, (size_t)n, err);
-        if (r < 0)
-            return r;
-    }
 }
 
 int cairn_blob_put_fd(cairn_state *st, int fd, const cairn_blob_put_options *opts,
@@ -525,7 +617,7 @@ int cairn_blob_put_fd(cairn_state *st, int fd, const cairn_blob_put_options *opt
     int r = cairn_blob_writer_new(&w, st, opts, err);
     if (r < 0)
         return r;
-    r = writer_copy_fd(w, fd, err);
+    r = writer_read_fd(w, fd, err);
     if (r == 0)
         r = cairn_blob_writer_commit(w, out_digest, err);
     cairn_blob_writer_free(w);
@@ -550,6 +642,7 @@ int cairn_blob_put_buf(cairn_state *st, const void *buf, size_t len,
 
 struct cairn_blob_batch {
     cairn_state *st;
+    cairn__pipe *pipe; /* shared by its writers, one after the other */
     staged *items;
     size_t n, cap;
 };
@@ -563,6 +656,10 @@ int cairn_blob_batch_new(cairn_blob_batch **out, cairn_state *st, cairn_error *e
     if (!b)
         return cairn__err(err, -ENOMEM, "out of memory");
     b->st = st;
+    if (!(b->pipe = cairn__pipe_new())) {
+        free(b);
+        return cairn__err(err, -ENOMEM, "out of memory");
+    }
     *out = b;
     return 0;
 }
@@ -600,10 +697,10 @@ int cairn_blob_batch_put_fd(cairn_blob_batch *b, int fd, const cairn_blob_put_op
                             char *out_digest, cairn_error *err)
 {
     cairn_blob_writer *w = NULL;
-    int r = cairn_blob_writer_new(&w, b->st, opts, err);
+    int r = writer_new(&w, b->st, b->pipe, opts, err);
     if (r < 0)
         return r;
-    r = writer_copy_fd(w, fd, err);
+    r = writer_read_fd(w, fd, err);
     if (r == 0)
         r = batch_take(b, w, out_digest, err);
     cairn_blob_writer_free(w);
@@ -615,7 +712,7 @@ int cairn_blob_batch_put_buf(cairn_blob_batch *b, const void *buf, size_t len,
                              cairn_error *err)
 {
     cairn_blob_writer *w = NULL;
-    int r = cairn_blob_writer_new(&w, b->st, opts, err);
+    int r = writer_new(&w, b->st, b->pipe, opts, err);
     if (r < 0)
         return r;
     r = cairn_blob_writer_write(w, buf, len, err);
@@ -660,6 +757,7 @@ void cairn_blob_batch_free(cairn_blob_batch *b)
         staged_clear(&b->items[i]);
     }
     free(b->items);
+    cairn__pipe_free(b->pipe);
     free(b);
 }
 

@@ -1,0 +1,51 @@
+/* ingest-private.h: the pipeline that stages large blobs (lib/ingest.c).
+ *
+ * A stream of bytes is cut into slots of CAIRN__PIPE_SLOT bytes. The caller
+ * fills a slot and submits it; one thread hashes the slots in order while
+ * another writes them to the staging file at their offsets, with O_DIRECT
+ * when the filesystem allows it. Reading the input, hashing and writing then
+ * overlap, and the written data does not pass through the page cache.
+ *
+ * One stream at a time: begin, (acquire, fill, submit)..., drain. A pipeline
+ * can carry many streams one after the other (a batch keeps one). The hash
+ * context passed to begin is updated by the hashing thread only between
+ * begin and drain; after drain it belongs to the caller again.
+ *
+ * Durability is the caller's business: the pipeline writes, it never syncs
+ * (O_DIRECT puts the bytes on the device, not necessarily past its cache).
+ */
+#ifndef CAIRN_INGEST_PRIVATE_H
+#define CAIRN_INGEST_PRIVATE_H
+
+#include "cairn-private.h"
+
+#define CAIRN__PIPE_SLOT  (4u << 20)
+#define CAIRN__PIPE_SLOTS 4
+/* Offsets, lengths and buffers of O_DIRECT writes are multiples of this. */
+#define CAIRN__DIO_ALIGN 4096u
+
+typedef struct cairn__pipe cairn__pipe;
+
+/* A pipeline; its memory and threads come on first use. NULL: no memory. */
+CAIRN_INTERNAL cairn__pipe *cairn__pipe_new(void);
+/* Waits for what is in flight, stops the threads. NULL is fine. */
+CAIRN_INTERNAL void cairn__pipe_free(cairn__pipe *p);
+
+/* Start a stream into fd, hashed into h (NULL: the caller hashes). With
+ * `direct`, whole aligned blocks go to the file with O_DIRECT. The previous
+ * stream must be drained. */
+CAIRN_INTERNAL void cairn__pipe_begin(cairn__pipe *p, int fd, cairn__sha256 *h, bool direct);
+/* A free slot of CAIRN__PIPE_SLOT bytes (aligned) for the caller to fill,
+ * waiting for one if need be; NULL when out of memory or threads. */
+CAIRN_INTERNAL char *cairn__pipe_acquire(cairn__pipe *p);
+/* Hand the acquired slot over: hash its `len` bytes and write them at `off`.
+ * len may be short only for the stream's last slot; 0 releases the slot. */
+CAIRN_INTERNAL void cairn__pipe_submit(cairn__pipe *p, size_t len, uint64_t off);
+/* Wait until every submitted slot is hashed and written. Returns 0 or the
+ * first write error of the stream (-errno); *direct (may be NULL) tells
+ * whether any O_DIRECT write went through. */
+CAIRN_INTERNAL int cairn__pipe_drain(cairn__pipe *p, bool *direct);
+/* The first write error so far (-errno) or 0, without waiting. */
+CAIRN_INTERNAL int cairn__pipe_error(cairn__pipe *p);
+
+#endif
