@@ -416,28 +416,40 @@ int cairn_blob_writer_write(cairn_blob_writer *w, const void *buf, size_t len, c
     return 0;
 }
 
-/* Read fd to its end straight into the writer's slots. */
-static int writer_read_fd(cairn_blob_writer *w, int fd, cairn_error *err)
+int64_t cairn_blob_writer_write_fd(cairn_blob_writer *w, int fd, uint64_t max, cairn_error *err)
 {
     if (w->failed)
         return cairn__err(err, w->failed, "blob writer: an earlier write failed");
-    for (;;) {
+    uint64_t done = 0;
+    while (!max || done < max) {
         int r = writer_slot(w, err);
         if (r < 0)
             return r;
-        ssize_t n = read(fd, w->slot + w->fill, CAIRN__PIPE_SLOT - w->fill);
+        size_t room = CAIRN__PIPE_SLOT - w->fill;
+        if (max && max - done < room)
+            room = (size_t)(max - done);
+        ssize_t n = read(fd, w->slot + w->fill, room);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return cairn__err(err, -errno, "blob put: read the input: %m");
+            return cairn__err(err, -errno, "read the input: %m");
         }
         if (n == 0)
-            return 0;
+            break;
         w->fill += (size_t)n;
         w->size += (uint64_t)n;
+        done += (uint64_t)n;
         if (w->fill == CAIRN__PIPE_SLOT)
             writer_submit(w);
     }
+    return (int64_t)done;
+}
+
+/* Read fd to its end straight into the writer's slots. */
+static int writer_read_fd(cairn_blob_writer *w, int fd, cairn_error *err)
+{
+    int64_t n = cairn_blob_writer_write_fd(w, fd, 0, err);
+    return n < 0 ? (int)n : 0;
 }
 
 /* Finish the staged file: digest, checks. On success the staged entry in
