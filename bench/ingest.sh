@@ -27,6 +27,8 @@
 #          $TMPDIR/cairn-bench-ingest); needs ~4 GiB free.
 #   --only: comma-separated subset of: big,mid,small,tiny
 #   CAIRN=path/to/cairn uses that binary instead of building build-bench/.
+#   BASELINE=path/to/other/cairn measures that one too, in the same run (for
+#   a before/after table: e.g. a release build of an earlier commit).
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,10 +91,12 @@ mkdir -p "$results"
 measure() {
     local name=$1 files=$2 cmd=$3
     local prep="rm -rf out && mkdir out && cat $files >/dev/null && sync && sleep $settle"
+    local bin=$CAIRN
+    case "$name" in *-baseline) bin=$BASELINE ;; esac
     case "$cmd" in
-        *CAIRN*) prep="rm -rf out && $CAIRN init out >/dev/null && cat $files >/dev/null && sync && sleep $settle" ;;
+        *CAIRN*) prep="rm -rf out && $bin init out >/dev/null && cat $files >/dev/null && sync && sleep $settle" ;;
     esac
-    cmd=${cmd//CAIRN/$CAIRN}
+    cmd=${cmd//CAIRN/$bin}
     hyperfine --style none --runs "$runs" --shell bash --prepare "$prep" \
         --export-json "$results/$name.json" "$cmd" >/dev/null 2>"$results/$name.err" || {
         echo "ingest.sh: '$cmd' failed:" >&2; cat "$results/$name.err" >&2; exit 1; }
@@ -109,6 +113,7 @@ for w in big mid small tiny; do
 done
 
 echo "measuring (runs=$runs, settle=${settle}s); this takes a few minutes ..." >&2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$results/load"
 openssl speed -evp sha256 -bytes 1048576 -seconds 3 2>/dev/null \
     | awk '/^sha256/ {v=$2; sub(/k$/, "", v); print v * 1000}' >"$results/speed"
 
@@ -117,6 +122,9 @@ for w in "${wanted[@]}"; do
     f=${wl_files[$w]}
     [ -n "$f" ] || { echo "ingest.sh: unknown workload '$w'" >&2; exit 2; }
     measure "$w-cairn" "$f" "CAIRN -C out blob put $f >/dev/null"
+    if [ -n "${BASELINE:-}" ]; then
+        measure "$w-baseline" "$f" "CAIRN -C out blob put $f >/dev/null"
+    fi
     measure "$w-sha256" "$f" "openssl dgst -sha256 $f >/dev/null"
     measure "$w-sumcp" "$f" "sha256sum $f >/dev/null && cp $f out/"
     # The disk: the same number of bytes, durably, into one file.
@@ -126,6 +134,7 @@ for w in "${wanted[@]}"; do
     fi
 done
 rm -rf out
+echo "after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/load"
 
 # ---- table -------------------------------------------------------------------
 python3 - "$results" "$only" "${wl_bytes[big]}" "${wl_bytes[mid]}" "${wl_bytes[small]}" \
@@ -144,6 +153,20 @@ def med(name):
         return None
     return statistics.median(json.load(open(p))["results"][0]["times"])
 
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+def load():
+    return "; ".join(l.strip() for l in open(os.path.join(res, "load")))
+
+def spread(name):
+    p = os.path.join(res, name + ".json")
+    t = json.load(open(p))["results"][0]["times"]
+    return f"{min(t):.3f}-{max(t):.3f}"
+
 def mbs(b, t):
     return b / t / 1e6
 
@@ -152,6 +175,7 @@ dd = {w: med(w + "-dd") for w in size}
 ddd = {w: med(w + "-dddirect") for w in size}
 big_cairn = med("big-cairn")
 
+print(f"machine: {os.cpu_count()} cpus, {cpu_model()}; {load()}")
 print(f"openssl speed -evp sha256 (1 MiB blocks, one core): {speed / 1e6:.0f} MB/s")
 for w in ("big", "tiny"):
     if dd[w]:
@@ -180,6 +204,22 @@ for w in ("big", "mid", "small", "tiny"):
            f"{ts / t:.0%}", f"{tc:.3f}", f"{t / tc:.2f}x", f"{vs_dd:.0%}", f"{vs_ddd:.0%}",
            f"{per:.0f}" if w != "big" else "-")
     print("  ".join(f"{c:>12}" for c in row))
+print()
+print("spread of the runs (min-max seconds):")
+for w in ("big", "mid", "small", "tiny"):
+    if w in only:
+        names = ["cairn", "baseline", "sha256", "sumcp"] + (["dd", "dddirect"] if dd.get(w) else [])
+        print(f"  {label[w]:>16}: " + ", ".join(
+            f"{n} {spread(w + '-' + n)}" for n in names if med(w + "-" + n) is not None))
+if any(med(w + "-baseline") is not None for w in size):
+    print()
+    print("baseline (BASELINE binary), same data, same run:")
+    for w in ("big", "mid", "small", "tiny"):
+        if w in only and med(w + "-baseline") is not None:
+            t, tb, tc = med(w + "-cairn"), med(w + "-baseline"), med(w + "-sumcp")
+            print(f"  {label[w]:>16}: baseline {tb:.3f} s ({mbs(size[w], tb):.0f} MB/s, "
+                  f"{tb / tc:.2f}x sum+cp) -> cairn {t:.3f} s ({mbs(size[w], t):.0f} MB/s, "
+                  f"{t / tc:.2f}x sum+cp): {tb / t:.2f}x faster")
 print()
 print("cairn s: median wall time of `cairn blob put` (hash, stage, make durable, rename, record).")
 print("vs sha speed: cairn's rate / openssl speed; vs sha256: openssl dgst time / cairn time")

@@ -16,6 +16,12 @@
  * page-cache pages are expensive (a VM whose free memory is handed back to
  * the host) the copy into the page cache costs more than the disk write.
  *
+ * Streams follow one another: the caller may start the next one once the
+ * previous one is hashed, while its writes are still in flight; a stream
+ * handed off carries its fd, which the writing thread closes after the
+ * stream's last write. Write errors are kept (the first one, with its
+ * stream) until drain reports them; after one, later writes are skipped.
+ *
  * Without threads (pthread_create failed) submit does the work inline.
  */
 #include "ingest-private.h"
@@ -29,6 +35,12 @@ typedef struct slot {
     char *buf;
     size_t len;
     uint64_t off;
+    int fd;
+    cairn__sha256 *h;
+    bool direct;
+    bool first;    /* the stream's first slot: the fd's flags are unknown */
+    bool close_fd; /* a marker: close fd after the stream's writes */
+    unsigned stream;
     unsigned state; /* 0 free, else FILLING or NEED_* bits */
 } slot;
 
@@ -38,16 +50,22 @@ struct cairn__pipe {
     slot slots[CAIRN__PIPE_SLOTS];
     unsigned fill, hash_next, write_next; /* ring positions */
     bool stop;
-    bool threads; /* started */
+    bool threads;   /* started */
     bool nothreads; /* could not start: work inline */
     pthread_t hasher, writer;
-    /* the stream */
+    /* the stream being filled */
     int fd;
     cairn__sha256 *h;
-    bool direct;     /* O_DIRECT still wanted */
-    bool fd_direct;  /* fd has O_DIRECT set */
-    bool did_direct; /* an O_DIRECT write went through */
-    int err;
+    bool direct;
+    bool first;
+    unsigned stream;
+    /* the writing side */
+    int wfd;            /* the fd whose flags wfd_direct tells */
+    bool wfd_direct;
+    bool no_direct;     /* the filesystem refused O_DIRECT: stop asking */
+    bool did_direct;    /* an O_DIRECT write went through */
+    int err;            /* first write error: sticky, later writes are skipped */
+    unsigned err_stream;
 };
 
 cairn__pipe *cairn__pipe_new(void)
@@ -65,17 +83,25 @@ cairn__pipe *cairn__pipe_new(void)
         return NULL;
     }
     p->fd = -1;
+    p->wfd = -1;
     return p;
 }
 
-static bool set_direct(cairn__pipe *p, bool on)
+static bool set_direct(cairn__pipe *p, int fd, bool on)
 {
-    if (p->fd_direct == on)
+    if (p->wfd != fd) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0)
+            return false;
+        p->wfd = fd;
+        p->wfd_direct = (fl & O_DIRECT) != 0;
+    }
+    if (p->wfd_direct == on)
         return true;
-    int fl = fcntl(p->fd, F_GETFL);
-    if (fl < 0 || fcntl(p->fd, F_SETFL, on ? (fl | O_DIRECT) : (fl & ~O_DIRECT)) < 0)
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, on ? (fl | O_DIRECT) : (fl & ~O_DIRECT)) < 0)
         return false;
-    p->fd_direct = on;
+    p->wfd_direct = on;
     return true;
 }
 
@@ -85,27 +111,32 @@ static bool aligned(const char *buf, size_t len, uint64_t off)
 }
 
 /* Write one slot's bytes at their offset; 0 or -errno. Runs in the writing
- * thread (or inline); only this touches the fd's flags during a stream. */
-static int slot_write(cairn__pipe *p, const char *buf, size_t len, uint64_t off)
+ * thread (or inline); only this touches the fds' flags. */
+static int slot_write(cairn__pipe *p, const slot *s)
 {
+    const char *buf = s->buf;
+    size_t len = s->len;
+    uint64_t off = s->off;
     size_t whole = len - len % CAIRN__DIO_ALIGN;
-    if (p->direct && whole && aligned(buf, whole, off)) {
-        if (!set_direct(p, true)) {
-            p->direct = false; /* the filesystem does not do O_DIRECT */
+    if (s->first)
+        p->wfd = -1; /* a new stream: its fd may reuse an old number */
+    if (s->direct && !p->no_direct && whole && aligned(buf, whole, off)) {
+        if (!set_direct(p, s->fd, true)) {
+            p->no_direct = true; /* the filesystem does not do O_DIRECT */
         } else {
             while (whole) {
-                ssize_t n = pwrite(p->fd, buf, whole, (off_t)off);
+                ssize_t n = pwrite(s->fd, buf, whole, (off_t)off);
                 if (n < 0 && errno == EINTR)
                     continue;
-                if (n < 0 && errno == EINVAL && !p->did_direct) {
-                    p->direct = false; /* alignment the device does not take */
+                if (n < 0 && errno == EINVAL && !__atomic_load_n(&p->did_direct, __ATOMIC_RELAXED)) {
+                    p->no_direct = true; /* alignment the device does not take */
                     break;
                 }
                 if (n < 0)
                     return -errno;
                 if (n == 0)
                     return -EIO;
-                p->did_direct = true;
+                __atomic_store_n(&p->did_direct, true, __ATOMIC_RELAXED);
                 buf += n, len -= (size_t)n, off += (uint64_t)n, whole -= (size_t)n;
                 if (whole && !aligned(buf, whole, off))
                     break; /* a short write left us unaligned: the rest buffered */
@@ -114,11 +145,11 @@ static int slot_write(cairn__pipe *p, const char *buf, size_t len, uint64_t off)
     }
     if (!len)
         return 0;
-    if (!set_direct(p, false))
+    if (!set_direct(p, s->fd, false))
         return -errno;
     uint64_t start = off;
     while (len) {
-        ssize_t n = pwrite(p->fd, buf, len, (off_t)off);
+        ssize_t n = pwrite(s->fd, buf, len, (off_t)off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -128,8 +159,21 @@ static int slot_write(cairn__pipe *p, const char *buf, size_t len, uint64_t off)
         buf += n, len -= (size_t)n, off += (uint64_t)n;
     }
     /* Start writeback now so that the final sync has little left to do. */
-    sync_file_range(p->fd, (off_t)start, (off_t)(off - start), SYNC_FILE_RANGE_WRITE);
+    sync_file_range(s->fd, (off_t)start, (off_t)(off - start), SYNC_FILE_RANGE_WRITE);
     return 0;
+}
+
+/* The writing side of one slot: write it (unless an earlier write failed)
+ * or, for a marker, close its fd. Called without the lock. */
+static int slot_do_write(cairn__pipe *p, const slot *s, bool skip)
+{
+    if (s->close_fd) {
+        if (p->wfd == s->fd)
+            p->wfd = -1;
+        close(s->fd);
+        return 0;
+    }
+    return skip ? 0 : slot_write(p, s);
 }
 
 static void *hash_main(void *arg)
@@ -142,10 +186,9 @@ static void *hash_main(void *arg)
             pthread_cond_wait(&p->cv, &p->mu);
         if (!(s->state & NEED_HASH))
             break; /* stopping, and nothing left */
-        cairn__sha256 *h = p->h;
         pthread_mutex_unlock(&p->mu);
-        if (h)
-            cairn__sha256_update(h, s->buf, s->len);
+        if (s->h && s->len)
+            cairn__sha256_update(s->h, s->buf, s->len);
         pthread_mutex_lock(&p->mu);
         s->state &= ~(unsigned)NEED_HASH;
         p->hash_next = (p->hash_next + 1) % CAIRN__PIPE_SLOTS;
@@ -167,10 +210,12 @@ static void *write_main(void *arg)
             break;
         bool skip = p->err != 0;
         pthread_mutex_unlock(&p->mu);
-        int r = skip ? 0 : slot_write(p, s->buf, s->len, s->off);
+        int r = slot_do_write(p, s, skip);
         pthread_mutex_lock(&p->mu);
-        if (r < 0 && !p->err)
+        if (r < 0 && !p->err) {
             p->err = r;
+            p->err_stream = s->stream;
+        }
         s->state &= ~(unsigned)NEED_WRITE;
         p->write_next = (p->write_next + 1) % CAIRN__PIPE_SLOTS;
         pthread_cond_broadcast(&p->cv);
@@ -201,17 +246,15 @@ static void start_threads(cairn__pipe *p)
     p->nothreads = !ok;
 }
 
-void cairn__pipe_begin(cairn__pipe *p, int fd, cairn__sha256 *h, bool direct)
+unsigned cairn__pipe_begin(cairn__pipe *p, int fd, cairn__sha256 *h, bool direct)
 {
-    pthread_mutex_lock(&p->mu);
     p->fd = fd;
     p->h = h;
     p->direct = direct;
-    int fl = fcntl(fd, F_GETFL);
-    p->fd_direct = fl >= 0 && (fl & O_DIRECT);
-    p->did_direct = false;
-    p->err = 0;
-    pthread_mutex_unlock(&p->mu);
+    p->first = true;
+    if (++p->stream == 0)
+        p->stream = 1;
+    return p->stream;
 }
 
 char *cairn__pipe_acquire(cairn__pipe *p)
@@ -231,57 +274,103 @@ char *cairn__pipe_acquire(cairn__pipe *p)
     return s->buf;
 }
 
-void cairn__pipe_submit(cairn__pipe *p, size_t len, uint64_t off)
+/* Hand slot `fill` (acquired, or free for a marker) to the threads. */
+static void submit(cairn__pipe *p, size_t len, uint64_t off, bool close_fd)
 {
     slot *s = &p->slots[p->fill];
-    if (len == 0) {
-        pthread_mutex_lock(&p->mu);
-        s->state = 0;
-        pthread_mutex_unlock(&p->mu);
-        return;
-    }
     if (!p->threads && !p->nothreads)
         start_threads(p);
     if (p->nothreads) {
-        if (p->h)
-            cairn__sha256_update(p->h, s->buf, len);
-        int r = p->err ? 0 : slot_write(p, s->buf, len, off);
+        slot tmp = {.buf = s->buf, .len = len, .off = off, .fd = p->fd, .h = p->h,
+                    .direct = p->direct, .first = p->first, .close_fd = close_fd,
+                    .stream = p->stream};
+        p->first = false;
+        if (tmp.h && len && !close_fd)
+            cairn__sha256_update(tmp.h, tmp.buf, len);
+        int r = slot_do_write(p, &tmp, p->err != 0);
         pthread_mutex_lock(&p->mu);
-        if (r < 0 && !p->err)
+        if (r < 0 && !p->err) {
             p->err = r;
+            p->err_stream = p->stream;
+        }
         s->state = 0;
         pthread_mutex_unlock(&p->mu);
         return;
     }
     pthread_mutex_lock(&p->mu);
-    s->len = len;
+    s->len = close_fd ? 0 : len;
     s->off = off;
+    s->fd = p->fd;
+    s->h = p->h;
+    s->direct = p->direct;
+    s->first = p->first;
+    p->first = false;
+    s->close_fd = close_fd;
+    s->stream = p->stream;
     s->state = NEED_HASH | NEED_WRITE;
     p->fill = (p->fill + 1) % CAIRN__PIPE_SLOTS;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
-int cairn__pipe_drain(cairn__pipe *p, bool *direct)
+void cairn__pipe_submit(cairn__pipe *p, size_t len, uint64_t off)
+{
+    if (len == 0) {
+        pthread_mutex_lock(&p->mu);
+        p->slots[p->fill].state = 0;
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    submit(p, len, off, false);
+}
+
+void cairn__pipe_handoff(cairn__pipe *p)
+{
+    /* The marker takes a slot of its own: wait for it to be free. */
+    pthread_mutex_lock(&p->mu);
+    slot *s = &p->slots[p->fill];
+    while (s->state != 0)
+        pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    submit(p, 0, 0, true);
+    p->fd = -1;
+}
+
+void cairn__pipe_wait_hashed(cairn__pipe *p)
+{
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < CAIRN__PIPE_SLOTS; i++)
+        while (p->slots[i].state & NEED_HASH)
+            pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    p->h = NULL;
+}
+
+int cairn__pipe_drain(cairn__pipe *p, unsigned *stream)
 {
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < CAIRN__PIPE_SLOTS; i++)
         while (p->slots[i].state & (NEED_HASH | NEED_WRITE))
             pthread_cond_wait(&p->cv, &p->mu);
     int r = p->err;
-    if (direct)
-        *direct = p->did_direct;
+    if (stream)
+        *stream = p->err_stream;
+    pthread_mutex_unlock(&p->mu);
     p->h = NULL;
+    return r;
+}
+
+int cairn__pipe_error(cairn__pipe *p, unsigned stream)
+{
+    pthread_mutex_lock(&p->mu);
+    int r = p->err_stream == stream ? p->err : 0;
     pthread_mutex_unlock(&p->mu);
     return r;
 }
 
-int cairn__pipe_error(cairn__pipe *p)
+bool cairn__pipe_direct_used(cairn__pipe *p)
 {
-    pthread_mutex_lock(&p->mu);
-    int r = p->err;
-    pthread_mutex_unlock(&p->mu);
-    return r;
+    return __atomic_load_n(&p->did_direct, __ATOMIC_RELAXED);
 }
 
 void cairn__pipe_free(cairn__pipe *p)

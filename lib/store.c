@@ -199,6 +199,10 @@ int cairn_blob_list(cairn_state *st, const char *media_type, cairn_blob_fn fn, v
 
 /* ---- staging ---------------------------------------------------------- */
 
+/* In a batch, blobs from this size up are written by the pipeline's thread
+ * while the caller goes on with the next one. */
+#define ASYNC_MIN (64u << 10)
+
 typedef struct staged {
     char tmpname[96];
     char digest[CAIRN_DIGEST_LEN + 1];
@@ -206,6 +210,7 @@ typedef struct staged {
     char *media_type;
     char **labels;
     bool present; /* already in the state: nothing to publish but labels */
+    unsigned stream; /* its stream in the batch's pipeline, 0 if none */
 } staged;
 
 static void staged_clear(staged *s)
@@ -349,7 +354,7 @@ static int writer_slot(cairn_blob_writer *w, cairn_error *err)
         w->own_pipe = true;
     }
     if (w->streaming) {
-        int r = cairn__pipe_error(w->pipe);
+        int r = cairn__pipe_error(w->pipe, w->s.stream);
         if (r < 0)
             return write_failed(w, r, err);
     }
@@ -364,7 +369,7 @@ static int writer_slot(cairn_blob_writer *w, cairn_error *err)
 static void writer_submit(cairn_blob_writer *w)
 {
     if (!w->streaming) {
-        cairn__pipe_begin(w->pipe, w->fd, w->h, true);
+        w->s.stream = cairn__pipe_begin(w->pipe, w->fd, w->h, true);
         w->streaming = true;
     }
     cairn__pipe_submit(w->pipe, w->fill, w->size - w->fill);
@@ -372,21 +377,42 @@ static void writer_submit(cairn_blob_writer *w)
     w->fill = 0;
 }
 
-/* Write out what is staged in memory and wait for the pipeline: afterwards
- * the staged file holds all the bytes and w->h has hashed them all. */
+/* Write out what is staged in memory; afterwards w->h has hashed all the
+ * bytes. A writer of its own waits for the writes (the file is synced
+ * next). A batch's writer hands its fd to the pipeline instead, which
+ * finishes the writes in the background while the next blob is read and
+ * closes the fd; the batch waits for them before its sync. */
 static int writer_flush(cairn_blob_writer *w, cairn_error *err)
 {
     int r = 0;
+    bool batch = !w->own_pipe;
     if (w->streaming) {
         if (w->slot)
             writer_submit(w);
-        r = cairn__pipe_drain(w->pipe, NULL);
         w->streaming = false;
+        if (batch) {
+            cairn__pipe_wait_hashed(w->pipe);
+            cairn__pipe_handoff(w->pipe);
+            w->fd = -1;
+            r = cairn__pipe_error(w->pipe, w->s.stream);
+        } else {
+            r = cairn__pipe_drain(w->pipe, NULL);
+        }
     } else if (w->slot) {
-        /* A small blob: hash and write it here, in one write(). */
+        /* A blob smaller than a slot: hashed here. */
         cairn__sha256_update(w->h, w->slot, w->fill);
-        r = cairn__write_all(w->fd, w->slot, w->fill);
-        cairn__pipe_submit(w->pipe, 0, 0); /* release the slot */
+        if (batch && w->fill >= ASYNC_MIN) {
+            /* Written in the background (through the page cache: for blobs
+             * this small O_DIRECT writes one after the other are slower). */
+            w->s.stream = cairn__pipe_begin(w->pipe, w->fd, NULL, false);
+            cairn__pipe_submit(w->pipe, w->fill, 0);
+            cairn__pipe_handoff(w->pipe);
+            w->fd = -1;
+        } else {
+            /* Smaller still: one write() here beats a hand-over. */
+            r = cairn__write_all(w->fd, w->slot, w->fill);
+            cairn__pipe_submit(w->pipe, 0, 0); /* release the slot */
+        }
         w->slot = NULL;
         w->fill = 0;
     }
@@ -606,11 +632,17 @@ void cairn_blob_writer_free(cairn_blob_writer *w)
     if (!w)
         return;
     if (w->pipe) {
-        /* Nothing may still be writing to the file when it goes away. */
+        /* The threads must be done with the hash context before it goes,
+         * and with the fd before it is closed (or they close it). */
         if (w->slot)
             cairn__pipe_submit(w->pipe, 0, 0);
-        if (w->streaming)
+        if (w->streaming && w->own_pipe) {
             cairn__pipe_drain(w->pipe, NULL);
+        } else if (w->streaming) {
+            cairn__pipe_wait_hashed(w->pipe);
+            cairn__pipe_handoff(w->pipe);
+            w->fd = -1;
+        }
         if (w->own_pipe)
             cairn__pipe_free(w->pipe);
     }
@@ -739,13 +771,24 @@ int cairn_blob_batch_commit(cairn_blob_batch *b, cairn_error *err)
     cairn_state *st = b->st;
     if (b->n == 0)
         return 0;
-    /* One sync for all the staged data, before any of it gets its name. */
+    /* The writes still in flight, then one sync for all the staged data,
+     * before any of it gets its name. */
+    unsigned bad = 0;
+    int r = cairn__pipe_drain(b->pipe, &bad);
+    if (r < 0) {
+        for (size_t i = 0; i < b->n; i++)
+            if (b->items[i].stream == bad)
+                return cairn__err(err, r, "blob %s: write %s/tmp/%s: %m; nothing was stored",
+                                  b->items[i].digest, st->path, b->items[i].tmpname);
+        return cairn__err(err, r, "%s/tmp: a write of this batch failed: %m; nothing was stored",
+                          st->path);
+    }
     int tfd = cairn__tmpfd(st, err);
     if (tfd < 0)
         return tfd;
     if (syncfs(tfd) < 0)
         return cairn__err(err, -errno, "%s: syncfs: %m", st->path);
-    int r = cairn__lock(st, false, err);
+    r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
     r = publish_files(st, b->items, b->n, err);

@@ -186,8 +186,11 @@ static void test_batch_mixed(void **unused)
     cairn_error t_err = {0};
     fixture f;
     fx_open(&f, "ingest-batch");
-    const size_t sizes[] = {4096, 0, 3 * SLOT + 5, 100, SLOT, 2 * SLOT + 4096, 3 * SLOT + 5};
-    const uint64_t seeds[] = {1, 2, 3, 4, 5, 6, 3}; /* the last repeats the third */
+    /* Small ones written by the caller, ones from 64 KiB written in the
+     * background, ones over a slot streamed, and a repeat. */
+    const size_t sizes[] = {4096,   0,     3 * SLOT + 5,    100,        SLOT,
+                            100000, 65536, 2 * SLOT + 4096, 3 * SLOT + 5, 300001};
+    const uint64_t seeds[] = {1, 2, 3, 4, 5, 6, 7, 8, 3, 10}; /* the 9th repeats the 3rd */
     unsigned char *bufs[CAIRN_ARRAY_SIZE(sizes)];
     char digests[CAIRN_ARRAY_SIZE(sizes)][CAIRN_DIGEST_LEN + 1];
     cairn_blob_batch *b = NULL;
@@ -211,7 +214,7 @@ static void test_batch_mixed(void **unused)
     }
     int added = cairn_blob_batch_commit(b, &t_err);
     T_OK(added);
-    assert_int_equal(added, 6);
+    assert_int_equal(added, 9);
     cairn_blob_batch_free(b);
     for (size_t i = 0; i < CAIRN_ARRAY_SIZE(sizes); i++) {
         assert_blob(f.st, f.root, digests[i], bufs[i], sizes[i]);
@@ -289,25 +292,33 @@ static void test_drop_mid_stream(void **unused)
 }
 
 /* The pipeline on its own: a write error (here: the fd is a pipe, which has
- * no offsets) comes back from drain and stops later writes; the next stream
- * starts clean; the hash covers every submitted byte in order. */
+ * no offsets) comes back from drain with the stream it hit, and stays; the
+ * hash covers every submitted byte in order; streams handed off have their
+ * fds closed by the pipeline once written. */
 static void test_pipe_errors_and_order(void **unused)
 {
     cairn__pipe *p = cairn__pipe_new();
     assert_non_null(p);
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
-    cairn__pipe_begin(p, pfd[1], NULL, true);
+    unsigned bad = cairn__pipe_begin(p, pfd[1], NULL, true);
     for (int i = 0; i < 3; i++) {
         char *s = cairn__pipe_acquire(p);
         assert_non_null(s);
         memset(s, 'x', SLOT);
         cairn__pipe_submit(p, SLOT, (uint64_t)i * SLOT);
     }
-    assert_int_equal(cairn__pipe_drain(p, NULL), -ESPIPE);
-    assert_int_equal(cairn__pipe_error(p), -ESPIPE);
+    unsigned which = 0;
+    assert_int_equal(cairn__pipe_drain(p, &which), -ESPIPE);
+    assert_int_equal(which, bad);
+    assert_int_equal(cairn__pipe_error(p, bad), -ESPIPE);
+    assert_int_equal(cairn__pipe_error(p, bad + 1), 0);
+    assert_int_equal(cairn__pipe_drain(p, NULL), -ESPIPE); /* it stays */
     close(pfd[0]);
     close(pfd[1]);
+    cairn__pipe_free(p);
+    p = cairn__pipe_new();
+    assert_non_null(p);
 
     char *dir = t_scratch("ingest-pipe");
     char *path = NULL;
@@ -326,8 +337,8 @@ static void test_pipe_errors_and_order(void **unused)
         memcpy(s, buf + o, n);
         cairn__pipe_submit(p, n, o);
     }
-    bool direct = false;
-    assert_int_equal(cairn__pipe_drain(p, &direct), 0);
+    assert_int_equal(cairn__pipe_drain(p, NULL), 0);
+    bool direct = cairn__pipe_direct_used(p);
     char got[CAIRN_DIGEST_LEN + 1], want[CAIRN_DIGEST_LEN + 1];
     cairn__sha256_final(h, got);
     cairn__sha256_buf(buf, len, want);
@@ -337,6 +348,47 @@ static void test_pipe_errors_and_order(void **unused)
     assert_int_equal(pread(fd, back, len, 0), (ssize_t)len);
     assert_memory_equal(back, buf, len);
     print_message("ingest pipeline: O_DIRECT %s on %s\n", direct ? "used" : "not available", dir);
+
+    /* Three streams one after the other, each handed off right after it is
+     * hashed: each file gets its bytes and its fd is closed by the pipeline. */
+    int fds[3];
+    for (int k = 0; k < 3; k++) {
+        char *q = NULL;
+        assert_true(asprintf(&q, "%s/g%d", dir, k) > 0);
+        fds[k] = open(q, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        assert_true(fds[k] >= 0);
+        free(q);
+        cairn__sha256 *hk = cairn__sha256_new();
+        assert_non_null(hk);
+        size_t n = (size_t)k * SLOT + 5000; /* 5000 bytes, then 1 and 2 slots and a bit */
+        cairn__pipe_begin(p, fds[k], hk, k != 1);
+        for (size_t o = 0; o < n; o += SLOT) {
+            char *s = cairn__pipe_acquire(p);
+            assert_non_null(s);
+            size_t m = n - o < SLOT ? n - o : SLOT;
+            memcpy(s, buf + o, m);
+            cairn__pipe_submit(p, m, o);
+        }
+        cairn__pipe_wait_hashed(p);
+        cairn__pipe_handoff(p);
+        cairn__sha256_final(hk, got);
+        cairn__sha256_buf(buf, n, want);
+        assert_string_equal(got, want);
+        cairn__sha256_free(hk);
+    }
+    assert_int_equal(cairn__pipe_drain(p, NULL), 0);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(fcntl(fds[k], F_GETFD), -1); /* closed by the pipeline */
+        char *q = NULL;
+        assert_true(asprintf(&q, "%s/g%d", dir, k) > 0);
+        int rfd = open(q, O_RDONLY | O_CLOEXEC);
+        assert_true(rfd >= 0);
+        size_t n = (size_t)k * SLOT + 5000;
+        assert_int_equal(pread(rfd, back, len, 0), (ssize_t)n);
+        assert_memory_equal(back, buf, n);
+        close(rfd);
+        free(q);
+    }
     free(back);
     free(buf);
     cairn__sha256_free(h);
@@ -373,16 +425,35 @@ static void test_disk_full(void **unused)
     cairn__sha256_buf(buf, len, digest);
     assert_int_equal(cairn_blob_exists(st, digest, &t_err), 0);
 
-    /* The same in a batch: the error names the blob's staging file. */
+    /* The same in a batch, whose writes finish in the background: the
+     * failure shows at the put or at the latest at the commit, which then
+     * stores nothing, naming the blob and its staging file. */
     cairn_blob_batch *b = NULL;
     T_OK(cairn_blob_batch_new(&b, st, &t_err));
-    assert_int_equal(cairn_blob_batch_put_buf(b, buf, len, NULL, NULL, &err), -ENOSPC);
-    /* ... and the batch's pipeline takes the next blob cleanly. */
     char small[CAIRN_DIGEST_LEN + 1];
-    T_OK(cairn_blob_batch_put_buf(b, buf, SLOT + 1, NULL, small, &t_err));
-    T_OK(cairn_blob_batch_commit(b, &t_err));
+    T_OK(cairn_blob_batch_put_buf(b, buf, 100000, NULL, small, &t_err));
+    r = cairn_blob_batch_put_buf(b, buf, len, NULL, NULL, &err);
+    if (r == 0) {
+        r = cairn_blob_batch_commit(b, &err);
+        assert_non_null(strstr(err.message, digest));
+        assert_non_null(strstr(err.message, "nothing was stored"));
+    }
+    assert_int_equal(r, -ENOSPC);
+    assert_non_null(strstr(err.message, "/tmp/"));
     cairn_blob_batch_free(b);
-    assert_blob(st, root, small, buf, SLOT + 1);
+    assert_int_equal(cairn_blob_exists(st, small, &t_err), 0);
+    assert_int_equal(cairn_blob_exists(st, digest, &t_err), 0);
+    assert_int_equal(count_tmp(root), 0);
+
+    /* With room again, a new batch stores what the failed one could not. */
+    T_OK(cairn_blob_batch_new(&b, st, &t_err));
+    T_OK(cairn_blob_batch_put_buf(b, buf, 100000, NULL, small, &t_err));
+    char mid[CAIRN_DIGEST_LEN + 1];
+    T_OK(cairn_blob_batch_put_buf(b, buf, SLOT + 1, NULL, mid, &t_err));
+    assert_int_equal(cairn_blob_batch_commit(b, &t_err), 2);
+    cairn_blob_batch_free(b);
+    assert_blob(st, root, small, buf, 100000);
+    assert_blob(st, root, mid, buf, SLOT + 1);
     assert_int_equal(count_tmp(root), 0);
 
     free(buf);
