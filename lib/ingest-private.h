@@ -41,6 +41,9 @@ CAIRN_INTERNAL char *cairn__pipe_acquire(cairn__pipe *p);
 /* Hand the acquired slot over: hash its `len` bytes and write them at `off`.
  * 0 releases the slot unused. */
 CAIRN_INTERNAL void cairn__pipe_submit(cairn__pipe *p, size_t len, uint64_t off);
+/* Submit the acquired slot as the stream's last and hand off the fd, as
+ * cairn__pipe_handoff() does (len 0: only the hand-off). */
+CAIRN_INTERNAL void cairn__pipe_submit_last(cairn__pipe *p, size_t len, uint64_t off);
 /* Wait until every submitted slot is hashed: the hash context is the
  * caller's again. Writes may still be in flight. */
 CAIRN_INTERNAL void cairn__pipe_wait_hashed(cairn__pipe *p);

@@ -39,7 +39,7 @@ typedef struct slot {
     cairn__sha256 *h;
     bool direct;
     bool first;    /* the stream's first slot: the fd's flags are unknown */
-    bool close_fd; /* a marker: close fd after the stream's writes */
+    bool close_fd; /* the stream's last: close fd after writing */
     unsigned stream;
     unsigned state; /* 0 free, else FILLING or NEED_* bits */
 } slot;
@@ -167,13 +167,13 @@ static int slot_write(cairn__pipe *p, const slot *s)
  * or, for a marker, close its fd. Called without the lock. */
 static int slot_do_write(cairn__pipe *p, const slot *s, bool skip)
 {
+    int r = skip || !s->len ? 0 : slot_write(p, s);
     if (s->close_fd) {
         if (p->wfd == s->fd)
             p->wfd = -1;
         close(s->fd);
-        return 0;
     }
-    return skip ? 0 : slot_write(p, s);
+    return r;
 }
 
 static void *hash_main(void *arg)
@@ -285,7 +285,7 @@ static void submit(cairn__pipe *p, size_t len, uint64_t off, bool close_fd)
                     .direct = p->direct, .first = p->first, .close_fd = close_fd,
                     .stream = p->stream};
         p->first = false;
-        if (tmp.h && len && !close_fd)
+        if (tmp.h && len)
             cairn__sha256_update(tmp.h, tmp.buf, len);
         int r = slot_do_write(p, &tmp, p->err != 0);
         pthread_mutex_lock(&p->mu);
@@ -298,7 +298,7 @@ static void submit(cairn__pipe *p, size_t len, uint64_t off, bool close_fd)
         return;
     }
     pthread_mutex_lock(&p->mu);
-    s->len = close_fd ? 0 : len;
+    s->len = len;
     s->off = off;
     s->fd = p->fd;
     s->h = p->h;
@@ -322,6 +322,17 @@ void cairn__pipe_submit(cairn__pipe *p, size_t len, uint64_t off)
         return;
     }
     submit(p, len, off, false);
+}
+
+void cairn__pipe_submit_last(cairn__pipe *p, size_t len, uint64_t off)
+{
+    if (len == 0) {
+        cairn__pipe_submit(p, 0, 0);
+        cairn__pipe_handoff(p);
+        return;
+    }
+    submit(p, len, off, true);
+    p->fd = -1;
 }
 
 void cairn__pipe_handoff(cairn__pipe *p)

@@ -387,15 +387,20 @@ static int writer_flush(cairn_blob_writer *w, cairn_error *err)
     int r = 0;
     bool batch = !w->own_pipe;
     if (w->streaming) {
-        if (w->slot)
-            writer_submit(w);
         w->streaming = false;
         if (batch) {
-            cairn__pipe_wait_hashed(w->pipe);
-            cairn__pipe_handoff(w->pipe);
+            if (w->slot)
+                cairn__pipe_submit_last(w->pipe, w->fill, w->size - w->fill);
+            else
+                cairn__pipe_handoff(w->pipe);
+            w->slot = NULL;
+            w->fill = 0;
             w->fd = -1;
+            cairn__pipe_wait_hashed(w->pipe);
             r = cairn__pipe_error(w->pipe, w->s.stream);
         } else {
+            if (w->slot)
+                writer_submit(w);
             r = cairn__pipe_drain(w->pipe, NULL);
         }
     } else if (w->slot) {
@@ -405,8 +410,7 @@ static int writer_flush(cairn_blob_writer *w, cairn_error *err)
             /* Written in the background (through the page cache: for blobs
              * this small O_DIRECT writes one after the other are slower). */
             w->s.stream = cairn__pipe_begin(w->pipe, w->fd, NULL, false);
-            cairn__pipe_submit(w->pipe, w->fill, 0);
-            cairn__pipe_handoff(w->pipe);
+            cairn__pipe_submit_last(w->pipe, w->fill, 0);
             w->fd = -1;
         } else {
             /* Smaller still: one write() here beats a hand-over. */
