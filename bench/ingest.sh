@@ -20,7 +20,9 @@
 # Every run starts in the same state: the previous output removed, the inputs
 # read once more (warm page cache; nothing is ever dropped from it), `sync`,
 # then a pause (--settle) so that freed blocks and pages have been returned
-# before the clock starts. Times are hyperfine medians of --runs runs.
+# before the clock starts. Each run is timed by hyperfine (which subtracts
+# the shell's start-up); the commands take turns, one run each per round, for
+# --runs rounds; the table shows medians and the spread.
 #
 # Usage: bench/ingest.sh [--runs N] [--settle SECONDS] [--dir DIR] [--only LIST]
 #   --dir: where inputs and outputs go (one filesystem; default
@@ -86,8 +88,9 @@ results=$dir/results
 rm -rf "$results" out
 mkdir -p "$results"
 
-# One hyperfine measurement: name, the files' glob (relative to $dir), command.
-# The prepare step removes the outputs, re-reads the inputs and settles.
+# One run under hyperfine: name, the files' glob (relative to $dir), command;
+# its time is appended to $results/NAME.times. The prepare step removes the
+# outputs, re-reads the inputs and settles.
 measure() {
     local name=$1 files=$2 cmd=$3
     local prep="rm -rf out && mkdir out && cat $files >/dev/null && sync && sleep $settle"
@@ -97,9 +100,11 @@ measure() {
         *CAIRN*) prep="rm -rf out && $bin init out >/dev/null && cat $files >/dev/null && sync && sleep $settle" ;;
     esac
     cmd=${cmd//CAIRN/$bin}
-    hyperfine --style none --runs "$runs" --shell bash --prepare "$prep" \
+    hyperfine --style none --runs 1 --shell bash --prepare "$prep" \
         --export-json "$results/$name.json" "$cmd" >/dev/null 2>"$results/$name.err" || {
         echo "ingest.sh: '$cmd' failed:" >&2; cat "$results/$name.err" >&2; exit 1; }
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["results"][0]["times"][0])' \
+        "$results/$name.json" >>"$results/$name.times"
 }
 
 declare -A wl_files wl_n wl_bytes
@@ -114,13 +119,19 @@ done
 
 echo "measuring (runs=$runs, settle=${settle}s); this takes a few minutes ..." >&2
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$results/load"
-openssl speed -evp sha256 -bytes 1048576 -seconds 3 2>/dev/null \
-    | awk '/^sha256/ {v=$2; sub(/k$/, "", v); print v * 1000}' >"$results/speed"
 
+# Round robin: every command once per round, so that a change in what else
+# the machine does lands on all of them alike.
 IFS=, read -ra wanted <<<"$only"
 for w in "${wanted[@]}"; do
+    [ -n "${wl_files[$w]:-}" ] || { echo "ingest.sh: unknown workload '$w'" >&2; exit 2; }
+done
+for ((round = 1; round <= runs; round++)); do
+  echo "  round $round of $runs" >&2
+  openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null \
+      | awk '/^sha256/ {v=$2; sub(/k$/, "", v); print v * 1000}' >>"$results/speed"
+  for w in "${wanted[@]}"; do
     f=${wl_files[$w]}
-    [ -n "$f" ] || { echo "ingest.sh: unknown workload '$w'" >&2; exit 2; }
     measure "$w-cairn" "$f" "CAIRN -C out blob put $f >/dev/null"
     if [ -n "${BASELINE:-}" ]; then
         measure "$w-baseline" "$f" "CAIRN -C out blob put $f >/dev/null"
@@ -132,6 +143,7 @@ for w in "${wanted[@]}"; do
         measure "$w-dd" "$f" "dd if=big of=out/dd bs=1M count=${wl_bytes[$w]} iflag=count_bytes conv=fsync status=none"
         measure "$w-dddirect" "$f" "dd if=big of=out/dd bs=4M count=${wl_bytes[$w]} iflag=count_bytes oflag=direct conv=fsync status=none"
     fi
+  done
 done
 rm -rf out
 echo "after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/load"
@@ -145,13 +157,17 @@ size = dict(zip(["big", "mid", "small", "tiny"], map(int, sys.argv[3:7])))
 count = {"big": 1, "mid": 100, "small": 10000, "tiny": 10000}
 label = {"big": "1 x 1 GiB", "mid": "100 x 10 MiB", "small": "10000 x 105 KiB",
          "tiny": "10000 x 4 KiB"}
-speed = float(open(os.path.join(res, "speed")).read())
+speed = statistics.median(float(l) for l in open(os.path.join(res, "speed")) if l.strip())
 
-def med(name):
-    p = os.path.join(res, name + ".json")
+def times(name):
+    p = os.path.join(res, name + ".times")
     if not os.path.exists(p):
         return None
-    return statistics.median(json.load(open(p))["results"][0]["times"])
+    return [float(l) for l in open(p) if l.strip()]
+
+def med(name):
+    t = times(name)
+    return statistics.median(t) if t else None
 
 def cpu_model():
     for line in open("/proc/cpuinfo"):
@@ -163,8 +179,7 @@ def load():
     return "; ".join(l.strip() for l in open(os.path.join(res, "load")))
 
 def spread(name):
-    p = os.path.join(res, name + ".json")
-    t = json.load(open(p))["results"][0]["times"]
+    t = times(name)
     return f"{min(t):.3f}-{max(t):.3f}"
 
 def mbs(b, t):
