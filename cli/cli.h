@@ -80,5 +80,11 @@ const char *cli_human(uint64_t bytes, char *buf, size_t size);
 /* Command tables of each file, NULL-name terminated. */
 extern const cli_command cli_state_commands[];
 extern const cli_command cli_blob_commands[];
+extern const cli_command cli_snapshot_commands[];
+extern const cli_command cli_image_commands[];
+extern const cli_command cli_record_commands[];
+extern const cli_command cli_lease_commands[];
+extern const cli_command cli_gc_commands[];
+extern const cli_command cli_volume_commands[];
 
 #endif

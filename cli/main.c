@@ -11,6 +11,12 @@
 static const cli_command *const tables[] = {
     cli_state_commands,
     cli_blob_commands,
+    cli_snapshot_commands,
+    cli_image_commands,
+    cli_record_commands,
+    cli_lease_commands,
+    cli_gc_commands,
+    cli_volume_commands,
 };
 
 static const cli_command *current;
@@ -32,8 +38,24 @@ static void help(FILE *f)
             "\n"
             "Commands:\n");
     for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
-        for (const cli_command *c = tables[t]; c->name; c++)
-            fprintf(f, "  %-22s %s\n", c->name, c->help);
+        for (const cli_command *c = tables[t]; c->name; c++) {
+            /* Wrap the help text at 80 columns, under its own column. */
+            fprintf(f, "  %-18s", c->name);
+            int col = 20;
+            for (const char *w = c->help; *w;) {
+                size_t n = strcspn(w, " ");
+                if (col + 1 + (int)n > 80 && col > 20) {
+                    fprintf(f, "\n%20s", "");
+                    col = 20;
+                }
+                fprintf(f, " %.*s", (int)n, w);
+                col += 1 + (int)n;
+                w += n;
+                while (*w == ' ')
+                    w++;
+            }
+            fputc('\n', f);
+        }
     fprintf(f, "\n"
                "Exit status: 0 success, 1 failure (the message names the object and the\n"
                "cause), 2 bad command line, 3 fsck found problems it did not repair.\n");

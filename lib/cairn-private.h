@@ -84,7 +84,8 @@ static inline int steal_fd(int *fd)
 /* Set err (when not NULL) to `code` and the formatted message; return code.
  * %m in fmt is expanded from -code when code is an errno value. */
 CAIRN_INTERNAL int cairn__err(cairn_error *err, int code, const char *fmt, ...) CAIRN_PRINTF(3, 4);
-/* Prefix an existing message: "prefix: old message". Returns err->code or code. */
+/* Prefix the message already in err: "prefix: old message", with `code` as
+ * the new code. Returns code. */
 CAIRN_INTERNAL int cairn__err_prefix(cairn_error *err, int code, const char *fmt, ...)
     CAIRN_PRINTF(3, 4);
 /* An error from SQLite on `db`, as CAIRN_E_DB (or -ENOSPC, -EROFS, ... where
@@ -205,7 +206,8 @@ struct cairn_state {
     int dirfd;
     unsigned flags;
     bool frozen;
-    bool readonly;   /* frozen or opened CAIRN_OPEN_READONLY */
+    bool readonly;   /* frozen, on a read-only filesystem, or opened CAIRN_OPEN_READONLY */
+    bool rofs;       /* the state directory is on a read-only filesystem */
     char id[CAIRN_STATE_ID_LEN + 1];
     unsigned format;
     cairn__layer *layers;

@@ -42,7 +42,10 @@ static const char *const migrations[] = {
     "  parent TEXT,"
     "  diff_id TEXT NOT NULL,"
     "  size INTEGER NOT NULL,"
-    "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    "  created INTEGER NOT NULL,"
+    /* digest of the canonical tar of the directory: diff_id, unless imported
+     * from a tar in another form; a function of the content, so any copy will do */
+    "  tar_digest TEXT NOT NULL DEFAULT '') WITHOUT ROWID;"
     "CREATE INDEX snapshots_parent ON snapshots(parent);"
     /* active snapshots and views: local, never merged */
     "CREATE TABLE active ("
@@ -51,6 +54,7 @@ static const char *const migrations[] = {
     "  parent TEXT,"
     "  label TEXT NOT NULL DEFAULT '',"
     "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX active_parent ON active(parent);"
     /* images: name -> manifest, last-writer-wins register */
     "CREATE TABLE images ("
     "  name TEXT PRIMARY KEY,"
@@ -65,7 +69,8 @@ static const char *const migrations[] = {
     "  kind TEXT NOT NULL,"
     "  created INTEGER NOT NULL,"
     "  PRIMARY KEY (key, result)) WITHOUT ROWID;"
-    "CREATE INDEX cache_results_result ON cache_results(result);"
+    "CREATE INDEX cache_results_result ON cache_results(result, kind);"
+    "CREATE INDEX cache_results_created ON cache_results(created);"
     /* cache links: union */
     "CREATE TABLE cache_links ("
     "  parent TEXT NOT NULL,"
@@ -83,7 +88,9 @@ static const char *const migrations[] = {
     "  last_used INTEGER NOT NULL,"
     "  hits INTEGER NOT NULL,"
     "  PRIMARY KEY (object, state)) WITHOUT ROWID;"
-    /* volumes: union of versions; current = newest (created, version) */
+    "CREATE INDEX usage_last_used ON usage(last_used);"
+    /* volumes: union of versions; current = newest (created, version);
+     * created in unix nanoseconds, max on merge */
     "CREATE TABLE volume_versions ("
     "  name TEXT NOT NULL,"
     "  version TEXT NOT NULL,"
@@ -124,6 +131,9 @@ static int exec_db(sqlite3 *db, const char *sql, cairn_error *err)
 
 int cairn__db_migrate(sqlite3 *db, const char *path, cairn_error *err)
 {
+    /* The common case, an up-to-date database, takes no write lock. */
+    if (cairn__db_schema(db) == CAIRN_SCHEMA_VERSION)
+        return 0;
     int r = exec_db(db, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;

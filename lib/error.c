@@ -97,14 +97,11 @@ int cairn__err_prefix(cairn_error *err, int code, const char *fmt, ...)
         return code;
     char old[CAIRN_ERROR_MESSAGE_MAX];
     memcpy(old, err->message, sizeof(old));
-    if (err->code == 0)
-        err->code = code;
-    int c = err->code;
     va_list ap;
     va_start(ap, fmt);
-    vset(err, c, old[0] ? old : NULL, fmt, ap);
+    vset(err, code, old[0] ? old : NULL, fmt, ap);
     va_end(ap);
-    return c;
+    return code;
 }
 
 int cairn__err_db(cairn_error *err, sqlite3 *db, int rc, const char *what)

@@ -22,4 +22,9 @@ CAIRN_INTERNAL void cairn__fsck_tick(cairn__fsck *f);
 CAIRN_INTERNAL int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name,
                                           const char *tag, cairn_error *err);
 
+/* Checkers of other modules, listed in fsck.c's checkers[]. */
+CAIRN_INTERNAL int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err);
+/* The images checker (lib/image.c), listed in fsck.c's checkers[]. */
+CAIRN_INTERNAL int cairn__fsck_images(cairn__fsck *f, cairn_error *err);
+
 #endif

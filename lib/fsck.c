@@ -14,6 +14,7 @@
  */
 #include "cairn-private.h"
 #include "fsck-private.h"
+#include "cache-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -139,7 +140,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
         _cleanup_close_ int fd = openat(bfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
             cairn__fsck_report(f, "blob", d, "missing", f->opts.repair ? "dropped row" : "",
-                               "recorded, but %s/blobs/sha256/%s is %s", st->path, hex,
+                               "recorded, but %s/blobs/sha256/%s: %s", st->path, hex,
                                strerror(errno));
             if (f->opts.repair)
                 r = delete_blob_row(st, d, err);
@@ -229,6 +230,11 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
 /* Checkers, in order. Modules add theirs here. */
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
+    cairn__fsck_snapshots,
+    cairn__fsck_images,
+    cairn__fsck_records,
+    cairn__fsck_leases,
+    cairn__fsck_volumes,
 };
 
 int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn, void *userdata,

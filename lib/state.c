@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #define IDENTITY_FILE "cairn-state"
 #define IDENTITY_MAX 4096
@@ -344,7 +345,7 @@ int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
     cairn__layer *l = &st->layers[i];
     if (l->db)
         return 0;
-    int mode = i > 0 || st->frozen ? CAIRN__DB_IMMUTABLE
+    int mode = i > 0 || st->frozen || st->rofs ? CAIRN__DB_IMMUTABLE
                : st->readonly      ? CAIRN__DB_RO
                                    : CAIRN__DB_RW;
     int r = cairn__db_open(l->db_path, mode, &l->db, err);
@@ -392,6 +393,8 @@ int cairn__check_writable(cairn_state *st, cairn_error *err)
         return cairn__err(err, CAIRN_E_FROZEN,
                           "%s: the state is frozen (read-only); stack a new state over it to write",
                           st->path);
+    if (st->rofs)
+        return cairn__err(err, -EROFS, "%s: the state is on a read-only file system", st->path);
     if (st->readonly)
         return cairn__err(err, -EROFS, "%s: the state was opened read-only", st->path);
     return 0;
@@ -511,6 +514,14 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     st->format = id.format;
     st->frozen = id.frozen;
     st->readonly = id.frozen || (flags & CAIRN_OPEN_READONLY);
+    /* On a read-only filesystem SQLite cannot create the WAL index, and
+     * nothing can change the database through this mount: read it as an
+     * immutable file, and refuse writes with a message saying why. */
+    struct statvfs vfs;
+    if (fstatvfs(st->dirfd, &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) {
+        st->rofs = true;
+        st->readonly = true;
+    }
 
     struct stat sb;
     if (fstatat(st->dirfd, id.database, &sb, 0) < 0) {

@@ -25,6 +25,7 @@
  * boot) or an unreferenced blob (reported by fsck, removed by gc).
  */
 #include "cairn-private.h"
+#include "cache-private.h"
 #include "ingest-private.h"
 
 #include <dirent.h>
@@ -210,8 +211,16 @@ typedef struct staged {
     char *media_type;
     char **labels;
     bool present; /* already in the state: nothing to publish but labels */
+    bool synced;  /* the staged file's data is durable */
     unsigned stream; /* its stream in the batch's pipeline, 0 if none */
 } staged;
+
+static void unstage(cairn_state *st, staged *s)
+{
+    if (s->tmpname[0] && st->tmpfd >= 0)
+        unlinkat(st->tmpfd, s->tmpname, 0);
+    s->tmpname[0] = 0;
+}
 
 static void staged_clear(staged *s)
 {
@@ -566,7 +575,13 @@ fail:
     return r;
 }
 
-/* Rename staged files into blobs/sha256 (EEXIST: the same bytes are there). */
+/* Publish staged files; called with the state lock held shared, so that no
+ * deleter runs between the presence check, the rename and the row. A blob
+ * already there (here or in a lower) is not published again: its staged copy
+ * is dropped. One that was not there is made durable (when not yet synced)
+ * and renamed into blobs/sha256; EEXIST means the same bytes are there, left
+ * without a row by an earlier crash or a racing writer: they were synced
+ * before they were renamed, so they are good. */
 static int publish_files(cairn_state *st, staged *s, size_t n, cairn_error *err)
 {
     int tfd = cairn__tmpfd(st, err);
@@ -577,9 +592,23 @@ static int publish_files(cairn_state *st, staged *s, size_t n, cairn_error *err)
         return bfd;
     bool renamed = false;
     for (size_t i = 0; i < n; i++) {
-        if (s[i].present || !s[i].tmpname[0])
+        if (!s[i].tmpname[0])
             continue;
-        int r = cairn__rename_noreplace(tfd, s[i].tmpname, bfd, cairn__digest_hex(s[i].digest));
+        int r = find_layer(st, s[i].digest, NULL, err);
+        if (r < 0 && r != -ENOENT)
+            return r;
+        s[i].present = r >= 0;
+        if (s[i].present) {
+            unstage(st, &s[i]);
+            continue;
+        }
+        if (!s[i].synced) {
+            r = cairn__fsync_at(tfd, s[i].tmpname);
+            if (r < 0)
+                return cairn__err(err, r, "blob %s: fsync: %m", s[i].digest);
+            s[i].synced = true;
+        }
+        r = cairn__rename_noreplace(tfd, s[i].tmpname, bfd, cairn__digest_hex(s[i].digest));
         if (r == -EEXIST) {
             unlinkat(tfd, s[i].tmpname, 0);
         } else if (r < 0) {
@@ -595,29 +624,29 @@ static int publish_files(cairn_state *st, staged *s, size_t n, cairn_error *err)
     return 0;
 }
 
-static void unstage(cairn_state *st, staged *s)
-{
-    if (s->tmpname[0] && st->tmpfd >= 0)
-        unlinkat(st->tmpfd, s->tmpname, 0);
-    s->tmpname[0] = 0;
-}
-
 int cairn_blob_writer_commit(cairn_blob_writer *w, char *out_digest, cairn_error *err)
 {
     cairn_state *st = w->st;
     int r = writer_finish(w, err);
     if (r < 0)
         goto out;
-    if (w->s.present) {
-        unstage(st, &w->s);
-    } else if (fsync(w->fd) < 0) {
-        r = cairn__err(err, -errno, "blob %s: fsync: %m", w->s.digest);
-        goto out;
+    /* Sync outside the lock; a blob that seemed present is synced under it
+     * only if it vanished in between (a racing remove). */
+    if (!w->s.present) {
+        if (fsync(w->fd) < 0) {
+            r = cairn__err(err, -errno, "blob %s: fsync: %m", w->s.digest);
+            goto out;
+        }
+        w->s.synced = true;
     }
     r = cairn__lock(st, false, err);
     if (r < 0)
         goto out;
     r = publish_files(st, &w->s, 1, err);
+    /* A put of a blob that is there counts as a use, so that a gc running
+     * now (which marks recent uses under its lock) keeps it. */
+    if (r == 0 && w->s.present)
+        r = cairn__usage_mark(st, "blob", w->s.digest, 0, err);
     if (r == 0 && (!w->s.present || w->s.labels))
         r = insert_rows(st, &w->s, 1, err);
     cairn__unlock(st);
@@ -658,11 +687,32 @@ void cairn_blob_writer_free(cairn_blob_writer *w)
     free(w);
 }
 
+/* With an expected digest that is already there (and no labels to add), a
+ * put need not read or write anything. */
+static int already_there(cairn_state *st, const cairn_blob_put_options *opts, char *out_digest,
+                         cairn_error *err)
+{
+    if (!opts || !opts->expected || opts->labels || opts_check(opts, err) < 0)
+        return 0;
+    int r = find_layer(st, opts->expected, NULL, err);
+    if (r < 0)
+        return r == -ENOENT ? 0 : r;
+    if (out_digest)
+        memcpy(out_digest, opts->expected, CAIRN_DIGEST_LEN + 1);
+    return 1;
+}
+
 int cairn_blob_put_fd(cairn_state *st, int fd, const cairn_blob_put_options *opts,
                       char *out_digest, cairn_error *err)
 {
+    int r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    r = already_there(st, opts, out_digest, err);
+    if (r != 0)
+        return r < 0 ? r : 0;
     cairn_blob_writer *w = NULL;
-    int r = cairn_blob_writer_new(&w, st, opts, err);
+    r = cairn_blob_writer_new(&w, st, opts, err);
     if (r < 0)
         return r;
     r = writer_read_fd(w, fd, err);
@@ -712,18 +762,15 @@ int cairn_blob_batch_new(cairn_blob_batch **out, cairn_state *st, cairn_error *e
     return 0;
 }
 
-/* Move a finished writer's staged entry into the batch (fd closed, no sync). */
+/* Move a finished writer's staged entry into the batch (fd closed, no sync:
+ * the batch syncs once). Blobs that seem present keep their staged copy
+ * until the commit checks again under the lock. */
 static int batch_take(cairn_blob_batch *b, cairn_blob_writer *w, char *out_digest,
                       cairn_error *err)
 {
     int r = writer_finish(w, err);
     if (r < 0)
         return r;
-    if (w->s.present && !w->s.labels) {
-        if (out_digest)
-            memcpy(out_digest, w->s.digest, CAIRN_DIGEST_LEN + 1);
-        return 0; /* writer_free unstages it */
-    }
     if (b->n == b->cap) {
         size_t ncap = b->cap ? b->cap * 2 : 64;
         staged *ni = realloc(b->items, ncap * sizeof(*ni));
@@ -732,8 +779,6 @@ static int batch_take(cairn_blob_batch *b, cairn_blob_writer *w, char *out_diges
         b->items = ni;
         b->cap = ncap;
     }
-    if (w->s.present)
-        unstage(b->st, &w->s);
     b->items[b->n++] = w->s;
     memset(&w->s, 0, sizeof(w->s));
     if (out_digest)
@@ -792,6 +837,8 @@ int cairn_blob_batch_commit(cairn_blob_batch *b, cairn_error *err)
         return tfd;
     if (syncfs(tfd) < 0)
         return cairn__err(err, -errno, "%s: syncfs: %m", st->path);
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i].synced = true;
     r = cairn__lock(st, false, err);
     if (r < 0)
         return r;

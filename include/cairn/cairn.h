@@ -6,6 +6,13 @@
 #include <cairn/state.h>
 #include <cairn/store.h>
 #include <cairn/fsck.h>
+#include <cairn/snapshot.h>
+#include <cairn/layer.h>
+#include <cairn/image.h>
+#include <cairn/record.h>
+#include <cairn/lease.h>
+#include <cairn/gc.h>
+#include <cairn/volume.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 

@@ -46,7 +46,9 @@ CAIRN_EXPORT int cairn_blob_put_buf(cairn_state *st, const void *buf, size_t len
                                     const cairn_blob_put_options *opts, char *out_digest,
                                     cairn_error *err);
 
-/* Ingest everything readable from `fd` (read to its end; not closed). */
+/* Ingest everything readable from `fd` (read to its end; not closed). When
+ * opts->expected names a blob that is already there and no labels are given,
+ * nothing is read: the content is known by its name. */
 CAIRN_EXPORT int cairn_blob_put_fd(cairn_state *st, int fd, const cairn_blob_put_options *opts,
                                    char *out_digest, cairn_error *err);
 

@@ -9,7 +9,7 @@ cleanup() {
     local rc=$?
     # Unmount anything a test left mounted under T, deepest first.
     if command -v findmnt >/dev/null; then
-        findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        { findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done; } || true
     fi
     chmod -R u+w "$T" 2>/dev/null || true
     rm -rf "$T"
