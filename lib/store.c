@@ -10,10 +10,15 @@
  *      through the pipeline (ingest.c): the caller fills slots, one thread
  *      hashes them in order, another writes them with O_DIRECT (or, where
  *      the filesystem does not take it, through the page cache with
- *      writeback started at once), so reading, hashing and writing overlap;
+ *      writeback started at once), so reading, hashing and writing overlap.
+ *      In a batch, once a blob is hashed the pipeline finishes its writes
+ *      (and those of blobs from ASYNC_MIN bytes up) in the background while
+ *      the caller goes on with the next blob;
  *   2. check: compare with the expected digest and size; on mismatch the
  *      staged file is removed and nothing else happened;
- *   3. sync: fsync the file (one syncfs for a batch);
+ *   3. sync: wait for every write of the file (of the batch), then fsync
+ *      the file (one syncfs for a batch); a write that failed fails the
+ *      put (the batch's commit) before anything is published;
  *   4. publish the file: renameat2(RENAME_NOREPLACE) into blobs/sha256/;
  *      EEXIST means the same bytes are there already (they were synced
  *      before they were renamed), so the staged copy is dropped;
