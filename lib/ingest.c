@@ -158,8 +158,12 @@ static int slot_write(cairn__pipe *p, const slot *s)
             return -EIO;
         buf += n, len -= (size_t)n, off += (uint64_t)n;
     }
-    /* Start writeback now so that the final sync has little left to do. */
-    sync_file_range(s->fd, (off_t)start, (off_t)(off - start), SYNC_FILE_RANGE_WRITE);
+    /* A large stream without O_DIRECT: start writeback now, so that the
+     * final sync has little left to do. Not for the small blobs of a batch:
+     * one syncfs writes them back together, merged, far cheaper than
+     * thousands of small writebacks started one by one. */
+    if (s->direct)
+        sync_file_range(s->fd, (off_t)start, (off_t)(off - start), SYNC_FILE_RANGE_WRITE);
     return 0;
 }
 
