@@ -180,13 +180,12 @@ static int cmd_get(cli *c, int argc, char **argv)
         return cli_usage_error(c, "expected KEY [RESULT] (or KEY --all)");
     const char *key = argv[optind], *result = n == 2 ? argv[optind + 1] : NULL;
     cairn_state *st = NULL;
-    /* A lookup marks the result used: open writable (a frozen state reads). */
+    /* A lookup marks the result used: open writable (a frozen state opens
+     * read-only and is only read). */
     cairn_error err = {0};
-    int r = cairn_state_open(&st, c->state_path, 0, &err);
-    if (r == CAIRN_E_FROZEN || r == -EROFS || r == -EACCES)
-        r = cairn_state_open(&st, c->state_path, CAIRN_OPEN_READONLY, &err);
-    if (r < 0)
-        return cli_fail(c, &err);
+    int r = cli_open(c, 0, &st);
+    if (r)
+        return r;
     if (all) {
         struct get_ctx x = {c->json ? json_array() : NULL, 0};
         r = cairn_record_results(st, key, get_row, &x, &err);

@@ -93,6 +93,5 @@ CAIRN_INTERNAL int cairn__graph_mark_roots(cairn_state *st, cairn__graph *g, int
 CAIRN_INTERNAL int cairn__fsck_records(cairn__fsck *f, cairn_error *err);
 CAIRN_INTERNAL int cairn__fsck_leases(cairn__fsck *f, cairn_error *err);
 CAIRN_INTERNAL int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err);
-CAIRN_INTERNAL int cairn__fsck_images(cairn__fsck *f, cairn_error *err);
 
 #endif

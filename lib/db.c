@@ -70,7 +70,33 @@ static const char *const migrations[] = {
     "  created INTEGER NOT NULL,"
     "  PRIMARY KEY (key, result)) WITHOUT ROWID;"
     "CREATE INDEX cache_results_result ON cache_results(result, kind);"
-    "CREATE INDEX cache_results_created ON cache_results(created);"
+    /* how many results name each object, and when one last did (wall
+     * clock, whatever the rows' own times): kept by the triggers below, so
+     * gc reads one row an object instead of one a record; not merged (each
+     * database derives its own from its cache_results) */
+    "CREATE TABLE cache_result_refs ("
+    "  result TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  n INTEGER NOT NULL,"
+    "  touched INTEGER NOT NULL,"
+    "  PRIMARY KEY (result, kind)) WITHOUT ROWID;"
+    "CREATE INDEX cache_result_refs_touched ON cache_result_refs(touched);"
+    "CREATE TRIGGER cache_results_ins AFTER INSERT ON cache_results BEGIN"
+    "  INSERT INTO cache_result_refs(result, kind, n, touched)"
+    "  VALUES (new.result, new.kind, 1, CAST(strftime('%s', 'now') AS INTEGER))"
+    "  ON CONFLICT(result, kind) DO UPDATE SET n = n + 1, touched = excluded.touched;"
+    "END;"
+    "CREATE TRIGGER cache_results_del AFTER DELETE ON cache_results BEGIN"
+    "  UPDATE cache_result_refs SET n = n - 1 WHERE result = old.result AND kind = old.kind;"
+    "  DELETE FROM cache_result_refs WHERE result = old.result AND kind = old.kind AND n <= 0;"
+    "END;"
+    "CREATE TRIGGER cache_results_upd AFTER UPDATE OF result, kind ON cache_results BEGIN"
+    "  UPDATE cache_result_refs SET n = n - 1 WHERE result = old.result AND kind = old.kind;"
+    "  DELETE FROM cache_result_refs WHERE result = old.result AND kind = old.kind AND n <= 0;"
+    "  INSERT INTO cache_result_refs(result, kind, n, touched)"
+    "  VALUES (new.result, new.kind, 1, CAST(strftime('%s', 'now') AS INTEGER))"
+    "  ON CONFLICT(result, kind) DO UPDATE SET n = n + 1, touched = excluded.touched;"
+    "END;"
     /* cache links: union */
     "CREATE TABLE cache_links ("
     "  parent TEXT NOT NULL,"
@@ -172,7 +198,8 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
     int rc;
     bool writable = mode == CAIRN__DB_RW;
     if (writable) {
-        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                             NULL); /* URI: ATTACH of immutable lowers (merge.c) */
     } else {
         size_t n = strlen(path);
         _cleanup_free_ char *u = malloc(n * 3 + 64);
@@ -200,6 +227,10 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
         return r;
     }
     sqlite3_extended_result_codes(db, 1);
+    /* A reader of a live state may meet a writer's lock or the recovery of
+     * a WAL left by a killed process: wait a little rather than fail. */
+    if (mode == CAIRN__DB_RO)
+        sqlite3_busy_timeout(db, 10000);
     if (writable) {
         sqlite3_busy_timeout(db, 60000);
         /* Check it is a database before switching modes: a corrupt or foreign

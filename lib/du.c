@@ -130,6 +130,8 @@ static int du_images(du_run *D)
         while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
             if (cairn__strset_add(seen, cairn__col(s, 0)) != 1)
                 continue; /* the topmost layer's image wins */
+            if (!*cairn__col(s, 1))
+                continue; /* a tombstone hiding a lower's image */
             entry_begin(D);
             r = du_visit(D, cairn__graph_find(&D->g, CAIRN__OBJ_BLOB, cairn__col(s, 1)));
             if (r == 0)
@@ -185,8 +187,10 @@ static int du_pass(du_run *D)
     static const char vols[] =
         "SELECT name || ' ' || version, name, 'snapshot', version FROM volume_versions "
         "ORDER BY 1";
+    /* Digests of one length: ordering by (key, result) is ordering by the
+     * first column, and follows the primary key (no sort). */
     static const char recs[] =
-        "SELECT key || ' ' || result, key, kind, result FROM cache_results ORDER BY 1";
+        "SELECT key || ' ' || result, key, kind, result FROM cache_results ORDER BY key, result";
     int r = du_images(D);
     if (r == 0)
         r = du_groups(D, vols, "volume", false);
@@ -250,7 +254,7 @@ int cairn_du(cairn_state *st, unsigned limit, cairn_du_totals *totals, cairn_du_
     }
     static const char n_records[] = "SELECT count(*) FROM cache_results";
     static const char n_links[] = "SELECT count(*) FROM cache_links";
-    static const char n_images[] = "SELECT count(*) FROM images";
+    static const char n_images[] = "SELECT count(*) FROM images WHERE manifest != ''";
     static const char n_leases[] = "SELECT count(*) FROM leases";
     if (r == 0)
         r = count_rows(st, n_records, true, &t.records, err);

@@ -8,6 +8,8 @@
  *   1. load (no lock; one read transaction on layer 0): every blob and
  *      snapshot of every layer, snapshot parents, the blobs that manifests
  *      and indexes name (parsed), usage times. T0 = the start time.
+ *      Records are read through cache_result_refs (one row an object, kept
+ *      by triggers), not one row a record.
  *   2. mark (no lock) from the hard roots: live leases, images, volumes'
  *      current versions, active snapshots' parents, lowers' records and
  *      objects, objects created or used within the grace period; through
@@ -22,8 +24,9 @@
  *      Writers publish under the lock held shared, so from here nothing new
  *      can name an object. Delta mark: re-read the small root tables
  *      (leases, images, volumes, active), the blob and snapshot rows the
- *      graph did not see, and the records and uses newer than T0 minus a
- *      slack of DELTA_SLACK seconds; mark what they keep.
+ *      graph did not see, and the results recorded (by the wall clock of
+ *      the insert, not the row's own time) and objects used since T0 minus
+ *      a slack of DELTA_SLACK seconds; mark what they keep.
  *   6. rows, in one transaction: records of results the policy removed and
  *      the links left empty, then the rows of the objects to remove (blobs,
  *      labels, snapshots, usage), old volume versions, expired leases.
@@ -405,6 +408,7 @@ typedef struct gc_run {
     cairn__graph g;
     int32_t *stack;
     size_t n_stack, cap_stack;
+    uint64_t *ino; /* inode of each object's file, from the directory scan (0: unknown) */
     int64_t now, t0;
     bool no_youth; /* du: what would go with no grace period at all */
     cairn_error *err;
@@ -725,7 +729,7 @@ static int mark_roots(gc_run *R)
     cairn_state *st = R->st;
     int r = mark_small_roots(R);
     /* Lowers: their records' results, and all they hold. */
-    static const char lower_results[] = "SELECT DISTINCT kind, result FROM cache_results";
+    static const char lower_results[] = "SELECT kind, result FROM cache_result_refs";
     if (r == 0)
         r = each_row(R, 1, st->n_layers, lower_results, 0, row_result);
     int64_t young = R->now - (R->o.grace < 0 ? CAIRN_GC_GRACE_DEFAULT : R->o.grace);
@@ -836,8 +840,7 @@ static int fs_free(cairn_state *st, uint64_t *out)
  * with a policy, choose the results to forget (*gone_out lists them). */
 static int policy(gc_run *R, uint8_t *soft, int32_t **gone_out, size_t *n_gone_out)
 {
-    static const char sql[] =
-        "SELECT result, kind, count(*) FROM cache_results GROUP BY result, kind";
+    static const char sql[] = "SELECT result, kind, n FROM cache_result_refs";
     sqlite3_stmt *s = cairn__stmt(R->st, 0, sql, R->err);
     if (!s)
         return R->err ? R->err->code : CAIRN_E_DB;
@@ -967,6 +970,8 @@ static int scan_orphans(gc_run *R, int kind, orphan **v, size_t *n, size_t *cap)
         if (!digest_raw(dg, raw))
             continue;
         int32_t i = find_raw(&R->g, kind, raw);
+        if (i >= 0 && R->ino)
+            R->ino[i] = de->d_ino;
         if (i >= 0 && (R->g.objs[i].in0 || R->g.objs[i].sibling))
             continue;
         struct stat sb;
@@ -1210,7 +1215,8 @@ static int delta(gc_run *R)
      * Records and uses: by time, taken inside their writer's transaction. */
     static const char new_blobs[] = "SELECT digest, media_type FROM blobs";
     static const char new_snaps[] = "SELECT chain_id, parent FROM snapshots";
-    static const char new_results[] = "SELECT kind, result FROM cache_results WHERE created >= ?1";
+    static const char new_results[] =
+        "SELECT kind, result FROM cache_result_refs WHERE touched >= ?1";
     static const char new_usage[] = "SELECT object FROM usage WHERE last_used >= ?1";
     R->now = cairn__now();
     int r = mark_small_roots(R);
@@ -1231,6 +1237,13 @@ static void progress(gc_run *R, uint64_t done, uint64_t total)
 {
     if (R->o.progress && (done % 256 == 0 || done == total))
         R->o.progress(R->o.progress_userdata, done, total);
+}
+
+static int cmp_ino(const void *a, const void *b, void *ud)
+{
+    const uint64_t *ino = ud;
+    uint64_t x = ino[*(const int32_t *)a], y = ino[*(const int32_t *)b];
+    return x < y ? -1 : x > y;
 }
 
 static int run(gc_run *R)
@@ -1260,7 +1273,9 @@ static int run(gc_run *R)
     if (r == 0)
         r = policy(R, soft, &gone, &n_gone);
     cairn__exec(st, 0, "COMMIT", NULL);
-    /* 4. orphans. */
+    /* 4. orphans (and the inode of every object, to delete in inode order). */
+    if (r == 0 && !(R->ino = calloc(R->g.n ? R->g.n : 1, sizeof(*R->ino))))
+        r = cairn__err(R->err, -ENOMEM, "out of memory");
     orphan *orph = NULL;
     size_t n_orph = 0, cap_orph = 0;
     if (r == 0)
@@ -1315,7 +1330,10 @@ static int run(gc_run *R)
         else
             cairn__tx_rollback(st);
     }
-    /* 7. objects: the rows are gone and durable. */
+    /* 7. objects: the rows are gone and durable. In inode order: the
+     * inode table is then written mostly in sequence. */
+    if (r == 0 && n_del > 1)
+        qsort_r(del, n_del, sizeof(*del), cmp_ino, R->ino);
     uint64_t total = n_del + n_orph, done = 0;
     for (size_t k = 0; r == 0 && k < n_del; k++) {
         cairn__obj *o = &R->g.objs[del[k]];
@@ -1386,6 +1404,8 @@ static int run(gc_run *R)
         R->stats.kept_objects += R->g.objs[i].in0;
     R->stats.kept_objects -= n_del;
     kl_free(&keys);
+    free(R->ino);
+    R->ino = NULL;
     free(del);
     free(orph);
     free(gone);

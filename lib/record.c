@@ -282,9 +282,26 @@ static int key_bind(void *ud, sqlite3_stmt *s)
     return 0;
 }
 
-static int key_row(void *ud, size_t layer, sqlite3_stmt *s)
+/* A (key, result) pair held by several layers reads as their merge would
+ * hold it (lib/merge.c): the earliest created, the greatest kind name. */
+static void res_merge(cairn_record_result *o, sqlite3_stmt *s, int key_col)
+{
+    const char *kind = cairn__col(s, key_col + 2);
+    cairn_result_kind k;
+    if (strcmp(kind, o->kind ? cairn_result_kind_name(o->kind) : "") > 0 &&
+        cairn_result_kind_parse(kind, &k) == 0)
+        o->kind = k;
+    if (sqlite3_column_int64(s, key_col + 3) < o->created)
+        o->created = sqlite3_column_int64(s, key_col + 3);
+}
+
+static int key_row(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     struct key_ctx *c = ud;
+    if (!first) {
+        res_merge(&c->rv->v[c->rv->n - 1], s, 1);
+        return 0;
+    }
     return res_push(c->rv, layer, s, 1);
 }
 
@@ -302,7 +319,7 @@ static int key_results(cairn_state *st, const char *key, res_vec *rv, cairn_erro
     static const char sql[] = "SELECT result, key, result, kind, created FROM cache_results "
                               "WHERE key = ? ORDER BY result";
     struct key_ctx c = {key, rv};
-    int r = cairn__union_walk(st, sql, key_bind, key_row, &c, err);
+    int r = cairn__union_walk_all(st, sql, key_bind, key_row, NULL, &c, err);
     if (r == -ENOMEM)
         return cairn__err(err, r, "out of memory");
     if (r < 0)
@@ -764,32 +781,47 @@ struct list_ctx {
     cairn_record_list_fn fn;
     void *ud;
     cairn_error *err;
+    res_vec rv; /* the pair being read across layers */
 };
 
-static int list_row(void *ud, size_t layer, sqlite3_stmt *s)
+static int list_row(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     struct list_ctx *c = ud;
-    res_vec rv = {0};
-    int r = res_push(&rv, layer, s, 1);
+    if (!first) {
+        res_merge(&c->rv.v[0], s, 1);
+        return 0;
+    }
+    c->rv.n = 0;
+    int r = res_push(&c->rv, layer, s, 1);
     if (r < 0)
         return cairn__err(c->err, r, "out of memory");
-    cairn_record_result *res = rv.v;
+    return 0;
+}
+
+static int list_emit(void *ud)
+{
+    struct list_ctx *c = ud;
+    cairn_record_result *res = c->rv.v;
+    int r = 0;
     int present = cairn__object_present(c->st, cairn_result_kind_name(res->kind), res->result,
                                         NULL, c->err);
     if (present >= 0)
         r = fill_usage(c->st, res, c->err);
     if (present >= 0 && r == 0)
         r = c->fn(c->ud, res, present);
-    free(rv.v);
     return present < 0 ? present : r;
 }
 
 int cairn_record_list(cairn_state *st, cairn_record_list_fn fn, void *userdata, cairn_error *err)
 {
+    /* Keys and results are digests of one length: ordering by the pair is
+     * ordering by "key result", and reads the primary key in order. */
     static const char sql[] = "SELECT key || ' ' || result, key, result, kind, created "
-                              "FROM cache_results ORDER BY 1";
-    struct list_ctx c = {st, fn, userdata, err};
-    return cairn__union_walk(st, sql, NULL, list_row, &c, err);
+                              "FROM cache_results ORDER BY key, result";
+    struct list_ctx c = {.st = st, .fn = fn, .ud = userdata, .err = err};
+    int r = cairn__union_walk_all(st, sql, NULL, list_row, list_emit, &c, err);
+    free(c.rv.v);
+    return r;
 }
 
 /* ---- fsck ------------------------------------------------------------- */
@@ -798,11 +830,62 @@ int cairn_record_list(cairn_state *st, cairn_record_list_fn fn, void *userdata, 
  * any layer); keys, results and link digests are well formed. Repair drops
  * the rows naming missing objects (they were misses already). One presence
  * check per distinct result, not per row. */
+/* The per-object counts that gc reads must agree with the records (they
+ * are kept by triggers; a database edited by hand could break them). A
+ * full scan of the records, so only when hashing (not with no_hash).
+ * Repair rebuilds them. */
+static int fsck_refs(cairn__fsck *f, cairn_error *err)
+{
+    cairn_state *st = f->st;
+    static const char diff[] =
+        "SELECT result, kind FROM ("
+        "  SELECT result, kind, count(*) AS n FROM cache_results GROUP BY result, kind"
+        "  EXCEPT SELECT result, kind, n FROM cache_result_refs) "
+        "UNION SELECT result, kind FROM ("
+        "  SELECT result, kind, n FROM cache_result_refs"
+        "  EXCEPT SELECT result, kind, count(*) FROM cache_results GROUP BY result, kind) "
+        "LIMIT 100";
+    sqlite3_stmt *s = cairn__stmt(st, 0, diff, err);
+    if (!s)
+        return err ? err->code : CAIRN_E_DB;
+    int rc, bad = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        bad++;
+        cairn__fsck_report(f, "record", cairn__col(s, 0), "corrupt",
+                           f->opts.repair ? "rebuilt counts" : "",
+                           "cache_result_refs does not count the records naming this %s",
+                           cairn__col(s, 1));
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return cairn__err_db(err, st->layers[0].db, rc, "fsck: record counts");
+    if (!bad || !f->opts.repair)
+        return 0;
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    r = cairn__exec(st, 0,
+                    "DELETE FROM cache_result_refs;"
+                    "INSERT INTO cache_result_refs(result, kind, n, touched) "
+                    "SELECT result, kind, count(*), CAST(strftime('%s', 'now') AS INTEGER) "
+                    "FROM cache_results GROUP BY result, kind;",
+                    err);
+    if (r < 0) {
+        cairn__tx_rollback(st);
+        return r;
+    }
+    return cairn__tx_commit(st, err);
+}
+
 int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
 {
     cairn_state *st = f->st;
-    static const char sql[] = "SELECT result, kind, count(*) FROM cache_results "
-                              "GROUP BY result, kind ORDER BY result";
+    if (!f->opts.no_hash) {
+        int q = fsck_refs(f, err);
+        if (q < 0)
+            return q;
+    }
+    static const char sql[] = "SELECT result, kind, n FROM cache_result_refs ORDER BY result";
     static const char keys_of[] =
         "SELECT key FROM cache_results WHERE result = ? AND kind = ? ORDER BY key";
     static const char del[] = "DELETE FROM cache_results WHERE result = ? AND kind = ?";

@@ -7,7 +7,8 @@ db() { echo "$1/db/$(cairn -C "$1" info --json | python3 -c 'import json,sys; pr
 age() {
     local s=${2:-3600}
     sqlite3 "$(db "$1")" "UPDATE blobs SET created = created - $s; UPDATE snapshots SET created = created - $s;
-        UPDATE cache_results SET created = created - $s; UPDATE usage SET last_used = last_used - $s;"
+        UPDATE cache_results SET created = created - $s; UPDATE usage SET last_used = last_used - $s;
+        UPDATE cache_result_refs SET touched = touched - $s;"
 }
 # used STATE DIGEST SECONDS_AGO: set the last use of an object.
 used() { sqlite3 "$(db "$1")" "UPDATE usage SET last_used = strftime('%s','now') - $3 WHERE object = '$2'"; }

@@ -64,8 +64,9 @@ static inline void fx_age_by(cairn_state *st, long secs)
              "UPDATE blobs SET created = created - %ld;"
              "UPDATE snapshots SET created = created - %ld;"
              "UPDATE cache_results SET created = created - %ld;"
-             "UPDATE usage SET last_used = last_used - %ld;",
-             secs, secs, secs, secs);
+             "UPDATE usage SET last_used = last_used - %ld;"
+             "UPDATE cache_result_refs SET touched = touched - %ld;",
+             secs, secs, secs, secs, secs);
     fx_sql(st, sql);
 }
 
