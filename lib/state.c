@@ -478,7 +478,34 @@ static void tmp_sweep(cairn_state *st)
     closedir(d);
 }
 
+/* Read once per process (every staged file's name starts with it): two
+ * threads may both read it first, which is harmless, the value is the same. */
+static char boot_id_cache[40];
+static int boot_id_cached;
+
+static int boot_id_read(char out[40]);
+
 int cairn__boot_id(char out[40])
+{
+    if (__atomic_load_n(&boot_id_cached, __ATOMIC_ACQUIRE) == 1) {
+        memcpy(out, boot_id_cache, sizeof(boot_id_cache));
+        return 0;
+    }
+    char id[40];
+    int r = boot_id_read(id);
+    if (r < 0)
+        return r;
+    memcpy(out, id, sizeof(id));
+    int unset = 0; /* 0 unset, 2 being filled, 1 ready */
+    if (__atomic_compare_exchange_n(&boot_id_cached, &unset, 2, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_RELAXED)) {
+        memcpy(boot_id_cache, id, sizeof(id));
+        __atomic_store_n(&boot_id_cached, 1, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+static int boot_id_read(char out[40])
 {
     int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
