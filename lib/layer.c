@@ -81,6 +81,8 @@ typedef struct importer {
     uint64_t holes;       /* of sparse entries so far */
     dir_fixup *dirs;
     size_t ndirs, capdirs;
+    int *chain;           /* the parent chain's snapshot directories, top first */
+    size_t nchain;
 } importer;
 
 /* ---- the plain tar stream -------------------------------------------- *
@@ -304,6 +306,65 @@ static int resolve_dir(importer *im, const char *dir, const char *path, int *out
 
 /* The directory holding `path` (created as needed, 0755 root, mtime 0), its
  * fd in *out and the last component in *name. */
+/* A fixup for the directory open at fd, named path; NULL when out of memory. */
+static dir_fixup *new_fixup(importer *im, const char *path, int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return NULL;
+    if (im->ndirs == im->capdirs) {
+        size_t nc = im->capdirs ? im->capdirs * 2 : 64;
+        dir_fixup *nd = realloc(im->dirs, nc * sizeof(*nd));
+        if (!nd)
+            return NULL;
+        im->dirs = nd;
+        im->capdirs = nc;
+    }
+    dir_fixup *f = &im->dirs[im->ndirs];
+    memset(f, 0, sizeof(*f));
+    f->path = strdup(path);
+    if (!f->path)
+        return NULL;
+    f->dev = sb.st_dev;
+    f->ino = sb.st_ino;
+    im->ndirs++;
+    return f;
+}
+
+/* A directory the layer writes into without listing it (umoci and others
+ * write only the changed file): in overlayfs the upper directory's metadata
+ * hides the lower one's, so it takes mode, owner and mtime from the nearest
+ * snapshot of the parent chain that has it. A whiteout or a non-directory
+ * there, or nothing at all, gives 0755 root:root and time 0. A later entry
+ * for the same directory supersedes this (fix_dirs: the last one wins). */
+static void inherit_dir(importer *im, const char *path, dir_fixup *f)
+{
+    f->mode = 0755;
+    for (size_t i = 0; i < im->nchain; i++) {
+        struct open_how how = {
+            .flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+                       RESOLVE_NO_XDEV,
+        };
+        int fd = (int)syscall(SYS_openat2, im->chain[i], path, &how, sizeof(how));
+        if (fd < 0) {
+            if (errno == ENOENT)
+                continue;
+            return;
+        }
+        struct stat sb;
+        int r = fstat(fd, &sb);
+        close(fd);
+        if (r == 0 && S_ISDIR(sb.st_mode)) {
+            f->mode = sb.st_mode & 07777;
+            f->uid = sb.st_uid;
+            f->gid = sb.st_gid;
+            f->mtime = sb.st_mtim;
+        }
+        return;
+    }
+}
+
 static int open_parent(importer *im, char *path, int *out, const char **name)
 {
     char *slash = strrchr(path, '/');
@@ -331,10 +392,8 @@ static int open_parent(importer *im, char *path, int *out, const char **name)
         char *q = strchr(p, '/');
         if (q)
             *q = 0;
-        if (mkdirat(fd, p, 0755) == 0) {
-            struct timespec t[2] = {{0, 0}, {0, 0}};
-            utimensat(fd, p, t, AT_SYMLINK_NOFOLLOW);
-        } else if (errno != EEXIST) {
+        bool made = mkdirat(fd, p, 0755) == 0;
+        if (!made && errno != EEXIST) {
             r = -errno;
             if (q)
                 *q = '/';
@@ -349,6 +408,15 @@ static int open_parent(importer *im, char *path, int *out, const char **name)
         };
         int nfd = (int)syscall(SYS_openat2, fd, p, &how, sizeof(how));
         int e = errno;
+        /* Its metadata is set with the layer's own directories, at the end. */
+        dir_fixup *fx = made && nfd >= 0 ? new_fixup(im, path, nfd) : NULL;
+        if (made && nfd >= 0 && !fx) {
+            close(nfd);
+            nfd = -1;
+            e = ENOMEM;
+        }
+        if (fx)
+            inherit_dir(im, path, fx);
         if (q)
             *q = '/';
         close(fd);
@@ -598,30 +666,14 @@ static int apply_entry(importer *im, struct archive_entry *e)
         r = set_xattrs(im, e, fd, dfd, name, path);
         if (r < 0)
             return r;
-        if (im->ndirs == im->capdirs) {
-            size_t nc = im->capdirs ? im->capdirs * 2 : 64;
-            dir_fixup *nd = realloc(im->dirs, nc * sizeof(*nd));
-            if (!nd)
-                return cairn__err(im->err, -ENOMEM, "out of memory");
-            im->dirs = nd;
-            im->capdirs = nc;
-        }
-        struct stat sb;
-        if (fstat(fd, &sb) < 0)
-            return cairn__err(im->err, -errno, "layer entry '%.200s': %m", path);
-        dir_fixup *f = &im->dirs[im->ndirs];
-        memset(f, 0, sizeof(*f));
-        f->path = strdup(path);
-        if (!f->path)
-            return cairn__err(im->err, -ENOMEM, "out of memory");
-        f->dev = sb.st_dev;
-        f->ino = sb.st_ino;
+        dir_fixup *f = new_fixup(im, path, fd);
+        if (!f)
+            return cairn__err(im->err, errno ? -errno : -ENOMEM, "layer entry '%.200s': %m", path);
         f->mode = archive_entry_perm(e);
         f->uid = (uid_t)archive_entry_uid(e);
         f->gid = (gid_t)archive_entry_gid(e);
         f->mtime.tv_sec = archive_entry_mtime(e);
         f->mtime.tv_nsec = archive_entry_mtime_nsec(e);
-        im->ndirs++;
         return 0;
     }
     case AE_IFREG:
@@ -734,6 +786,9 @@ static void importer_clear(importer *im)
     for (size_t i = 0; i < im->ndirs; i++)
         free(im->dirs[i].path);
     free(im->dirs);
+    for (size_t i = 0; i < im->nchain; i++)
+        close(im->chain[i]);
+    free(im->chain);
     if (im->root >= 0)
         close(im->root);
 }
@@ -788,6 +843,37 @@ static int import_stream(importer *im, char diff_id[CAIRN_DIGEST_LEN + 1])
         return im->raw_err ? tar_error(im, "end") : (int)n;
     cairn__sha256_final(im->hash, diff_id);
     return fix_dirs(im);
+}
+
+/* The directories of the parent chain, top first, for inherit_dir(). */
+static int open_chain(importer *im, const char *parent)
+{
+    char cur[CAIRN_DIGEST_LEN + 1];
+    snprintf(cur, sizeof(cur), "%s", parent ? parent : "");
+    while (cur[0] && im->nchain < 4096) {
+        cairn__snaprow row;
+        int r = cairn__snapshot_find(im->st, cur, &row, im->err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return cairn__err(im->err, -ENOENT, "layer import: snapshot %s of the parent chain "
+                              "is not there", cur);
+        _cleanup_free_ char *path = cairn__snapshot_path(im->st, row.layer, cur);
+        if (!path)
+            return cairn__err(im->err, -ENOMEM, "out of memory");
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            return cairn__err(im->err, -errno, "snapshot %s: %s: %m", cur, path);
+        int *nc = realloc(im->chain, (im->nchain + 1) * sizeof(*nc));
+        if (!nc) {
+            close(fd);
+            return cairn__err(im->err, -ENOMEM, "out of memory");
+        }
+        im->chain = nc;
+        im->chain[im->nchain++] = fd;
+        memcpy(cur, row.info.parent, sizeof(cur));
+    }
+    return 0;
 }
 
 int cairn_layer_import(cairn_state *st, const char *parent, int fd,
@@ -848,6 +934,9 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     importer im = {.st = st, .opts = opts, .err = err, .in_fd = fd, .root = -1};
     locale_t old_locale = cairn__utf8_locale_enter(); /* see snapshot-private.h */
     im.privileged = geteuid() == 0;
+    r = open_chain(&im, parent);
+    if (r < 0)
+        goto fail;
     im.root = openat(tmpfd, staged, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     char diff_id[CAIRN_DIGEST_LEN + 1], chain[CAIRN_DIGEST_LEN + 1], canon[CAIRN_DIGEST_LEN + 1];
     if (im.root < 0) {
