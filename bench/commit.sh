@@ -30,7 +30,8 @@ for d in /usr/lib/python3.11 /usr/include /usr/libexec /usr/share/perl /usr/lib/
     total=$(du -sb "$SRC" | cut -f1)
 done
 files=$(find "$SRC" -type f | wc -l)
-printf 'tree: %s MB in %s files (%s)\n' "$((total >> 20))" "$files" "$(uname -r)"
+printf 'tree: %s MB in %s files (%s; load average %s)\n' "$((total >> 20))" "$files" \
+    "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -79,4 +80,5 @@ for k in limit cairn ostree; do
     esac
     printf '%-34s %10.3f %9.2fx\n' "$name" "$m" "$(awk -v m="$m" -v l="$limit" 'BEGIN {print m / l}')"
 done
-printf '(median of %s runs, warm cache, after sync; %s cores)\n' "$RUNS" "$(nproc)"
+printf '(median of %s runs, warm cache, after sync; %s cores; load average after: %s)\n' \
+    "$RUNS" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"

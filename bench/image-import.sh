@@ -3,7 +3,8 @@
 # this machine's /usr, by cairn, by `umoci unpack`, and by containerd
 # (`ctr images import`, overlayfs snapshotter, a containerd this script starts
 # on its own socket and root), beside the gzip limit (zcat of the layers).
-# Prints one table: best of N runs of each, and the ratio to cairn.
+# Prints one table: best and median of each over N rounds (each round runs
+# every tool once), and their ratios to cairn.
 # Usage: bench/image-import.sh [WORKDIR] [RUNS]   (as root; WORKDIR default
 # a temporary directory; the image is built once and kept in WORKDIR/image)
 set -euo pipefail
@@ -14,7 +15,7 @@ for t in umoci containerd ctr zcat python3; do command -v $t >/dev/null || { ech
 CAIRN=${CAIRN:-$REPO/build/cli/cairn}
 [ -x "$CAIRN" ] || { echo "image-import: build cairn first (ninja -C build)" >&2; exit 1; }
 W=${1:-}
-RUNS=${2:-3}
+RUNS=${2:-5}
 if [ -z "$W" ]; then W=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-XXXXXX"); KEEP=0; else mkdir -p "$W"; KEEP=1; fi
 W=$(cd "$W" && pwd)
 CTRD_PID=
@@ -70,23 +71,22 @@ PY
 )
 
 # ---- timing ---------------------------------------------------------------
+# Rounds: each round runs every tool once, so that a busy machine slows them
+# alike; each tool's best and median over the rounds are kept.
 now() { date +%s.%N; }
-best() { python3 -c 'import sys; print(min(float(x) for x in sys.argv[1:]))' "$@"; }
-declare -A T
-run_tool() { # name setup-fn run-fn
-    local name=$1 setup=$2 fn=$3 times=() i t0 t1
-    for i in $(seq 1 "$RUNS"); do
-        if [ -n "$CTRD_PID" ]; then containerd_stop; fi
-        rm -rf "$W/run"; mkdir -p "$W/run"
-        $setup
-        sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-        # The input read back into the page cache: every tool starts warm.
-        cat $LAYERS "$IMG/bench.tar" >/dev/null
-        t0=$(now); $fn; t1=$(now)
-        times+=("$(python3 -c "print($t1 - $t0)")")
-        echo "  $name run $i: ${times[-1]} s" >&2
-    done
-    T[$name]=$(best "${times[@]}")
+declare -A TIMES
+one_run() { # name setup-fn run-fn
+    local name=$1 setup=$2 fn=$3 t0 t1 t
+    if [ -n "$CTRD_PID" ]; then containerd_stop; fi
+    rm -rf "$W/run"; mkdir -p "$W/run"
+    $setup
+    sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+    # The input read back into the page cache: every tool starts warm.
+    cat $LAYERS "$IMG/bench.tar" >/dev/null
+    t0=$(now); $fn; t1=$(now)
+    t=$(python3 -c "print($t1 - $t0)")
+    TIMES[$name]="${TIMES[$name]:-} $t"
+    echo "  $name: $t s" >&2
 }
 
 nothing() { :; }
@@ -98,15 +98,8 @@ zcat_limit() { for l in $LAYERS; do zcat "$l" >/dev/null; done; }
 
 containerd_start() {
     mkdir -p "$W/run/ctrd/root" "$W/run/ctrd/state"
-    cat >"$W/run/ctrd/config.toml" <<EOF
-version = 2
-root = "$W/run/ctrd/root"
-state = "$W/run/ctrd/state"
-[grpc]
-  address = "$W/run/ctrd/sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-EOF
+    printf '%s\n' 'version = 2' "root = \"$W/run/ctrd/root\"" "state = \"$W/run/ctrd/state\"" \
+        '[grpc]' "  address = \"$W/run/ctrd/sock\"" >"$W/run/ctrd/config.toml"
     containerd --config "$W/run/ctrd/config.toml" >"$W/run/ctrd/log" 2>&1 &
     CTRD_PID=$!
     for _ in $(seq 100); do ctr -a "$W/run/ctrd/sock" version >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -115,27 +108,38 @@ EOF
 containerd_import() {
     ctr -a "$W/run/ctrd/sock" -n bench images import --snapshotter overlayfs --base-name bench "$IMG/bench.tar" >/dev/null
 }
+# containerd did unpack: one overlayfs snapshot a layer (checked after the clock stopped).
+containerd_check() {
+    local ns
+    ns=$(ctr -a "$W/run/ctrd/sock" -n bench snapshots --snapshotter overlayfs ls | tail -n +2 | wc -l)
+    [ "$ns" -eq "$NL" ] || { echo "containerd made $ns snapshots for $NL layers" >&2; exit 1; }
+}
 containerd_stop() { kill "$CTRD_PID"; wait "$CTRD_PID" 2>/dev/null || true; CTRD_PID=; }
-ctrd_run() { containerd_import; }
-ctrd_setup() { containerd_start; }
 
-run_tool "zcat (gzip limit)" nothing zcat_limit
-run_tool "cairn import (layout)" nothing cairn_layout
-run_tool "cairn import (oci-archive)" nothing cairn_archive
-run_tool "cairn import, 1 thread" nothing cairn_1thread
-run_tool "umoci unpack" nothing umoci_unpack
-run_tool "containerd import+unpack" ctrd_setup ctrd_run
-# containerd did unpack: one overlayfs snapshot a layer.
-ns=$(ctr -a "$W/run/ctrd/sock" -n bench snapshots --snapshotter overlayfs ls | tail -n +2 | wc -l)
-[ "$ns" -eq "$NL" ] || { echo "containerd made $ns snapshots for $NL layers" >&2; exit 1; }
-containerd_stop
+TOOLS=("cairn import (layout)" "cairn import (oci-archive)" "cairn import, 1 thread" "umoci unpack"
+       "containerd import+unpack" "zcat (gzip limit)")
+declare -A SETUP=(["containerd import+unpack"]=containerd_start)
+declare -A FN=(["cairn import (layout)"]=cairn_layout ["cairn import (oci-archive)"]=cairn_archive
+               ["cairn import, 1 thread"]=cairn_1thread ["umoci unpack"]=umoci_unpack
+               ["containerd import+unpack"]=containerd_import ["zcat (gzip limit)"]=zcat_limit)
+for round in $(seq 1 "$RUNS"); do
+    echo "round $round of $RUNS" >&2
+    for k in "${TOOLS[@]}"; do
+        one_run "$k" "${SETUP[$k]:-nothing}" "${FN[$k]}"
+        [ "$k" != "containerd import+unpack" ] || containerd_check
+    done
+done
+[ -z "$CTRD_PID" ] || containerd_stop
+stat_of() { python3 -c 'import statistics, sys; v = [float(x) for x in sys.argv[2:]]; print(min(v) if sys.argv[1] == "best" else statistics.median(v))' "$@"; }
 
 echo
 printf 'image: %s layers from %s\n' "$NL" "${SUBTREES[*]}"
 printf '       %s MB compressed, %s MB in %s tar entries\n' "$((CSIZE / 1000000))" "$((USIZE / 1000000))" "$NFILES"
-printf 'machine: %s CPUs, %s; best of %s runs, input in the page cache\n\n' "$(nproc)" "$(uname -r)" "$RUNS"
-printf '%-30s %10s %12s\n' "tool" "seconds" "vs cairn"
-c=${T["cairn import (layout)"]}
-for k in "cairn import (layout)" "cairn import (oci-archive)" "cairn import, 1 thread" "umoci unpack" "containerd import+unpack" "zcat (gzip limit)"; do
-    printf '%-30s %10.2f %11.2fx\n' "$k" "${T[$k]}" "$(python3 -c "print(${T[$k]} / $c)")"
+printf 'machine: %s CPUs, %s, load average %s; %s rounds, input in the page cache\n\n' \
+    "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RUNS"
+printf '%-28s %9s %9s %10s %10s\n' "tool" "best s" "median s" "best/cairn" "med/cairn"
+cb=$(stat_of best ${TIMES["cairn import (layout)"]}); cm=$(stat_of median ${TIMES["cairn import (layout)"]})
+for k in "${TOOLS[@]}"; do
+    b=$(stat_of best ${TIMES[$k]}); m=$(stat_of median ${TIMES[$k]})
+    printf '%-28s %9.2f %9.2f %9.2fx %9.2fx\n' "$k" "$b" "$m" "$(python3 -c "print($b / $cb)")" "$(python3 -c "print($m / $cm)")"
 done

@@ -86,5 +86,6 @@ extern const cli_command cli_record_commands[];
 extern const cli_command cli_lease_commands[];
 extern const cli_command cli_gc_commands[];
 extern const cli_command cli_volume_commands[];
+extern const cli_command cli_combine_commands[];
 
 #endif

@@ -17,6 +17,7 @@ static const cli_command *const tables[] = {
     cli_lease_commands,
     cli_gc_commands,
     cli_volume_commands,
+    cli_combine_commands,
 };
 
 static const cli_command *current;

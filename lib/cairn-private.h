@@ -152,6 +152,26 @@ CAIRN_INTERNAL int cairn__boot_id(char out[40]);
 CAIRN_INTERNAL int cairn__lowers_parse(char *buf, const char *path,
                                        int (*fn)(void *, const char *, const char *), void *ud,
                                        cairn_error *err);
+/* The id (and frozen flag) from dirfd's identity file (state.c). */
+CAIRN_INTERNAL int cairn__identity_get(int dirfd, const char *path,
+                                       char out_id[CAIRN_STATE_ID_LEN + 1], bool *frozen,
+                                       cairn_error *err);
+/* Write an identity file naming db/<state_id>.sqlite (atomically). */
+CAIRN_INTERNAL int cairn__identity_new(int dirfd, const char *path, const char *state_id,
+                                       bool frozen, cairn_error *err);
+/* Drop layers n.. of an open state (after a flatten made them redundant). */
+CAIRN_INTERNAL void cairn__layers_trim(cairn_state *st, size_t n);
+/* Copy the snapshot directory ssfd/name into dsfd/name: a tree of hardlinks
+ * (how: see cairn__clone_file_at), staged under tfd (tmp/) and renamed
+ * without replacing (-EEXIST: already there). *bytes grows by bytes copied. */
+CAIRN_INTERNAL int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how,
+                                         uint64_t *bytes);
+/* A directory built beside `path` and renamed onto it when complete:
+ * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
+CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
+CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
+/* Apply the flatten policy of a writable stack being opened (merge.c). */
+CAIRN_INTERNAL int cairn__flatten_on_open(cairn_state *st, cairn_error *err);
 /* A new staging name in tmp/: "<boot-id>-<tag>-<random>". */
 CAIRN_INTERNAL int cairn__tmp_name(char *out, size_t size, const char *tag);
 
@@ -175,6 +195,16 @@ CAIRN_INTERNAL int cairn__union_walk(cairn_state *st, const char *sql,
                                      int (*bind)(void *ud, sqlite3_stmt *s),
                                      int (*fn)(void *ud, size_t layer, sqlite3_stmt *s),
                                      void *ud, cairn_error *err);
+
+/* The same walk, for keys whose value is merged across layers by a rule
+ * (min, max, newest): for each distinct key, acc() is called with the row of
+ * every layer that holds it, topmost first (`first` set for the first), then
+ * emit() once. A non-zero return from either stops the walk. */
+CAIRN_INTERNAL int cairn__union_walk_all(cairn_state *st, const char *sql,
+                                         int (*bind)(void *ud, sqlite3_stmt *s),
+                                         int (*acc)(void *ud, size_t layer, sqlite3_stmt *s,
+                                                    bool first),
+                                         int (*emit)(void *ud), void *ud, cairn_error *err);
 
 /* ---- database --------------------------------------------------------- */
 

@@ -198,7 +198,8 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
     int rc;
     bool writable = mode == CAIRN__DB_RW;
     if (writable) {
-        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                             NULL); /* URI: ATTACH of immutable lowers (merge.c) */
     } else {
         size_t n = strlen(path);
         _cleanup_free_ char *u = malloc(n * 3 + 64);
@@ -226,6 +227,10 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
         return r;
     }
     sqlite3_extended_result_codes(db, 1);
+    /* A reader of a live state may meet a writer's lock or the recovery of
+     * a WAL left by a killed process: wait a little rather than fail. */
+    if (mode == CAIRN__DB_RO)
+        sqlite3_busy_timeout(db, 10000);
     if (writable) {
         sqlite3_busy_timeout(db, 60000);
         /* Check it is a database before switching modes: a corrupt or foreign

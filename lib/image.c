@@ -139,8 +139,9 @@ static int arc_fail(struct archive *a, const char *path, const char *what, cairn
         code = CAIRN_E_TRUNCATED;
     else if (e == EIO || e == EACCES || e == ENOENT || e == ENOMEM || e == EISDIR)
         code = -e;
-    return cairn__err(err, code, "%s: %s%s%s", path, what, what[0] ? ": " : "",
-                      msg ? msg : "unreadable archive");
+    return cairn__err(err, code, "%s: %s%s%s%s%s", path, what, what[0] ? ": " : "",
+                      code == CAIRN_E_TRUNCATED ? "the archive ends early (" : "",
+                      msg ? msg : "unreadable archive", code == CAIRN_E_TRUNCATED ? ")" : "");
 }
 
 /* First read of an archive: the members of the layout, small ones cached. */
@@ -1055,7 +1056,7 @@ static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
         pthread_mutex_unlock(&ra->lock);
         /* The cause is the compressed stream, not the tar it cut short. */
         if (code)
-            r = cairn__err(err, code, "%s", msg);
+            r = cairn__err(err, code, "the compressed stream is corrupt (%s)", msg);
     } else if (r == 0 && lp.last < (uint64_t)j->desc.size) {
         progress_add(im, (uint64_t)j->desc.size - lp.last);
     }
@@ -1217,13 +1218,30 @@ static void row_info(sqlite3_stmt *s, size_t layer, cairn_image_info *out)
     out->lower = (int)layer;
 }
 
-/* The topmost row of `name` from layer `from` down: its layer, or -ENOENT.
- * A tombstone is returned as a row (manifest ""). */
+/* The register's order (the merge rule of `images`, lib/merge.c): the newest
+ * write wins, ties broken by (manifest, config, top). > 0 when a beats b. */
+static int row_newer(const cairn_image_info *a, const cairn_image_info *b)
+{
+    if (a->updated != b->updated)
+        return a->updated > b->updated ? 1 : -1;
+    int c = strcmp(a->manifest, b->manifest);
+    if (!c)
+        c = strcmp(a->config, b->config);
+    if (!c)
+        c = strcmp(a->top, b->top);
+    return c;
+}
+
+/* The winning row of `name` over layers `from`.. (newest across the layers,
+ * as a merge would keep): its layer, or -ENOENT. A tombstone is returned as
+ * a row (manifest ""). */
 static int find_row(cairn_state *st, const char *name, size_t from, cairn_image_info *out,
                     cairn_error *err)
 {
     static const char sql[] =
         "SELECT name, manifest, config, top, updated FROM images WHERE name = ?";
+    int found = -ENOENT;
+    cairn_image_info best, cur;
     for (size_t i = from; i < st->n_layers; i++) {
         sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
         if (!s)
@@ -1231,16 +1249,19 @@ static int find_row(cairn_state *st, const char *name, size_t from, cairn_image_
         sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
-            if (out)
-                row_info(s, i, out);
-            sqlite3_reset(s);
-            return (int)i;
+            row_info(s, i, &cur);
+            if (found < 0 || row_newer(&cur, &best) > 0) {
+                best = cur;
+                found = (int)i;
+            }
         }
         sqlite3_reset(s);
-        if (rc != SQLITE_DONE)
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
             return cairn__err_db(err, st->layers[i].db, rc, "image lookup");
     }
-    return -ENOENT;
+    if (found >= 0 && out)
+        *out = best;
+    return found;
 }
 
 /* Layers and their size, from the manifest blob (left 0 when it cannot be read). */
@@ -1280,24 +1301,33 @@ int cairn_image_get(cairn_state *st, const char *name, cairn_image_info *out, ca
 struct list_ctx {
     cairn_image_fn fn;
     void *ud;
+    cairn_image_info best; /* the winning row of the name being read */
 };
 
-static int list_row(void *ud, size_t layer, sqlite3_stmt *s)
+static int list_row(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     struct list_ctx *c = ud;
-    if (!*cairn__col(s, 1))
-        return 0; /* tombstone */
     cairn_image_info info;
     row_info(s, layer, &info);
-    return c->fn(c->ud, &info);
+    if (first || row_newer(&info, &c->best) > 0)
+        c->best = info;
+    return 0;
+}
+
+static int list_emit(void *ud)
+{
+    struct list_ctx *c = ud;
+    if (!c->best.manifest[0])
+        return 0; /* tombstone */
+    return c->fn(c->ud, &c->best);
 }
 
 int cairn_image_list(cairn_state *st, cairn_image_fn fn, void *userdata, cairn_error *err)
 {
     static const char sql[] =
         "SELECT name, manifest, config, top, updated FROM images ORDER BY name";
-    struct list_ctx c = {fn, userdata};
-    return cairn__union_walk(st, sql, NULL, list_row, &c, err);
+    struct list_ctx c = {.fn = fn, .ud = userdata};
+    return cairn__union_walk_all(st, sql, NULL, list_row, list_emit, &c, err);
 }
 
 int cairn_image_remove(cairn_state *st, const char *name, cairn_error *err)
@@ -1326,7 +1356,10 @@ int cairn_image_remove(cairn_state *st, const char *name, cairn_error *err)
         goto fail;
     }
     if (lr > 0 && below.manifest[0]) {
-        r = record(st, name, "", "", "", err);
+        /* A tombstone names nothing: no object to check, so no state lock,
+         * which would come after this open transaction (gc takes them the
+         * other way round). */
+        r = record_locked(st, name, "", "", "", err);
     } else {
         static const char del[] = "DELETE FROM images WHERE name = ?";
         sqlite3_stmt *q = cairn__stmt(st, 0, del, err);

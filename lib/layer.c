@@ -780,6 +780,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
         return cairn__err(err, -errno, "%s/tmp/%s: %m", st->path, staged);
 
     importer im = {.st = st, .opts = opts, .err = err, .in_fd = fd, .root = -1};
+    locale_t old_locale = cairn__utf8_locale_enter(); /* see snapshot-private.h */
     im.privileged = geteuid() == 0;
     im.root = openat(tmpfd, staged, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     char diff_id[CAIRN_DIGEST_LEN + 1], chain[CAIRN_DIGEST_LEN + 1], canon[CAIRN_DIGEST_LEN + 1];
@@ -812,6 +813,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     if (r < 0)
         goto fail;
 done:
+    cairn__utf8_locale_leave(old_locale);
     importer_clear(&im);
     cairn__rm_rf_at(tmpfd, staged);
     if (out_chain_id)
@@ -820,6 +822,7 @@ done:
         memcpy(out_diff_id, diff_id, CAIRN_DIGEST_LEN + 1);
     return 0;
 fail:
+    cairn__utf8_locale_leave(old_locale);
     importer_clear(&im);
     cairn__rm_rf_at(tmpfd, staged);
     return r;

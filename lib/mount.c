@@ -8,7 +8,8 @@
  * below it, and a single committed layer is bound read-only instead). The kernel limits the options string of mount(2) to a page, which
  * a chain of a few dozen layers exceeds; the new mount API (fsopen and
  * fsconfig "lowerdir+", one layer a call, kernel >= 6.8) has no such limit,
- * and mount(2) is the fallback for older kernels.
+ * and mount(2) is the fallback for older kernels: past a page, with paths
+ * relative to their common directory, as containerd does.
  *
  * A checkout merges the chain top down: in each directory the topmost layer
  * that names an entry wins, a whiteout hides the name below, an opaque
@@ -21,6 +22,7 @@
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 
 #include <jansson.h>
@@ -273,7 +275,92 @@ static int mount_fsconfig(const mount_plan *p, const char *target, char *why, si
     return r;
 }
 
-int cairn_snapshot_mount(cairn_state *st, const char *name, const char *target, cairn_error *err)
+/* The options string for mount(2), each path without `strip` bytes of
+ * prefix. */
+static char *legacy_opts(const mount_plan *p, size_t strip)
+{
+    size_t len = 64 + (p->upper ? strlen(p->upper) + strlen(p->work) : 0) +
+                 (p->empty ? strlen(p->empty) + 1 : 0);
+    for (size_t i = 0; i < p->lowers.n; i++)
+        len += strlen(p->lowers.dirs[i]) + 1;
+    char *s = malloc(len);
+    if (!s)
+        return NULL;
+    char *o = stpcpy(s, "lowerdir=");
+    for (size_t i = 0; i < p->lowers.n; i++)
+        o = stpcpy(stpcpy(o, i ? ":" : ""), p->lowers.dirs[i] + strip);
+    if (p->empty)
+        o = stpcpy(stpcpy(o, ":"), p->empty + strip);
+    if (p->upper) {
+        o = stpcpy(stpcpy(o, ",upperdir="), p->upper + strip);
+        o = stpcpy(stpcpy(o, ",workdir="), p->work + strip);
+    }
+    if (geteuid() != 0)
+        stpcpy(o, ",userxattr");
+    return s;
+}
+
+/* mount(2) with one options string, which the kernel limits to a page.
+ * Past it, the paths are given relative to their longest common directory,
+ * from a child process that changes into it (as containerd does): that
+ * fits about twice as many layers. -E2BIG when even that does not fit. */
+static int mount_legacy(const mount_plan *p, const char *target, cairn_error *err)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned long flags = p->readonly ? MS_RDONLY : 0;
+    _cleanup_free_ char *opts = legacy_opts(p, 0);
+    if (!opts)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    if (strlen(opts) < page)
+        return mount("overlay", target, "overlay", flags, opts) < 0 ? -errno : 0;
+    /* The longest common directory of every path. */
+    const char *first = p->lowers.dirs[0];
+    size_t common = strlen(first);
+    const char *all[3] = {p->empty, p->upper, p->work};
+    for (size_t i = 0; i < p->lowers.n + 3; i++) {
+        const char *q = i < p->lowers.n ? p->lowers.dirs[i] : all[i - p->lowers.n];
+        if (!q)
+            continue;
+        size_t k = 0;
+        while (k < common && q[k] == first[k])
+            k++;
+        common = k;
+    }
+    while (common > 0 && first[common - 1] != '/')
+        common--;
+    if (common <= 1)
+        return -E2BIG;
+    free(opts);
+    opts = legacy_opts(p, common);
+    if (!opts)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    if (strlen(opts) >= page)
+        return -E2BIG;
+    _cleanup_free_ char *dir = strndup(first, common);
+    _cleanup_free_ char *abs_target = realpath(target, NULL);
+    if (!dir)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    if (!abs_target)
+        return cairn__err(err, -errno, "%s: %m", target);
+    pid_t pid = fork();
+    if (pid < 0)
+        return cairn__err(err, -errno, "fork: %m");
+    if (pid == 0) {
+        if (chdir(dir) < 0)
+            _exit(errno & 0xff);
+        _exit(mount("overlay", abs_target, "overlay", flags, opts) < 0 ? errno & 0xff : 0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return cairn__err(err, -errno, "waitpid: %m");
+    if (!WIFEXITED(status))
+        return cairn__err(err, -EIO, "the mount helper process died");
+    return -WEXITSTATUS(status);
+}
+
+static int snapshot_mount(cairn_state *st, const char *name, const char *target, bool legacy,
+                          cairn_error *err)
 {
     mount_plan p;
     int r = plan_get(st, name, &p, err);
@@ -293,30 +380,37 @@ int cairn_snapshot_mount(cairn_state *st, const char *name, const char *target, 
         return 0;
     }
     char why[256] = "";
-    r = mount_fsconfig(&p, target, why, sizeof(why));
+    r = legacy ? -ENOSYS : mount_fsconfig(&p, target, why, sizeof(why));
     if (r == -ENOSYS || (r == -EINVAL && strstr(why, "lowerdir+"))) {
-        /* An older kernel: one options string, limited to a page. */
-        _cleanup_free_ char *lower = lowerdir_opt(&p);
-        _cleanup_free_ char *opts = NULL;
-        if (!lower || asprintf(&opts, "%s%s%s%s%s%s", lower, p.upper ? ",upperdir=" : "",
-                               p.upper ? p.upper : "", p.upper ? ",workdir=" : "",
-                               p.work ? p.work : "", geteuid() ? ",userxattr" : "") < 0) {
+        why[0] = 0;
+        r = mount_legacy(&p, target, err);
+        if (r == -E2BIG) {
             plan_free(&p);
-            return cairn__err(err, -ENOMEM, "out of memory");
-        }
-        if (strlen(opts) >= (size_t)sysconf(_SC_PAGESIZE)) {
-            plan_free(&p);
-            return cairn__err(err, -E2BIG,
+            return cairn__err(err, r,
                               "mount %s: %zu layers do not fit a mount options page and this "
                               "kernel lacks overlayfs' lowerdir+ (Linux >= 6.8)",
                               name, p.lowers.n);
         }
-        r = mount("overlay", target, "overlay", p.readonly ? MS_RDONLY : 0, opts) < 0 ? -errno : 0;
+        if (r < 0 && err && err->code == r && err->message[0]) {
+            plan_free(&p);
+            return cairn__err_prefix(err, r, "mount %s on %s", name, target);
+        }
     }
     plan_free(&p);
     if (r < 0)
         return cairn__err(err, r, "mount %s on %s: %m%s%s", name, target, why[0] ? ": " : "", why);
     return 0;
+}
+
+int cairn_snapshot_mount(cairn_state *st, const char *name, const char *target, cairn_error *err)
+{
+    return snapshot_mount(st, name, target, false, err);
+}
+
+int cairn__snapshot_mount_legacy(cairn_state *st, const char *name, const char *target,
+                                 cairn_error *err)
+{
+    return snapshot_mount(st, name, target, true, err);
 }
 
 int cairn_umount(const char *target, cairn_error *err)

@@ -282,9 +282,26 @@ static int key_bind(void *ud, sqlite3_stmt *s)
     return 0;
 }
 
-static int key_row(void *ud, size_t layer, sqlite3_stmt *s)
+/* A (key, result) pair held by several layers reads as their merge would
+ * hold it (lib/merge.c): the earliest created, the greatest kind name. */
+static void res_merge(cairn_record_result *o, sqlite3_stmt *s, int key_col)
+{
+    const char *kind = cairn__col(s, key_col + 2);
+    cairn_result_kind k;
+    if (strcmp(kind, o->kind ? cairn_result_kind_name(o->kind) : "") > 0 &&
+        cairn_result_kind_parse(kind, &k) == 0)
+        o->kind = k;
+    if (sqlite3_column_int64(s, key_col + 3) < o->created)
+        o->created = sqlite3_column_int64(s, key_col + 3);
+}
+
+static int key_row(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     struct key_ctx *c = ud;
+    if (!first) {
+        res_merge(&c->rv->v[c->rv->n - 1], s, 1);
+        return 0;
+    }
     return res_push(c->rv, layer, s, 1);
 }
 
@@ -302,7 +319,7 @@ static int key_results(cairn_state *st, const char *key, res_vec *rv, cairn_erro
     static const char sql[] = "SELECT result, key, result, kind, created FROM cache_results "
                               "WHERE key = ? ORDER BY result";
     struct key_ctx c = {key, rv};
-    int r = cairn__union_walk(st, sql, key_bind, key_row, &c, err);
+    int r = cairn__union_walk_all(st, sql, key_bind, key_row, NULL, &c, err);
     if (r == -ENOMEM)
         return cairn__err(err, r, "out of memory");
     if (r < 0)
@@ -764,23 +781,34 @@ struct list_ctx {
     cairn_record_list_fn fn;
     void *ud;
     cairn_error *err;
+    res_vec rv; /* the pair being read across layers */
 };
 
-static int list_row(void *ud, size_t layer, sqlite3_stmt *s)
+static int list_row(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     struct list_ctx *c = ud;
-    res_vec rv = {0};
-    int r = res_push(&rv, layer, s, 1);
+    if (!first) {
+        res_merge(&c->rv.v[0], s, 1);
+        return 0;
+    }
+    c->rv.n = 0;
+    int r = res_push(&c->rv, layer, s, 1);
     if (r < 0)
         return cairn__err(c->err, r, "out of memory");
-    cairn_record_result *res = rv.v;
+    return 0;
+}
+
+static int list_emit(void *ud)
+{
+    struct list_ctx *c = ud;
+    cairn_record_result *res = c->rv.v;
+    int r = 0;
     int present = cairn__object_present(c->st, cairn_result_kind_name(res->kind), res->result,
                                         NULL, c->err);
     if (present >= 0)
         r = fill_usage(c->st, res, c->err);
     if (present >= 0 && r == 0)
         r = c->fn(c->ud, res, present);
-    free(rv.v);
     return present < 0 ? present : r;
 }
 
@@ -790,8 +818,10 @@ int cairn_record_list(cairn_state *st, cairn_record_list_fn fn, void *userdata, 
      * ordering by "key result", and reads the primary key in order. */
     static const char sql[] = "SELECT key || ' ' || result, key, result, kind, created "
                               "FROM cache_results ORDER BY key, result";
-    struct list_ctx c = {st, fn, userdata, err};
-    return cairn__union_walk(st, sql, NULL, list_row, &c, err);
+    struct list_ctx c = {.st = st, .fn = fn, .ud = userdata, .err = err};
+    int r = cairn__union_walk_all(st, sql, NULL, list_row, list_emit, &c, err);
+    free(c.rv.v);
+    return r;
 }
 
 /* ---- fsck ------------------------------------------------------------- */

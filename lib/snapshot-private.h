@@ -6,6 +6,15 @@
 #include "cairn/layer.h"
 #include "cairn/snapshot.h"
 
+#include <locale.h>
+
+/* libarchive converts names between UTF-8 (PAX records) and the locale's
+ * charset; a library must not depend on (or change) the process locale, so
+ * tar code runs with C.UTF-8 set for the calling thread only. Returns the
+ * previous locale for _leave ((locale_t)0 when C.UTF-8 is missing). */
+CAIRN_INTERNAL locale_t cairn__utf8_locale_enter(void);
+CAIRN_INTERNAL void cairn__utf8_locale_leave(locale_t old);
+
 /* The overlayfs xattr namespace this process writes and reads: trusted.* as
  * root, user.* (overlayfs' userxattr mode) otherwise. */
 CAIRN_INTERNAL const char *cairn__ovl_prefix(void);
@@ -51,6 +60,10 @@ CAIRN_INTERNAL int cairn__snapshot_publish(cairn_state *st, int stagefd, const c
                                            const char *parent, const char *diff_id,
                                            const char *tar_digest, uint64_t size,
                                            cairn_error *err);
+/* cairn_snapshot_mount() through mount(2) only, as on kernels without
+ * overlayfs' lowerdir+ (for tests). */
+CAIRN_INTERNAL int cairn__snapshot_mount_legacy(cairn_state *st, const char *name,
+                                                const char *target, cairn_error *err);
 /* Record a use of an object (last_used, hits) in this state's usage table. */
 CAIRN_INTERNAL void cairn__usage_touch(cairn_state *st, const char *object);
 

@@ -11,10 +11,13 @@
  *   1. the canonical tar of active/<id>/fs into a SHA-256 (no temporary
  *      file): the DiffID; overlayfs' bookkeeping xattrs are stripped on the
  *      way; the ChainID from the parent's;
- *   2. syncfs, then rename fs into snapshots/<hex> without replacing; when one
- *      is there already, it is kept and ours dropped;
- *   3. one transaction: the snapshot row, the active row deleted;
- *   4. active/<id>/ (work/) removed.
+ *   2. (renaming fs into snapshots/<hex> never replaces: when one is there
+ *      already, it is kept and ours dropped);
+ *   3. the active row deleted (a crash from here leaves directories no row
+ *      names, never a row naming a moved directory);
+ *   4. syncfs, then the rename (when no state of the stack has it yet);
+ *   5. the snapshot row;
+ *   6. active/<id>/ (work/, or the diff when it was there already) removed.
  * Removal goes the other way: row first (in a transaction that checks no
  * kept snapshot or active one names it as parent), then the directory, moved
  * into tmp/ first so that a half-deleted tree never looks like a snapshot.
@@ -70,6 +73,27 @@ int cairn__snapshot_find(cairn_state *st, const char *chain_id, cairn__snaprow *
         if (rc == SQLITE_ROW) {
             row_read(s, i, out);
             sqlite3_reset(s);
+            /* The rest of the layers, merged by the table's rule (lib/merge.c):
+             * the earliest created, the greatest tar digest. The directory is
+             * the topmost holder's. */
+            for (size_t k = i + 1; k < st->n_layers; k++) {
+                sqlite3_stmt *q = cairn__stmt(st, k, sql, err);
+                if (!q)
+                    return err ? err->code : CAIRN_E_DB;
+                sqlite3_bind_text(q, 1, chain_id, -1, SQLITE_STATIC);
+                rc = sqlite3_step(q);
+                if (rc == SQLITE_ROW) {
+                    cairn__snaprow more;
+                    row_read(q, k, &more);
+                    if (more.info.created < out->info.created)
+                        out->info.created = more.info.created;
+                    if (strcmp(more.tar_digest, out->tar_digest) > 0)
+                        memcpy(out->tar_digest, more.tar_digest, sizeof(out->tar_digest));
+                }
+                sqlite3_reset(q);
+                if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                    return cairn__err_db(err, st->layers[k].db, rc, "snapshot lookup");
+            }
             return 1;
         }
         sqlite3_reset(s);
@@ -235,6 +259,53 @@ static int active_mounted(cairn_state *st, const char *id, cairn_error *err)
     return 0;
 }
 
+static int active_insert(cairn_state *st, const cairn_active_info *a, cairn_error *err)
+{
+    static const char sql[] =
+        "INSERT INTO active(id, kind, parent, label, created) VALUES (?, ?, ?, ?, ?)";
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
+    if (!s) {
+        r = err ? err->code : CAIRN_E_DB;
+    } else {
+        sqlite3_bind_text(s, 1, a->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, a->view ? "view" : "active", -1, SQLITE_STATIC);
+        if (a->parent[0])
+            sqlite3_bind_text(s, 3, a->parent, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 3);
+        sqlite3_bind_text(s, 4, a->label, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 5, a->created);
+        r = cairn__step_done(st, 0, s, err);
+    }
+    if (r == 0 && a->parent[0])
+        cairn__usage_touch(st, a->parent);
+    if (r == 0)
+        return cairn__tx_commit(st, err);
+    cairn__tx_rollback(st);
+    return r;
+}
+
+static int active_delete(cairn_state *st, const char *id, cairn_error *err)
+{
+    static const char sql[] = "DELETE FROM active WHERE id = ?";
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
+    r = s ? 0 : (err ? err->code : CAIRN_E_DB);
+    if (r == 0) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        r = cairn__step_done(st, 0, s, err);
+    }
+    if (r == 0)
+        return cairn__tx_commit(st, err);
+    cairn__tx_rollback(st);
+    return r;
+}
+
 static int new_active_locked(cairn_state *st, const char *parent, const char *label, bool view,
                              char *out_id, cairn_error *err);
 
@@ -289,33 +360,11 @@ static int new_active_locked(cairn_state *st, const char *parent, const char *la
         cairn__rm_rf_at(afd, id);
         return r;
     }
-    static const char sql[] =
-        "INSERT INTO active(id, kind, parent, label, created) VALUES (?, ?, ?, ?, ?)";
-    r = cairn__tx_begin(st, err);
-    if (r < 0) {
-        cairn__rm_rf_at(afd, id);
-        return r;
-    }
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s) {
-        r = err ? err->code : CAIRN_E_DB;
-    } else {
-        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, view ? "view" : "active", -1, SQLITE_STATIC);
-        if (parent)
-            sqlite3_bind_text(s, 3, parent, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(s, 3);
-        sqlite3_bind_text(s, 4, label ? label : "", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 5, cairn__now());
-        r = cairn__step_done(st, 0, s, err);
-    }
-    if (r == 0 && parent)
-        cairn__usage_touch(st, parent);
-    if (r == 0)
-        r = cairn__tx_commit(st, err);
-    else
-        cairn__tx_rollback(st);
+    cairn_active_info a = {.view = view, .created = cairn__now()};
+    memcpy(a.id, id, sizeof(a.id));
+    snprintf(a.parent, sizeof(a.parent), "%s", parent ? parent : "");
+    snprintf(a.label, sizeof(a.label), "%s", label ? label : "");
+    r = active_insert(st, &a, err);
     if (r < 0) {
         cairn__rm_rf_at(afd, id);
         return r;
@@ -393,31 +442,32 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
     if (r < 0)
         return r;
     cairn__snaprow row;
-    r = cairn__snapshot_find(st, chain, &row, err);
-    if (r == 0) {
+    int found = cairn__snapshot_find(st, chain, &row, err);
+    r = found < 0 ? found : 0;
+    /* The active row goes first: from here a crash leaves at worst
+     * directories no row names (active/<id>, snapshots/<hex>), which fsck
+     * reports and gc removes, never a row naming a moved directory. */
+    if (r == 0)
+        r = active_delete(st, id, err);
+    if (r == 0 && found == 1)
+        cairn__usage_touch(st, chain); /* a use: a gc running now keeps it */
+    if (r == 0 && found == 0) {
         r = syncfs_fd(st, fsfd, err);
         if (r == 0)
             r = place(st, idfd, "fs", chain, err);
-    }
-    bool have = r == 1; /* here or in a lower: no row of ours for it */
-    if (have)
-        cairn__usage_touch(st, chain); /* a use: a gc running now keeps it */
-    if (r >= 0) {
-        static const char del[] = "DELETE FROM active WHERE id = ?";
-        r = cairn__tx_begin(st, err);
-        if (r == 0 && !have)
-            r = insert_row(st, chain, a.parent, diff_id, diff_id, size, err);
-        sqlite3_stmt *s = r == 0 ? cairn__stmt(st, 0, del, err) : NULL;
-        if (r == 0 && !s)
-            r = err ? err->code : CAIRN_E_DB;
-        if (r == 0) {
-            sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-            r = cairn__step_done(st, 0, s, err);
+        if (r >= 0) {
+            r = cairn__tx_begin(st, err);
+            if (r == 0)
+                r = insert_row(st, chain, a.parent, diff_id, diff_id, size, err);
+            if (r == 0)
+                r = cairn__tx_commit(st, err);
+            else if (st->txdepth)
+                cairn__tx_rollback(st);
+        } else {
+            /* Nothing moved: the active snapshot is still whole; keep it. */
+            cairn_error e2 = {0};
+            active_insert(st, &a, &e2);
         }
-        if (r == 0)
-            r = cairn__tx_commit(st, err);
-        else if (st->txdepth)
-            cairn__tx_rollback(st);
     }
     cairn__unlock(st);
     if (r < 0)
@@ -490,20 +540,7 @@ static int remove_active(cairn_state *st, const char *id, cairn_error *err)
     r = active_mounted(st, id, err);
     if (r < 0)
         return r;
-    static const char sql[] = "DELETE FROM active WHERE id = ?";
-    r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    r = s ? 0 : (err ? err->code : CAIRN_E_DB);
-    if (r == 0) {
-        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-        r = cairn__step_done(st, 0, s, err);
-    }
-    if (r == 0)
-        r = cairn__tx_commit(st, err);
-    else
-        cairn__tx_rollback(st);
+    r = active_delete(st, id, err);
     if (r < 0)
         return r;
     _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -587,23 +624,36 @@ typedef struct list_ctx {
     cairn_state *st;
     cairn_snapshot_fn fn;
     void *ud;
+    cairn__snaprow row; /* the chain id being read across layers */
 } list_ctx;
 
-static int list_cb(void *ud, size_t layer, sqlite3_stmt *s)
+/* Every layer's row of a chain id, topmost first, merged as the merge rule
+ * says (earliest created); then emitted once. */
+static int list_cb(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     list_ctx *c = ud;
-    cairn__snaprow row;
-    row_read(s, layer, &row);
-    row.info.last_used = last_used(c->st, row.info.chain_id);
-    return c->fn(c->ud, &row.info);
+    if (first) {
+        row_read(s, layer, &c->row);
+        return 0;
+    }
+    if (sqlite3_column_int64(s, 4) < c->row.info.created)
+        c->row.info.created = sqlite3_column_int64(s, 4);
+    return 0;
+}
+
+static int list_emit(void *ud)
+{
+    list_ctx *c = ud;
+    c->row.info.last_used = last_used(c->st, c->row.info.chain_id);
+    return c->fn(c->ud, &c->row.info);
 }
 
 int cairn_snapshot_list(cairn_state *st, cairn_snapshot_fn fn, void *userdata, cairn_error *err)
 {
     static const char sql[] = "SELECT chain_id, coalesce(parent, ''), diff_id, size, created, "
                               "tar_digest FROM snapshots ORDER BY chain_id";
-    list_ctx c = {st, fn, userdata};
-    return cairn__union_walk(st, sql, NULL, list_cb, &c, err);
+    list_ctx c = {.st = st, .fn = fn, .ud = userdata};
+    return cairn__union_walk_all(st, sql, NULL, list_cb, list_emit, &c, err);
 }
 
 int cairn_snapshot_active_list(cairn_state *st, cairn_active_fn fn, void *userdata,
@@ -682,8 +732,65 @@ static int delete_snapshot_row(cairn_state *st, const char *chain, cairn_error *
     return r;
 }
 
+/* Active snapshots: each row names active/<id>/fs; each directory of
+ * active/ is named by a row. */
+static int fsck_active(cairn__fsck *f, cairn_error *err)
+{
+    cairn_state *st = f->st;
+    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (afd < 0)
+        return cairn__err(err, -errno, "%s/active: %m", st->path);
+    static const char sql[] = "SELECT id FROM active ORDER BY id";
+    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
+    if (!s)
+        return err ? err->code : CAIRN_E_DB;
+    cairn__strset *ids = cairn__strset_new();
+    if (!ids)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    int rc, r = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        if (cairn__strset_add(ids, cairn__col(s, 0)) < 0)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+    sqlite3_reset(s);
+    if (r == 0 && rc != SQLITE_DONE)
+        r = cairn__err_db(err, st->layers[0].db, rc, "fsck: read active");
+    /* Rows whose directory is gone are reported, not dropped: an active
+     * snapshot is a user's work in progress, removed with snapshot rm. */
+    while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *id = cairn__col(s, 0);
+        char p[80];
+        snprintf(p, sizeof(p), "%.40s/fs", id);
+        struct stat sb;
+        if (fstatat(afd, p, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+            continue;
+        cairn__fsck_report(f, "active", id, "missing", "",
+                           "recorded, but %s/active/%s/fs is not a directory", st->path, id);
+    }
+    sqlite3_reset(s);
+    int d2 = r == 0 ? dup(afd) : -1;
+    DIR *d = d2 >= 0 ? fdopendir(d2) : NULL;
+    if (r == 0 && !d) {
+        if (d2 >= 0)
+            close(d2);
+        r = cairn__err(err, -errno, "%s/active: %m", st->path);
+    }
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (de->d_name[0] != '.' && !cairn__strset_has(ids, de->d_name))
+            cairn__fsck_report(f, "active", de->d_name, "unreferenced", "",
+                               "%s/active/%s is named by no row (gc removes it)", st->path,
+                               de->d_name);
+    if (d)
+        closedir(d);
+    cairn__strset_free(ids);
+    return r;
+}
+
 int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
 {
+    int ra = fsck_active(f, err);
+    if (ra < 0)
+        return ra;
     cairn_state *st = f->st;
     int sfd = cairn__layer_snapfd(st, 0, err);
     if (sfd < 0)

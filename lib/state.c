@@ -135,6 +135,28 @@ static int identity_write(int dirfd, const identity *id, cairn_error *err, const
     return 0;
 }
 
+int cairn__identity_get(int dirfd, const char *path, char out_id[CAIRN_STATE_ID_LEN + 1],
+                        bool *frozen, cairn_error *err)
+{
+    identity id;
+    int r = identity_read(dirfd, path, &id, err);
+    if (r < 0)
+        return r;
+    memcpy(out_id, id.id, CAIRN_STATE_ID_LEN + 1);
+    if (frozen)
+        *frozen = id.frozen;
+    return 0;
+}
+
+int cairn__identity_new(int dirfd, const char *path, const char *state_id, bool frozen,
+                        cairn_error *err)
+{
+    identity id = {.format = CAIRN_FORMAT_VERSION, .frozen = frozen};
+    memcpy(id.id, state_id, CAIRN_STATE_ID_LEN + 1);
+    snprintf(id.database, sizeof(id.database), "db/%s.sqlite", id.id);
+    return identity_write(dirfd, &id, err, path);
+}
+
 /* ---- layers ----------------------------------------------------------- */
 
 static void layer_clear(cairn__layer *l)
@@ -151,6 +173,12 @@ static void layer_clear(cairn__layer *l)
         close(l->snapfd);
     free(l->root);
     free(l->db_path);
+}
+
+void cairn__layers_trim(cairn_state *st, size_t n)
+{
+    while (st->n_layers > n && st->n_layers > 1)
+        layer_clear(&st->layers[--st->n_layers]);
 }
 
 static bool has_layer(const cairn_state *st, const char *id)
@@ -521,6 +549,12 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
         goto fail;
     if (!st->readonly)
         tmp_sweep(st);
+    /* The flatten policy of a stack (merge.c): on-open, lowers>N. */
+    if (!st->readonly && st->n_layers > 1) {
+        r = cairn__flatten_on_open(st, err);
+        if (r < 0)
+            goto fail;
+    }
     *out = st;
     return 0;
 fail:
@@ -733,9 +767,9 @@ void cairn__unlock(cairn_state *st)
 
 /* ---- the union of a query over the layers ----------------------------- */
 
-int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
-                      int (*fn)(void *ud, size_t layer, sqlite3_stmt *s), void *ud,
-                      cairn_error *err)
+int cairn__union_walk_all(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
+                          int (*acc)(void *ud, size_t layer, sqlite3_stmt *s, bool first),
+                          int (*emit)(void *ud), void *ud, cairn_error *err)
 {
     size_t n = st->n_layers;
     sqlite3_stmt **cur = calloc(n, sizeof(*cur));
@@ -773,10 +807,8 @@ int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sq
         }
         if (best == n)
             break;
-        r = fn(ud, best, cur[best]);
-        if (r != 0)
-            goto out;
-        /* Advance every layer holding that key: copy it first, the step moves it. */
+        /* Every layer holding that key, topmost first, then advance it:
+         * copy the key first, the step moves it. */
         _cleanup_free_ char *key = strdup(cairn__col(cur[best], 0));
         if (!key) {
             r = cairn__err(err, -ENOMEM, "out of memory");
@@ -787,6 +819,9 @@ int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sq
                 continue;
             if (strcmp(cairn__col(cur[i], 0), key) != 0)
                 continue;
+            r = acc(ud, i, cur[i], i == best);
+            if (r != 0)
+                goto out;
             int rc = sqlite3_step(cur[i]);
             if (rc != SQLITE_ROW) {
                 if (rc != SQLITE_DONE) {
@@ -797,6 +832,8 @@ int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sq
                 cur[i] = NULL;
             }
         }
+        if (emit && (r = emit(ud)) != 0)
+            goto out;
     }
 out:
     for (size_t i = 0; i < n; i++)
@@ -804,4 +841,32 @@ out:
             sqlite3_reset(cur[i]);
     free(cur);
     return r;
+}
+
+/* The topmost row of each key: union_walk_all keeping the first holder. */
+struct walk_top {
+    int (*fn)(void *ud, size_t layer, sqlite3_stmt *s);
+    int (*bind)(void *ud, sqlite3_stmt *s);
+    void *ud;
+};
+
+static int walk_top_acc(void *ud, size_t layer, sqlite3_stmt *s, bool first)
+{
+    struct walk_top *w = ud;
+    return first ? w->fn(w->ud, layer, s) : 0;
+}
+
+static int walk_top_bind(void *ud, sqlite3_stmt *s)
+{
+    struct walk_top *w = ud;
+    return w->bind(w->ud, s);
+}
+
+int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
+                      int (*fn)(void *ud, size_t layer, sqlite3_stmt *s), void *ud,
+                      cairn_error *err)
+{
+    struct walk_top w = {fn, bind, ud};
+    return cairn__union_walk_all(st, sql, bind ? walk_top_bind : NULL, walk_top_acc, NULL, &w,
+                                 err);
 }

@@ -84,6 +84,25 @@ int cairn_blob_stat(cairn_state *st, const char *digest, cairn_blob_info *out, c
         return cairn__err(err, r, "blob %s: not found", digest);
     if (r < 0)
         return r;
+    /* The stacked view answers as the merge would (lib/db.c): created is the
+     * earliest of the layers', media_type the greatest. */
+    static const char sql[] = "SELECT media_type, created FROM blobs WHERE digest = ?";
+    for (size_t i = (size_t)r + 1; i < st->n_layers; i++) {
+        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
+        if (!s)
+            return err ? err->code : CAIRN_E_DB;
+        sqlite3_bind_text(s, 1, digest, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            if (strcmp(cairn__col(s, 0), info.media_type) > 0)
+                snprintf(info.media_type, sizeof(info.media_type), "%s", cairn__col(s, 0));
+            if (sqlite3_column_int64(s, 1) < info.created)
+                info.created = sqlite3_column_int64(s, 1);
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return cairn__err_db(err, st->layers[i].db, rc, "blob lookup");
+    }
     *out = info;
     return 0;
 }
@@ -162,6 +181,7 @@ struct list_ctx {
     const char *media_type;
     cairn_blob_fn fn;
     void *ud;
+    cairn_blob_info info; /* the key being merged across layers */
 };
 
 static int list_bind(void *ud, sqlite3_stmt *s)
@@ -172,16 +192,35 @@ static int list_bind(void *ud, sqlite3_stmt *s)
     return 0;
 }
 
-static int list_row(void *ud, size_t layer, sqlite3_stmt *s)
+/* Rows of one digest, topmost first: merged as the merge rule says. */
+static int list_row(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     struct list_ctx *c = ud;
-    cairn_blob_info info = {0};
-    snprintf(info.digest, sizeof(info.digest), "%s", cairn__col(s, 0));
-    info.size = (uint64_t)sqlite3_column_int64(s, 1);
-    snprintf(info.media_type, sizeof(info.media_type), "%s", cairn__col(s, 2));
-    info.created = sqlite3_column_int64(s, 3);
-    info.lower = (int)layer;
-    return c->fn(c->ud, &info);
+    cairn_blob_info *info = &c->info;
+    if (first) {
+        memset(info, 0, sizeof(*info));
+        snprintf(info->digest, sizeof(info->digest), "%s", cairn__col(s, 0));
+        info->size = (uint64_t)sqlite3_column_int64(s, 1);
+        snprintf(info->media_type, sizeof(info->media_type), "%s", cairn__col(s, 2));
+        info->created = sqlite3_column_int64(s, 3);
+        info->lower = (int)layer;
+        return 0;
+    }
+    if (strcmp(cairn__col(s, 2), info->media_type) > 0)
+        snprintf(info->media_type, sizeof(info->media_type), "%s", cairn__col(s, 2));
+    if (sqlite3_column_int64(s, 3) < info->created)
+        info->created = sqlite3_column_int64(s, 3);
+    return 0;
+}
+
+static int list_emit(void *ud)
+{
+    struct list_ctx *c = ud;
+    /* The media type is filtered on the merged row: a lower's row without a
+     * type does not list a blob whose union has one. */
+    if (c->media_type && strcmp(c->info.media_type, c->media_type) != 0)
+        return 0;
+    return c->fn(c->ud, &c->info);
 }
 
 int cairn_blob_list(cairn_state *st, const char *media_type, cairn_blob_fn fn, void *userdata,
@@ -191,8 +230,11 @@ int cairn_blob_list(cairn_state *st, const char *media_type, cairn_blob_fn fn, v
         "SELECT digest, size, media_type, created FROM blobs ORDER BY digest";
     static const char by_type[] = "SELECT digest, size, media_type, created FROM blobs "
                                   "WHERE media_type = ? ORDER BY digest";
-    struct list_ctx c = {media_type, fn, userdata};
-    return cairn__union_walk(st, media_type ? by_type : all, list_bind, list_row, &c, err);
+    struct list_ctx c = {.media_type = media_type, .fn = fn, .ud = userdata};
+    /* One layer: SQL filters (by the index). Several: filter the merged rows. */
+    bool by_sql = media_type && st->n_layers == 1;
+    return cairn__union_walk_all(st, by_sql ? by_type : all, by_sql ? list_bind : NULL, list_row,
+                                 list_emit, &c, err);
 }
 
 /* ---- staging ---------------------------------------------------------- */
@@ -807,6 +849,10 @@ struct labels_ctx {
     cairn_label_fn fn;
     void *ud;
     const char *digest;
+    /* the newest row of the key being read across layers */
+    char *key, *value;
+    bool has_value;
+    int64_t updated;
 };
 
 static int labels_bind(void *ud, sqlite3_stmt *s)
@@ -816,12 +862,38 @@ static int labels_bind(void *ud, sqlite3_stmt *s)
     return 0;
 }
 
-static int labels_row(void *ud, size_t layer, sqlite3_stmt *s)
+/* The merge rule of blob_labels (lib/merge.c): the newest write wins, ties
+ * broken by (value set, value), so a stack reads what a merge would hold. */
+static int labels_row(void *ud, size_t layer, sqlite3_stmt *s, bool first)
 {
     struct labels_ctx *c = ud;
-    if (sqlite3_column_type(s, 1) == SQLITE_NULL)
+    bool has = sqlite3_column_type(s, 1) != SQLITE_NULL;
+    int64_t upd = sqlite3_column_int64(s, 2);
+    const char *v = cairn__col(s, 1);
+    if (!first) {
+        if (upd < c->updated)
+            return 0;
+        if (upd == c->updated && (has < c->has_value ||
+                                  (has == c->has_value && strcmp(v, c->value) <= 0)))
+            return 0;
+    }
+    free(c->key);
+    free(c->value);
+    c->key = strdup(cairn__col(s, 0));
+    c->value = strdup(v);
+    if (!c->key || !c->value)
+        return -ENOMEM;
+    c->has_value = has;
+    c->updated = upd;
+    return 0;
+}
+
+static int labels_emit(void *ud)
+{
+    struct labels_ctx *c = ud;
+    if (!c->has_value)
         return 0; /* cleared */
-    return c->fn(c->ud, cairn__col(s, 0), cairn__col(s, 1));
+    return c->fn(c->ud, c->key, c->value);
 }
 
 int cairn_blob_labels(cairn_state *st, const char *digest, cairn_label_fn fn, void *userdata,
@@ -830,11 +902,15 @@ int cairn_blob_labels(cairn_state *st, const char *digest, cairn_label_fn fn, vo
     int r = cairn_digest_check(digest, err);
     if (r < 0)
         return r;
-    /* Topmost layer wins per key: a label set in the top overrides a lower's.
-     * (Within the union, the merge rule is newest-wins; a stack reads the
-     * top first, which is at least as new.) */
+    /* Newest across the layers per key, as the merge rule says (a lower can
+     * hold a newer write than the top when states are stacked afterwards). */
     static const char sql[] =
-        "SELECT key, value FROM blob_labels WHERE digest = ? ORDER BY key";
-    struct labels_ctx c = {fn, userdata, digest};
-    return cairn__union_walk(st, sql, labels_bind, labels_row, &c, err);
+        "SELECT key, value, updated FROM blob_labels WHERE digest = ? ORDER BY key";
+    struct labels_ctx c = {fn, userdata, digest, NULL, NULL, false, 0};
+    r = cairn__union_walk_all(st, sql, labels_bind, labels_row, labels_emit, &c, err);
+    free(c.key);
+    free(c.value);
+    if (r == -ENOMEM)
+        return cairn__err(err, r, "out of memory");
+    return r;
 }

@@ -31,6 +31,30 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+locale_t cairn__utf8_locale_enter(void)
+{
+    static locale_t utf8; /* made once, never freed: a process-wide constant */
+    locale_t l = __atomic_load_n(&utf8, __ATOMIC_ACQUIRE);
+    if (!l) {
+        l = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+        if (!l)
+            return (locale_t)0;
+        locale_t expected = (locale_t)0;
+        if (!__atomic_compare_exchange_n(&utf8, &expected, l, false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            freelocale(l);
+            l = expected;
+        }
+    }
+    return uselocale(l);
+}
+
+void cairn__utf8_locale_leave(locale_t old)
+{
+    if (old)
+        uselocale(old);
+}
+
 const char *cairn__ovl_prefix(void)
 {
     return geteuid() == 0 ? "trusted.overlay." : "user.overlay.";
@@ -220,7 +244,10 @@ static int add_xattrs(tar_walk *w, struct archive_entry *e, int fd, int dirfd, c
 
 static int write_header(tar_walk *w, struct archive_entry *e, const char *path)
 {
-    if (archive_write_header(w->a, e) != ARCHIVE_OK) {
+    /* ARCHIVE_WARN: written, but a name is not UTF-8 and went out as raw
+     * bytes (PAX hdrcharset=BINARY), which is what the filesystem holds. */
+    int rc = archive_write_header(w->a, e);
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
         if (w->sink_err)
             return cairn__err(w->err, w->sink_err, "%s: writing the tar: %m", w->what);
         return cairn__err(w->err, CAIRN_E_FORMAT, "%s: %s: tar header: %s", w->what, path,
@@ -500,6 +527,9 @@ int cairn__tar_diff(int dirfd, const char *what, unsigned flags, cairn__tar_sink
                     void *ud, uint64_t *out_size, cairn_error *err)
 {
     tar_walk w = {.what = what, .flags = flags, .sink = sink, .ud = ud, .err = err};
+    /* Names in the tar are bytes of the filesystem, written as UTF-8 PAX
+     * records when not ASCII, whatever the caller's locale. */
+    locale_t old_locale = cairn__utf8_locale_enter();
     w.bufsize = 1 << 20;
     w.buf = malloc(w.bufsize);
     w.a = archive_write_new();
@@ -533,6 +563,7 @@ out:
         free(w.links[i].path);
     free(w.links);
     free(w.buf);
+    cairn__utf8_locale_leave(old_locale);
     return r;
 }
 

@@ -13,6 +13,7 @@
 #include <cairn/lease.h>
 #include <cairn/gc.h>
 #include <cairn/volume.h>
+#include <cairn/merge.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 

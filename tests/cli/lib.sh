@@ -25,6 +25,6 @@ fails() {
     local out rc=0
     out=$("$@" 2>&1 >/dev/null) || rc=$?
     [ "$rc" -eq "$code" ] || die "expected exit $code, got $rc from: $* (stderr: $out)"
-    echo "$out" | grep -Eq -- "$pat" || die "expected /$pat/ in stderr of: $* (got: $out)"
+    grep -Eq -- "$pat" <<<"$out" || die "expected /$pat/ in stderr of: $* (got: $out)"
 }
 sha() { sha256sum "$1" | cut -d' ' -f1; }

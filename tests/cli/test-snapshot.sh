@@ -17,6 +17,8 @@ fill() {
     echo deep >"$1/long/$(printf 'n%.0s' $(seq 1 120))/$(printf 'f%.0s' $(seq 1 200))"
     setfattr -n user.note -v "a note" "$1/etc/hello"
     chown 42:43 "$1/etc/conf.d"
+    echo utf8 >"$1/etc/café"                      # a PAX path record in UTF-8
+    echo bytes >"$1/etc/$(printf 'lat\xe9n')"     # not UTF-8: raw bytes (hdrcharset=BINARY)
     find "$1" -exec touch -h -d '2024-01-02 03:04:05' {} +
 }
 
@@ -43,6 +45,7 @@ cairn -C "$S1" layer export "$CH" >"$T/l2.tar"
 cmp -s "$T/l.tar" "$T/l2.tar" || die "two exports differ"
 tar -tvf "$T/l.tar" >"$T/l.list"
 grep -q 'usr/bin/tool2 link to usr/bin/tool' "$T/l.list" || die "no tar hardlink"
+grep -q 'etc/café' "$T/l.list" || die "the UTF-8 name is not in the tar"
 cairn -C "$S1" layer export "$CH" --compression gzip -o "$T/l.tgz" --json >"$T/e.json"
 python3 -c '
 import json, sys, hashlib
@@ -53,6 +56,7 @@ assert d["size"] == len(b), d' "$T/e.json" "$T/l.tgz"
 [ "$(cairn -C "$S2" layer import "$T/l.tgz")" = "$CH" ] || die "the round trip changed the chain id"
 cairn -C "$S2" layer export "$CH" -o "$T/back.tar" >/dev/null
 cmp -s "$T/l.tar" "$T/back.tar" || die "the re-export of the imported layer differs"
+[ "$(cat "$S2/snapshots/${CH#sha256:}/etc/$(printf 'lat\xe9n')")" = bytes ] || die "the non-UTF-8 name did not round-trip"
 [ "$(cairn -C "$S2" layer import "$T/l.tar" --diff-id "$DIFF")" = "$CH" ] || die "a second import is not a no-op"
 
 step "the same diff committed in another state gets the same name"
@@ -119,6 +123,20 @@ fsck_json "$S3" | grep -c '"unreferenced"' >/dev/null || die "an unreferenced di
 rmdir "$S3/snapshots/$(printf '%064d' 5)"
 mv "$S3/snapshots/${CH#sha256:}" "$T/gone"
 fsck_json "$S3" | grep -c '"missing"' >/dev/null || die "a missing directory is not reported"
+
+step "fsck: active snapshots without their directory, directories without a row"
+X=$(cairn -C "$S3" snapshot prepare)
+rm -rf "$S3/active/$X"
+mkdir "$S3/active/0123456789abcdef0123456789abcdef"
+fsck_json "$S3" >"$T/fa.json"
+python3 - "$T/fa.json" "$X" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+got = {(p["kind"], p["name"], p["problem"]) for p in d["problems"]}
+assert ("active", sys.argv[2], "missing") in got, got
+assert ("active", "0123456789abcdef0123456789abcdef", "unreferenced") in got, got
+PY
+cairn -C "$S3" snapshot rm "$X"
 
 step "usage errors and --help"
 cairn snapshot prepare --help | grep -c "usage: cairn snapshot prepare" >/dev/null || die "no help"

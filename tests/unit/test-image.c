@@ -484,6 +484,105 @@ static void test_fsck(void **unused)
     t_scratch_free(dir);
 }
 
+/* ---- real images, made with umoci -------------------------------------- */
+
+struct prog {
+    uint64_t last, total, calls;
+    bool backwards;
+};
+
+static void prog_cb(void *ud, uint64_t done, uint64_t total)
+{
+    struct prog *p = ud;
+    if (done < p->last)
+        p->backwards = true;
+    p->last = done;
+    p->total = total;
+    p->calls++;
+}
+
+/* Run `body` in directory `dir` with the shell. */
+static void sh(const char *dir, const char *body)
+{
+    char *cmd = NULL;
+    assert_true(asprintf(&cmd, "cd '%s' && %s", dir, body) > 0);
+    if (system(cmd) != 0)
+        fail_msg("failed: %s", cmd);
+    free(cmd);
+}
+
+/* Three layers (the last deletes files), imported with and without threads:
+ * the same chain ids, progress that only goes forward to its total, and a
+ * layer whose compressed stream is corrupt refused without a row. */
+static void test_umoci_layers(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("image-umoci");
+    sh(dir, "umoci init --layout lay && umoci new --image lay:u && "
+       "umoci unpack --image lay:u b >/dev/null && mkdir -p b/rootfs/d && "
+       "head -c 3000000 /dev/urandom > b/rootfs/d/big && echo a > b/rootfs/d/a && "
+       "umoci repack --refresh-bundle --image lay:u b >/dev/null && "
+       "seq 1 200000 > b/rootfs/d/seq && umoci repack --refresh-bundle --image lay:u b >/dev/null && "
+       "rm b/rootfs/d/a && umoci repack --refresh-bundle --image lay:u b >/dev/null");
+    char *lay = NULL;
+    assert_true(asprintf(&lay, "%s/lay", dir) > 0);
+    char tops[2][CAIRN_DIGEST_LEN + 1];
+    for (unsigned jobs = 1; jobs <= 2; jobs++) {
+        cairn_state *st = t_state(dir, jobs == 1 ? "one" : "two");
+        cairn_image_import_options o = CAIRN_IMAGE_IMPORT_OPTIONS_INIT;
+        struct prog p = {0};
+        o.jobs = jobs;
+        o.progress = prog_cb;
+        o.progress_userdata = &p;
+        cairn_image_info in;
+        T_OK(cairn_image_import(st, lay, &o, &in, &t_err));
+        assert_int_equal(in.layers, 3);
+        assert_false(p.backwards);
+        assert_true(p.calls > 0);
+        /* Each layer blob is counted twice: copied into the store, and applied. */
+        assert_int_equal(p.total, 2 * in.size);
+        assert_int_equal(p.last, p.total);
+        memcpy(tops[jobs - 1], in.top, sizeof(tops[0]));
+        cairn_snapshot_info si;
+        T_OK(cairn_snapshot_stat(st, in.top, &si, &t_err));
+        cairn_state_free(st);
+    }
+    assert_string_equal(tops[0], tops[1]);
+
+    /* A corrupt gzip stream in the middle layer, under its own (right) digest:
+     * the blob is valid content, its diff is not. */
+    sh(dir, "python3 - <<'PY'\n"
+       "import hashlib, json, os, zlib\n"
+       "B = 'lay/blobs/sha256/'\n"
+       "def load(d): return json.load(open(B + d[7:]))\n"
+       "def put(b):\n"
+       "    d = 'sha256:' + hashlib.sha256(b).hexdigest(); open(B + d[7:], 'wb').write(b); return d\n"
+       "idx = json.load(open('lay/index.json'))\n"
+       "man = load(idx['manifests'][0]['digest'])\n"
+       "raw = bytearray(open(B + man['layers'][1]['digest'][7:], 'rb').read())\n"
+       "for i in range(len(raw) // 2, len(raw) // 2 + 64): raw[i] ^= 0x55\n"
+       "man['layers'][1]['digest'] = put(bytes(raw)); man['layers'][1]['size'] = len(raw)\n"
+       "m = json.dumps(man).encode()\n"
+       "idx['manifests'][0]['digest'] = put(m); idx['manifests'][0]['size'] = len(m)\n"
+       "json.dump(idx, open('lay/index.json', 'w'))\n"
+       "PY");
+    for (unsigned jobs = 1; jobs <= 2; jobs++) {
+        cairn_state *st = t_state(dir, jobs == 1 ? "bad1" : "bad2");
+        cairn_image_import_options o = CAIRN_IMAGE_IMPORT_OPTIONS_INIT;
+        o.jobs = jobs;
+        o.name = "bad";
+        int r = cairn_image_import(st, lay, &o, NULL, &t_err);
+        assert_true(r == CAIRN_E_FORMAT || r == CAIRN_E_MISMATCH || r == CAIRN_E_TRUNCATED);
+        print_message("jobs %u: %s\n", jobs, t_err.message);
+        assert_non_null(strstr(t_err.message, "layer 1 ("));
+        assert_int_equal(n_images(st), 0);
+        /* The base layer was applied; nothing was left staged. */
+        cairn_state_free(st);
+    }
+    free(lay);
+    t_scratch_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_bad_layouts),
         cmocka_unit_test(test_lowers),
         cmocka_unit_test(test_fsck),
+        cmocka_unit_test(test_umoci_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,337 @@
+/* cmd-combine.c: cairn freeze, stack add|ls|rm, merge, flatten. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Common options only; returns -1 to go on, or an exit code. */
+static int common_only(cli *c, int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        int h = cli_common_opt(c, opt, optarg);
+        if (h < 0)
+            return EXIT_OK;
+        if (h == 0)
+            return cli_usage_error(c, "unknown option");
+    }
+    return -1;
+}
+
+static json_t *stats_json(const cairn_merge_stats *s)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "objects",
+                     (json_int_t)s->objects, "present", (json_int_t)s->present, "linked",
+                     (json_int_t)s->linked, "reflinked", (json_int_t)s->reflinked, "copied",
+                     (json_int_t)s->copied, "moved", (json_int_t)s->moved, "bytes_copied",
+                     (json_int_t)s->bytes_copied, "refused", (json_int_t)s->refused, "rows",
+                     (json_int_t)s->rows);
+}
+
+static void stats_print(const char *what, const cairn_merge_stats *s)
+{
+    char h[32];
+    printf("%s: %llu objects (%llu already there, %llu linked, %llu reflinked, %llu copied, "
+           "%llu moved; %s copied), %llu rows, %llu refused\n",
+           what, (unsigned long long)s->objects, (unsigned long long)s->present,
+           (unsigned long long)s->linked, (unsigned long long)s->reflinked,
+           (unsigned long long)s->copied, (unsigned long long)s->moved,
+           cli_human(s->bytes_copied, h, sizeof(h)), (unsigned long long)s->rows,
+           (unsigned long long)s->refused);
+}
+
+static int cmd_freeze(cli *c, int argc, char **argv)
+{
+    int r = common_only(c, argc, argv);
+    if (r >= 0)
+        return r;
+    if (argc - optind != 2)
+        return cli_usage_error(c, "expected SRC and DEST");
+    const char *src = argv[optind], *dest = argv[optind + 1];
+    cairn_error err = {0};
+    cairn_merge_stats st = {0};
+    char id[CAIRN_STATE_ID_LEN + 1];
+    if (cairn_freeze(src, dest, &st, id, &err) < 0)
+        return cli_fail(c, &err);
+    if (c->json) {
+        json_t *o = stats_json(&st);
+        json_object_set_new(o, "id", json_string(id));
+        json_object_set_new(o, "path", json_string(dest));
+        cli_json_print(o);
+    } else if (!c->quiet) {
+        printf("froze %s into %s (state %s)\n", src, dest, id);
+        stats_print("freeze", &st);
+    }
+    return EXIT_OK;
+}
+
+static int cmd_stack_add(cli *c, int argc, char **argv)
+{
+    int r = common_only(c, argc, argv);
+    if (r >= 0)
+        return r;
+    if (argc - optind < 2)
+        return cli_usage_error(c, "expected DIR and at least one LOWER");
+    cairn_error err = {0};
+    if (cairn_stack_add(argv[optind], (const char *const *)argv + optind + 1,
+                        (size_t)(argc - optind - 1), &err) < 0)
+        return cli_fail(c, &err);
+    if (c->json)
+        cli_json_print(json_pack("{s:s, s:i}", "path", argv[optind], "added", argc - optind - 1));
+    else if (!c->quiet)
+        printf("%s: %d lower%s added\n", argv[optind], argc - optind - 1,
+               argc - optind - 1 == 1 ? "" : "s");
+    return EXIT_OK;
+}
+
+struct ls_ctx {
+    json_t *list;
+    int bad;
+};
+
+static int ls_one(void *ud, const cairn_stack_entry *e)
+{
+    struct ls_ctx *x = ud;
+    x->bad += strcmp(e->status, "ok") != 0;
+    if (x->list)
+        json_array_append_new(x->list, json_pack("{s:s, s:s, s:s, s:s}", "id", e->id, "path",
+                                                 e->path, "status", e->status, "detail",
+                                                 e->detail));
+    else
+        printf("%s %-10s %s%s%s\n", e->id, e->status, e->path, e->detail[0] ? "  # " : "",
+               e->detail);
+    return 0;
+}
+
+static int cmd_stack_ls(cli *c, int argc, char **argv)
+{
+    int r = common_only(c, argc, argv);
+    if (r >= 0)
+        return r;
+    if (argc - optind > 1)
+        return cli_usage_error(c, "expected at most one DIR");
+    const char *dir = optind < argc ? argv[optind] : c->state_path;
+    struct ls_ctx x = {c->json ? json_array() : NULL, 0};
+    cairn_error err = {0};
+    if (cairn_stack_list(dir, ls_one, &x, &err) < 0) {
+        json_decref(x.list);
+        return cli_fail(c, &err);
+    }
+    if (x.list)
+        cli_json_print(json_pack("{s:s, s:o}", "path", dir, "lowers", x.list));
+    return EXIT_OK;
+}
+
+static int cmd_stack_rm(cli *c, int argc, char **argv)
+{
+    int r = common_only(c, argc, argv);
+    if (r >= 0)
+        return r;
+    if (argc - optind != 2)
+        return cli_usage_error(c, "expected DIR and LOWER (a path or a state id)");
+    cairn_error err = {0};
+    if (cairn_stack_remove(argv[optind], argv[optind + 1], &err) < 0)
+        return cli_fail(c, &err);
+    if (c->json)
+        cli_json_print(json_pack("{s:s, s:s}", "path", argv[optind], "removed", argv[optind + 1]));
+    else if (!c->quiet)
+        printf("%s: lower %s removed\n", argv[optind], argv[optind + 1]);
+    return EXIT_OK;
+}
+
+struct problems {
+    cli *c;
+    json_t *list;
+};
+
+static void on_problem(void *ud, const cairn_merge_problem *p)
+{
+    struct problems *x = ud;
+    if (x->list)
+        json_array_append_new(x->list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "kind",
+                                                 p->kind, "name", p->name, "problem", p->problem,
+                                                 "path", p->path, "other", p->other, "detail",
+                                                 p->detail));
+    /* Always on stderr: a refused copy is something a person must see. */
+    fprintf(stderr, "cairn %s: %s %s: %s: %s\n", x->c->cmd, p->kind, p->name, p->problem,
+            p->detail);
+}
+
+/* --link/--reflink/--copy/--move, --verify, --background. */
+static int merge_opt(int opt, cairn_merge_options *mo)
+{
+    switch (opt) {
+    case 'l':
+        mo->mode = CAIRN_MERGE_LINK;
+        return 1;
+    case 'r':
+        mo->mode = CAIRN_MERGE_REFLINK;
+        return 1;
+    case 'c':
+        mo->mode = CAIRN_MERGE_COPY;
+        return 1;
+    case 'm':
+        mo->mode = CAIRN_MERGE_MOVE;
+        return 1;
+    case 'v':
+        mo->verify = 1;
+        return 1;
+    case 'b':
+        mo->background = 1;
+        return 1;
+    }
+    return 0;
+}
+
+#define MERGE_LONGOPTS                                                                             \
+    {"link", no_argument, NULL, 'l'}, {"reflink", no_argument, NULL, 'r'},                         \
+        {"copy", no_argument, NULL, 'c'}, {"verify", no_argument, NULL, 'v'}
+
+static int cmd_merge(cli *c, int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS, MERGE_LONGOPTS,
+                                       {"move", no_argument, NULL, 'm'},
+                                       {NULL, 0, NULL, 0}};
+    cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        if (merge_opt(opt, &mo))
+            continue;
+        int h = cli_common_opt(c, opt, optarg);
+        if (h < 0)
+            return EXIT_OK;
+        if (h == 0)
+            return cli_usage_error(c, "unknown option");
+    }
+    if (argc - optind < 2)
+        return cli_usage_error(c, "expected DEST and at least one SRC");
+    struct problems x = {c, c->json ? json_array() : NULL};
+    mo.problem = on_problem;
+    mo.problem_userdata = &x;
+    cli_progress p;
+    cli_progress_init(&p, c, "merge", false);
+    mo.progress = cli_progress_cb;
+    mo.progress_userdata = &p;
+    cairn_error err = {0};
+    cairn_merge_stats st = {0};
+    int r = cairn_merge(argv[optind], (const char *const *)argv + optind + 1,
+                        (size_t)(argc - optind - 1), &mo, &st, &err);
+    cli_progress_done(&p);
+    if (r < 0) {
+        json_decref(x.list);
+        return cli_fail(c, &err);
+    }
+    if (c->json) {
+        json_t *o = stats_json(&st);
+        json_object_set_new(o, "path", json_string(argv[optind]));
+        json_object_set_new(o, "problems", x.list);
+        cli_json_print(o);
+    } else if (!c->quiet) {
+        stats_print("merge", &st);
+    }
+    return EXIT_OK;
+}
+
+static int cmd_flatten(cli *c, int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS, MERGE_LONGOPTS,
+                                       {"background", no_argument, NULL, 'b'},
+                                       {"policy", required_argument, NULL, 'P'},
+                                       {"if-due", no_argument, NULL, 'D'},
+                                       {NULL, 0, NULL, 0}};
+    cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
+    const char *policy = NULL;
+    bool if_due = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        if (merge_opt(opt, &mo))
+            continue;
+        if (opt == 'P') {
+            policy = optarg;
+            continue;
+        }
+        if (opt == 'D') {
+            if_due = true;
+            continue;
+        }
+        int h = cli_common_opt(c, opt, optarg);
+        if (h < 0)
+            return EXIT_OK;
+        if (h == 0)
+            return cli_usage_error(c, "unknown option");
+    }
+    if (argc - optind > 1)
+        return cli_usage_error(c, "expected at most one DIR");
+    const char *dir = optind < argc ? argv[optind] : c->state_path;
+    cairn_error err = {0};
+    if (policy) {
+        cairn_state *st = NULL;
+        if (cairn_state_open(&st, dir, 0, &err) < 0)
+            return cli_fail(c, &err);
+        int r = strcmp(policy, "show") ? cairn_flatten_policy_set(st, policy, &err) : 0;
+        char cur[64] = "";
+        if (r == 0)
+            r = cairn_flatten_policy_get(st, cur, sizeof(cur), &err);
+        cairn_state_free(st);
+        if (r < 0)
+            return err.code == -EINVAL ? cli_usage_error(c, "%s", err.message) : cli_fail(c, &err);
+        if (c->json)
+            cli_json_print(json_pack("{s:s, s:s}", "path", dir, "policy", cur));
+        else if (!c->quiet)
+            printf("%s: flatten policy %s\n", dir, cur);
+        return EXIT_OK;
+    }
+    if (if_due) {
+        cairn_state *st = NULL;
+        if (cairn_state_open(&st, dir, 0, &err) < 0)
+            return cli_fail(c, &err);
+        int due = cairn_flatten_due(st, &err);
+        cairn_state_free(st);
+        if (due < 0)
+            return cli_fail(c, &err);
+        if (!due) {
+            if (c->json)
+                cli_json_print(json_pack("{s:s, s:b}", "path", dir, "flattened", 0));
+            else if (!c->quiet)
+                printf("%s: no flatten due by its policy\n", dir);
+            return EXIT_OK;
+        }
+    }
+    struct problems x = {c, c->json ? json_array() : NULL};
+    mo.problem = on_problem;
+    mo.problem_userdata = &x;
+    cairn_merge_stats st = {0};
+    if (cairn_flatten(dir, &mo, &st, &err) < 0) {
+        json_decref(x.list);
+        return cli_fail(c, &err);
+    }
+    if (c->json) {
+        json_t *o = stats_json(&st);
+        json_object_set_new(o, "path", json_string(dir));
+        json_object_set_new(o, "flattened", json_true());
+        json_object_set_new(o, "problems", x.list);
+        cli_json_print(o);
+    } else if (!c->quiet) {
+        stats_print("flatten", &st);
+    }
+    return EXIT_OK;
+}
+
+const cli_command cli_combine_commands[] = {
+    {"freeze", cmd_freeze, "SRC DEST",
+     "a consistent read-only copy of a state (even one being written to), usable as a lower"},
+    {"stack add", cmd_stack_add, "DIR LOWER...", "stack DIR on frozen states (read through, "
+                                                 "writes to DIR only)"},
+    {"stack ls", cmd_stack_ls, "[DIR]", "list the lowers of a stack and whether each is usable"},
+    {"stack rm", cmd_stack_rm, "DIR LOWER",
+     "remove a lower (a path or an id), even one that has vanished or been replaced"},
+    {"merge", cmd_merge, "[--link|--reflink|--copy|--move] [--verify] DEST SRC...",
+     "write the union of states into DEST (created when missing), objects linked, not copied"},
+    {"flatten", cmd_flatten,
+     "[--background] [--if-due] [--link|--reflink|--copy] [--policy never|on-open|lowers>N|"
+     "background|show] [DIR]",
+     "merge a stack's lowers into it and drop them; or set when that happens (--policy)"},
+    {NULL, NULL, NULL, NULL},
+};
