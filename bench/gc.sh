@@ -46,7 +46,7 @@ best() {
 }
 once() {
     local s e
-    s=$(date +%s.%N); "$@" </dev/null >/dev/null 2>&1 || { echo "gc: failed: $*" >&2; exit 1; }; e=$(date +%s.%N)
+    s=$(date +%s.%N); "$@" </dev/null >/dev/null 2>"$W/once.err" || { echo "gc: failed: $*: $(cat "$W/once.err")" >&2; exit 1; }; e=$(date +%s.%N)
     echo "  $* : $(python3 -c "print($e - $s)") s" >&2
     python3 -c "print($e - $s)"
 }
