@@ -34,34 +34,27 @@ static int put_one(cli *c, cairn_state *st, int fd, const char *name,
         return r;
     cli_progress p;
     cli_progress_init(&p, c, name, true);
-    char *buf = malloc(CHUNK);
-    if (!buf) {
-        cairn_blob_writer_free(w);
-        err->code = -ENOMEM;
-        snprintf(err->message, sizeof(err->message), "out of memory");
-        return -ENOMEM;
-    }
     uint64_t done = 0;
     for (;;) {
-        ssize_t n = read(fd, buf, CHUNK);
+        /* The library reads straight into its staging buffers. */
+        int64_t n = cairn_blob_writer_write_fd(w, fd, 16u << 20, err);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            r = -errno;
-            err->code = r;
-            snprintf(err->message, sizeof(err->message), "%s: read: %s", name, strerror(errno));
+            r = (int)n;
+            char m[sizeof(err->message) + 256];
+            int k = snprintf(m, sizeof(m), "%.200s: %s", name, err->message);
+            size_t len = k < 0 ? 0 : (size_t)k;
+            if (len >= sizeof(err->message))
+                len = sizeof(err->message) - 1;
+            memcpy(err->message, m, len);
+            err->message[len] = 0;
             break;
         }
         if (n == 0)
-            break;
-        r = cairn_blob_writer_write(w, buf, (size_t)n, err);
-        if (r < 0)
             break;
         done += (uint64_t)n;
         if (total > (64u << 20))
             cli_progress_cb(&p, done, total);
     }
-    free(buf);
     if (r == 0)
         r = cairn_blob_writer_commit(w, digest, err);
     cli_progress_done(&p);

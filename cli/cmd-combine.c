@@ -34,12 +34,16 @@ static void stats_print(const char *what, const cairn_merge_stats *s)
 {
     char h[32];
     printf("%s: %llu objects (%llu already there, %llu linked, %llu reflinked, %llu copied, "
-           "%llu moved; %s copied), %llu rows, %llu refused\n",
+           "%llu moved; %s copied)",
            what, (unsigned long long)s->objects, (unsigned long long)s->present,
            (unsigned long long)s->linked, (unsigned long long)s->reflinked,
            (unsigned long long)s->copied, (unsigned long long)s->moved,
-           cli_human(s->bytes_copied, h, sizeof(h)), (unsigned long long)s->rows,
-           (unsigned long long)s->refused);
+           cli_human(s->bytes_copied, h, sizeof(h)));
+    /* A freeze copies the database whole: no rows are merged one by one. */
+    if (strcmp(what, "freeze") != 0)
+        printf(", %llu rows changed, %llu refused", (unsigned long long)s->rows,
+               (unsigned long long)s->refused);
+    putchar('\n');
 }
 
 static int cmd_freeze(cli *c, int argc, char **argv)
@@ -155,8 +159,8 @@ static void on_problem(void *ud, const cairn_merge_problem *p)
                                                  "path", p->path, "other", p->other, "detail",
                                                  p->detail));
     /* Always on stderr: a refused copy is something a person must see. */
-    fprintf(stderr, "cairn %s: %s %s: %s: %s\n", x->c->cmd, p->kind, p->name, p->problem,
-            p->detail);
+    fprintf(stderr, "cairn %s: %s %s: %s: %s: %s\n", x->c->cmd, p->kind, p->name, p->problem,
+            p->path, p->detail);
 }
 
 /* --link/--reflink/--copy/--move, --verify, --background. */

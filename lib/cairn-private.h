@@ -122,7 +122,9 @@ CAIRN_INTERNAL int64_t cairn__sha256_fd(int fd, char out[CAIRN_DIGEST_LEN + 1]);
 
 CAIRN_INTERNAL int cairn__write_all(int fd, const void *buf, size_t len);           /* 0/-errno */
 CAIRN_INTERNAL ssize_t cairn__read_all(int fd, void *buf, size_t len);              /* short at EOF */
-/* Read a small file (< max bytes) at dirfd/name into a NUL-terminated buffer. */
+/* Read a small file (< max bytes) at dirfd/name into a NUL-terminated buffer.
+ * -ELOOP for a symlink, -EFBIG when larger, CAIRN_E_FORMAT when not a regular
+ * file (a FIFO, a device: never opened blocking, never read). */
 CAIRN_INTERNAL int cairn__read_file_at(int dirfd, const char *name, size_t max, char **out,
                                        size_t *out_len);
 /* Write a small file atomically: tmp, fsync, rename, fsync dir. */

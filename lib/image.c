@@ -120,7 +120,13 @@ static struct archive *arc_open(const char *path, cairn_error *err)
         return NULL;
     }
     archive_read_support_format_tar(a);
-    archive_read_support_filter_all(a);
+    /* The compressions libarchive decodes in process, not all it knows:
+     * for lrzip, grzip, lzop and others it runs a program from PATH,
+     * chosen by the first bytes of the file. */
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
+    archive_read_support_filter_zstd(a);
     if (archive_read_open_filename(a, path, CHUNK) != ARCHIVE_OK) {
         int e = archive_errno(a);
         cairn__err(err, e > 0 ? -e : CAIRN_E_FORMAT, "%s: %s", path, archive_error_string(a));
@@ -274,6 +280,8 @@ static int source_read_file(source *s, const char *name, char **out, size_t *len
     if (r == -EFBIG)
         return cairn__err(err, CAIRN_E_FORMAT, "%s/%s: larger than %u bytes", s->path, name,
                           CAIRN__OCI_JSON_MAX);
+    if (r == CAIRN_E_FORMAT)
+        return cairn__err(err, r, "%s/%s: not a regular file", s->path, name);
     if (r < 0)
         return cairn__err(err, r, "%s/%s: %m", s->path, name);
     return 0;
@@ -312,6 +320,9 @@ static int source_read_blob(source *s, const cairn__oci_desc *d, const char *rol
             return cairn__err(err, CAIRN_E_MISMATCH,
                               "%s %s: larger than the %lld bytes its descriptor says", role,
                               d->digest, (long long)d->size);
+        if (r == CAIRN_E_FORMAT)
+            return cairn__err(err, r, "%s %s: %s/blobs/sha256: not a regular file", role,
+                              d->digest, s->path);
         if (r < 0)
             return cairn__err(err, r, "%s %s: %s/blobs/sha256: %m", role, d->digest, s->path);
         if ((int64_t)n != d->size)
@@ -361,14 +372,16 @@ typedef struct import {
     const char *ref;          /* PATH:REF, or NULL */
     char os[32], arch[32], variant[32];
     doc *docs;                /* JSON documents to store */
-    size_t n_docs;
+    size_t n_docs, cap_docs;
     candidate *cands;
-    size_t n_cands;
+    size_t n_cands, cap_cands;
     candidate chosen;
     cairn__oci_manifest man;
     cairn__oci_config cfg;
     layer_job *jobs;
     size_t n_jobs;
+    size_t walked;            /* descriptors of indexes walked, all depths */
+    uint64_t index_bytes;     /* nested indexes read */
     /* progress, shared by the threads */
     pthread_mutex_t lock;
     uint64_t done, total;
@@ -377,13 +390,23 @@ typedef struct import {
 static int add_doc(import *im, const cairn__oci_desc *d, const char *mt, char *buf, size_t len,
                    cairn_error *err)
 {
-    doc *nd = realloc(im->docs, (im->n_docs + 1) * sizeof(*nd));
-    if (!nd) {
-        free(buf);
-        return cairn__err(err, -ENOMEM, "out of memory");
+    /* A nested index named many times is stored once. */
+    for (size_t i = 0; d && i < im->n_docs; i++)
+        if (!strcmp(im->docs[i].digest, d->digest)) {
+            free(buf);
+            return 0;
+        }
+    if (im->n_docs == im->cap_docs) {
+        size_t nc = im->cap_docs ? im->cap_docs * 2 : 8;
+        doc *nd = realloc(im->docs, nc * sizeof(*nd));
+        if (!nd) {
+            free(buf);
+            return cairn__err(err, -ENOMEM, "out of memory");
+        }
+        im->docs = nd;
+        im->cap_docs = nc;
     }
-    im->docs = nd;
-    doc *o = &nd[im->n_docs++];
+    doc *o = &im->docs[im->n_docs++];
     memset(o, 0, sizeof(*o));
     if (d)
         memcpy(o->digest, d->digest, sizeof(o->digest));
@@ -405,6 +428,13 @@ static bool platform_match(const import *im, const cairn__oci_desc *d)
     return !im->variant[0] || !strcmp(d->variant, im->variant);
 }
 
+/* An index tree is a DAG, not a tree: the same nested index may be named
+ * many times at each level, so its walk is bounded in total, not only in
+ * depth (an index naming one sub-index 1000 times, which names another 1000
+ * times, would otherwise cost a million reads). */
+#define WALK_DESC_MAX (1u << 14)
+#define WALK_BYTES_MAX (16ull * CAIRN__OCI_JSON_MAX)
+
 /* Walk an index's descriptors: nested indexes are read and walked, manifests
  * become candidates (inheriting the ref name of the index that names them). */
 static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const char *ref_name,
@@ -415,11 +445,22 @@ static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const cha
                           im->src.path);
     for (size_t i = 0; i < n; i++) {
         const cairn__oci_desc *d = &ds[i];
+        if (++im->walked > WALK_DESC_MAX)
+            return cairn__err(err, CAIRN_E_FORMAT,
+                              "%s: the index and the indexes it names hold more than %u "
+                              "descriptors in all",
+                              im->src.path, WALK_DESC_MAX);
         const char *rn = d->ref_name[0] ? d->ref_name : ref_name;
         int kind = cairn__oci_desc_kind(d);
         if (kind == CAIRN__DESC_INDEX) {
             if (im->ref && (!rn || strcmp(rn, im->ref)))
                 continue;
+            im->index_bytes += (uint64_t)d->size;
+            if (im->index_bytes > WALK_BYTES_MAX)
+                return cairn__err(err, CAIRN_E_FORMAT,
+                                  "%s: the nested indexes it names add up to more than %llu "
+                                  "bytes",
+                                  im->src.path, (unsigned long long)WALK_BYTES_MAX);
             char *buf = NULL;
             size_t len = 0;
             int r = source_read_blob(&im->src, d, "index", &buf, &len, err);
@@ -438,11 +479,15 @@ static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const cha
             if (r < 0)
                 return r;
         } else if (kind == CAIRN__DESC_MANIFEST) {
-            candidate *nc = realloc(im->cands, (im->n_cands + 1) * sizeof(*nc));
-            if (!nc)
-                return cairn__err(err, -ENOMEM, "out of memory");
-            im->cands = nc;
-            candidate *c = &nc[im->n_cands++];
+            if (im->n_cands == im->cap_cands) {
+                size_t ncap = im->cap_cands ? im->cap_cands * 2 : 8;
+                candidate *nc = realloc(im->cands, ncap * sizeof(*nc));
+                if (!nc)
+                    return cairn__err(err, -ENOMEM, "out of memory");
+                im->cands = nc;
+                im->cap_cands = ncap;
+            }
+            candidate *c = &im->cands[im->n_cands++];
             c->d = *d;
             snprintf(c->ref_name, sizeof(c->ref_name), "%s", rn ? rn : "");
         }
@@ -632,12 +677,21 @@ static int ingest_layer_fd(import *im, cairn_blob_batch *b, layer_job *j, size_t
     _cleanup_close_ int fd = im->src.blobfd < 0
                                  ? -1
                                  : openat(im->src.blobfd, cairn__digest_hex(j->desc.digest),
-                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0 && (im->src.blobfd < 0 || errno == ENOENT))
         return cairn__err(err, -ENOENT, "layer %zu (%s) of manifest %s: missing from %s/blobs/sha256",
                           idx, j->desc.digest, im->chosen.d.digest, im->src.path);
     if (fd < 0)
         return cairn__err(err, -errno, "layer %s: %s/blobs/sha256: %m", j->desc.digest,
+                          im->src.path);
+    /* Opened without blocking: a FIFO there must not hang the import. */
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return cairn__err(err, -errno, "layer %s: %s/blobs/sha256: %m", j->desc.digest,
+                          im->src.path);
+    if (!S_ISREG(sb.st_mode))
+        return cairn__err(err, CAIRN_E_FORMAT, "layer %zu (%s) of manifest %s: %s/blobs/sha256: "
+                          "not a regular file", idx, j->desc.digest, im->chosen.d.digest,
                           im->src.path);
     cairn_blob_put_options po = CAIRN_BLOB_PUT_OPTIONS_INIT;
     po.expected = j->desc.digest;
@@ -838,9 +892,17 @@ static int open_layer(import *im, cairn_state *st, size_t i, int *out, cairn_err
 {
     layer_job *j = &im->jobs[i];
     int fd = im->src.blobfd >= 0 ? openat(im->src.blobfd, cairn__digest_hex(j->desc.digest),
-                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
                                  : -1;
     if (fd >= 0) {
+        /* Not blocking on a FIFO there; ingest refuses what is not a file. */
+        struct stat sb;
+        if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+            close(fd);
+            return cairn__err(err, CAIRN_E_FORMAT,
+                              "layer %zu (%s) of manifest %s: %s/blobs/sha256: not a regular file",
+                              i, j->desc.digest, im->chosen.d.digest, im->src.path);
+        }
         *out = fd;
         return 0;
     }
@@ -875,12 +937,28 @@ static void *inflate_main(void *arg)
             ra_finish(ra, i, -ENOMEM, "out of memory");
             continue;
         }
-        archive_read_support_filter_all(a);
+        /* Exactly the compression the media type names, once: not whatever
+         * libarchive recognises (xz, bzip2, lrzip through an external
+         * program, a gzip inside a gzip), which a layer of that type may
+         * not be. */
+        int comp = im->jobs[i].compression;
+        const char *cname = comp == CAIRN__COMP_ZSTD ? "zstd" : "gzip";
+        if (comp != CAIRN__COMP_NONE &&
+            archive_read_append_filter(a, comp == CAIRN__COMP_ZSTD ? ARCHIVE_FILTER_ZSTD
+                                                                   : ARCHIVE_FILTER_GZIP) !=
+                ARCHIVE_OK) {
+            ra_finish(ra, i, CAIRN_E_FORMAT, archive_error_string(a));
+            archive_read_free(a);
+            continue;
+        }
         archive_read_support_format_raw(a);
         struct archive_entry *ae;
         if (archive_read_open_fd(a, fd, CHUNK) != ARCHIVE_OK ||
             archive_read_next_header(a, &ae) != ARCHIVE_OK) {
-            ra_finish(ra, i, CAIRN_E_FORMAT, archive_error_string(a));
+            char m[256];
+            snprintf(m, sizeof(m), "not %s as its media type says (%s)", cname,
+                     archive_error_string(a));
+            ra_finish(ra, i, CAIRN_E_FORMAT, comp != CAIRN__COMP_NONE ? m : archive_error_string(a));
             archive_read_free(a);
             continue;
         }

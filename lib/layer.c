@@ -35,11 +35,20 @@
 #include <zstd.h>
 
 #define IMPORT_BUF (1u << 20)
+/* The holes of sparse entries, in all, in one layer. A sparse file costs
+ * its apparent size to every later reading of the snapshot (its canonical
+ * tar is computed at import, and written at export): a 10 KB layer could
+ * declare a 16 TB file and hold an import for a day. Tars written by image
+ * builders carry no sparse entries; a tool's --sparse may, with a few. */
+#define HOLES_MAX (1ull << 30)
 
 /* ---- import ----------------------------------------------------------- */
 
 typedef struct dir_fixup {
     char *path;
+    dev_t dev;            /* the directory the entry made, to find it again */
+    ino_t ino;
+    bool superseded;      /* a later entry of the same directory says otherwise */
     mode_t mode;
     uid_t uid;
     gid_t gid;
@@ -69,8 +78,11 @@ typedef struct importer {
     int root;             /* the staging directory */
     bool privileged;
     uint64_t size;
+    uint64_t holes;       /* of sparse entries so far */
     dir_fixup *dirs;
     size_t ndirs, capdirs;
+    int *chain;           /* the parent chain's snapshot directories, top first */
+    size_t nchain;
 } importer;
 
 /* ---- the plain tar stream -------------------------------------------- *
@@ -294,6 +306,65 @@ static int resolve_dir(importer *im, const char *dir, const char *path, int *out
 
 /* The directory holding `path` (created as needed, 0755 root, mtime 0), its
  * fd in *out and the last component in *name. */
+/* A fixup for the directory open at fd, named path; NULL when out of memory. */
+static dir_fixup *new_fixup(importer *im, const char *path, int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return NULL;
+    if (im->ndirs == im->capdirs) {
+        size_t nc = im->capdirs ? im->capdirs * 2 : 64;
+        dir_fixup *nd = realloc(im->dirs, nc * sizeof(*nd));
+        if (!nd)
+            return NULL;
+        im->dirs = nd;
+        im->capdirs = nc;
+    }
+    dir_fixup *f = &im->dirs[im->ndirs];
+    memset(f, 0, sizeof(*f));
+    f->path = strdup(path);
+    if (!f->path)
+        return NULL;
+    f->dev = sb.st_dev;
+    f->ino = sb.st_ino;
+    im->ndirs++;
+    return f;
+}
+
+/* A directory the layer writes into without listing it (umoci and others
+ * write only the changed file): in overlayfs the upper directory's metadata
+ * hides the lower one's, so it takes mode, owner and mtime from the nearest
+ * snapshot of the parent chain that has it. A whiteout or a non-directory
+ * there, or nothing at all, gives 0755 root:root and time 0. A later entry
+ * for the same directory supersedes this (fix_dirs: the last one wins). */
+static void inherit_dir(importer *im, const char *path, dir_fixup *f)
+{
+    f->mode = 0755;
+    for (size_t i = 0; i < im->nchain; i++) {
+        struct open_how how = {
+            .flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+                       RESOLVE_NO_XDEV,
+        };
+        int fd = (int)syscall(SYS_openat2, im->chain[i], path, &how, sizeof(how));
+        if (fd < 0) {
+            if (errno == ENOENT)
+                continue;
+            return;
+        }
+        struct stat sb;
+        int r = fstat(fd, &sb);
+        close(fd);
+        if (r == 0 && S_ISDIR(sb.st_mode)) {
+            f->mode = sb.st_mode & 07777;
+            f->uid = sb.st_uid;
+            f->gid = sb.st_gid;
+            f->mtime = sb.st_mtim;
+        }
+        return;
+    }
+}
+
 static int open_parent(importer *im, char *path, int *out, const char **name)
 {
     char *slash = strrchr(path, '/');
@@ -321,10 +392,8 @@ static int open_parent(importer *im, char *path, int *out, const char **name)
         char *q = strchr(p, '/');
         if (q)
             *q = 0;
-        if (mkdirat(fd, p, 0755) == 0) {
-            struct timespec t[2] = {{0, 0}, {0, 0}};
-            utimensat(fd, p, t, AT_SYMLINK_NOFOLLOW);
-        } else if (errno != EEXIST) {
+        bool made = mkdirat(fd, p, 0755) == 0;
+        if (!made && errno != EEXIST) {
             r = -errno;
             if (q)
                 *q = '/';
@@ -339,6 +408,15 @@ static int open_parent(importer *im, char *path, int *out, const char **name)
         };
         int nfd = (int)syscall(SYS_openat2, fd, p, &how, sizeof(how));
         int e = errno;
+        /* Its metadata is set with the layer's own directories, at the end. */
+        dir_fixup *fx = made && nfd >= 0 ? new_fixup(im, path, nfd) : NULL;
+        if (made && nfd >= 0 && !fx) {
+            close(nfd);
+            nfd = -1;
+            e = ENOMEM;
+        }
+        if (fx)
+            inherit_dir(im, path, fx);
         if (q)
             *q = '/';
         close(fd);
@@ -444,6 +522,7 @@ static int write_file(importer *im, struct archive_entry *e, int dfd, const char
     const void *buf;
     size_t len;
     int64_t off, end = 0;
+    uint64_t data = 0;
     for (;;) {
         int rc = archive_read_data_block(im->tar, &buf, &len, &off);
         if (rc == ARCHIVE_EOF)
@@ -456,8 +535,17 @@ static int write_file(importer *im, struct archive_entry *e, int dfd, const char
         if (r < 0)
             return cairn__err(im->err, r, "layer entry '%.200s': write: %m", path);
         end = off + (int64_t)len;
+        data += len;
     }
     int64_t size = archive_entry_size(e);
+    uint64_t apparent = (uint64_t)(size > end ? size : end);
+    if (apparent > data) {
+        im->holes += apparent - data;
+        if (im->holes > HOLES_MAX)
+            return unsafe(im, path,
+                          "sparse files with more than 1 GiB of holes in the layer (this one "
+                          "has data for only part of its size)");
+    }
     if (size > end && ftruncate(fd, size) < 0)
         return cairn__err(im->err, -errno, "layer entry '%.200s': truncate: %m", path);
     im->size += (uint64_t)size;
@@ -488,6 +576,12 @@ static int apply_entry(importer *im, struct archive_entry *e)
         return r;
     if (r == 1)
         return 0; /* the root: the snapshot directory keeps its own */
+    /* A whiteout name is only ever a file: as a directory on the way
+     * (`.wh.x/y`, `.wh..wh..opq/y`) it would make a snapshot whose export
+     * other tools read as a whiteout. */
+    for (const char *c = path; (c = strstr(c, ".wh.")); c += 4)
+        if ((c == path || c[-1] == '/') && strchr(c, '/'))
+            return unsafe(im, path, "a whiteout name used as a directory");
     _cleanup_close_ int dfd = -1;
     const char *name;
     r = open_parent(im, path, &dfd, &name);
@@ -543,6 +637,8 @@ static int apply_entry(importer *im, struct archive_entry *e)
             return unsafe(im, path, "a hardlink to a file that is not in the layer");
         if (S_ISDIR(sb.st_mode))
             return unsafe(im, path, "a hardlink to a directory");
+        if (S_ISCHR(sb.st_mode) && sb.st_rdev == makedev(0, 0))
+            return unsafe(im, path, "a hardlink to a whiteout (a whiteout in disguise)");
         if (tfd >= 0 && sb.st_ino != 0) {
             struct stat cur;
             if (fstatat(dfd, name, &cur, AT_SYMLINK_NOFOLLOW) == 0 && cur.st_ino == sb.st_ino &&
@@ -570,24 +666,14 @@ static int apply_entry(importer *im, struct archive_entry *e)
         r = set_xattrs(im, e, fd, dfd, name, path);
         if (r < 0)
             return r;
-        if (im->ndirs == im->capdirs) {
-            size_t nc = im->capdirs ? im->capdirs * 2 : 64;
-            dir_fixup *nd = realloc(im->dirs, nc * sizeof(*nd));
-            if (!nd)
-                return cairn__err(im->err, -ENOMEM, "out of memory");
-            im->dirs = nd;
-            im->capdirs = nc;
-        }
-        dir_fixup *f = &im->dirs[im->ndirs];
-        f->path = strdup(path);
-        if (!f->path)
-            return cairn__err(im->err, -ENOMEM, "out of memory");
+        dir_fixup *f = new_fixup(im, path, fd);
+        if (!f)
+            return cairn__err(im->err, errno ? -errno : -ENOMEM, "layer entry '%.200s': %m", path);
         f->mode = archive_entry_perm(e);
         f->uid = (uid_t)archive_entry_uid(e);
         f->gid = (gid_t)archive_entry_gid(e);
         f->mtime.tv_sec = archive_entry_mtime(e);
         f->mtime.tv_nsec = archive_entry_mtime_nsec(e);
-        im->ndirs++;
         return 0;
     }
     case AE_IFREG:
@@ -632,18 +718,50 @@ static int apply_entry(importer *im, struct archive_entry *e)
     }
 }
 
+static int cmp_fixup(const void *a, const void *b)
+{
+    const dir_fixup *x = *(dir_fixup *const *)a, *y = *(dir_fixup *const *)b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    return x < y ? -1 : x > y; /* entry order */
+}
+
 /* Directories last, deepest first: mode, owner and times that writing their
- * contents would have changed. */
+ * contents would have changed. A directory named twice takes its last entry
+ * (as when a tar is extracted); one whose path now leads elsewhere (replaced
+ * by a symlink to another directory, or to the root) is left alone: its
+ * entry must not change what the symlink points to. */
 static int fix_dirs(importer *im)
 {
+    if (im->ndirs > 1) {
+        dir_fixup **by_ino = malloc(im->ndirs * sizeof(*by_ino));
+        if (!by_ino)
+            return cairn__err(im->err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < im->ndirs; i++)
+            by_ino[i] = &im->dirs[i];
+        qsort(by_ino, im->ndirs, sizeof(*by_ino), cmp_fixup);
+        for (size_t i = 0; i + 1 < im->ndirs; i++)
+            if (by_ino[i]->dev == by_ino[i + 1]->dev && by_ino[i]->ino == by_ino[i + 1]->ino)
+                by_ino[i]->superseded = true;
+        free(by_ino);
+    }
     for (size_t i = im->ndirs; i-- > 0;) {
         dir_fixup *f = &im->dirs[i];
+        if (f->superseded)
+            continue;
         _cleanup_close_ int fd = -1;
         int r = resolve_dir(im, f->path, f->path, &fd);
         if (r == -ENOENT || r == -ENOTDIR)
             continue; /* replaced by a later entry */
         if (r < 0)
             return r == CAIRN_E_UNSAFE ? r : cairn__err(im->err, r, "layer entry '%.200s': %m", f->path);
+        struct stat sb;
+        if (fstat(fd, &sb) < 0)
+            return cairn__err(im->err, -errno, "layer entry '%.200s': %m", f->path);
+        if (sb.st_dev != f->dev || sb.st_ino != f->ino)
+            continue; /* replaced: the path leads to another directory now */
         if (im->privileged && fchown(fd, f->uid, f->gid) < 0)
             return cairn__err(im->err, -errno, "layer entry '%.200s': chown: %m", f->path);
         if (fchmod(fd, f->mode) < 0)
@@ -668,6 +786,9 @@ static void importer_clear(importer *im)
     for (size_t i = 0; i < im->ndirs; i++)
         free(im->dirs[i].path);
     free(im->dirs);
+    for (size_t i = 0; i < im->nchain; i++)
+        close(im->chain[i]);
+    free(im->chain);
     if (im->root >= 0)
         close(im->root);
 }
@@ -722,6 +843,37 @@ static int import_stream(importer *im, char diff_id[CAIRN_DIGEST_LEN + 1])
         return im->raw_err ? tar_error(im, "end") : (int)n;
     cairn__sha256_final(im->hash, diff_id);
     return fix_dirs(im);
+}
+
+/* The directories of the parent chain, top first, for inherit_dir(). */
+static int open_chain(importer *im, const char *parent)
+{
+    char cur[CAIRN_DIGEST_LEN + 1];
+    snprintf(cur, sizeof(cur), "%s", parent ? parent : "");
+    while (cur[0] && im->nchain < 4096) {
+        cairn__snaprow row;
+        int r = cairn__snapshot_find(im->st, cur, &row, im->err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return cairn__err(im->err, -ENOENT, "layer import: snapshot %s of the parent chain "
+                              "is not there", cur);
+        _cleanup_free_ char *path = cairn__snapshot_path(im->st, row.layer, cur);
+        if (!path)
+            return cairn__err(im->err, -ENOMEM, "out of memory");
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            return cairn__err(im->err, -errno, "snapshot %s: %s: %m", cur, path);
+        int *nc = realloc(im->chain, (im->nchain + 1) * sizeof(*nc));
+        if (!nc) {
+            close(fd);
+            return cairn__err(im->err, -ENOMEM, "out of memory");
+        }
+        im->chain = nc;
+        im->chain[im->nchain++] = fd;
+        memcpy(cur, row.info.parent, sizeof(cur));
+    }
+    return 0;
 }
 
 int cairn_layer_import(cairn_state *st, const char *parent, int fd,
@@ -782,6 +934,9 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     importer im = {.st = st, .opts = opts, .err = err, .in_fd = fd, .root = -1};
     locale_t old_locale = cairn__utf8_locale_enter(); /* see snapshot-private.h */
     im.privileged = geteuid() == 0;
+    r = open_chain(&im, parent);
+    if (r < 0)
+        goto fail;
     im.root = openat(tmpfd, staged, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     char diff_id[CAIRN_DIGEST_LEN + 1], chain[CAIRN_DIGEST_LEN + 1], canon[CAIRN_DIGEST_LEN + 1];
     if (im.root < 0) {

@@ -73,6 +73,17 @@ int cairn__snapshot_find(cairn_state *st, const char *chain_id, cairn__snaprow *
         if (rc == SQLITE_ROW) {
             row_read(s, i, out);
             sqlite3_reset(s);
+            /* Names from a database become paths (snapshots/<hex>): a row
+             * of a damaged or hostile database, in this state or a lower,
+             * must not name '../..'. */
+            if (cairn_digest_check(out->info.chain_id, NULL) < 0)
+                return cairn__err(err, CAIRN_E_CORRUPT,
+                                  "snapshot %.80s (in %s): the row's chain id is not a digest",
+                                  out->info.chain_id, st->layers[i].db_path);
+            if (out->info.parent[0] && cairn_digest_check(out->info.parent, NULL) < 0)
+                return cairn__err(err, CAIRN_E_CORRUPT,
+                                  "snapshot %s (in %s): its parent '%.80s' is not a digest",
+                                  out->info.chain_id, st->layers[i].db_path, out->info.parent);
             /* The rest of the layers, merged by the table's rule (lib/merge.c):
              * the earliest created, the greatest tar digest. The directory is
              * the topmost holder's. */
@@ -842,6 +853,13 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
             cairn__fsck_report(f, "snapshot", c, "missing", f->opts.repair ? "dropped row" : "",
                                "recorded, but %s/snapshots/%s is %s", st->path, hex,
                                strerror(errno));
+            if (f->opts.repair)
+                r = delete_snapshot_row(st, c, err);
+            continue;
+        }
+        if (w->info.parent[0] && cairn_digest_check(w->info.parent, NULL) < 0) {
+            cairn__fsck_report(f, "snapshot", c, "corrupt", f->opts.repair ? "dropped row" : "",
+                               "its parent '%.80s' is not a digest", w->info.parent);
             if (f->opts.repair)
                 r = delete_snapshot_row(st, c, err);
             continue;

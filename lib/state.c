@@ -59,6 +59,8 @@ static int identity_read(int dirfd, const char *path, identity *out, cairn_error
     if (r == -EFBIG)
         return cairn__err(err, CAIRN_E_FORMAT, "%s/%s: too large to be an identity file", path,
                           IDENTITY_FILE);
+    if (r == CAIRN_E_FORMAT)
+        return cairn__err(err, r, "%s/%s: not a regular file", path, IDENTITY_FILE);
     if (r < 0)
         return cairn__err(err, r, "%s/%s: %m", path, IDENTITY_FILE);
 
@@ -362,6 +364,8 @@ static int add_lowers_of(cairn_state *st, const char *root, int dirfd, int depth
     int r = cairn__read_file_at(dirfd, LOWERS_FILE, LOWERS_MAX, &buf, NULL);
     if (r == -ENOENT)
         return 0;
+    if (r == CAIRN_E_FORMAT)
+        return cairn__err(err, r, "%s/%s: not a regular file", root, LOWERS_FILE);
     if (r < 0)
         return cairn__err(err, r, "%s/%s: %m", root, LOWERS_FILE);
     struct lowers_ctx c = {st, depth, err};
@@ -376,6 +380,17 @@ int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
     int mode = i > 0 || st->frozen || st->rofs ? CAIRN__DB_IMMUTABLE
                : st->readonly      ? CAIRN__DB_RO
                                    : CAIRN__DB_RW;
+    /* A database is a plain file of the state: a FIFO would hang SQLite's
+     * open, a symlink or a device would read something else. */
+    char name[CAIRN_STATE_ID_LEN + 16];
+    snprintf(name, sizeof(name), "db/%s.sqlite", l->id);
+    struct stat sb;
+    if (fstatat(l->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(sb.st_mode)) {
+        int r = cairn__err(err, CAIRN_E_FORMAT, "%s: not a regular file", l->db_path);
+        return i > 0 ? cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root,
+                                         l->id)
+                     : r;
+    }
     int r = cairn__db_open(l->db_path, mode, &l->db, err);
     if (r < 0 && i > 0)
         return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root, l->id);
@@ -408,7 +423,14 @@ int cairn__tmpfd(cairn_state *st, cairn_error *err)
 {
     if (st->tmpfd >= 0)
         return st->tmpfd;
-    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* Not through a symlink: staging (where layers are applied) and its
+     * sweep stay inside the state. */
+    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat sb;
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR) &&
+        fstatat(st->dirfd, "tmp", &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode))
+        return cairn__err(err, CAIRN_E_UNSAFE, "%s/tmp: a symlink; staging must be a directory "
+                          "of the state", st->path);
     if (fd < 0)
         return cairn__err(err, -errno, "%s/tmp: %m", st->path);
     st->tmpfd = fd;
@@ -438,7 +460,7 @@ static void tmp_sweep(cairn_state *st)
     char boot[40];
     if (cairn__boot_id(boot) < 0)
         return;
-    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return;
     DIR *d = fdopendir(fd);
@@ -456,7 +478,34 @@ static void tmp_sweep(cairn_state *st)
     closedir(d);
 }
 
+/* Read once per process (every staged file's name starts with it): two
+ * threads may both read it first, which is harmless, the value is the same. */
+static char boot_id_cache[40];
+static int boot_id_cached;
+
+static int boot_id_read(char out[40]);
+
 int cairn__boot_id(char out[40])
+{
+    if (__atomic_load_n(&boot_id_cached, __ATOMIC_ACQUIRE) == 1) {
+        memcpy(out, boot_id_cache, sizeof(boot_id_cache));
+        return 0;
+    }
+    char id[40];
+    int r = boot_id_read(id);
+    if (r < 0)
+        return r;
+    memcpy(out, id, sizeof(id));
+    int unset = 0; /* 0 unset, 2 being filled, 1 ready */
+    if (__atomic_compare_exchange_n(&boot_id_cached, &unset, 2, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_RELAXED)) {
+        memcpy(boot_id_cache, id, sizeof(id));
+        __atomic_store_n(&boot_id_cached, 1, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+static int boot_id_read(char out[40])
 {
     int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -657,7 +706,14 @@ int cairn_state_init(const char *path, char *out_id, cairn_error *err)
     }
 
     for (size_t i = 0; i < CAIRN_ARRAY_SIZE(layout_dirs); i++) {
-        r = cairn__mkdir_at(dirfd, layout_dirs[i], 0755);
+        /* Snapshots hold layers' files as they are (setuid root, device
+         * nodes): like the directories that stage and remove them, they
+         * are reachable by the owner only, or any local user could run a
+         * hostile layer's setuid binary. Blobs and databases are data. */
+        bool private = !strcmp(layout_dirs[i], "snapshots") ||
+                       !strcmp(layout_dirs[i], "active") || !strcmp(layout_dirs[i], "tmp") ||
+                       !strcmp(layout_dirs[i], "quarantine");
+        r = cairn__mkdir_at(dirfd, layout_dirs[i], private ? 0700 : 0755);
         if (r < 0)
             return cairn__err(err, r, "%s/%s: %m", path, layout_dirs[i]);
     }

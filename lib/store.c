@@ -5,11 +5,20 @@
  *
  * Ingest, in order:
  *   1. stage: stream the bytes into tmp/<boot-id>-blob-<random>, hashing as
- *      they go; start writeback early (sync_file_range) so the final sync
- *      overlaps the hashing;
+ *      they go. A blob that fits in one pipeline slot (CAIRN__PIPE_SLOT) is
+ *      hashed and written by the caller in one write(). A larger one goes
+ *      through the pipeline (ingest.c): the caller fills slots, one thread
+ *      hashes them in order, another writes them with O_DIRECT (or, where
+ *      the filesystem does not take it, through the page cache with
+ *      writeback started at once), so reading, hashing and writing overlap.
+ *      In a batch, once a blob is hashed the pipeline finishes its writes
+ *      (and those of blobs from ASYNC_MIN bytes up) in the background while
+ *      the caller goes on with the next blob;
  *   2. check: compare with the expected digest and size; on mismatch the
  *      staged file is removed and nothing else happened;
- *   3. sync: fsync the file (one syncfs for a batch);
+ *   3. sync: wait for every write of the file (of the batch), then fsync
+ *      the file (one syncfs for a batch); a write that failed fails the
+ *      put (the batch's commit) before anything is published;
  *   4. publish the file: renameat2(RENAME_NOREPLACE) into blobs/sha256/;
  *      EEXIST means the same bytes are there already (they were synced
  *      before they were renamed), so the staged copy is dropped;
@@ -22,13 +31,12 @@
  */
 #include "cairn-private.h"
 #include "cache-private.h"
+#include "ingest-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#define CHUNK (1u << 20)
-#define WRITEBACK_STEP (8u << 20)
 
 /* ---- lookups ---------------------------------------------------------- */
 
@@ -239,6 +247,10 @@ int cairn_blob_list(cairn_state *st, const char *media_type, cairn_blob_fn fn, v
 
 /* ---- staging ---------------------------------------------------------- */
 
+/* In a batch, blobs from this size up are written by the pipeline's thread
+ * while the caller goes on with the next one. */
+#define ASYNC_MIN (64u << 10)
+
 typedef struct staged {
     char tmpname[96];
     char digest[CAIRN_DIGEST_LEN + 1];
@@ -247,6 +259,7 @@ typedef struct staged {
     char **labels;
     bool present; /* already in the state: nothing to publish but labels */
     bool synced;  /* the staged file's data is durable */
+    unsigned stream; /* its stream in the batch's pipeline, 0 if none */
 } staged;
 
 static void unstage(cairn_state *st, staged *s)
@@ -271,7 +284,11 @@ struct cairn_blob_writer {
     int fd;
     cairn__sha256 *h;
     uint64_t size;
-    uint64_t wb_from; /* writeback started up to here */
+    cairn__pipe *pipe; /* the batch's or its own (own_pipe), made on first write */
+    bool own_pipe;
+    bool streaming;    /* a slot went into the pipeline: it hashes and writes */
+    char *slot;        /* the slot being filled, or NULL */
+    size_t fill;       /* bytes in it */
     char expected[CAIRN_DIGEST_LEN + 1];
     int64_t expected_size;
     int failed;       /* an earlier write failed: commit refuses */
@@ -310,8 +327,8 @@ static int opts_check(const cairn_blob_put_options *o, cairn_error *err)
     return 0;
 }
 
-int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
-                          const cairn_blob_put_options *opts, cairn_error *err)
+static int writer_new(cairn_blob_writer **out, cairn_state *st, cairn__pipe *pipe,
+                      const cairn_blob_put_options *opts, cairn_error *err)
 {
     int r = cairn__check_writable(st, err);
     if (r < 0)
@@ -327,6 +344,7 @@ int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
         return cairn__err(err, -ENOMEM, "out of memory");
     w->st = st;
     w->fd = -1;
+    w->pipe = pipe;
     w->expected_size = opts ? opts->expected_size : -1;
     if (opts && opts->expected)
         memcpy(w->expected, opts->expected, CAIRN_DIGEST_LEN + 1);
@@ -369,25 +387,155 @@ int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
     return 0;
 }
 
+int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
+                          const cairn_blob_put_options *opts, cairn_error *err)
+{
+    return writer_new(out, st, NULL, opts, err);
+}
+
+static int write_failed(cairn_blob_writer *w, int r, cairn_error *err)
+{
+    w->failed = r;
+    return cairn__err(err, r, "%s/tmp/%s: write: %m", w->st->path, w->s.tmpname);
+}
+
+/* The slot to fill next, acquired when there is none. */
+static int writer_slot(cairn_blob_writer *w, cairn_error *err)
+{
+    if (w->slot)
+        return 0;
+    if (!w->pipe) {
+        if (!(w->pipe = cairn__pipe_new()))
+            return cairn__err(err, -ENOMEM, "out of memory");
+        w->own_pipe = true;
+    }
+    if (w->streaming) {
+        int r = cairn__pipe_error(w->pipe, w->s.stream);
+        if (r < 0)
+            return write_failed(w, r, err);
+    }
+    if (!(w->slot = cairn__pipe_acquire(w->pipe)))
+        return cairn__err(err, -ENOMEM, "out of memory for a %u-byte staging buffer",
+                          CAIRN__PIPE_SLOT);
+    w->fill = 0;
+    return 0;
+}
+
+/* A full slot goes into the pipeline; the first one starts the stream. */
+static void writer_submit(cairn_blob_writer *w)
+{
+    if (!w->streaming) {
+        w->s.stream = cairn__pipe_begin(w->pipe, w->fd, w->h, true);
+        w->streaming = true;
+    }
+    cairn__pipe_submit(w->pipe, w->fill, w->size - w->fill);
+    w->slot = NULL;
+    w->fill = 0;
+}
+
+/* Write out what is staged in memory; afterwards w->h has hashed all the
+ * bytes. A writer of its own waits for the writes (the file is synced
+ * next). A batch's writer hands its fd to the pipeline instead, which
+ * finishes the writes in the background while the next blob is read and
+ * closes the fd; the batch waits for them before its sync. */
+static int writer_flush(cairn_blob_writer *w, cairn_error *err)
+{
+    int r = 0;
+    bool batch = !w->own_pipe;
+    if (w->streaming) {
+        w->streaming = false;
+        if (batch) {
+            if (w->slot)
+                cairn__pipe_submit_last(w->pipe, w->fill, w->size - w->fill);
+            else
+                cairn__pipe_handoff(w->pipe);
+            w->slot = NULL;
+            w->fill = 0;
+            w->fd = -1;
+            cairn__pipe_wait_hashed(w->pipe);
+            r = cairn__pipe_error(w->pipe, w->s.stream);
+        } else {
+            if (w->slot)
+                writer_submit(w);
+            r = cairn__pipe_drain(w->pipe, NULL);
+        }
+    } else if (w->slot) {
+        /* A blob smaller than a slot: hashed here. */
+        cairn__sha256_update(w->h, w->slot, w->fill);
+        if (batch && w->fill >= ASYNC_MIN) {
+            /* Written in the background (through the page cache: for blobs
+             * this small O_DIRECT writes one after the other are slower). */
+            w->s.stream = cairn__pipe_begin(w->pipe, w->fd, NULL, false);
+            cairn__pipe_submit_last(w->pipe, w->fill, 0);
+            w->fd = -1;
+        } else {
+            /* Smaller still: one write() here beats a hand-over. */
+            r = cairn__write_all(w->fd, w->slot, w->fill);
+            cairn__pipe_submit(w->pipe, 0, 0); /* release the slot */
+        }
+        w->slot = NULL;
+        w->fill = 0;
+    }
+    return r < 0 ? write_failed(w, r, err) : 0;
+}
+
 int cairn_blob_writer_write(cairn_blob_writer *w, const void *buf, size_t len, cairn_error *err)
 {
     if (w->failed)
         return cairn__err(err, w->failed, "blob writer: an earlier write failed");
-    cairn__sha256_update(w->h, buf, len);
-    int r = cairn__write_all(w->fd, buf, len);
-    if (r < 0) {
-        w->failed = r;
-        return cairn__err(err, r, "%s/tmp/%s: write: %m", w->st->path, w->s.tmpname);
-    }
-    w->size += len;
-    /* Start writeback of what is written so far, without waiting for it:
-     * the final fsync then has little left to do. */
-    if (w->size - w->wb_from >= WRITEBACK_STEP) {
-        sync_file_range(w->fd, (off_t)w->wb_from, (off_t)(w->size - w->wb_from),
-                        SYNC_FILE_RANGE_WRITE);
-        w->wb_from = w->size;
+    const char *p = buf;
+    while (len) {
+        int r = writer_slot(w, err);
+        if (r < 0)
+            return r;
+        size_t n = CAIRN__PIPE_SLOT - w->fill;
+        if (n > len)
+            n = len;
+        memcpy(w->slot + w->fill, p, n);
+        w->fill += n;
+        w->size += n;
+        p += n;
+        len -= n;
+        if (w->fill == CAIRN__PIPE_SLOT)
+            writer_submit(w);
     }
     return 0;
+}
+
+int64_t cairn_blob_writer_write_fd(cairn_blob_writer *w, int fd, uint64_t max, cairn_error *err)
+{
+    if (w->failed)
+        return cairn__err(err, w->failed, "blob writer: an earlier write failed");
+    uint64_t done = 0;
+    while (!max || done < max) {
+        int r = writer_slot(w, err);
+        if (r < 0)
+            return r;
+        size_t room = CAIRN__PIPE_SLOT - w->fill;
+        if (max && max - done < room)
+            room = (size_t)(max - done);
+        ssize_t n = read(fd, w->slot + w->fill, room);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return cairn__err(err, -errno, "read the input: %m");
+        }
+        if (n == 0)
+            break;
+        w->fill += (size_t)n;
+        w->size += (uint64_t)n;
+        done += (uint64_t)n;
+        if (w->fill == CAIRN__PIPE_SLOT)
+            writer_submit(w);
+    }
+    return (int64_t)done;
+}
+
+/* Read fd to its end straight into the writer's slots. */
+static int writer_read_fd(cairn_blob_writer *w, int fd, cairn_error *err)
+{
+    int64_t n = cairn_blob_writer_write_fd(w, fd, 0, err);
+    return n < 0 ? (int)n : 0;
 }
 
 /* Finish the staged file: digest, checks. On success the staged entry in
@@ -396,6 +544,9 @@ static int writer_finish(cairn_blob_writer *w, cairn_error *err)
 {
     if (w->failed)
         return cairn__err(err, w->failed, "blob writer: an earlier write failed");
+    int r = writer_flush(w, err);
+    if (r < 0)
+        return r;
     cairn__sha256_final(w->h, w->s.digest);
     w->s.size = w->size;
     if (w->expected_size >= 0 && w->size != (uint64_t)w->expected_size)
@@ -408,7 +559,7 @@ static int writer_finish(cairn_blob_writer *w, cairn_error *err)
         return cairn__err(err, CAIRN_E_MISMATCH,
                           "blob %s: the data's digest is %s (%llu bytes); nothing was stored",
                           w->expected, w->s.digest, (unsigned long long)w->size);
-    int r = find_layer(w->st, w->s.digest, NULL, err);
+    r = find_layer(w->st, w->s.digest, NULL, err);
     if (r >= 0)
         w->s.present = true;
     else if (r != -ENOENT)
@@ -560,33 +711,27 @@ void cairn_blob_writer_free(cairn_blob_writer *w)
 {
     if (!w)
         return;
+    if (w->pipe) {
+        /* The threads must be done with the hash context before it goes,
+         * and with the fd before it is closed (or they close it). */
+        if (w->slot)
+            cairn__pipe_submit(w->pipe, 0, 0);
+        if (w->streaming && w->own_pipe) {
+            cairn__pipe_drain(w->pipe, NULL);
+        } else if (w->streaming) {
+            cairn__pipe_wait_hashed(w->pipe);
+            cairn__pipe_handoff(w->pipe);
+            w->fd = -1;
+        }
+        if (w->own_pipe)
+            cairn__pipe_free(w->pipe);
+    }
     if (w->fd >= 0)
         close(w->fd);
     unstage(w->st, &w->s);
     staged_clear(&w->s);
     cairn__sha256_free(w->h);
     free(w);
-}
-
-/* Stream fd into the writer in CHUNK pieces. */
-static int writer_copy_fd(cairn_blob_writer *w, int fd, cairn_error *err)
-{
-    _cleanup_free_ char *buf = malloc(CHUNK);
-    if (!buf)
-        return cairn__err(err, -ENOMEM, "out of memory");
-    for (;;) {
-        ssize_t n = read(fd, buf, CHUNK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return cairn__err(err, -errno, "blob put: read the input: %m");
-        }
-        if (n == 0)
-            return 0;
-        int r = cairn_blob_writer_write(w, buf, (size_t)n, err);
-        if (r < 0)
-            return r;
-    }
 }
 
 /* With an expected digest that is already there (and no labels to add), a
@@ -617,7 +762,7 @@ int cairn_blob_put_fd(cairn_state *st, int fd, const cairn_blob_put_options *opt
     r = cairn_blob_writer_new(&w, st, opts, err);
     if (r < 0)
         return r;
-    r = writer_copy_fd(w, fd, err);
+    r = writer_read_fd(w, fd, err);
     if (r == 0)
         r = cairn_blob_writer_commit(w, out_digest, err);
     cairn_blob_writer_free(w);
@@ -642,6 +787,7 @@ int cairn_blob_put_buf(cairn_state *st, const void *buf, size_t len,
 
 struct cairn_blob_batch {
     cairn_state *st;
+    cairn__pipe *pipe; /* shared by its writers, one after the other */
     staged *items;
     size_t n, cap;
 };
@@ -655,6 +801,10 @@ int cairn_blob_batch_new(cairn_blob_batch **out, cairn_state *st, cairn_error *e
     if (!b)
         return cairn__err(err, -ENOMEM, "out of memory");
     b->st = st;
+    if (!(b->pipe = cairn__pipe_new())) {
+        free(b);
+        return cairn__err(err, -ENOMEM, "out of memory");
+    }
     *out = b;
     return 0;
 }
@@ -687,10 +837,10 @@ int cairn_blob_batch_put_fd(cairn_blob_batch *b, int fd, const cairn_blob_put_op
                             char *out_digest, cairn_error *err)
 {
     cairn_blob_writer *w = NULL;
-    int r = cairn_blob_writer_new(&w, b->st, opts, err);
+    int r = writer_new(&w, b->st, b->pipe, opts, err);
     if (r < 0)
         return r;
-    r = writer_copy_fd(w, fd, err);
+    r = writer_read_fd(w, fd, err);
     if (r == 0)
         r = batch_take(b, w, out_digest, err);
     cairn_blob_writer_free(w);
@@ -702,7 +852,7 @@ int cairn_blob_batch_put_buf(cairn_blob_batch *b, const void *buf, size_t len,
                              cairn_error *err)
 {
     cairn_blob_writer *w = NULL;
-    int r = cairn_blob_writer_new(&w, b->st, opts, err);
+    int r = writer_new(&w, b->st, b->pipe, opts, err);
     if (r < 0)
         return r;
     r = cairn_blob_writer_write(w, buf, len, err);
@@ -717,7 +867,18 @@ int cairn_blob_batch_commit(cairn_blob_batch *b, cairn_error *err)
     cairn_state *st = b->st;
     if (b->n == 0)
         return 0;
-    /* One sync for all the staged data, before any of it gets its name. */
+    /* The writes still in flight, then one sync for all the staged data,
+     * before any of it gets its name. */
+    unsigned bad = 0;
+    int r = cairn__pipe_drain(b->pipe, &bad);
+    if (r < 0) {
+        for (size_t i = 0; i < b->n; i++)
+            if (b->items[i].stream == bad)
+                return cairn__err(err, r, "blob %s: write %s/tmp/%s: %m; nothing was stored",
+                                  b->items[i].digest, st->path, b->items[i].tmpname);
+        return cairn__err(err, r, "%s/tmp: a write of this batch failed: %m; nothing was stored",
+                          st->path);
+    }
     int tfd = cairn__tmpfd(st, err);
     if (tfd < 0)
         return tfd;
@@ -725,7 +886,7 @@ int cairn_blob_batch_commit(cairn_blob_batch *b, cairn_error *err)
         return cairn__err(err, -errno, "%s: syncfs: %m", st->path);
     for (size_t i = 0; i < b->n; i++)
         b->items[i].synced = true;
-    int r = cairn__lock(st, false, err);
+    r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
     r = publish_files(st, b->items, b->n, err);
@@ -749,6 +910,7 @@ void cairn_blob_batch_free(cairn_blob_batch *b)
         staged_clear(&b->items[i]);
     }
     free(b->items);
+    cairn__pipe_free(b->pipe);
     free(b);
 }
 

@@ -434,7 +434,9 @@ static int collect(collector *c, int dfd, const char *prefix)
         if (asprintf(&ent, "%s%s", prefix, name) < 0)
             ent = NULL;
         if (ent && strlen(ent) > PATH_MAX - 16) {
-            r = cairn__err(w->err, -ENAMETOOLONG, "%s: %s: path too long", w->what, ent);
+            /* The cause first: the path alone would fill the message. */
+            r = cairn__err(w->err, -ENAMETOOLONG, "%s: a path of %zu bytes is too long: %.200s...",
+                           w->what, strlen(ent), ent);
             free(ent);
             break;
         }

@@ -205,9 +205,15 @@ ssize_t cairn__read_all(int fd, void *buf, size_t len)
 
 int cairn__read_file_at(int dirfd, const char *name, size_t max, char **out, size_t *out_len)
 {
-    _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO in place of the file must not hang the open. */
+    _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return -errno;
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return -errno;
+    if (!S_ISREG(sb.st_mode))
+        return CAIRN_E_FORMAT;
     _cleanup_free_ char *buf = malloc(max + 1);
     if (!buf)
         return -ENOMEM;

@@ -59,6 +59,11 @@ CAIRN_EXPORT int cairn_blob_writer_new(cairn_blob_writer **out, cairn_state *st,
                                        const cairn_blob_put_options *opts, cairn_error *err);
 CAIRN_EXPORT int cairn_blob_writer_write(cairn_blob_writer *w, const void *buf, size_t len,
                                          cairn_error *err);
+/* Read up to `max` bytes (0: no limit) from `fd` into the writer, straight
+ * into its staging buffers (no copy through a buffer of the caller's).
+ * Returns the number of bytes read, 0 at the end of the input, or < 0. */
+CAIRN_EXPORT int64_t cairn_blob_writer_write_fd(cairn_blob_writer *w, int fd, uint64_t max,
+                                                cairn_error *err);
 CAIRN_EXPORT int cairn_blob_writer_commit(cairn_blob_writer *w, char *out_digest,
                                           cairn_error *err);
 CAIRN_EXPORT void cairn_blob_writer_free(cairn_blob_writer *w);

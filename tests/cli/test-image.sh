@@ -38,9 +38,9 @@ diff -u "$T/ref.sig" "$T/co.sig" || die "the checkout differs from umoci's unpac
 step "a directory made again by a later layer keeps the metadata it had below"
 # Layer 2 of the image changes etc/conf without an entry for etc itself: the
 # snapshot of layer 2 must show etc as layer 1 had it (as overlayfs copy-up
-# and umoci do). Reported, not failed, while the layer import creates such
-# directories with default metadata.
+# and umoci do).
 mkdir -p "$T/plain/etc"; chmod 0750 "$T/plain/etc"; echo a >"$T/plain/etc/f"
+chown 123:456 "$T/plain/etc"; touch -d '2020-01-02 03:04:05' "$T/plain/etc"
 tar -C "$T/plain" --numeric-owner -cf "$T/p1.tar" etc
 echo b >"$T/plain/etc/f"
 tar -C "$T/plain" --numeric-owner -cf "$T/p2.tar" etc/f
@@ -51,7 +51,13 @@ cairn image import "$T/plain-lay" >/dev/null
 ptop=$(cairn image show --json p | python3 -c 'import json,sys; print(json.load(sys.stdin)["top"])')
 cairn snapshot checkout "$ptop" "$T/plain-co" >/dev/null
 mode=$(stat -c %a "$T/plain-co/etc")
-[ "$mode" = 750 ] || echo "KNOWN ISSUE (layer import): etc is $mode in the checkout, 750 in the image"
+[ "$mode" = 750 ] || die "etc is $mode in the checkout, 750 in the image"
+[ "$(stat -c %u:%g "$T/plain-co/etc")" = 123:456 ] || die "etc lost its owner: $(stat -c %u:%g "$T/plain-co/etc")"
+[ "$(stat -c %Y "$T/plain-co/etc")" = "$(date -d '2020-01-02 03:04:05' +%s)" ] || die "etc lost its mtime"
+mkdir "$T/plain-mnt"
+cairn mount "$ptop" "$T/plain-mnt"
+m2=$(stat -c %a:%u:%g "$T/plain-mnt/etc"); umount "$T/plain-mnt"
+[ "$m2" = 750:123:456 ] || die "the mounted chain shows etc as $m2, not 750:123:456"
 
 step "import again: nothing new; under another name: the same snapshots"
 nsnap=$(cairn snapshot ls | wc -l); nblob=$(cairn blob ls | wc -l)

@@ -87,6 +87,16 @@ cairn -C "$T/my" blob get --verify "$shared" >/dev/null || die "the merged copy 
 ls "$T/my/quarantine" | grep -q "$h" || die "the bad copy was not quarantined"
 cairn -C "$T/my" fsck >/dev/null
 
+step "--verify hashes every object: a lone corrupt copy is refused"
+cairn init "$T/lone" >/dev/null
+lone=$(cairn -C "$T/lone" blob put "$T/data/c/f2")
+chmod u+w "$T/lone/blobs/sha256/${lone#sha256:}"
+printf 'C 2\n' >"$T/lone/blobs/sha256/${lone#sha256:}"     # same size, other bytes
+out=$(cairn merge --verify "$T/mv" "$T/lone" 2>&1 >/dev/null) || die "merge --verify failed: $out"
+echo "$out" | grep -q "$T/lone/blobs/sha256/${lone#sha256:}" || die "--verify did not name the corrupt copy: $out"
+cairn -C "$T/mv" blob stat "$lone" >/dev/null 2>&1 && die "--verify took a corrupt copy"
+cairn -C "$T/mv" fsck >/dev/null
+
 step "a blob whose file is missing in its source is left out, reported"
 cairn init "$T/holey" >/dev/null
 cairn -C "$T/holey" blob put "$T/data/c"/f1* >/dev/null

@@ -20,7 +20,11 @@ typedef struct fuzz_seed {
     const void *data;
     size_t size;
 } fuzz_seed;
-extern const fuzz_seed fuzz_seeds[];
+extern const fuzz_seed fuzz_seeds[] __attribute__((weak));
+/* A target whose seeds are built at run time (checksummed tar headers,
+ * compressed streams) defines fuzz_seeds_get() instead: a NULL-terminated
+ * list, as fuzz_seeds. */
+const fuzz_seed *fuzz_seeds_get(void) __attribute__((weak));
 
 static uint64_t rng;
 static uint64_t next(void)
@@ -125,11 +129,12 @@ int main(int argc, char **argv)
     }
     if (files)
         return 0;
+    const fuzz_seed *seeds = fuzz_seeds_get ? fuzz_seeds_get() : fuzz_seeds;
     size_t nseeds = 0;
     size_t maxlen = 0;
-    while (fuzz_seeds[nseeds].data) {
-        if (fuzz_seeds[nseeds].size > maxlen)
-            maxlen = fuzz_seeds[nseeds].size;
+    while (seeds[nseeds].data) {
+        if (seeds[nseeds].size > maxlen)
+            maxlen = seeds[nseeds].size;
         nseeds++;
     }
     size_t cap = maxlen * 2 + 256;
@@ -138,11 +143,11 @@ int main(int argc, char **argv)
         return 2;
     rng = seed ? seed : 1;
     for (size_t i = 0; i < nseeds; i++)
-        LLVMFuzzerTestOneInput(fuzz_seeds[i].data, fuzz_seeds[i].size);
+        LLVMFuzzerTestOneInput(seeds[i].data, seeds[i].size);
     for (long it = 0; it < iterations; it++) {
-        const fuzz_seed *s = &fuzz_seeds[next() % nseeds];
+        const fuzz_seed *s = &seeds[next() % nseeds];
         memcpy(buf, s->data, s->size);
-        size_t len = mutate(buf, s->size, cap, fuzz_seeds, nseeds);
+        size_t len = mutate(buf, s->size, cap, seeds, nseeds);
         LLVMFuzzerTestOneInput(buf, len);
     }
     free(buf);
