@@ -15,7 +15,7 @@
 #          reachable from a commit / half unreachable (git gc also repacks,
 #          so it does more than cairn; git prune is the like-for-like one)
 #
-# Usage: bench/gc.sh [WORKDIR] [RUNS]   (env: BLOBS SNAPS RECORDS)
+# Usage: bench/gc.sh [WORKDIR] [RUNS]   (env: BLOBS SNAPS RECORDS REUSE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -32,27 +32,33 @@ trap cleanup EXIT
 OBJS=$((BLOBS + SNAPS))
 HALF=$((OBJS / 2))
 
-# best CMD...: best wall time of RUNS runs, seconds.
+# best CMD...: best wall time of RUNS runs, seconds (stdin closed: git
+# pack-objects reads revisions from an inherited stdin).
 best() {
     local b=
     for _ in $(seq 1 "$RUNS"); do
         local s e
-        s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "gc: failed: $*" >&2; exit 1; }; e=$(date +%s.%N)
+        s=$(date +%s.%N); "$@" </dev/null >/dev/null 2>&1 || { echo "gc: failed: $*" >&2; exit 1; }; e=$(date +%s.%N)
         b=$(python3 -c "import sys; t=$e-$s; b='$b'; print(t if not b else min(t, float(b)))")
     done
+    echo "  $* : $b s" >&2
     echo "$b"
 }
 once() {
     local s e
-    s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "gc: failed: $*" >&2; exit 1; }; e=$(date +%s.%N)
+    s=$(date +%s.%N); "$@" </dev/null >/dev/null 2>"$W/once.err" || { echo "gc: failed: $*: $(cat "$W/once.err")" >&2; exit 1; }; e=$(date +%s.%N)
+    echo "  $* : $(python3 -c "print($e - $s)") s" >&2
     python3 -c "print($e - $s)"
 }
 
 echo "making the states ($BLOBS blobs, $SNAPS snapshots, $RECORDS records)..." >&2
-for s in full half; do
-    rm -rf "$W/$s"; "$CAIRN" init "$W/$s" >/dev/null
-done
-python3 bench/gc-gen.py "$W/full" "$BLOBS" "$SNAPS" "$RECORDS" 1.0
+# REUSE=1 keeps a 'full' state made by an earlier run (gc without a policy
+# leaves it as it was); 'half' is made again (its gc deletes).
+if [ "${REUSE:-0}" != 1 ] || [ ! -f "$W/full/cairn-state" ]; then
+    rm -rf "$W/full"; "$CAIRN" init "$W/full" >/dev/null
+    python3 bench/gc-gen.py "$W/full" "$BLOBS" "$SNAPS" "$RECORDS" 1.0
+fi
+rm -rf "$W/half"; "$CAIRN" init "$W/half" >/dev/null
 python3 bench/gc-gen.py "$W/half" "$BLOBS" "$SNAPS" "$RECORDS" 0.5
 sync
 
@@ -83,6 +89,7 @@ PY
 sync
 cc -O2 -o "$W/unlink-limit" bench/unlink-limit.c
 T_LIM=$("$W/unlink-limit" <"$W/limit/list" 2>/dev/null)
+echo "  unlink limit: $T_LIM s" >&2
 
 # ostree: file objects in a bare-user repository.
 echo "ostree..." >&2
@@ -97,7 +104,7 @@ for i in range(n):
     open(os.path.join(sub, "f%d" % i), "wb").write(rnd.randbytes(rnd.randint(64, 4096)))
 PY
 }
-rm -rf "$W/ost" "$W/ot1" "$W/ot2"
+rm -rf "$W/ost" "$W/ot1" "$W/ot2" "$W/g0" "$W/gh" "$W/gh2"
 ostree init --repo="$W/ost" --mode=bare-user
 ost_tree "$W/ot1" "$HALF" 1
 ost_tree "$W/ot2" "$HALF" 2

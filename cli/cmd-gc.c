@@ -149,25 +149,38 @@ struct du_out {
     const char *last_kind;
 };
 
+/* Entries are collected (the totals come first in the text output). */
 static int du_row(void *ud, const cairn_du_entry *e)
 {
     struct du_out *o = ud;
     int k = !strcmp(e->kind, "image") ? 0 : !strcmp(e->kind, "volume") ? 1 : 2;
-    if (o->lists[0]) {
-        json_array_append_new(o->lists[k], json_pack("{s:s, s:I, s:I, s:I}", "name", e->name,
-                                                     "size", (json_int_t)e->size, "unique",
-                                                     (json_int_t)e->unique, "objects",
-                                                     (json_int_t)e->objects));
-        return 0;
-    }
-    if (o->last_kind != e->kind) {
-        printf("\n%-8s %-72s %11s %11s %8s\n", "KIND", "NAME", "SIZE", "UNIQUE", "OBJECTS");
-        o->last_kind = e->kind;
-    }
-    char a[32], b[32];
-    printf("%-8s %-72s %11s %11s %8llu\n", e->kind, e->name, cli_human(e->size, a, sizeof(a)),
-           cli_human(e->unique, b, sizeof(b)), (unsigned long long)e->objects);
+    json_array_append_new(o->lists[k], json_pack("{s:s, s:I, s:I, s:I}", "name", e->name, "size",
+                                                 (json_int_t)e->size, "unique",
+                                                 (json_int_t)e->unique, "objects",
+                                                 (json_int_t)e->objects));
     return 0;
+}
+
+static void du_print(struct du_out *o)
+{
+    static const char *const kinds[] = {"image", "volume", "record"};
+    for (int k = 0; k < 3; k++) {
+        size_t i;
+        json_t *e;
+        if (!json_array_size(o->lists[k]))
+            continue;
+        printf("\n%-8s %-72s %11s %11s %8s\n", "KIND", "NAME", "SIZE", "UNIQUE", "OBJECTS");
+        json_array_foreach(o->lists[k], i, e)
+        {
+            char a[32], b[32];
+            printf("%-8s %-72s %11s %11s %8lld\n", kinds[k],
+                   json_string_value(json_object_get(e, "name")),
+                   cli_human((uint64_t)json_integer_value(json_object_get(e, "size")), a, sizeof(a)),
+                   cli_human((uint64_t)json_integer_value(json_object_get(e, "unique")), b,
+                             sizeof(b)),
+                   (long long)json_integer_value(json_object_get(e, "objects")));
+        }
+    }
 }
 
 static int cmd_du(cli *c, int argc, char **argv)
@@ -197,16 +210,10 @@ static int cmd_du(cli *c, int argc, char **argv)
     int r = cli_open(c, CAIRN_OPEN_READONLY, &st);
     if (r)
         return r;
-    struct du_out o = {{NULL, NULL, NULL}, NULL};
-    if (c->json)
-        for (int i = 0; i < 3; i++)
-            o.lists[i] = json_array();
+    struct du_out o = {{json_array(), json_array(), json_array()}, NULL};
     cairn_du_totals t;
     cairn_error err = {0};
-    if (!c->json) {
-        /* Totals first: run once for them, print, then the entries. */
-    }
-    r = cairn_du(st, limit, &t, c->json ? du_row : NULL, &o, &err);
+    r = cairn_du(st, limit, &t, du_row, &o, &err);
     if (r == 0 && !c->json) {
         char a[32], b[32], d[32], e[32], f[32];
         printf("%-12s %10s %11s   %s\n", "KIND", "COUNT", "SIZE", "(this state's own)");
@@ -225,7 +232,7 @@ static int cmd_du(cli *c, int argc, char **argv)
                "unreferenced %s\n",
                cli_human(t.total, a, sizeof(a)), cli_human(t.reclaimable, b, sizeof(b)),
                cli_human(t.unreferenced, f, sizeof(f)));
-        r = cairn_du(st, limit, NULL, du_row, &o, &err);
+        du_print(&o);
     }
     cairn_state_free(st);
     if (r < 0) {
@@ -233,7 +240,10 @@ static int cmd_du(cli *c, int argc, char **argv)
             json_decref(o.lists[i]);
         return cli_fail(c, &err);
     }
-    if (c->json) {
+    if (!c->json) {
+        for (int i = 0; i < 3; i++)
+            json_decref(o.lists[i]);
+    } else {
         json_t *tot = json_pack(
             "{s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:I, s:I, s:I, s:I, "
             "s:I, s:I, s:I}",

@@ -49,26 +49,25 @@
 
 /* ---- the graph -------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
+/* Hex digit values, -1 for anything else: a table, as this runs for every
+ * row and every directory entry of a large state. */
+static const signed char hexv[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
+    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+}; /* value + 1; 0: not a digit */
 
 /* "sha256:<64 hex>" -> 32 bytes; false when malformed. */
 static bool digest_raw(const char *d, unsigned char raw[32])
 {
     if (strncmp(d, "sha256:", 7) != 0)
         return false;
-    const char *h = d + 7;
+    const unsigned char *h = (const unsigned char *)d + 7;
     for (int i = 0; i < 32; i++) {
-        int a = hexval(h[2 * i]), b = a < 0 ? -1 : hexval(h[2 * i + 1]);
-        if (a < 0 || b < 0)
+        int a = hexv[h[2 * i]], b = a ? hexv[h[2 * i + 1]] : 0;
+        if (!a || !b)
             return false;
-        raw[i] = (unsigned char)(a << 4 | b);
+        raw[i] = (unsigned char)((a - 1) << 4 | (b - 1));
     }
     return h[64] == 0;
 }

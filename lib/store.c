@@ -890,6 +890,20 @@ int cairn_blob_batch_commit(cairn_blob_batch *b, cairn_error *err)
     if (r < 0)
         return r;
     r = publish_files(st, b->items, b->n, err);
+    /* Blobs that were there count as used (one transaction), so that a gc
+     * running now keeps them, as for a single put. */
+    bool any_present = false;
+    for (size_t i = 0; r == 0 && i < b->n; i++)
+        any_present |= b->items[i].present;
+    if (r == 0 && any_present && (r = cairn__tx_begin(st, err)) == 0) {
+        for (size_t i = 0; r == 0 && i < b->n; i++)
+            if (b->items[i].present)
+                r = cairn__usage_mark(st, "blob", b->items[i].digest, 0, err);
+        if (r == 0)
+            r = cairn__tx_commit(st, err);
+        else
+            cairn__tx_rollback(st);
+    }
     if (r == 0)
         r = insert_rows(st, b->items, b->n, err);
     cairn__unlock(st);

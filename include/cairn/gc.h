@@ -11,8 +11,10 @@
  *     record;
  *   - a kept snapshot (its parent), a kept manifest or index (what it names);
  *   - a lower state (everything a lower holds or names is kept);
- *   - youth: an object created or used within the grace period is kept, so
- *     that a writer racing the collection cannot lose what it just wrote.
+ *   - youth: an object created or used within the grace period (whole
+ *     seconds, inclusive) is kept, so that a writer racing the collection
+ *     cannot lose what it just wrote; and whatever is recorded, leased or
+ *     used while a run is under way is kept by that run.
  *
  * The policy, like a build engine's cache pruning, removes records: with
  * keep_duration set, records whose result was not used for that long; with
@@ -56,6 +58,8 @@ typedef struct cairn_gc_item {
 } cairn_gc_item;
 typedef void (*cairn_gc_fn)(void *userdata, const cairn_gc_item *item);
 
+/* What a run removed (or, with dry_run, would remove; a dry run does not
+ * count the links that pruning emptied keys would remove). */
 typedef struct cairn_gc_stats {
     uint64_t blobs, snapshots, records, links, volume_versions, leases, files;
     uint64_t bytes_freed;

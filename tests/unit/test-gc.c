@@ -475,8 +475,9 @@ static void test_delta(void **unused)
     cairn_error t_err = {0};
     char *dir = t_scratch("gcdelta");
     cairn_state *st = t_state(dir, "s");
-    char path[4096], g[72], h[72], u[72], key[72];
+    char path[4096], g[72], h[72], u[72], key[72], k[72];
     snprintf(path, sizeof(path), "%s", cairn_state_path(st));
+    fx_blob(st, "old garbage, put again in a batch during the run", NULL, k);
     fx_blob(st, "old garbage, recorded during the run", NULL, g);
     fx_blob(st, "old garbage, leased during the run", NULL, h);
     fx_blob(st, "old garbage, left alone", NULL, u);
@@ -515,6 +516,12 @@ static void test_delta(void **unused)
     T_OK(cairn_record_add_result(w, key, CAIRN_RESULT_BLOB, g, 0, &t_err));
     T_OK(cairn_lease_create(w, "late", 0, NULL, &t_err));
     T_OK(cairn_lease_add(w, "late", "blob", h, &t_err));
+    cairn_blob_batch *b = NULL;
+    const char *ks = "old garbage, put again in a batch during the run";
+    T_OK(cairn_blob_batch_new(&b, w, &t_err));
+    T_OK(cairn_blob_batch_put_buf(b, ks, strlen(ks), NULL, d, &t_err));
+    T_OK(cairn_blob_batch_commit(b, &t_err));
+    cairn_blob_batch_free(b);
     cairn_state_free(w);
     assert_int_equal(flock(lfd, LOCK_UN), 0);
     close(lfd);
@@ -526,6 +533,8 @@ static void test_delta(void **unused)
     T_OK(cairn_record_load(st, key, NULL, &res, &t_err));
     assert_true(fx_exists(path, "blobs/sha256", g));
     assert_true(fx_exists(path, "blobs/sha256", h));
+    assert_true(fx_exists(path, "blobs/sha256", k));
+    assert_int_equal(cairn_blob_exists(st, k, &t_err), 1);
     assert_false(fx_exists(path, "blobs/sha256", u));
     cairn_state_free(st);
     t_scratch_free(dir);
