@@ -27,4 +27,11 @@ CAIRN_INTERNAL int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err);
 /* The images checker (lib/image.c), listed in fsck.c's checkers[]. */
 CAIRN_INTERNAL int cairn__fsck_images(cairn__fsck *f, cairn_error *err);
 
+/* Report each entry of dirfd (STATE/dirname) that is not named like an
+ * object, or that no row of the layers sharing this directory names.
+ * named_sql: "SELECT 1 FROM <table> WHERE <name column> = ?" (a literal). */
+CAIRN_INTERNAL int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname,
+                                            const char *kind, const char *named_sql,
+                                            cairn_error *err);
+
 #endif

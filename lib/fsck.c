@@ -65,6 +65,57 @@ int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name, const ch
     return 0;
 }
 
+int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname, const char *kind,
+                             const char *named_sql, cairn_error *err)
+{
+    cairn_state *st = f->st;
+    int dfd = dup(dirfd);
+    if (dfd < 0)
+        return cairn__err(err, -errno, "%s/%s: %m", st->path, dirname);
+    DIR *dir = fdopendir(dfd);
+    if (!dir) {
+        close(dfd);
+        return cairn__err(err, -ENOMEM, "out of memory");
+    }
+    rewinddir(dir);
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(dir))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char d[CAIRN_DIGEST_LEN + 8];
+        snprintf(d, sizeof(d), "sha256:%.64s", de->d_name);
+        if (strlen(de->d_name) != 64 || cairn_digest_check(d, NULL) < 0) {
+            cairn__fsck_report(f, "file", de->d_name, "unreferenced", "",
+                               "%s/%s/%s is not named like a %s", st->path, dirname, de->d_name,
+                               kind);
+            continue;
+        }
+        /* Rows of the layers whose objects live in this directory (this
+         * state's, and those found side by side in db/); a lower in another
+         * directory holds its own objects. */
+        bool found = false;
+        for (size_t l = 0; l < st->n_layers && !found; l++) {
+            if (st->layers[l].dirfd != st->dirfd)
+                continue;
+            sqlite3_stmt *qs = cairn__stmt(st, l, named_sql, err);
+            if (!qs) {
+                r = err ? err->code : CAIRN_E_DB;
+                break;
+            }
+            sqlite3_bind_text(qs, 1, d, -1, SQLITE_STATIC);
+            found = sqlite3_step(qs) == SQLITE_ROW;
+            sqlite3_reset(qs);
+        }
+        if (r == 0 && !found)
+            cairn__fsck_report(f, kind, d, "unreferenced", "",
+                               "%s/%s/%s is named by no row (gc removes it)", st->path, dirname,
+                               de->d_name);
+    }
+    closedir(dir);
+    return r;
+}
+
 static int delete_blob_row(cairn_state *st, const char *digest, cairn_error *err)
 {
     static const char sql[] = "DELETE FROM blobs WHERE digest = ?";
@@ -183,48 +234,8 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
         return r;
 
     /* Files no row names. */
-    int dfd = dup(bfd);
-    if (dfd < 0)
-        return cairn__err(err, -errno, "%s/blobs/sha256: %m", st->path);
-    DIR *dir = fdopendir(dfd);
-    if (!dir) {
-        close(dfd);
-        return cairn__err(err, -ENOMEM, "out of memory");
-    }
-    rewinddir(dir);
-    struct dirent *de;
-    while ((de = readdir(dir))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char d[CAIRN_DIGEST_LEN + 8];
-        snprintf(d, sizeof(d), "sha256:%.64s", de->d_name);
-        if (strlen(de->d_name) != 64 || cairn_digest_check(d, NULL) < 0) {
-            cairn__fsck_report(f, "file", de->d_name, "unreferenced", "",
-                               "%s/blobs/sha256/%s is not named like a blob", st->path,
-                               de->d_name);
-            continue;
-        }
-        bool found = false;
-        static const char q[] = "SELECT 1 FROM blobs WHERE digest = ?";
-        for (size_t l = 0; l < st->n_layers && !found; l++) {
-            if (st->layers[l].dirfd != st->dirfd)
-                continue; /* a lower in another directory holds its own files */
-            sqlite3_stmt *qs = cairn__stmt(st, l, q, err);
-            if (!qs) {
-                closedir(dir);
-                return err ? err->code : CAIRN_E_DB;
-            }
-            sqlite3_bind_text(qs, 1, d, -1, SQLITE_STATIC);
-            found = sqlite3_step(qs) == SQLITE_ROW;
-            sqlite3_reset(qs);
-        }
-        if (!found)
-            cairn__fsck_report(f, "blob", d, "unreferenced", "",
-                               "%s/blobs/sha256/%s is named by no row (gc removes it)", st->path,
-                               de->d_name);
-    }
-    closedir(dir);
-    return 0;
+    static const char named[] = "SELECT 1 FROM blobs WHERE digest = ?";
+    return cairn__fsck_unreferenced(f, bfd, "blobs/sha256", "blob", named, err);
 }
 
 /* Checkers, in order. Modules add theirs here. */

@@ -903,46 +903,6 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
         return r;
 
     /* Directories no row names. */
-    int dfd = dup(sfd);
-    if (dfd < 0)
-        return cairn__err(err, -errno, "%s/snapshots: %m", st->path);
-    DIR *dir = fdopendir(dfd);
-    if (!dir) {
-        close(dfd);
-        return cairn__err(err, -ENOMEM, "out of memory");
-    }
-    rewinddir(dir);
-    struct dirent *de;
-    while ((de = readdir(dir))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char d[CAIRN_DIGEST_LEN + 8];
-        snprintf(d, sizeof(d), "sha256:%.64s", de->d_name);
-        if (strlen(de->d_name) != 64 || cairn_digest_check(d, NULL) < 0) {
-            cairn__fsck_report(f, "file", de->d_name, "unreferenced", "",
-                               "%s/snapshots/%s is not named like a snapshot", st->path,
-                               de->d_name);
-            continue;
-        }
-        bool found = false;
-        static const char q[] = "SELECT 1 FROM snapshots WHERE chain_id = ?";
-        for (size_t l = 0; l < st->n_layers && !found; l++) {
-            if (st->layers[l].dirfd != st->dirfd)
-                continue;
-            sqlite3_stmt *qs = cairn__stmt(st, l, q, err);
-            if (!qs) {
-                closedir(dir);
-                return err ? err->code : CAIRN_E_DB;
-            }
-            sqlite3_bind_text(qs, 1, d, -1, SQLITE_STATIC);
-            found = sqlite3_step(qs) == SQLITE_ROW;
-            sqlite3_reset(qs);
-        }
-        if (!found)
-            cairn__fsck_report(f, "snapshot", d, "unreferenced", "",
-                               "%s/snapshots/%s is named by no row (gc removes it)", st->path,
-                               de->d_name);
-    }
-    closedir(dir);
-    return 0;
+    static const char named[] = "SELECT 1 FROM snapshots WHERE chain_id = ?";
+    return cairn__fsck_unreferenced(f, sfd, "snapshots", "snapshot", named, err);
 }
