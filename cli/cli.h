@@ -43,6 +43,12 @@ typedef struct cli_command {
 /* Handle a common option; returns 1 when handled, -1 after printing help
  * (the caller returns EXIT_OK), 0 when not a common option. */
 int cli_common_opt(cli *c, int opt, const char *arg);
+/* cli_common_opt() for a getopt loop: -1 to go on, else the exit code
+ * (EXIT_OK after --help, EXIT_USAGE for an unknown option). */
+int cli_opt(cli *c, int opt);
+/* Parse a command line that takes only the common options: -1 to go on,
+ * else the exit code. */
+int cli_common_only(cli *c, int argc, char **argv);
 /* Print the usage of the current command (to stdout for --help). */
 void cli_usage(cli *c, FILE *f);
 /* Report a usage error and return EXIT_USAGE. */

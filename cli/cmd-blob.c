@@ -10,18 +10,6 @@
 
 #define CHUNK (1u << 20)
 
-/* Parse the common options plus the command's; returns -1 to go on, or an
- * exit code. */
-static int parse_common(cli *c, int opt)
-{
-    int h = cli_common_opt(c, opt, optarg);
-    if (h < 0)
-        return EXIT_OK;
-    if (h == 0)
-        return cli_usage_error(c, "unknown option");
-    return -1;
-}
-
 /* One input through the streaming writer, drawing progress for large ones. */
 static int put_one(cli *c, cairn_state *st, int fd, const char *name,
                    const cairn_blob_put_options *po, char *digest, cairn_error *err)
@@ -103,7 +91,7 @@ static int cmd_put(cli *c, int argc, char **argv)
             break;
         }
         default: {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0) {
                 free(labels);
                 return r;
@@ -229,7 +217,7 @@ static int cmd_get(cli *c, int argc, char **argv)
         else if (opt == 'v')
             verify = 1;
         else {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -330,7 +318,7 @@ static int cmd_ls(cli *c, int argc, char **argv)
         if (opt == 't')
             mt = optarg;
         else {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -366,13 +354,9 @@ static int label_row(void *ud, const char *k, const char *v)
 
 static int cmd_stat(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int r = parse_common(c, opt);
-        if (r >= 0)
-            return r;
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (argc - optind != 1)
         return cli_usage_error(c, "expected one digest");
     cairn_state *st = NULL;
@@ -406,13 +390,9 @@ static int cmd_stat(cli *c, int argc, char **argv)
 
 static int cmd_rm(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int r = parse_common(c, opt);
-        if (r >= 0)
-            return r;
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (argc - optind < 1)
         return cli_usage_error(c, "expected one or more digests");
     cairn_state *st = NULL;
@@ -433,13 +413,9 @@ static int cmd_rm(cli *c, int argc, char **argv)
 
 static int cmd_label(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int r = parse_common(c, opt);
-        if (r >= 0)
-            return r;
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (argc - optind < 2)
         return cli_usage_error(c, "expected a digest and KEY=VALUE or KEY- to clear");
     cairn_state *st = NULL;

@@ -5,21 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Common options only; returns -1 to go on, or an exit code. */
-static int common_only(cli *c, int argc, char **argv)
-{
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = cli_common_opt(c, opt, optarg);
-        if (h < 0)
-            return EXIT_OK;
-        if (h == 0)
-            return cli_usage_error(c, "unknown option");
-    }
-    return -1;
-}
-
 static json_t *stats_json(const cairn_merge_stats *s)
 {
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "objects",
@@ -48,7 +33,7 @@ static void stats_print(const char *what, const cairn_merge_stats *s)
 
 static int cmd_freeze(cli *c, int argc, char **argv)
 {
-    int r = common_only(c, argc, argv);
+    int r = cli_common_only(c, argc, argv);
     if (r >= 0)
         return r;
     if (argc - optind != 2)
@@ -73,7 +58,7 @@ static int cmd_freeze(cli *c, int argc, char **argv)
 
 static int cmd_stack_add(cli *c, int argc, char **argv)
 {
-    int r = common_only(c, argc, argv);
+    int r = cli_common_only(c, argc, argv);
     if (r >= 0)
         return r;
     if (argc - optind < 2)
@@ -111,7 +96,7 @@ static int ls_one(void *ud, const cairn_stack_entry *e)
 
 static int cmd_stack_ls(cli *c, int argc, char **argv)
 {
-    int r = common_only(c, argc, argv);
+    int r = cli_common_only(c, argc, argv);
     if (r >= 0)
         return r;
     if (argc - optind > 1)
@@ -130,7 +115,7 @@ static int cmd_stack_ls(cli *c, int argc, char **argv)
 
 static int cmd_stack_rm(cli *c, int argc, char **argv)
 {
-    int r = common_only(c, argc, argv);
+    int r = cli_common_only(c, argc, argv);
     if (r >= 0)
         return r;
     if (argc - optind != 2)
@@ -203,11 +188,9 @@ static int cmd_merge(cli *c, int argc, char **argv)
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
         if (merge_opt(opt, &mo))
             continue;
-        int h = cli_common_opt(c, opt, optarg);
-        if (h < 0)
-            return EXIT_OK;
-        if (h == 0)
-            return cli_usage_error(c, "unknown option");
+        int r_ = cli_opt(c, opt);
+        if (r_ >= 0)
+            return r_;
     }
     if (argc - optind < 2)
         return cli_usage_error(c, "expected DEST and at least one SRC");
@@ -260,11 +243,9 @@ static int cmd_flatten(cli *c, int argc, char **argv)
             if_due = true;
             continue;
         }
-        int h = cli_common_opt(c, opt, optarg);
-        if (h < 0)
-            return EXIT_OK;
-        if (h == 0)
-            return cli_usage_error(c, "unknown option");
+        int r_ = cli_opt(c, opt);
+        if (r_ >= 0)
+            return r_;
     }
     if (argc - optind > 1)
         return cli_usage_error(c, "expected at most one DIR");

@@ -6,16 +6,6 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
-static int parse_common(cli *c, int opt)
-{
-    int h = cli_common_opt(c, opt, optarg);
-    if (h < 0)
-        return EXIT_OK;
-    if (h == 0)
-        return cli_usage_error(c, "unknown option");
-    return -1;
-}
-
 struct gc_out {
     cli *c;
     json_t *list;
@@ -80,7 +70,7 @@ static int cmd_gc(cli *c, int argc, char **argv)
             sizes[2] = optarg;
             break;
         default: {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -200,7 +190,7 @@ static int cmd_du(cli *c, int argc, char **argv)
             limit = (unsigned)v;
             continue;
         }
-        int r = parse_common(c, opt);
+        int r = cli_opt(c, opt);
         if (r >= 0)
             return r;
     }

@@ -6,16 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-static int parse_common(cli *c, int opt)
-{
-    int h = cli_common_opt(c, opt, optarg);
-    if (h < 0)
-        return EXIT_OK;
-    if (h == 0)
-        return cli_usage_error(c, "unknown option");
-    return -1;
-}
-
 static json_t *info_json(const cairn_image_info *in, bool full)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "name", in->name, "manifest",
@@ -61,7 +51,7 @@ static int cmd_import(cli *c, int argc, char **argv)
             break;
         }
         default: {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -114,13 +104,9 @@ static int ls_row(void *ud, const cairn_image_info *in)
 
 static int cmd_ls(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int r = parse_common(c, opt);
-        if (r >= 0)
-            return r;
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (optind < argc)
         return cli_usage_error(c, "unexpected argument '%s'", argv[optind]);
     cairn_state *st = NULL;
@@ -144,13 +130,9 @@ static int cmd_ls(cli *c, int argc, char **argv)
 
 static int cmd_show(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int r = parse_common(c, opt);
-        if (r >= 0)
-            return r;
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (argc - optind != 1)
         return cli_usage_error(c, "expected one image name");
     cairn_state *st = NULL;
@@ -177,13 +159,9 @@ static int cmd_show(cli *c, int argc, char **argv)
 
 static int cmd_rm(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int r = parse_common(c, opt);
-        if (r >= 0)
-            return r;
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (argc - optind < 1)
         return cli_usage_error(c, "expected one or more image names");
     cairn_state *st = NULL;
@@ -241,7 +219,7 @@ static int cmd_export(cli *c, int argc, char **argv)
                                        optarg);
             break;
         default: {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }

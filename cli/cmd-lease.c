@@ -6,16 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-static int parse_common(cli *c, int opt)
-{
-    int h = cli_common_opt(c, opt, optarg);
-    if (h < 0)
-        return EXIT_OK;
-    if (h == 0)
-        return cli_usage_error(c, "unknown option");
-    return -1;
-}
-
 /* Options: --ttl D (create, renew). Returns -1 to go on, or an exit code. */
 static int parse(cli *c, int argc, char **argv, bool want_ttl, int64_t *ttl)
 {
@@ -32,7 +22,7 @@ static int parse(cli *c, int argc, char **argv, bool want_ttl, int64_t *ttl)
         }
         if (opt == 't')
             return cli_usage_error(c, "--ttl does not apply here");
-        int r = parse_common(c, opt);
+        int r = cli_opt(c, opt);
         if (r >= 0)
             return r;
     }

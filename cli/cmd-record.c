@@ -5,16 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_common(cli *c, int opt)
-{
-    int h = cli_common_opt(c, opt, optarg);
-    if (h < 0)
-        return EXIT_OK;
-    if (h == 0)
-        return cli_usage_error(c, "unknown option");
-    return -1;
-}
-
 static int parse_index(const char *s, unsigned *out)
 {
     char *end;
@@ -74,7 +64,7 @@ static int cmd_put(cli *c, int argc, char **argv)
                                        opt == 'i' ? "input" : "output", optarg);
             break;
         default: {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -170,7 +160,7 @@ static int cmd_get(cli *c, int argc, char **argv)
         if (opt == 'a')
             all = true;
         else {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -262,7 +252,7 @@ static int cmd_ls(cli *c, int argc, char **argv)
         else if (opt == 'k')
             keys = true;
         else {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -305,7 +295,7 @@ static int cmd_rm(cli *c, int argc, char **argv)
         if (opt == 'r')
             by_result = true;
         else {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }
@@ -365,7 +355,7 @@ static int cmd_links(cli *c, int argc, char **argv)
         if (opt == 'b')
             back = true;
         else {
-            int r = parse_common(c, opt);
+            int r = cli_opt(c, opt);
             if (r >= 0)
                 return r;
         }

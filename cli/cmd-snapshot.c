@@ -63,11 +63,9 @@ static int parse(cli *c, int argc, char **argv, const struct option *extra, size
                                        optarg);
             break;
         default: {
-            int h = cli_common_opt(c, opt, optarg);
-            if (h < 0)
-                return EXIT_OK;
-            if (h == 0)
-                return cli_usage_error(c, "unknown option");
+            int r = cli_opt(c, opt);
+            if (r >= 0)
+                return r;
         }
         }
     }

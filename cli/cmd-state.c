@@ -6,15 +6,9 @@
 
 static int cmd_init(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = cli_common_opt(c, opt, optarg);
-        if (h < 0)
-            return EXIT_OK;
-        if (h == 0)
-            return cli_usage_error(c, "unknown option");
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (argc - optind > 1)
         return cli_usage_error(c, "expected at most one directory");
     const char *dir = optind < argc ? argv[optind] : c->state_path;
@@ -36,15 +30,9 @@ static json_t *count_json(const cairn_count *k)
 
 static int cmd_info(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = cli_common_opt(c, opt, optarg);
-        if (h < 0)
-            return EXIT_OK;
-        if (h == 0)
-            return cli_usage_error(c, "unknown option");
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     if (optind < argc)
         return cli_usage_error(c, "unexpected argument '%s'", argv[optind]);
     cairn_state *st = NULL;
@@ -123,11 +111,9 @@ static int cmd_fsck(cli *c, int argc, char **argv)
             fo.no_hash = 1;
             continue;
         }
-        int h = cli_common_opt(c, opt, optarg);
-        if (h < 0)
-            return EXIT_OK;
-        if (h == 0)
-            return cli_usage_error(c, "unknown option");
+        int r_ = cli_opt(c, opt);
+        if (r_ >= 0)
+            return r_;
     }
     if (optind < argc)
         return cli_usage_error(c, "unexpected argument '%s'", argv[optind]);

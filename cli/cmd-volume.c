@@ -6,15 +6,9 @@
 
 static int parse_plain(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = cli_common_opt(c, opt, optarg);
-        if (h < 0)
-            return EXIT_OK;
-        if (h == 0)
-            return cli_usage_error(c, "unknown option");
-    }
+    int r0 = cli_common_only(c, argc, argv);
+    if (r0 >= 0)
+        return r0;
     return -1;
 }
 

@@ -82,6 +82,28 @@ int cli_common_opt(cli *c, int opt, const char *arg)
     }
 }
 
+int cli_opt(cli *c, int opt)
+{
+    int h = cli_common_opt(c, opt, optarg);
+    if (h < 0)
+        return EXIT_OK;
+    if (h == 0)
+        return cli_usage_error(c, "unknown option");
+    return -1;
+}
+
+int cli_common_only(cli *c, int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        int r = cli_opt(c, opt);
+        if (r >= 0)
+            return r;
+    }
+    return -1;
+}
+
 void cli_usage(cli *c, FILE *f)
 {
     if (!current) {
