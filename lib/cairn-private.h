@@ -284,6 +284,14 @@ CAIRN_INTERNAL int cairn__db_schema(sqlite3 *db);
 enum { CAIRN__DB_RW, CAIRN__DB_RO, CAIRN__DB_IMMUTABLE };
 CAIRN_INTERNAL int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err);
 
+/* A growing vector of owned strings. */
+typedef struct cairn__strv {
+    char **v;
+    size_t n, cap;
+} cairn__strv;
+CAIRN_INTERNAL int cairn__strv_push(cairn__strv *sv, const char *s); /* 0 or -ENOMEM */
+CAIRN_INTERNAL void cairn__strv_free(cairn__strv *sv);               /* leaves it empty */
+
 /* A set of strings, for listing unions without duplicates. */
 typedef struct cairn__strset cairn__strset;
 CAIRN_INTERNAL cairn__strset *cairn__strset_new(void);

@@ -413,42 +413,13 @@ static int key_alive(cairn_state *st, const char *key, cairn_error *err)
     return 0;
 }
 
-typedef struct str_vec {
-    char **v;
-    size_t n, cap;
-} str_vec;
-
-static int sv_push(str_vec *sv, const char *s)
-{
-    if (sv->n == sv->cap) {
-        size_t nc = sv->cap ? sv->cap * 2 : 16;
-        char **nv = realloc(sv->v, nc * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        sv->v = nv;
-        sv->cap = nc;
-    }
-    if (!(sv->v[sv->n] = strdup(s)))
-        return -ENOMEM;
-    sv->n++;
-    return 0;
-}
-
-static void sv_free(str_vec *sv)
-{
-    for (size_t i = 0; i < sv->n; i++)
-        free(sv->v[i]);
-    free(sv->v);
-    memset(sv, 0, sizeof(*sv));
-}
-
 int cairn__record_prune(cairn_state *st, const char *const *keys, size_t n, cairn_error *err)
 {
     static const char del[] = "DELETE FROM cache_links WHERE child = ? RETURNING parent";
-    str_vec work = {0};
+    cairn__strv work = {0};
     int r = 0, removed = 0;
     for (size_t i = 0; i < n && r == 0; i++)
-        r = sv_push(&work, keys[i]);
+        r = cairn__strv_push(&work, keys[i]);
     /* Each round removes links, so it ends: at most one round per link. */
     while (r == 0 && work.n > 0) {
         char *k = work.v[--work.n];
@@ -468,7 +439,7 @@ int cairn__record_prune(cairn_state *st, const char *const *keys, size_t n, cair
         int rc;
         while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
             removed++;
-            if ((r = sv_push(&work, cairn__col(q, 0))) < 0)
+            if ((r = cairn__strv_push(&work, cairn__col(q, 0))) < 0)
                 break;
         }
         sqlite3_reset(q);
@@ -476,7 +447,7 @@ int cairn__record_prune(cairn_state *st, const char *const *keys, size_t n, cair
         if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
             r = cairn__err_db(err, st->layers[0].db, rc, "prune links");
     }
-    sv_free(&work);
+    cairn__strv_free(&work);
     if (r == -ENOMEM)
         return cairn__err(err, r, "out of memory");
     return r < 0 ? r : removed;
@@ -488,7 +459,7 @@ int cairn_record_release(cairn_state *st, const char *result, cairn_error *err)
     if (r < 0)
         return r;
     static const char del[] = "DELETE FROM cache_results WHERE result = ? RETURNING key";
-    str_vec keys = {0};
+    cairn__strv keys = {0};
     r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
@@ -500,7 +471,7 @@ int cairn_record_release(cairn_state *st, const char *result, cairn_error *err)
     sqlite3_bind_text(q, 1, result, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW)
-        if ((r = sv_push(&keys, cairn__col(q, 0))) < 0)
+        if ((r = cairn__strv_push(&keys, cairn__col(q, 0))) < 0)
             break;
     sqlite3_reset(q);
     if (r == -ENOMEM) {
@@ -517,11 +488,11 @@ int cairn_record_release(cairn_state *st, const char *result, cairn_error *err)
     r = cairn__tx_commit(st, err);
     if (r == 0)
         r = (int)keys.n;
-    sv_free(&keys);
+    cairn__strv_free(&keys);
     return r;
 fail:
     cairn__tx_rollback(st);
-    sv_free(&keys);
+    cairn__strv_free(&keys);
     return r;
 }
 
@@ -536,7 +507,7 @@ int cairn_record_remove(cairn_state *st, const char *key, cairn_error *err)
     static const char del_res[] = "DELETE FROM cache_results WHERE key = ?";
     static const char del_out[] = "DELETE FROM cache_links WHERE parent = ?";
     static const char del_in[] = "DELETE FROM cache_links WHERE child = ? RETURNING parent";
-    str_vec parents = {0};
+    cairn__strv parents = {0};
     int removed = 0;
     r = cairn__tx_begin(st, err);
     if (r < 0)
@@ -551,7 +522,7 @@ int cairn_record_remove(cairn_state *st, const char *key, cairn_error *err)
         sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
         int rc;
         while ((rc = sqlite3_step(q)) == SQLITE_ROW)
-            if ((r = sv_push(&parents, cairn__col(q, 0))) < 0)
+            if ((r = cairn__strv_push(&parents, cairn__col(q, 0))) < 0)
                 break;
         sqlite3_reset(q);
         if (r == 0 && rc != SQLITE_DONE)
@@ -577,7 +548,7 @@ int cairn_record_remove(cairn_state *st, const char *key, cairn_error *err)
         r = cairn__tx_commit(st, err);
     else
         cairn__tx_rollback(st);
-    sv_free(&parents);
+    cairn__strv_free(&parents);
     return r < 0 ? r : removed;
 }
 
@@ -889,7 +860,7 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
     static const char keys_of[] =
         "SELECT key FROM cache_results WHERE result = ? AND kind = ? ORDER BY key";
     static const char del[] = "DELETE FROM cache_results WHERE result = ? AND kind = ?";
-    str_vec bad = {0}; /* pairs: result, kind */
+    cairn__strv bad = {0}; /* pairs: result, kind */
     sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
     if (!s)
         return err ? err->code : CAIRN_E_DB;
@@ -907,7 +878,7 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
                 break;
             }
         }
-        if (!present && ((r = sv_push(&bad, res)) < 0 || (r = sv_push(&bad, kind)) < 0))
+        if (!present && ((r = cairn__strv_push(&bad, res)) < 0 || (r = cairn__strv_push(&bad, kind)) < 0))
             break;
     }
     sqlite3_reset(s);
@@ -963,7 +934,7 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
                 cairn__tx_rollback(st);
         }
     }
-    sv_free(&bad);
+    cairn__strv_free(&bad);
     if (r < 0)
         return r;
 

@@ -421,6 +421,32 @@ int cairn__clone_file_at(int srcdirfd, const char *src, int dstdirfd, const char
     return kind;
 }
 
+/* ---- string vector ---------------------------------------------------- */
+
+int cairn__strv_push(cairn__strv *sv, const char *s)
+{
+    if (sv->n == sv->cap) {
+        size_t nc = sv->cap ? sv->cap * 2 : 16;
+        char **nv = realloc(sv->v, nc * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        sv->v = nv;
+        sv->cap = nc;
+    }
+    if (!(sv->v[sv->n] = strdup(s)))
+        return -ENOMEM;
+    sv->n++;
+    return 0;
+}
+
+void cairn__strv_free(cairn__strv *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+    memset(sv, 0, sizeof(*sv));
+}
+
 /* ---- string set: open addressing, FNV-1a ------------------------------ */
 
 struct cairn__strset {

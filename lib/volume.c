@@ -268,36 +268,15 @@ int cairn_volume_save(cairn_state *st, const char *name, const char *id, char *o
     return r;
 }
 
-struct names_ctx {
-    char **v;
-    size_t n, cap;
-};
-
-static int push_str(struct names_ctx *c, const char *str)
-{
-    if (c->n == c->cap) {
-        size_t nc = c->cap ? c->cap * 2 : 16;
-        char **nv = realloc(c->v, nc * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        c->v = nv;
-        c->cap = nc;
-    }
-    if (!(c->v[c->n] = strdup(str)))
-        return -ENOMEM;
-    c->n++;
-    return 0;
-}
-
 static int names_row(void *ud, size_t layer, sqlite3_stmt *s)
 {
-    return push_str(ud, cairn__col(s, 0));
+    return cairn__strv_push(ud, cairn__col(s, 0));
 }
 
 int cairn_volume_list(cairn_state *st, cairn_volume_fn fn, void *userdata, cairn_error *err)
 {
     static const char sql[] = "SELECT DISTINCT name FROM volume_versions ORDER BY name";
-    struct names_ctx c = {0};
+    cairn__strv c = {0};
     int r = cairn__union_walk(st, sql, NULL, names_row, &c, err);
     if (r == -ENOMEM)
         r = cairn__err(err, r, "out of memory");
@@ -311,9 +290,7 @@ int cairn_volume_list(cairn_state *st, cairn_volume_fn fn, void *userdata, cairn
             r = fn(userdata, &in);
         free(vs.v);
     }
-    for (size_t i = 0; i < c.n; i++)
-        free(c.v[i]);
-    free(c.v);
+    cairn__strv_free(&c);
     return r;
 }
 
@@ -388,7 +365,7 @@ int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err)
     sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
     if (!s)
         return err ? err->code : CAIRN_E_DB;
-    struct names_ctx bad = {0};
+    cairn__strv bad = {0};
     int rc, r = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         f->total++;
@@ -407,7 +384,7 @@ int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err)
                            f->opts.repair ? "dropped row" : "",
                            p ? "the volume's name is not valid"
                              : "the version's snapshot is not in the state");
-        if (push_str(&bad, nm) < 0 || push_str(&bad, ver) < 0) {
+        if (cairn__strv_push(&bad, nm) < 0 || cairn__strv_push(&bad, ver) < 0) {
             r = cairn__err(err, -ENOMEM, "out of memory");
             break;
         }
@@ -433,8 +410,6 @@ int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err)
         else
             cairn__tx_rollback(st);
     }
-    for (size_t i = 0; i < bad.n; i++)
-        free(bad.v[i]);
-    free(bad.v);
+    cairn__strv_free(&bad);
     return r;
 }
