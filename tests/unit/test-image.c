@@ -432,6 +432,10 @@ static void test_lowers(void **unused)
     assert_int_equal(n_images(st), 1);
     T_OK(cairn_image_remove(st, "one", &t_err));
     assert_int_equal(n_images(st), 0);
+    /* info agrees with the listing: tombstones are not images. */
+    cairn_state_info si;
+    T_OK(cairn_state_info_get(st, &si, &t_err));
+    assert_int_equal(si.images.count, 0);
     cairn_state_free(st);
     T_OK(cairn_state_open(&st, a, 0, &t_err));
     assert_int_equal(n_images(st), 2);
