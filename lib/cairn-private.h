@@ -270,6 +270,10 @@ CAIRN_INTERNAL int cairn__tx_begin(cairn_state *st, cairn_error *err);
 CAIRN_INTERNAL int cairn__tx_commit(cairn_state *st, cairn_error *err);
 CAIRN_INTERNAL void cairn__tx_rollback(cairn_state *st);
 
+/* Run one statement with one text parameter (?1 = key) on layer 0 in a
+ * transaction of its own (nested in one already open). `sql`: a literal. */
+CAIRN_INTERNAL int cairn__exec_key(cairn_state *st, const char *sql, const char *key,
+                                   cairn_error *err);
 /* Run SQL without results on layer i. */
 CAIRN_INTERNAL int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err);
 /* Step a statement that returns no row (or whose rows are ignored); resets it. */

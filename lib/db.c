@@ -337,6 +337,23 @@ int cairn__step_done(cairn_state *st, size_t i, sqlite3_stmt *s, cairn_error *er
 
 /* ---- transactions on the state's own database -------------------------- */
 
+int cairn__exec_key(cairn_state *st, const char *sql, const char *key, cairn_error *err)
+{
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
+    r = q ? 0 : (err ? err->code : CAIRN_E_DB);
+    if (r == 0) {
+        sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+        r = cairn__step_done(st, 0, q, err);
+    }
+    if (r == 0)
+        return cairn__tx_commit(st, err);
+    cairn__tx_rollback(st);
+    return r;
+}
+
 int cairn__tx_begin(cairn_state *st, cairn_error *err)
 {
     int r = cairn__check_writable(st, err);

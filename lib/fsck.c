@@ -119,21 +119,7 @@ int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname, con
 static int delete_blob_row(cairn_state *st, const char *digest, cairn_error *err)
 {
     static const char sql[] = "DELETE FROM blobs WHERE digest = ?";
-    int r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
-    if (!q) {
-        cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
-    }
-    sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
-    r = cairn__step_done(st, 0, q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    return cairn__tx_commit(st, err);
+    return cairn__exec_key(st, sql, digest, err);
 }
 
 typedef struct blob_row {

@@ -1461,21 +1461,7 @@ fail:
 static int drop_row(cairn_state *st, const char *name, cairn_error *err)
 {
     static const char del[] = "DELETE FROM images WHERE name = ?";
-    int r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-    if (!q) {
-        cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
-    }
-    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-    r = cairn__step_done(st, 0, q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    return cairn__tx_commit(st, err);
+    return cairn__exec_key(st, del, name, err);
 }
 
 /* Every live image row of this state names a manifest blob, a config blob

@@ -302,19 +302,7 @@ static int active_insert(cairn_state *st, const cairn_active_info *a, cairn_erro
 static int active_delete(cairn_state *st, const char *id, cairn_error *err)
 {
     static const char sql[] = "DELETE FROM active WHERE id = ?";
-    int r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    r = s ? 0 : (err ? err->code : CAIRN_E_DB);
-    if (r == 0) {
-        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-        r = cairn__step_done(st, 0, s, err);
-    }
-    if (r == 0)
-        return cairn__tx_commit(st, err);
-    cairn__tx_rollback(st);
-    return r;
+    return cairn__exec_key(st, sql, id, err);
 }
 
 static int new_active_locked(cairn_state *st, const char *parent, const char *label, bool view,
@@ -728,19 +716,7 @@ int cairn_snapshot_walk(cairn_state *st, const char *chain_id, cairn_snapshot_fn
 static int delete_snapshot_row(cairn_state *st, const char *chain, cairn_error *err)
 {
     static const char sql[] = "DELETE FROM snapshots WHERE chain_id = ?";
-    int r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    r = s ? 0 : (err ? err->code : CAIRN_E_DB);
-    if (r == 0) {
-        sqlite3_bind_text(s, 1, chain, -1, SQLITE_STATIC);
-        r = cairn__step_done(st, 0, s, err);
-    }
-    if (r == 0)
-        return cairn__tx_commit(st, err);
-    cairn__tx_rollback(st);
-    return r;
+    return cairn__exec_key(st, sql, chain, err);
 }
 
 /* Active snapshots: each row names active/<id>/fs; each directory of
