@@ -566,14 +566,22 @@ static int check_link(const cairn_record_link *l, cairn_error *err)
     return r;
 }
 
-int cairn_record_add_link(cairn_state *st, const char *parent, const cairn_record_link *link,
-                          const char *child, cairn_error *err)
+/* A link's two keys and its own fields. */
+static int check_edge(const char *parent, const cairn_record_link *link, const char *child,
+                      cairn_error *err)
 {
     int r = check_key("parent key", parent, err);
     if (r == 0)
         r = check_key("child key", child, err);
     if (r == 0)
         r = check_link(link, err);
+    return r;
+}
+
+int cairn_record_add_link(cairn_state *st, const char *parent, const cairn_record_link *link,
+                          const char *child, cairn_error *err)
+{
+    int r = check_edge(parent, link, child, err);
     if (r < 0)
         return r;
     static const char ins[] =
@@ -668,11 +676,7 @@ int cairn_record_backlinks(cairn_state *st, const char *child, cairn_record_link
 int cairn_record_has_link(cairn_state *st, const char *parent, const cairn_record_link *link,
                           const char *child, cairn_error *err)
 {
-    int r = check_key("parent key", parent, err);
-    if (r == 0)
-        r = check_key("child key", child, err);
-    if (r == 0)
-        r = check_link(link, err);
+    int r = check_edge(parent, link, child, err);
     if (r < 0)
         return r;
     static const char sql[] = "SELECT 1 FROM cache_links WHERE parent = ? AND input = ? AND "
