@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cairn-private.h"
-#include "oci-private.h"
+#include "core/core.h"
+#include "image/oci-private.h"
 
 /* ---- making layouts by hand ------------------------------------------- */
 

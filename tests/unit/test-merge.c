@@ -15,7 +15,7 @@
  */
 #include "helpers.h"
 
-#include "cairn-private.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -567,7 +567,7 @@ static void test_every_table_has_a_rule(void **unused)
         for (size_t i = 0; i < n_local; i++)
             found |= !strcmp(local[i], t);
         if (!found)
-            fail_msg("table %s has no merge rule in lib/merge.c and is not declared local", t);
+            fail_msg("table %s has no merge rule in lib/combine/merge.c and is not declared local", t);
     }
     sqlite3_finalize(s);
     cairn_state_free(st);
