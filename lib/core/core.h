@@ -76,14 +76,21 @@ CAIRN_INTERNAL int cairn__union_walk_all(cairn_state *st, const char *sql,
 
 /* ---- database --------------------------------------------------------- */
 
-/* A database of the stack: [0] is the state's own (writable unless the state
- * is frozen or opened read-only), the rest are lowers, opened immutable. */
+/* A layer's prepared statements, keyed by the address of their SQL (a string
+ * literal): open addressing in a table that doubles when half full. No
+ * statement is ever evicted, so a statement a caller is stepping stays valid
+ * however many others are prepared meanwhile; the bound is the number of
+ * literals in the library (each prepared once a layer it runs on). */
 typedef struct cairn__stmt_slot {
     const char *sql; /* key: the address of a string literal */
     sqlite3_stmt *stmt;
 } cairn__stmt_slot;
 
-#define CAIRN_STMT_CACHE 64
+typedef struct cairn__stmt_cache {
+    cairn__stmt_slot *slots; /* cap entries, NULL until the first statement */
+    size_t cap;              /* a power of two */
+    size_t n;
+} cairn__stmt_cache;
 
 typedef struct cairn__layer {
     char id[CAIRN_STATE_ID_LEN + 1];
@@ -94,7 +101,7 @@ typedef struct cairn__layer {
     int blobfd;      /* blobs/sha256 of root, opened lazily (-1) */
     int snapfd;      /* snapshots/ of root, opened lazily (-1) */
     sqlite3 *db;     /* opened lazily for lowers */
-    cairn__stmt_slot stmts[CAIRN_STMT_CACHE];
+    cairn__stmt_cache stmts;
 } cairn__layer;
 
 struct cairn_state {

@@ -7,6 +7,8 @@
  */
 #include "core/core.h"
 
+#include <assert.h>
+#include <dlfcn.h>
 #include <sys/stat.h>
 
 int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
@@ -58,38 +60,89 @@ int cairn__layer_snapfd(cairn_state *st, size_t i, cairn_error *err)
 
 /* ---- per-layer statement cache ---------------------------------------- */
 
+/* The slot of `sql` in a table of cap entries (a power of two): where it is,
+ * or the empty slot where it goes. Literals are at least 1-aligned and often
+ * 8- or 32-aligned: mix the address so that the low bits spread. */
+static cairn__stmt_slot *stmt_slot(cairn__stmt_slot *slots, size_t cap, const char *sql)
+{
+    uint64_t h = (uint64_t)(uintptr_t)sql * UINT64_C(0x9e3779b97f4a7c15);
+    size_t k = (size_t)(h >> 32) & (cap - 1);
+    while (slots[k].sql && slots[k].sql != sql)
+        k = (k + 1) & (cap - 1);
+    return &slots[k];
+}
+
+/* Double the table (or make the first). Moving slots moves only pointers:
+ * the statements themselves, perhaps being stepped by a caller, stay put. */
+static int stmt_grow(cairn__stmt_cache *c, cairn_error *err)
+{
+    size_t cap = c->cap ? c->cap * 2 : 64;
+    cairn__stmt_slot *slots = calloc(cap, sizeof(*slots));
+    if (!slots)
+        return cairn__err(err, -ENOMEM, "statement cache: out of memory");
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].sql)
+            *stmt_slot(slots, cap, c->slots[i].sql) = c->slots[i];
+    free(c->slots);
+    c->slots = slots;
+    c->cap = cap;
+    return 0;
+}
+
+#ifndef NDEBUG
+static bool sql_is_static(const char *sql)
+{
+    Dl_info info;
+    return dladdr(sql, &info) != 0;
+}
+#endif
+
 int cairn__stmt(cairn_state *st, size_t i, const char *sql, sqlite3_stmt **out, cairn_error *err)
 {
+    assert(i < st->n_layers);
     int r = cairn__layer_open(st, i, err);
     if (r < 0)
         return r;
     cairn__layer *l = &st->layers[i];
-    size_t h = ((uintptr_t)sql >> 3) % CAIRN_STMT_CACHE;
-    for (size_t k = 0; k < CAIRN_STMT_CACHE; k++) {
-        cairn__stmt_slot *slot = &l->stmts[(h + k) % CAIRN_STMT_CACHE];
-        if (slot->sql == sql) {
-            sqlite3_reset(slot->stmt);
-            sqlite3_clear_bindings(slot->stmt);
-            *out = slot->stmt;
-            return 0;
-        }
-        if (!slot->sql) {
-            sqlite3_stmt *s = NULL;
-            int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
-            if (rc != SQLITE_OK)
-                return cairn__err_db(err, l->db, rc, "prepare");
-            slot->sql = sql;
-            slot->stmt = s;
-            *out = s;
-            return 0;
+    cairn__stmt_cache *c = &l->stmts;
+    cairn__stmt_slot *slot = c->cap ? stmt_slot(c->slots, c->cap, sql) : NULL;
+    if (slot && slot->sql) {
+        /* The key is the address: the text there must not have changed. */
+        assert(strcmp(sqlite3_sql(slot->stmt), sql) == 0);
+        sqlite3_reset(slot->stmt);
+        sqlite3_clear_bindings(slot->stmt);
+        *out = slot->stmt;
+        return 0;
+    }
+    /* A key that is not a literal (a buffer on the heap or the stack) would
+     * add an entry each call: the table would grow without end. Static
+     * storage lies in a loaded object; the heap and the stack do not. */
+    assert(sql_is_static(sql));
+    /* Prepare before growing: a failed prepare leaves the table as it was. */
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
+    if (rc != SQLITE_OK)
+        return cairn__err_db(err, l->db, rc, "prepare");
+    /* Lowers are read, never written: only layer 0 takes a write. */
+    assert(i == 0 || sqlite3_stmt_readonly(s));
+    if (2 * (c->n + 1) > c->cap) {
+        r = stmt_grow(c, err);
+        if (r < 0) {
+            sqlite3_finalize(s);
+            return r;
         }
     }
-    /* Cache full: should not happen with the library's fixed set of queries. */
-    return cairn__err(err, CAIRN_E_DB, "statement cache full");
+    slot = stmt_slot(c->slots, c->cap, sql);
+    slot->sql = sql;
+    slot->stmt = s;
+    c->n++;
+    *out = s;
+    return 0;
 }
 
 int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err)
 {
+    assert(i < st->n_layers);
     int r = cairn__layer_open(st, i, err);
     if (r < 0)
         return r;
@@ -131,6 +184,7 @@ int cairn__tx_begin(cairn_state *st, cairn_error *err)
     int r = cairn__check_writable(st, err);
     if (r < 0)
         return r;
+    assert(st->txdepth >= 0);
     if (st->txdepth++ > 0)
         return 0;
     /* BEGIN IMMEDIATE takes the write lock now, so a writer never has to
@@ -144,6 +198,8 @@ int cairn__tx_begin(cairn_state *st, cairn_error *err)
 
 int cairn__tx_commit(cairn_state *st, cairn_error *err)
 {
+    /* A commit without its begin is a bug of the caller's pairing. */
+    assert(st->txdepth > 0);
     if (st->txdepth <= 0)
         return cairn__err(err, -EINVAL, "commit outside a transaction");
     if (--st->txdepth > 0)

@@ -163,8 +163,9 @@ int cairn__identity_new(int dirfd, const char *path, const char *state_id, bool 
 
 static void layer_clear(cairn__layer *l)
 {
-    for (size_t i = 0; i < CAIRN_STMT_CACHE; i++)
-        sqlite3_finalize(l->stmts[i].stmt);
+    for (size_t i = 0; i < l->stmts.cap; i++)
+        sqlite3_finalize(l->stmts.slots[i].stmt);
+    free(l->stmts.slots);
     if (l->db)
         sqlite3_close(l->db);
     if (l->owns_dirfd && l->dirfd >= 0)
