@@ -54,10 +54,12 @@ static int cmd_gc(cli *c, int argc, char **argv)
             if (cli_parse_duration(optarg, &d) < 0)
                 return cli_usage_error(c, "--%s '%s': expected a duration (30s, 15m, 48h, 7d)",
                                        opt == 'k' ? "keep-duration" : "grace", optarg);
+            /* 0 in the options means the default: a grace of 0 is
+             * none, a keep-duration of 0 the shortest there is. */
             if (opt == 'k')
-                go.keep_duration = d;
+                go.keep_duration = d > 0 ? d : 1;
             else
-                go.grace = d;
+                go.grace = d > 0 ? d : CAIRN_GC_GRACE_NONE;
             break;
         }
         case 'm':
@@ -91,7 +93,8 @@ static int cmd_gc(cli *c, int argc, char **argv)
         if (cli_parse_size(sizes[i], fs_total, &v) < 0 || v > INT64_MAX)
             return cli_usage_error(c, "--%s '%s': expected a size (10GB, 512MiB, 10%%)",
                                    names[i], sizes[i]);
-        *dst[i] = (int64_t)v;
+        /* 0 in the options means not set: a budget of 0 is 1 byte. */
+        *dst[i] = v > 0 ? (int64_t)v : i == 0 ? 1 : 0;
     }
     cairn_state *st = NULL;
     int r = cli_open(c, go.dry_run ? CAIRN_OPEN_READONLY : 0, &st);

@@ -73,7 +73,7 @@ static int parse(cli *c, int argc, char **argv, const struct option *extra, size
 }
 
 #define PARSE(extra, npos_min, npos_max)                                                           \
-    opts o = {0};                                                                                  \
+    opts o = {.compression = CAIRN_COMPRESSION_NONE}; /* a layer export is a plain tar */        \
     {                                                                                              \
         int pr_ = parse(c, argc, argv, extra, sizeof(extra) / sizeof(extra[0]), &o);               \
         if (pr_ >= 0)                                                                              \

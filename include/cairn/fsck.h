@@ -25,7 +25,7 @@ typedef struct cairn_fsck_options {
     void *progress_userdata;
 } cairn_fsck_options;
 #define CAIRN_FSCK_OPTIONS_VERSION 1
-#define CAIRN_FSCK_OPTIONS_INIT {CAIRN_FSCK_OPTIONS_VERSION, 0, 0, NULL, NULL}
+#define CAIRN_FSCK_OPTIONS_INIT {.version = CAIRN_FSCK_OPTIONS_VERSION}
 
 typedef struct cairn_fsck_problem {
     const char *kind;    /* "blob", "snapshot", "record", "image", "volume", "file" */

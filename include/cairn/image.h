@@ -58,7 +58,7 @@ typedef struct cairn_image_import_options {
     void *progress_userdata;
 } cairn_image_import_options;
 #define CAIRN_IMAGE_IMPORT_OPTIONS_VERSION 1
-#define CAIRN_IMAGE_IMPORT_OPTIONS_INIT {CAIRN_IMAGE_IMPORT_OPTIONS_VERSION, NULL, NULL, 0, NULL, NULL}
+#define CAIRN_IMAGE_IMPORT_OPTIONS_INIT {.version = CAIRN_IMAGE_IMPORT_OPTIONS_VERSION}
 
 /* Import the image at `path`: an OCI image layout directory, or an
  * oci-archive (a tar of one, uncompressed). Multi-platform indexes: the
@@ -98,15 +98,13 @@ enum {
 typedef struct cairn_image_export_options {
     unsigned version;  /* CAIRN_IMAGE_EXPORT_OPTIONS_VERSION */
     int format;        /* CAIRN_IMAGE_FORMAT_* */
-    int compression;   /* layers made again from snapshots: CAIRN_COMPRESSION_* */
+    int compression;   /* layers made again from snapshots: CAIRN_COMPRESSION_* (0: gzip) */
     const char *ref;   /* the ref.name annotation in index.json; NULL: the image's name */
     cairn_progress_fn progress; /* bytes written of the total, or NULL */
     void *progress_userdata;
 } cairn_image_export_options;
 #define CAIRN_IMAGE_EXPORT_OPTIONS_VERSION 1
-#define CAIRN_IMAGE_EXPORT_OPTIONS_INIT                                                            \
-    {CAIRN_IMAGE_EXPORT_OPTIONS_VERSION, CAIRN_IMAGE_FORMAT_OCI, CAIRN_COMPRESSION_GZIP, NULL,     \
-     NULL, NULL}
+#define CAIRN_IMAGE_EXPORT_OPTIONS_INIT {.version = CAIRN_IMAGE_EXPORT_OPTIONS_VERSION}
 
 /* Write the image as an OCI image layout at `dest` (a directory that must be
  * missing or empty, or with CAIRN_IMAGE_FORMAT_OCI_ARCHIVE a tar file that

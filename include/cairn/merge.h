@@ -72,7 +72,7 @@ typedef struct cairn_merge_options {
     void *progress_userdata;
 } cairn_merge_options;
 #define CAIRN_MERGE_OPTIONS_VERSION 1
-#define CAIRN_MERGE_OPTIONS_INIT {CAIRN_MERGE_OPTIONS_VERSION, CAIRN_MERGE_AUTO, 0, 0, NULL, NULL, NULL, NULL}
+#define CAIRN_MERGE_OPTIONS_INIT {.version = CAIRN_MERGE_OPTIONS_VERSION}
 
 /* Freeze the state at `src` into a new state at `dest` (missing or an empty
  * directory). The copy holds everything committed in `src` before the call

@@ -932,9 +932,9 @@ static int opts_get(const cairn_merge_options *in, cairn_merge_options *out, cai
 {
     cairn_merge_options def = CAIRN_MERGE_OPTIONS_INIT;
     *out = in ? *in : def;
-    if (out->version != CAIRN_MERGE_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "merge: options version %u is not supported",
-                          out->version);
+    int r = cairn__opts_version(out->version, CAIRN_MERGE_OPTIONS_VERSION, "merge", err);
+    if (r < 0)
+        return r;
     if (out->mode < CAIRN_MERGE_AUTO || out->mode > CAIRN_MERGE_MOVE)
         return cairn__err(err, -EINVAL, "merge: unknown mode %d", out->mode);
     return 0;

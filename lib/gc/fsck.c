@@ -143,9 +143,9 @@ int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn
     cairn__fsck f = {.st = st, .fn = fn, .ud = userdata};
     cairn_fsck_options def = CAIRN_FSCK_OPTIONS_INIT;
     f.opts = opts ? *opts : def;
-    if (f.opts.version != CAIRN_FSCK_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "fsck: options version %u is not supported",
-                          f.opts.version);
+    int r0 = cairn__opts_version(f.opts.version, CAIRN_FSCK_OPTIONS_VERSION, "fsck", err);
+    if (r0 < 0)
+        return r0;
     if (f.opts.repair) {
         int r = cairn__check_writable(st, err);
         if (r < 0)

@@ -381,7 +381,7 @@ static int mark_roots(gc_run *R)
     static const char lower_results[] = "SELECT kind, result FROM cache_result_refs";
     if (r == 0)
         r = each_row(R, 1, st->n_layers, lower_results, 0, row_result);
-    int64_t young = R->now - (R->o.grace < 0 ? CAIRN_GC_GRACE_DEFAULT : R->o.grace);
+    int64_t young = R->now - R->o.grace;
     for (size_t i = 0; r == 0 && i < R->g.n; i++) {
         cairn__obj *o = &R->g.objs[i];
         bool is_young = !R->no_youth && (o->created >= young || o->last_used >= young);
@@ -608,7 +608,7 @@ static int scan_orphans(gc_run *R, int kind, orphan **v, size_t *n, size_t *cap)
         return cairn__err(R->err, -ENOMEM, "out of memory");
     }
     rewinddir(d);
-    int64_t old = R->now - (R->o.grace < 0 ? CAIRN_GC_GRACE_DEFAULT : R->o.grace);
+    int64_t old = R->now - R->o.grace;
     int r = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
@@ -1071,8 +1071,16 @@ int cairn_gc(cairn_state *st, const cairn_gc_options *opts, cairn_gc_fn fn, void
 {
     cairn_gc_options def = CAIRN_GC_OPTIONS_INIT;
     gc_run R = {.st = st, .o = opts ? *opts : def, .fn = fn, .ud = userdata, .err = err};
-    if (R.o.version != CAIRN_GC_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "gc: options version %u is not supported", R.o.version);
+    int r0 = cairn__opts_version(R.o.version, CAIRN_GC_OPTIONS_VERSION, "gc", err);
+    if (r0 < 0)
+        return r0;
+    /* The public reading (zero: the default) into the run's: grace resolved,
+     * -1 for a policy field not set. */
+    R.o.grace = R.o.grace == 0 ? CAIRN_GC_GRACE_DEFAULT : R.o.grace < 0 ? 0 : R.o.grace;
+    int64_t *unset[] = {&R.o.keep_duration, &R.o.max_used, &R.o.min_free, &R.o.reserved};
+    for (size_t i = 0; i < CAIRN_ARRAY_SIZE(unset); i++)
+        if (*unset[i] <= 0)
+            *unset[i] = -1;
     if (!R.o.dry_run) {
         int r = cairn__check_writable(st, err);
         if (r < 0)
@@ -1089,7 +1097,8 @@ int cairn_gc(cairn_state *st, const cairn_gc_options *opts, cairn_gc_fn fn, void
 int cairn__graph_mark_roots(cairn_state *st, cairn__graph *g, int64_t grace, cairn_error *err)
 {
     gc_run R = {.st = st, .err = err};
-    cairn_gc_options def = CAIRN_GC_OPTIONS_INIT;
+    cairn_gc_options def = {CAIRN_GC_OPTIONS_VERSION, .keep_duration = -1, .max_used = -1,
+                            .min_free = -1, .reserved = -1};
     R.o = def;
     R.o.grace = grace < 0 ? 0 : grace;
     R.no_youth = grace < 0;

@@ -390,9 +390,15 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
     cairn_image_export_options def = CAIRN_IMAGE_EXPORT_OPTIONS_INIT;
     if (!opts)
         opts = &def;
-    if (opts->version != CAIRN_IMAGE_EXPORT_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "image export: options version %u is not %d",
-                          opts->version, CAIRN_IMAGE_EXPORT_OPTIONS_VERSION);
+    int r0 = cairn__opts_version(opts->version, CAIRN_IMAGE_EXPORT_OPTIONS_VERSION, "image export",
+                                 err);
+    if (r0 < 0)
+        return r0;
+    /* Zero means the default: gzip, what every registry and runtime reads. */
+    cairn_image_export_options own = *opts;
+    if (own.compression == CAIRN_COMPRESSION_DEFAULT)
+        own.compression = CAIRN_COMPRESSION_GZIP;
+    opts = &own;
     if (opts->format != CAIRN_IMAGE_FORMAT_OCI && opts->format != CAIRN_IMAGE_FORMAT_OCI_ARCHIVE)
         return cairn__err(err, -EINVAL, "image export: unknown format %d", opts->format);
     if (opts->compression < CAIRN__COMP_NONE || opts->compression > CAIRN__COMP_ZSTD)

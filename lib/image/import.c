@@ -920,10 +920,11 @@ int cairn_image_import(cairn_state *st, const char *path, const cairn_image_impo
     cairn_image_import_options def = CAIRN_IMAGE_IMPORT_OPTIONS_INIT;
     if (!opts)
         opts = &def;
-    if (opts->version != CAIRN_IMAGE_IMPORT_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "image import: options version %u is not %d",
-                          opts->version, CAIRN_IMAGE_IMPORT_OPTIONS_VERSION);
-    int r = cairn__check_writable(st, err);
+    int r = cairn__opts_version(opts->version, CAIRN_IMAGE_IMPORT_OPTIONS_VERSION, "image import",
+                                err);
+    if (r < 0)
+        return r;
+    r = cairn__check_writable(st, err);
     if (r < 0)
         return r;
     if (opts->name && (r = cairn_image_name_check(opts->name, err)) < 0)

@@ -883,10 +883,11 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     cairn_layer_import_options def = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
     if (!opts)
         opts = &def;
-    if (opts->version != CAIRN_LAYER_IMPORT_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "layer import: options version %u is not supported",
-                          opts->version);
-    int r = cairn__check_writable(st, err);
+    int r = cairn__opts_version(opts->version, CAIRN_LAYER_IMPORT_OPTIONS_VERSION, "layer import",
+                                err);
+    if (r < 0)
+        return r;
+    r = cairn__check_writable(st, err);
     if (r < 0)
         return r;
     if (parent && !*parent)
@@ -1033,6 +1034,8 @@ int cairn_layer_export(cairn_state *st, const char *chain_id, int fd, int compre
     int r = cairn_digest_check(chain_id, err);
     if (r < 0)
         return r;
+    if (compression == CAIRN_COMPRESSION_DEFAULT)
+        compression = CAIRN_COMPRESSION_GZIP;
     if (compression != CAIRN_COMPRESSION_NONE && compression != CAIRN_COMPRESSION_GZIP &&
         compression != CAIRN_COMPRESSION_ZSTD)
         return cairn__err(err, -EINVAL, "layer export: unknown compression %d", compression);

@@ -309,9 +309,9 @@ static int opts_check(const cairn_blob_put_options *o, cairn_error *err)
 {
     if (!o)
         return 0;
-    if (o->version != CAIRN_BLOB_PUT_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "blob put: options version %u is not supported",
-                          o->version);
+    int r0 = cairn__opts_version(o->version, CAIRN_BLOB_PUT_OPTIONS_VERSION, "blob put", err);
+    if (r0 < 0)
+        return r0;
     if (o->expected) {
         int r = cairn_digest_check(o->expected, err);
         if (r < 0)
@@ -347,7 +347,7 @@ static int writer_new(cairn_blob_writer **out, cairn_state *st, cairn__pipe *pip
     w->st = st;
     w->fd = -1;
     w->pipe = pipe;
-    w->expected_size = opts ? opts->expected_size : -1;
+    w->expected_size = opts && opts->expected_size > 0 ? opts->expected_size : -1;
     if (opts && opts->expected)
         memcpy(w->expected, opts->expected, CAIRN_DIGEST_LEN + 1);
     w->h = cairn__sha256_new();

@@ -139,3 +139,11 @@ int cairn__err_db(cairn_error *err, sqlite3 *db, int rc, const char *what)
                       what ? ": " : "", what ? what : "",
                       db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
+
+int cairn__opts_version(unsigned version, unsigned max, const char *what, cairn_error *err)
+{
+    if (version == 0 || version > max)
+        return cairn__err(err, -EINVAL, "%s: options version %u is not supported (1 to %u)",
+                          what, version, max);
+    return 0;
+}

@@ -84,6 +84,12 @@ CAIRN_INTERNAL int cairn__err_prefix(cairn_error *err, int code, const char *fmt
 /* An error from SQLite on `db`, as CAIRN_E_DB (or -ENOSPC, -EROFS, ... where
  * SQLite's extended code says so). */
 CAIRN_INTERNAL int cairn__err_db(cairn_error *err, sqlite3 *db, int rc, const char *what);
+/* An options struct's version: 1 up to `max` (the library's own) is known;
+ * anything else fails with -EINVAL naming `what`. A struct of an older
+ * version is a prefix of the current one: zero past `version` (and the
+ * fields an older caller does not have) means each field's default. */
+CAIRN_INTERNAL int cairn__opts_version(unsigned version, unsigned max, const char *what,
+                                       cairn_error *err);
 
 /* ---- small helpers ---------------------------------------------------- */
 

@@ -132,7 +132,7 @@ static void test_snapshots_and_orphans(void **unused)
     gc_ok(st, &o, &s);
     assert_int_equal(s.files, 0);
     assert_true(fx_exists(sp, "blobs/sha256", orphan));
-    o.grace = 0;
+    o.grace = CAIRN_GC_GRACE_NONE;
     gc_ok(st, &o, &s);
     assert_int_equal(s.files, 2);
     assert_false(fx_exists(sp, "blobs/sha256", orphan));
@@ -191,7 +191,7 @@ static void test_policy(void **unused)
     set_used(st, "blob", b[2], 2 * 86400);
     set_used(st, "blob", b[3], 1 * 86400);
     /* Reserved space: never below 1000 bytes. */
-    o.max_used = 0;
+    o.max_used = 1;
     o.reserved = 1000;
     gc_ok(st, &o, &s);
     assert_int_equal(s.records, 1);
@@ -540,13 +540,47 @@ static void test_delta(void **unused)
     t_scratch_free(dir);
 }
 
+/* Options with only `version` set are the defaults: a grace period, and
+ * records kept (no policy); versions 1 up to the library's are accepted. */
+static void test_options_defaults(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("gcopts");
+    cairn_state *st = t_state(dir, "s");
+    char old[72], young[72], key[72];
+    fx_blob(st, "an old recorded blob", NULL, old);
+    fx_digest("k", key);
+    T_OK(cairn_record_add_result(st, key, CAIRN_RESULT_BLOB, old, 0, &t_err));
+    fx_age_by(st, 30 * 86400); /* a month old, never used */
+    fx_blob(st, "a young unreferenced blob", NULL, young);
+
+    cairn_gc_options o;
+    memset(&o, 0, sizeof(o));
+    o.version = CAIRN_GC_OPTIONS_VERSION;
+    cairn_gc_stats s;
+    T_OK(cairn_gc(st, &o, NULL, NULL, &s, &t_err));
+    assert_int_equal(s.records + s.blobs, 0);
+    assert_int_equal(cairn_blob_exists(st, young, &t_err), 1);
+    cairn_record_result res;
+    T_OK(cairn_record_load(st, key, NULL, &res, &t_err));
+
+    o.version = 0;
+    assert_int_equal(cairn_gc(st, &o, NULL, NULL, &s, &t_err), -EINVAL);
+    o.version = CAIRN_GC_OPTIONS_VERSION + 1;
+    assert_int_equal(cairn_gc(st, &o, NULL, NULL, &s, &t_err), -EINVAL);
+    cairn_fsck_options fo = {.version = CAIRN_FSCK_OPTIONS_VERSION + 1};
+    assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), -EINVAL);
+    cairn_state_free(st);
+    t_scratch_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roots),   cmocka_unit_test(test_snapshots_and_orphans),
         cmocka_unit_test(test_policy),  cmocka_unit_test(test_lower),
         cmocka_unit_test(test_du),      cmocka_unit_test(test_delta),
-        cmocka_unit_test(test_race),
+        cmocka_unit_test(test_race),    cmocka_unit_test(test_options_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
