@@ -3,6 +3,14 @@
  * A state is a directory holding a build engine's cache: blobs, snapshots,
  * records and volumes, with its metadata in db/<state-id>.sqlite. See
  * docs/DESIGN.md for the layout and the invariants.
+ *
+ * Threads: a cairn_state is used by one thread at a time. Calls on one
+ * handle must not overlap; a handle may pass from thread to thread (under
+ * the caller's own lock, or by handing it over). To work in parallel, open
+ * a handle per thread: handles share nothing but constants in the process,
+ * and the state's lock and SQLite's file locks order them as they order
+ * separate processes. Callbacks run in the calling thread, except where a
+ * function says otherwise (image import's progress, from its threads).
  */
 #ifndef CAIRN_STATE_H
 #define CAIRN_STATE_H

@@ -100,7 +100,7 @@ static int open_top(const char *dir, int *out_fd, char id[CAIRN_STATE_ID_LEN + 1
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return cairn__err(err, errno == ENOENT ? CAIRN_E_NOTSTATE : -errno, "%s: %s", dir,
-                          strerror(errno));
+                          cairn_strerror(-errno));
     int r = cairn__identity_get(fd, dir, id, frozen, err);
     if (r < 0) {
         close(fd);
@@ -208,7 +208,7 @@ int cairn_stack_list(const char *dir, cairn_stack_fn fn, void *userdata, cairn_e
         int lfd = open(l.v[i].path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (lfd < 0) {
             status = "missing";
-            snprintf(detail, sizeof(detail), "%s: %s", l.v[i].path, strerror(errno));
+            snprintf(detail, sizeof(detail), "%s: %s", l.v[i].path, cairn_strerror(-errno));
         } else {
             char id[CAIRN_STATE_ID_LEN + 1];
             bool frozen = false;

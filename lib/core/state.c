@@ -287,7 +287,7 @@ static int add_lower_state(cairn_state *st, const char *path, const char *want_i
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return cairn__err(err, CAIRN_E_LOWER, "lower state %s (id %s): %s; remove it with 'cairn stack rm'",
-                          path, want_id, strerror(errno));
+                          path, want_id, cairn_strerror(-errno));
     identity id;
     int r = identity_read(fd, path, &id, err);
     if (r < 0) {
@@ -507,7 +507,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     st->dirfd = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (st->dirfd < 0) {
         r = cairn__err(err, errno == ENOTDIR ? CAIRN_E_NOTSTATE : -errno, "%s: %s", path,
-                       errno == ENOTDIR ? "not a directory" : strerror(errno));
+                       errno == ENOTDIR ? "not a directory" : cairn_strerror(-errno));
         goto fail;
     }
     identity id;
@@ -530,7 +530,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     struct stat sb;
     if (fstatat(st->dirfd, id.database, &sb, 0) < 0) {
         r = cairn__err(err, CAIRN_E_CORRUPT, "%s/%s: the state's database is missing (%s)",
-                       st->path, id.database, strerror(errno));
+                       st->path, id.database, cairn_strerror(-errno));
         goto fail;
     }
     r = add_layer(st, id.id, st->path, st->dirfd, false, err);
@@ -629,7 +629,7 @@ int cairn_state_init(const char *path, char *out_id, cairn_error *err)
     int r = cairn__mkdir_p(path, 0755);
     if (r < 0)
         return cairn__err(r == -EEXIST ? err : err, r == -EEXIST ? -ENOTDIR : r, "%s: %s", path,
-                          r == -EEXIST ? "not a directory" : strerror(-r));
+                          r == -EEXIST ? "not a directory" : cairn_strerror(r));
     _cleanup_close_ int dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
         return cairn__err(err, -errno, "%s: %m", path);

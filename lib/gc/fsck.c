@@ -81,7 +81,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
         if (fd < 0) {
             cairn__fsck_report(f, "blob", d, "missing", f->opts.repair ? "dropped row" : "",
                                "recorded, but %s/blobs/sha256/%s: %s", st->path, hex,
-                               strerror(errno));
+                               cairn_strerror(-errno));
             if (f->opts.repair)
                 r = delete_blob_row(st, d, err);
             continue;
@@ -102,7 +102,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
             int64_t m = cairn__sha256_fd(fd, got);
             if (m < 0) {
                 bad = true;
-                snprintf(why, sizeof(why), "reading it failed: %s", strerror((int)-m));
+                snprintf(why, sizeof(why), "reading it failed: %s", cairn_strerror((int)m));
             } else if (strcmp(got, d) != 0) {
                 bad = true;
                 snprintf(why, sizeof(why), "its bytes hash to %s", got);

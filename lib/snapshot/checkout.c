@@ -124,7 +124,7 @@ static int copy_file(checkout *co, int sdfd, const char *name, const struct stat
             if (n < 0 && errno == EINTR)
                 continue;
             return cairn__err(co->err, n < 0 ? -errno : CAIRN_E_CORRUPT, "checkout %s: read: %s",
-                              path, n < 0 ? strerror(errno) : "shrank while copied");
+                              path, n < 0 ? cairn_strerror(-errno) : "shrank while copied");
         }
         int r = cairn__write_all(out, co->buf, (size_t)n);
         if (r < 0)
@@ -310,7 +310,7 @@ int cairn_snapshot_checkout(cairn_state *st, const char *chain_id, const char *t
     for (; n < c.n; n++) {
         fds[n] = open(c.dirs[n], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fds[n] < 0) {
-            r = cairn__err(err, CAIRN_E_CORRUPT, "checkout: %s: %s", c.dirs[n], strerror(errno));
+            r = cairn__err(err, CAIRN_E_CORRUPT, "checkout: %s: %s", c.dirs[n], cairn_strerror(-errno));
             goto out;
         }
         if (is_opaque(fds[n])) {

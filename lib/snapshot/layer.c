@@ -424,7 +424,7 @@ static int open_parent(importer *im, char *path, int *out, const char **name)
             *slash = '/';
             if (e == ELOOP || e == EXDEV || e == ENOTDIR)
                 return unsafe(im, path, "a parent is not a directory of the layer");
-            return cairn__err(im->err, -e, "layer entry '%.200s': %s", path, strerror(e));
+            return cairn__err(im->err, -e, "layer entry '%.200s': %s", path, cairn_strerror(-e));
         }
         fd = nfd;
         if (!q)
@@ -1011,7 +1011,7 @@ static la_ssize_t z_write(struct archive *a, void *ud, const void *buf, size_t l
 {
     exporter *x = ud;
     if (write_out(x, buf, len) < 0) {
-        archive_set_error(a, -x->werr, "write: %s", strerror(-x->werr));
+        archive_set_error(a, -x->werr, "write: %s", cairn_strerror(x->werr));
         return -1;
     }
     return (la_ssize_t)len;
@@ -1058,7 +1058,7 @@ int cairn_layer_export(cairn_state *st, const char *chain_id, int fd, int compre
     if (dfd < 0)
         return cairn__err(err, errno == ENOENT ? CAIRN_E_CORRUPT : -errno,
                           "snapshot %s: %s/snapshots/%s: %s", chain_id, st->layers[row.layer].root,
-                          cairn__digest_hex(chain_id), strerror(errno));
+                          cairn__digest_hex(chain_id), cairn_strerror(-errno));
     exporter x = {.fd = fd};
     x.plain = cairn__sha256_new();
     x.out = cairn__sha256_new();

@@ -427,11 +427,11 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
         idfd = openat(st->dirfd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (idfd < 0)
             return cairn__err(err, CAIRN_E_CORRUPT, "active snapshot %s: %s/%s: %s", id,
-                              st->path, p, strerror(errno));
+                              st->path, p, cairn_strerror(-errno));
     }
     _cleanup_close_ int fsfd = openat(idfd, "fs", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fsfd < 0)
-        return cairn__err(err, CAIRN_E_CORRUPT, "active snapshot %s: fs: %s", id, strerror(errno));
+        return cairn__err(err, CAIRN_E_CORRUPT, "active snapshot %s: fs: %s", id, cairn_strerror(-errno));
     char diff_id[CAIRN_DIGEST_LEN + 1], chain[CAIRN_DIGEST_LEN + 1];
     uint64_t size = 0;
     char what[96];
@@ -834,7 +834,7 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
         if (dfd < 0) {
             cairn__fsck_report(f, "snapshot", c, "missing", f->opts.repair ? "dropped row" : "",
                                "recorded, but %s/snapshots/%s is %s", st->path, hex,
-                               strerror(errno));
+                               cairn_strerror(-errno));
             if (f->opts.repair)
                 r = delete_snapshot_row(st, c, err);
             continue;

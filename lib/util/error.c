@@ -31,8 +31,12 @@ const char *cairn_strerror(int code)
     case CAIRN_E_TRUNCATED:
         return "truncated input";
     default:
-        if (code < 0 && code > CAIRN_E_BASE)
-            return strerror(-code);
+        if (code < 0 && code > CAIRN_E_BASE) {
+            /* Not strerror(): its buffer for an unknown value is shared by
+             * every thread. The description is a constant string. */
+            const char *d = strerrordesc_np(-code);
+            return d ? d : "unknown error";
+        }
         return "unknown error";
     }
 }

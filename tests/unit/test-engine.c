@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -457,6 +458,101 @@ static void test_stack(void **unused)
     t_scratch_free(dir);
 }
 
+/* ---- threads (cairn/state.h): a handle per thread, or one handed over -- */
+
+#define THREADS 4
+#define THREAD_ROUNDS 25
+
+typedef struct worker {
+    const char *path;
+    int no;
+    cairn_state *shared; /* used under shared_lock by every worker */
+    pthread_mutex_t *shared_lock;
+    char failure[1400];
+} worker;
+
+#define WK_OK(call)                                                                                 \
+    do {                                                                                           \
+        int w_r_ = (call);                                                                         \
+        if (w_r_ < 0) {                                                                            \
+            snprintf(w->failure, sizeof(w->failure), "%.200s -> %d: %.1024s", #call, w_r_, e.message); \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+static void *work(void *ud)
+{
+    worker *w = ud;
+    cairn_error e = {0};
+    cairn_state *st = NULL;
+    WK_OK(cairn_state_open(&st, w->path, 0, &e));
+    for (int k = 0; k < THREAD_ROUNDS; k++) {
+        char buf[96], d[CAIRN_DIGEST_LEN + 1], key[CAIRN_DIGEST_LEN + 1];
+        char lid[CAIRN_LEASE_ID_MAX + 1], id[CAIRN_STATE_ID_LEN + 1], chain[CAIRN_DIGEST_LEN + 1];
+        snprintf(buf, sizeof(buf), "thread %d round %d", w->no, k);
+        WK_OK(cairn_blob_put_buf(st, buf, strlen(buf), NULL, d, &e));
+        snprintf(buf, sizeof(buf), "key of thread %d round %d", w->no, k);
+        WK_OK(cairn_blob_put_buf(st, buf, strlen(buf), NULL, key, &e));
+        WK_OK(cairn_record_add_result(st, key, CAIRN_RESULT_BLOB, d, 0, &e));
+        cairn_record_result rr;
+        WK_OK(cairn_record_load(st, key, NULL, &rr, &e));
+        WK_OK(cairn_lease_create(st, NULL, 60, lid, &e));
+        WK_OK(cairn_lease_add(st, lid, "blob", d, &e));
+        WK_OK(cairn_lease_remove(st, lid, &e));
+        WK_OK(cairn_snapshot_prepare(st, NULL, "thread", id, &e));
+        WK_OK(cairn_snapshot_commit(st, id, chain, NULL, &e));
+        int n = 0;
+        WK_OK(cairn_blob_list(st, NULL, blob_cb, &n, &e));
+        cairn_state_info info;
+        WK_OK(cairn_state_info_get(st, &info, &e));
+        if (k % 10 == 9) {
+            cairn_gc_options go = CAIRN_GC_OPTIONS_INIT;
+            WK_OK(cairn_gc(st, &go, NULL, NULL, NULL, &e));
+        }
+        /* The shared handle: one thread at a time, whichever it is. */
+        pthread_mutex_lock(w->shared_lock);
+        snprintf(buf, sizeof(buf), "shared handle, thread %d round %d", w->no, k);
+        int r = cairn_blob_put_buf(w->shared, buf, strlen(buf), NULL, d, &e);
+        if (r >= 0)
+            r = cairn_blob_stat(w->shared, d, &(cairn_blob_info){0}, &e);
+        pthread_mutex_unlock(w->shared_lock);
+        WK_OK(r);
+    }
+out:
+    cairn_state_free(st);
+    return NULL;
+}
+
+static void test_threads(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("engine-threads");
+    cairn_state *shared = t_state(dir, "s");
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    worker w[THREADS];
+    pthread_t tid[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker){.path = cairn_state_path(shared), .no = i, .shared = shared,
+                        .shared_lock = &lock};
+        assert_int_equal(pthread_create(&tid[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(pthread_join(tid[i], NULL), 0);
+        if (w[i].failure[0])
+            fail_msg("thread %d: %s", i, w[i].failure);
+    }
+    cairn_state_info info;
+    T_OK(cairn_state_info_get(shared, &info, &t_err));
+    assert_int_equal(info.blobs.count, 3 * THREADS * THREAD_ROUNDS);
+    assert_int_equal(info.records.count, THREADS * THREAD_ROUNDS);
+    assert_int_equal(info.leases.count, 0);
+    cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
+    int problems = 0;
+    assert_int_equal(cairn_fsck(shared, &fo, fsck_cb, &problems, &t_err), 0);
+    cairn_state_free(shared);
+    t_scratch_free(dir);
+}
+
 /* ---- the invariants the library asserts (builds without NDEBUG) ------- */
 
 /* Run fn(st) in a child; it must die of SIGABRT (a failed assert). */
@@ -544,6 +640,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_handle),
         cmocka_unit_test(test_stack),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_asserts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
