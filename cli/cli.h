@@ -17,6 +17,7 @@ enum {
     EXIT_FAIL = 1,     /* the operation failed; the message says why */
     EXIT_USAGE = 2,    /* bad command line */
     EXIT_PROBLEMS = 3, /* problems found and left: fsck, stack ls */
+    EXIT_BUSY = 4,     /* another process held the state past CAIRN_WAIT; the message names it */
 };
 
 typedef struct cli {

@@ -50,6 +50,12 @@ CAIRN_EXPORT int cairn_state_init(const char *path, char *out_id, cairn_error *e
 CAIRN_EXPORT int cairn_state_open(cairn_state **out, const char *path, unsigned flags,
                                   cairn_error *err);
 
+/* How long a call on `st` waits for another process holding the state (its
+ * lock, or a write to its database) before it fails with CAIRN_E_BUSY, whose
+ * message says who holds it. Default: 60000 ms; 0 fails at once. */
+#define CAIRN_TIMEOUT_DEFAULT 60000 /* ms */
+CAIRN_EXPORT void cairn_state_set_timeout(cairn_state *st, unsigned ms);
+
 /* Close the state and free it. Accepts NULL. */
 CAIRN_EXPORT void cairn_state_free(cairn_state *st);
 

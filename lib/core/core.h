@@ -117,6 +117,7 @@ struct cairn_state {
     int txdepth;     /* nesting of cairn__tx_begin on layer 0 */
     int lockfd;      /* the lock file, -1 until first locked */
     int lockdepth;
+    unsigned timeout_ms; /* waits for the lock and for other writers (cairn_state_set_timeout) */
 };
 
 /* Open layer i's database when not yet open. */

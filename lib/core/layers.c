@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
@@ -31,6 +32,8 @@ int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
                      : r;
     }
     int r = cairn__db_open(l->db_path, mode, &l->db, err);
+    if (r == 0 && mode != CAIRN__DB_IMMUTABLE)
+        sqlite3_busy_timeout(l->db, (int)(st->timeout_ms > INT_MAX ? INT_MAX : st->timeout_ms));
     if (r < 0 && i > 0)
         return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root, l->id);
     return r;

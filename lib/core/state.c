@@ -22,6 +22,8 @@
 #include <dirent.h>
 #include <limits.h>
 #include <sys/file.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -492,6 +494,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     st->dirfd = -1;
     st->tmpfd = -1;
     st->lockfd = -1;
+    st->timeout_ms = CAIRN_TIMEOUT_DEFAULT;
     st->flags = flags;
     int r;
     st->path = realpath(path, NULL);
@@ -741,6 +744,41 @@ int cairn__tmp_name(char *out, size_t size, const char *tag)
     return 0;
 }
 
+void cairn_state_set_timeout(cairn_state *st, unsigned ms)
+{
+    st->timeout_ms = ms;
+    for (size_t i = 0; i < st->n_layers; i++)
+        if (st->layers[i].db)
+            sqlite3_busy_timeout(st->layers[i].db, (int)(ms > INT_MAX ? INT_MAX : ms));
+}
+
+/* Who holds the lock file open on fd: the pid of a flock on its inode in
+ * /proc/locks (one of them; the kernel names the process that took it), or
+ * 0 when none is listed. */
+static long lock_holder(int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return 0;
+    FILE *f = fopen("/proc/locks", "re");
+    if (!f)
+        return 0;
+    char line[256];
+    long pid = 0;
+    while (!pid && fgets(line, sizeof(line), f)) {
+        long p;
+        unsigned maj, min;
+        unsigned long long ino;
+        char kind[16];
+        if (sscanf(line, "%*[^:]: %15s %*s %*s %ld %x:%x:%llu", kind, &p, &maj, &min, &ino) == 5 &&
+            !strcmp(kind, "FLOCK") && ino == (unsigned long long)sb.st_ino &&
+            maj == major(sb.st_dev) && min == minor(sb.st_dev) && p != getpid())
+            pid = p;
+    }
+    fclose(f);
+    return pid;
+}
+
 int cairn__lock(cairn_state *st, bool exclusive, cairn_error *err)
 {
     if (st->lockdepth > 0 && !exclusive) {
@@ -753,9 +791,28 @@ int cairn__lock(cairn_state *st, bool exclusive, cairn_error *err)
             return cairn__err(err, -errno, "%s/lock: %m", st->path);
         st->lockfd = fd;
     }
-    while (flock(st->lockfd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
-        if (errno != EINTR)
+    /* Poll rather than block: a holder that never lets go (a hung engine)
+     * must be a CAIRN_E_BUSY naming it, not a call that never returns. */
+    uint64_t waited = 0, step = 1; /* ms */
+    while (flock(st->lockfd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno != EWOULDBLOCK)
             return cairn__err(err, -errno, "%s/lock: %m", st->path);
+        if (waited >= st->timeout_ms) {
+            long pid = lock_holder(st->lockfd);
+            if (pid > 0)
+                return cairn__err(err, CAIRN_E_BUSY, "%s/lock: held by process %ld (waited %llu ms)",
+                                  st->path, pid, (unsigned long long)waited);
+            return cairn__err(err, CAIRN_E_BUSY, "%s/lock: held by another process (waited %llu ms)",
+                              st->path, (unsigned long long)waited);
+        }
+        if (step > st->timeout_ms - waited)
+            step = st->timeout_ms - waited;
+        struct timespec ts = {(time_t)(step / 1000), (long)(step % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+        waited += step;
+        step = step < 64 ? step * 2 : 100;
     }
     st->lockdepth++;
     return 0;

@@ -30,6 +30,8 @@ const char *cairn_strerror(int code)
         return "lower state missing or replaced";
     case CAIRN_E_TRUNCATED:
         return "truncated input";
+    case CAIRN_E_BUSY:
+        return "state busy";
     default:
         if (code < 0 && code > CAIRN_E_BASE) {
             /* Not strerror(): its buffer for an unknown value is shared by
@@ -131,6 +133,11 @@ int cairn__err_db(cairn_error *err, sqlite3 *db, int rc, const char *what)
     case SQLITE_CANTOPEN:
         code = -ENOENT;
         break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        /* After the busy timeout: another connection holds the database. */
+        code = CAIRN_E_BUSY;
+        break;
     case SQLITE_PERM:
     case SQLITE_AUTH:
         code = -EACCES;
@@ -139,9 +146,10 @@ int cairn__err_db(cairn_error *err, sqlite3 *db, int rc, const char *what)
         break;
     }
     const char *fname = db ? sqlite3_db_filename(db, "main") : NULL;
-    return cairn__err(err, code, "%s%s%s: %s", fname && *fname ? fname : "database",
+    return cairn__err(err, code, "%s%s%s: %s%s", fname && *fname ? fname : "database",
                       what ? ": " : "", what ? what : "",
-                      db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+                      db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
+                      code == CAIRN_E_BUSY ? " (another writer holds it)" : "");
 }
 
 int cairn__opts_version(unsigned version, unsigned max, const char *what, cairn_error *err)
