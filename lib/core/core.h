@@ -47,6 +47,10 @@ CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
 CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
 /* Apply the flatten policy of a writable stack being opened (merge.c). */
 CAIRN_INTERNAL int cairn__flatten_on_open(cairn_state *st, cairn_error *err);
+/* Move dirfd/name (a bad object: it does not hold what its name says) to
+ * quarantine/<tag>.<name>.<time>, never replacing and never deleting. */
+CAIRN_INTERNAL int cairn__quarantine(cairn_state *st, int dirfd, const char *name,
+                                     const char *tag, cairn_error *err);
 /* A new staging name in tmp/: "<boot-id>-<tag>-<random>". */
 CAIRN_INTERNAL int cairn__tmp_name(char *out, size_t size, const char *tag);
 
