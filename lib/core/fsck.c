@@ -65,7 +65,7 @@ int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name, const ch
 }
 
 int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname, const char *kind,
-                             const char *named_sql, cairn_error *err)
+                             const char *named_sql, const cairn__strset *skip, cairn_error *err)
 {
     cairn_state *st = f->st;
     int dfd = dup(dirfd);
@@ -93,7 +93,7 @@ int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname, con
         /* Rows of the layers whose objects live in this directory (this
          * state's, and those found side by side in db/); a lower in another
          * directory holds its own objects. */
-        bool found = false;
+        bool found = skip && cairn__strset_has(skip, d);
         for (size_t l = 0; l < st->n_layers && !found; l++) {
             if (st->layers[l].dirfd != st->dirfd)
                 continue;

@@ -60,6 +60,19 @@ CAIRN_INTERNAL int cairn__snapshot_publish(cairn_state *st, int stagefd, const c
                                            const char *parent, const char *diff_id,
                                            const char *tar_digest, uint64_t size,
                                            cairn_error *err);
+/* cairn_snapshot_commit() with fn(st, ud, chain, err) run inside its last
+ * transaction, the one that inserts the snapshot row and deletes the active
+ * one (a volume's version row goes in with them). A commit stopped after its
+ * diff moved (a kill, a failed fsync) is resumed by committing the same id
+ * again, which checks the moved directory against its name. */
+typedef int (*cairn__commit_fn)(cairn_state *st, void *ud, const char *chain, cairn_error *err);
+CAIRN_INTERNAL int cairn__snapshot_commit(cairn_state *st, const char *id, cairn__commit_fn fn,
+                                          void *ud, char *out_chain_id, char *out_diff_id,
+                                          cairn_error *err);
+/* Add to `out` the chain ids of the commits in progress: their diff may sit
+ * at snapshots/<hex> with no row yet, which gc must keep and fsck explain. */
+CAIRN_INTERNAL int cairn__snapshot_pending(cairn_state *st, cairn__strset *out,
+                                           cairn_error *err);
 /* cairn_snapshot_mount() through mount(2) only, as on kernels without
  * overlayfs' lowerdir+ (for tests). */
 CAIRN_INTERNAL int cairn__snapshot_mount_legacy(cairn_state *st, const char *name,
