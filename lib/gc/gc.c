@@ -734,7 +734,7 @@ static int sweep_active(gc_run *R)
             }
         }
         char name[64];
-        snprintf(name, sizeof(name), "active/%s", de->d_name);
+        snprintf(name, sizeof(name), "active/%.32s", de->d_name);
         R->stats.files++;
         report(R, "file", name, 0, "orphan file");
     }
