@@ -53,9 +53,11 @@ CAIRN_INTERNAL int cairn__snapshot_find(cairn_state *st, const char *chain_id,
                                         cairn__snaprow *out, cairn_error *err);
 /* Absolute path of a snapshot's directory (malloc'd). */
 CAIRN_INTERNAL char *cairn__snapshot_path(cairn_state *st, size_t layer, const char *chain_id);
-/* Publish a snapshot whose directory is staged at tmpfd/staged: sync the
- * filesystem, rename it into snapshots/<hex> (an existing one is kept and the
- * staged copy dropped), then insert the row. Holds the lock shared. */
+/* Publish a snapshot whose directory is staged at tmpfd/staged: under the
+ * lock held shared, check the parent is (still) there, sync the filesystem,
+ * rename it into snapshots/<hex> (one there that proves to be the same is
+ * kept and the staged copy dropped; any other is quarantined), then insert
+ * the row. -ENOENT when the parent went (a gc) while the layer was built. */
 CAIRN_INTERNAL int cairn__snapshot_publish(cairn_state *st, int stagefd, const char *staged,
                                            const char *parent, const char *diff_id,
                                            const char *tar_digest, uint64_t size,

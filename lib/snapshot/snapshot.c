@@ -254,7 +254,25 @@ int cairn__snapshot_publish(cairn_state *st, int stagefd, const char *staged, co
     int r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
-    r = syncfs_fd(st, stagefd, err);
+    /* The parent was checked before the layer was applied, without the
+     * lock: a gc may have removed it since. Checked again under the lock,
+     * which a gc needs exclusive to delete, and marked used (a gc that has
+     * read its roots already keeps what was used during its run), until
+     * the row that names it is in. */
+    if (parent && *parent) {
+        cairn__snaprow pr;
+        r = cairn__snapshot_find(st, parent, &pr, err);
+        if (r == 0)
+            r = cairn__err(err, -ENOENT,
+                           "snapshot %s: its parent %s was removed while it was built; "
+                           "import it again", chain, parent);
+        if (r == 1) {
+            r = 0;
+            cairn__usage_touch(st, parent);
+        }
+    }
+    if (r == 0)
+        r = syncfs_fd(st, stagefd, err);
     if (r == 0)
         r = place(st, stagefd, staged, chain, tar_digest, err);
     if (r >= 0) {
