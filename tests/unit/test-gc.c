@@ -2,8 +2,10 @@
  * LRU policy, lowers, du, and a writer racing the collector (fork). */
 #include "cache-fixtures.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -452,17 +454,28 @@ static void test_race(void **unused)
     t_scratch_free(dir);
 }
 
-/* Is some process waiting for a lock (a "->" line in /proc/locks)? */
-static bool lock_waiter(void)
+/* Has process `pid` opened the state's lock file? The library opens it on
+ * the first cairn__lock(); a collector does so only once it has marked, to
+ * take the lock exclusive, and then waits (polling) while we hold it. */
+static bool lock_waiter(pid_t pid, const char *lock)
 {
-    FILE *f = fopen("/proc/locks", "r");
-    if (!f)
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
         return false;
-    char line[256];
     bool w = false;
-    while (!w && fgets(line, sizeof(line), f))
-        w = strstr(line, "->") != NULL;
-    fclose(f);
+    struct dirent *de;
+    while (!w && (de = readdir(d))) {
+        char p[PATH_MAX], target[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        ssize_t n = readlink(p, target, sizeof(target) - 1);
+        if (n > 0) {
+            target[n] = 0;
+            w = !strcmp(target, lock);
+        }
+    }
+    closedir(d);
     return w;
 }
 
@@ -485,6 +498,8 @@ static void test_delta(void **unused)
     char *lp = NULL;
     assert_true(asprintf(&lp, "%s/lock", path) > 0);
     int lfd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    char lock[PATH_MAX];
+    assert_non_null(realpath(lp, lock));
     free(lp);
     assert_true(lfd >= 0);
     assert_int_equal(flock(lfd, LOCK_SH), 0);
@@ -504,9 +519,9 @@ static void test_delta(void **unused)
     /* Wait (bounded) until the collector blocks on the lock. */
     struct timespec ts = {0, 10 * 1000 * 1000};
     int waited = 0;
-    while (!lock_waiter() && waited++ < 500)
+    while (!lock_waiter(pid, lock) && waited++ < 500)
         nanosleep(&ts, NULL);
-    assert_true(lock_waiter());
+    assert_true(lock_waiter(pid, lock));
     cairn_state *w = NULL;
     T_OK(cairn_state_open(&w, path, 0, &t_err));
     char d[72];
