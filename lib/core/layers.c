@@ -1,0 +1,268 @@
+/* layers.c: the layers of an open state (core/core.h): each one's database
+ * opened on first use, its cached statements, its object directories; the
+ * write transactions on layer 0; the union of a query over all layers.
+ *
+ * Layer 0 is the state's own database, the only one ever written; layers
+ * 1.. are lowers, opened immutable. state.c builds the list at open.
+ */
+#include "core/core.h"
+
+#include <sys/stat.h>
+
+int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
+{
+    cairn__layer *l = &st->layers[i];
+    if (l->db)
+        return 0;
+    int mode = i > 0 || st->frozen || st->rofs ? CAIRN__DB_IMMUTABLE
+               : st->readonly      ? CAIRN__DB_RO
+                                   : CAIRN__DB_RW;
+    /* A database is a plain file of the state: a FIFO would hang SQLite's
+     * open, a symlink or a device would read something else. */
+    char name[CAIRN_STATE_ID_LEN + 16];
+    snprintf(name, sizeof(name), "db/%s.sqlite", l->id);
+    struct stat sb;
+    if (fstatat(l->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(sb.st_mode)) {
+        int r = cairn__err(err, CAIRN_E_FORMAT, "%s: not a regular file", l->db_path);
+        return i > 0 ? cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root,
+                                         l->id)
+                     : r;
+    }
+    int r = cairn__db_open(l->db_path, mode, &l->db, err);
+    if (r < 0 && i > 0)
+        return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root, l->id);
+    return r;
+}
+
+static int layer_subdir(cairn_state *st, size_t i, int *fdp, const char *sub, cairn_error *err)
+{
+    cairn__layer *l = &st->layers[i];
+    if (*fdp >= 0)
+        return *fdp;
+    int fd = openat(l->dirfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return cairn__err(err, -errno, "%s/%s: %m", l->root, sub);
+    *fdp = fd;
+    return fd;
+}
+
+int cairn__layer_blobfd(cairn_state *st, size_t i, cairn_error *err)
+{
+    return layer_subdir(st, i, &st->layers[i].blobfd, "blobs/sha256", err);
+}
+
+int cairn__layer_snapfd(cairn_state *st, size_t i, cairn_error *err)
+{
+    return layer_subdir(st, i, &st->layers[i].snapfd, "snapshots", err);
+}
+
+/* ---- per-layer statement cache ---------------------------------------- */
+
+int cairn__stmt(cairn_state *st, size_t i, const char *sql, sqlite3_stmt **out, cairn_error *err)
+{
+    int r = cairn__layer_open(st, i, err);
+    if (r < 0)
+        return r;
+    cairn__layer *l = &st->layers[i];
+    size_t h = ((uintptr_t)sql >> 3) % CAIRN_STMT_CACHE;
+    for (size_t k = 0; k < CAIRN_STMT_CACHE; k++) {
+        cairn__stmt_slot *slot = &l->stmts[(h + k) % CAIRN_STMT_CACHE];
+        if (slot->sql == sql) {
+            sqlite3_reset(slot->stmt);
+            sqlite3_clear_bindings(slot->stmt);
+            *out = slot->stmt;
+            return 0;
+        }
+        if (!slot->sql) {
+            sqlite3_stmt *s = NULL;
+            int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
+            if (rc != SQLITE_OK)
+                return cairn__err_db(err, l->db, rc, "prepare");
+            slot->sql = sql;
+            slot->stmt = s;
+            *out = s;
+            return 0;
+        }
+    }
+    /* Cache full: should not happen with the library's fixed set of queries. */
+    return cairn__err(err, CAIRN_E_DB, "statement cache full");
+}
+
+int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err)
+{
+    int r = cairn__layer_open(st, i, err);
+    if (r < 0)
+        return r;
+    return cairn__db_exec(st->layers[i].db, sql, err);
+}
+
+int cairn__step_done(cairn_state *st, size_t i, sqlite3_stmt *s, cairn_error *err)
+{
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        ;
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return cairn__err_db(err, st->layers[i].db, rc, NULL);
+    return 0;
+}
+
+/* ---- transactions on the state's own database -------------------------- */
+
+int cairn__exec_key(cairn_state *st, const char *sql, const char *key, cairn_error *err)
+{
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, sql, &q, err);
+    if (r == 0) {
+        sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+        r = cairn__step_done(st, 0, q, err);
+    }
+    if (r == 0)
+        return cairn__tx_commit(st, err);
+    cairn__tx_rollback(st);
+    return r;
+}
+
+int cairn__tx_begin(cairn_state *st, cairn_error *err)
+{
+    int r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    if (st->txdepth++ > 0)
+        return 0;
+    /* BEGIN IMMEDIATE takes the write lock now, so a writer never has to
+     * upgrade a read lock (which SQLite cannot wait for: SQLITE_BUSY). The
+     * busy timeout makes it wait for other writers. */
+    r = cairn__db_exec(st->layers[0].db, "BEGIN IMMEDIATE", err);
+    if (r < 0)
+        st->txdepth--;
+    return r;
+}
+
+int cairn__tx_commit(cairn_state *st, cairn_error *err)
+{
+    if (st->txdepth <= 0)
+        return cairn__err(err, -EINVAL, "commit outside a transaction");
+    if (--st->txdepth > 0)
+        return 0;
+    int r = cairn__db_exec(st->layers[0].db, "COMMIT", err);
+    if (r < 0)
+        sqlite3_exec(st->layers[0].db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+void cairn__tx_rollback(cairn_state *st)
+{
+    if (st->txdepth <= 0)
+        return;
+    st->txdepth = 0;
+    sqlite3_exec(st->layers[0].db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* ---- the union of a query over the layers ----------------------------- */
+
+int cairn__union_walk_all(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
+                          int (*acc)(void *ud, size_t layer, sqlite3_stmt *s, bool first),
+                          int (*emit)(void *ud), void *ud, cairn_error *err)
+{
+    size_t n = st->n_layers;
+    sqlite3_stmt **cur = calloc(n, sizeof(*cur));
+    if (!cur)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            goto out;
+        if (bind && (r = bind(ud, s)) < 0)
+            goto out;
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW)
+            cur[i] = s;
+        else if (rc != SQLITE_DONE) {
+            r = cairn__err_db(err, st->layers[i].db, rc, NULL);
+            goto out;
+        }
+    }
+    for (;;) {
+        /* The smallest key; its topmost holder is the first one found. */
+        size_t best = n;
+        const char *bk = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (!cur[i])
+                continue;
+            const char *k = cairn__col(cur[i], 0);
+            if (best == n || strcmp(k, bk) < 0) {
+                best = i;
+                bk = k;
+            }
+        }
+        if (best == n)
+            break;
+        /* Every layer holding that key, topmost first, then advance it:
+         * copy the key first, the step moves it. */
+        _cleanup_free_ char *key = strdup(cairn__col(cur[best], 0));
+        if (!key) {
+            r = cairn__err(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = best; i < n; i++) {
+            if (!cur[i])
+                continue;
+            if (strcmp(cairn__col(cur[i], 0), key) != 0)
+                continue;
+            r = acc(ud, i, cur[i], i == best);
+            if (r != 0)
+                goto out;
+            int rc = sqlite3_step(cur[i]);
+            if (rc != SQLITE_ROW) {
+                if (rc != SQLITE_DONE) {
+                    r = cairn__err_db(err, st->layers[i].db, rc, NULL);
+                    goto out;
+                }
+                sqlite3_reset(cur[i]);
+                cur[i] = NULL;
+            }
+        }
+        if (emit && (r = emit(ud)) != 0)
+            goto out;
+    }
+out:
+    for (size_t i = 0; i < n; i++)
+        if (cur[i])
+            sqlite3_reset(cur[i]);
+    free(cur);
+    return r;
+}
+
+/* The topmost row of each key: union_walk_all keeping the first holder. */
+struct walk_top {
+    int (*fn)(void *ud, size_t layer, sqlite3_stmt *s);
+    int (*bind)(void *ud, sqlite3_stmt *s);
+    void *ud;
+};
+
+static int walk_top_acc(void *ud, size_t layer, sqlite3_stmt *s, bool first)
+{
+    struct walk_top *w = ud;
+    return first ? w->fn(w->ud, layer, s) : 0;
+}
+
+static int walk_top_bind(void *ud, sqlite3_stmt *s)
+{
+    struct walk_top *w = ud;
+    return w->bind(w->ud, s);
+}
+
+int cairn__union_walk(cairn_state *st, const char *sql, int (*bind)(void *ud, sqlite3_stmt *s),
+                      int (*fn)(void *ud, size_t layer, sqlite3_stmt *s), void *ud,
+                      cairn_error *err)
+{
+    struct walk_top w = {fn, bind, ud};
+    return cairn__union_walk_all(st, sql, bind ? walk_top_bind : NULL, walk_top_acc, NULL, &w,
+                                 err);
+}

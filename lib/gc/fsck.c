@@ -1,0 +1,160 @@
+/* fsck.c: check a state against its invariants (cairn/fsck.h).
+ *
+ * Phases, in order:
+ *   1. rows -> objects: every blob row of this state names a file that is
+ *      there, of the recorded size and (unless no_hash) of the named digest;
+ *   2. objects -> rows: every file in blobs/sha256 is named by a row of some
+ *      layer (this state's or a lower's found side by side), else it is
+ *      reported unreferenced (gc removes it; fsck never does).
+ * Repair drops a row whose file is missing, and moves a corrupt file to
+ * quarantine/<kind>.<name>.<unix-time> (core/fsck.c) before dropping its row, in one transaction
+ * per object, so nothing is ever deleted silently.
+ * Later phases (snapshots, records, images, volumes) live beside their
+ * modules and are called from here.
+ */
+#include "core/core.h"
+#include "core/fsck.h"
+#include "cache/cache-private.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+static int delete_blob_row(cairn_state *st, const char *digest, cairn_error *err)
+{
+    static const char sql[] = "DELETE FROM blobs WHERE digest = ?";
+    return cairn__exec_key(st, sql, digest, err);
+}
+
+typedef struct blob_row {
+    char digest[CAIRN_DIGEST_LEN + 1];
+    uint64_t size;
+} blob_row;
+
+static int fsck_blobs(cairn__fsck *f, cairn_error *err)
+{
+    cairn_state *st = f->st;
+    int bfd = cairn__layer_blobfd(st, 0, err);
+    if (bfd < 0)
+        return bfd;
+    /* Read the rows first: repairs write to the table being read. */
+    static const char rows_sql[] = "SELECT digest, size FROM blobs ORDER BY digest";
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, rows_sql, &s, err);
+    if (r < 0)
+        return r;
+    blob_row *rows = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            blob_row *nr = realloc(rows, cap * sizeof(*nr));
+            if (!nr) {
+                free(rows);
+                sqlite3_reset(s);
+                return cairn__err(err, -ENOMEM, "out of memory");
+            }
+            rows = nr;
+        }
+        snprintf(rows[n].digest, sizeof(rows[n].digest), "%s", cairn__col(s, 0));
+        rows[n].size = (uint64_t)sqlite3_column_int64(s, 1);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        free(rows);
+        return cairn__err_db(err, st->layers[0].db, rc, "fsck: read blobs");
+    }
+    f->total += n;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        const char *d = rows[i].digest;
+        cairn__fsck_tick(f);
+        if (cairn_digest_check(d, NULL) < 0) {
+            cairn__fsck_report(f, "blob", d, "corrupt", f->opts.repair ? "dropped row" : "",
+                               "the row's digest is malformed");
+            if (f->opts.repair)
+                r = delete_blob_row(st, d, err);
+            continue;
+        }
+        const char *hex = cairn__digest_hex(d);
+        _cleanup_close_ int fd = openat(bfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+            cairn__fsck_report(f, "blob", d, "missing", f->opts.repair ? "dropped row" : "",
+                               "recorded, but %s/blobs/sha256/%s: %s", st->path, hex,
+                               strerror(errno));
+            if (f->opts.repair)
+                r = delete_blob_row(st, d, err);
+            continue;
+        }
+        struct stat sb;
+        if (fstat(fd, &sb) < 0) {
+            r = cairn__err(err, -errno, "blob %s: stat: %m", d);
+            break;
+        }
+        bool bad = false;
+        char why[256] = "";
+        if ((uint64_t)sb.st_size != rows[i].size) {
+            bad = true;
+            snprintf(why, sizeof(why), "the file has %lld bytes, the row says %llu",
+                     (long long)sb.st_size, (unsigned long long)rows[i].size);
+        } else if (!f->opts.no_hash) {
+            char got[CAIRN_DIGEST_LEN + 1];
+            int64_t m = cairn__sha256_fd(fd, got);
+            if (m < 0) {
+                bad = true;
+                snprintf(why, sizeof(why), "reading it failed: %s", strerror((int)-m));
+            } else if (strcmp(got, d) != 0) {
+                bad = true;
+                snprintf(why, sizeof(why), "its bytes hash to %s", got);
+            }
+        }
+        if (!bad)
+            continue;
+        cairn__fsck_report(f, "blob", d, "corrupt", f->opts.repair ? "quarantined" : "", "%s",
+                           why);
+        if (f->opts.repair) {
+            r = cairn__fsck_quarantine(f, bfd, hex, "blob", err);
+            if (r == 0)
+                r = delete_blob_row(st, d, err);
+        }
+    }
+    free(rows);
+    if (r < 0)
+        return r;
+
+    /* Files no row names. */
+    static const char named[] = "SELECT 1 FROM blobs WHERE digest = ?";
+    return cairn__fsck_unreferenced(f, bfd, "blobs/sha256", "blob", named, err);
+}
+
+/* Checkers, in order. Modules add theirs here. */
+static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
+    fsck_blobs,
+    cairn__fsck_snapshots,
+    cairn__fsck_images,
+    cairn__fsck_records,
+    cairn__fsck_leases,
+    cairn__fsck_volumes,
+};
+
+int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn, void *userdata,
+               cairn_error *err)
+{
+    cairn__fsck f = {.st = st, .fn = fn, .ud = userdata};
+    cairn_fsck_options def = CAIRN_FSCK_OPTIONS_INIT;
+    f.opts = opts ? *opts : def;
+    if (f.opts.version != CAIRN_FSCK_OPTIONS_VERSION)
+        return cairn__err(err, -EINVAL, "fsck: options version %u is not supported",
+                          f.opts.version);
+    if (f.opts.repair) {
+        int r = cairn__check_writable(st, err);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; i < CAIRN_ARRAY_SIZE(checkers); i++) {
+        int r = checkers[i](&f, err);
+        if (r < 0)
+            return r;
+    }
+    return (int)(f.problems > INT32_MAX ? INT32_MAX : f.problems);
+}
