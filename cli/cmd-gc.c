@@ -51,11 +51,11 @@ static const char *gc_duration(int64_t s, char *buf, size_t size)
  * objects older than this second), or everything is kept. */
 static void gc_why_nothing(cairn_state *st, const cairn_gc_options *go)
 {
-    int64_t grace = go->grace < 0 ? CAIRN_GC_GRACE_DEFAULT : go->grace;
+    int64_t grace = go->grace == 0 ? CAIRN_GC_GRACE_DEFAULT : go->grace < 0 ? 0 : go->grace;
     cairn_gc_stats y = {0};
     cairn_gc_options dry = *go;
     dry.dry_run = 1;
-    dry.grace = 0;
+    dry.grace = CAIRN_GC_GRACE_NONE;
     dry.progress = NULL;
     if (cairn_gc(st, &dry, NULL, NULL, &y, NULL) < 0)
         memset(&y, 0, sizeof(y));

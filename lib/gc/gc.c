@@ -703,7 +703,7 @@ static int sweep_active(gc_run *R)
         close(afd);
         return cairn__err(R->err, -ENOMEM, "out of memory");
     }
-    int64_t old = R->now - (R->o.grace < 0 ? CAIRN_GC_GRACE_DEFAULT : R->o.grace);
+    int64_t old = R->now - R->o.grace; /* resolved by cairn_gc() */
     int r = 0;
     struct dirent *de;
     while (r == 0 && (de = readdir(d))) {
