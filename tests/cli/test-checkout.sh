@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# test-checkout.sh: a checkout (linked and --copy) is the tree overlayfs
+# shows for the same chain: first the case of a layer that does not name a
+# directory its neighbours do, then random stacks (tests/cli/random-stack.py)
+# compared by a full listing (tests/cli/tree-list.py).
+# CHECKOUT_SEEDS="1-500" or "7 12" runs other seeds by hand; the suite runs 1-12.
+source "$(dirname "$0")/lib.sh"
+HERE=$(dirname "$0")
+S=$T/s
+cairn init "$S" >/dev/null
+MNT=$T/mnt; mkdir -p "$MNT"
+
+# same CHAIN NAME: the mount of CHAIN, its checkout and its copied checkout
+# list the same.
+same() {
+    cairn -C "$S" mount "$1" "$MNT"
+    python3 "$HERE/tree-list.py" "$MNT" >"$T/$2.mounted"
+    cairn umount "$MNT"
+    cairn -C "$S" snapshot checkout "$1" "$T/$2.co" -q
+    cairn -C "$S" snapshot checkout "$1" "$T/$2.cc" --copy -q
+    python3 "$HERE/tree-list.py" "$T/$2.co" >"$T/$2.co.list"
+    python3 "$HERE/tree-list.py" "$T/$2.cc" >"$T/$2.cc.list"
+    diff -u "$T/$2.mounted" "$T/$2.co.list" || die "$2: the checkout of $1 differs from its mount"
+    diff -u "$T/$2.mounted" "$T/$2.cc.list" || die "$2: the copied checkout of $1 differs from its mount"
+}
+
+step "a layer between two others that names no usr/ leaves usr/bin/x to show"
+layer() { # layer PARENT PATH...: a layer with these files; prints its ChainID
+    local p=$1; shift
+    local a; a=$(cairn -C "$S" snapshot prepare ${p:+"$p"})
+    for f in "$@"; do mkdir -p "$(dirname "$S/active/$a/fs/$f")"; echo "$f" >"$S/active/$a/fs/$f"; done
+    cairn -C "$S" snapshot commit "$a"
+}
+L1=$(layer "" usr/bin/x)
+L2=$(layer "$L1" etc/e)
+L3=$(layer "$L2" usr/y srv/s)
+: same "$L3" three
+for f in usr/bin/x etc/e usr/y srv/s; do
+    : grep || die "$f is missing from the checkout"
+done
+
+seeds=()
+for s in ${CHECKOUT_SEEDS:-1-12}; do
+    case $s in
+    *-*) seeds+=($(seq "${s%-*}" "${s#*-}")) ;;
+    *) seeds+=("$s") ;;
+    esac
+done
+step "random stacks: seeds ${CHECKOUT_SEEDS:-1-12}"
+for seed in "${seeds[@]}"; do
+    top=$(python3 "$HERE/random-stack.py" "$S" "$seed") || die "seed $seed: the stack could not be made"
+    same "$top" "seed$seed"
+    rm -rf "$T/seed$seed.co" "$T/seed$seed.cc"
+done
+echo "ok"
