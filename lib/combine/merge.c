@@ -1134,9 +1134,10 @@ static int policy_parse(const char *s, policy *p)
 static int policy_read(cairn_state *st, char *buf, size_t size, cairn_error *err)
 {
     static const char sql[] = "SELECT value FROM meta WHERE key = 'flatten_policy'";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     int rc = sqlite3_step(s);
     snprintf(buf, size, "%s", rc == SQLITE_ROW ? cairn__col(s, 0) : "never");
     sqlite3_reset(s);
@@ -1162,10 +1163,11 @@ int cairn_flatten_policy_set(cairn_state *st, const char *value, cairn_error *er
     int r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s) {
+    sqlite3_stmt *s;
+    r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
+        return r;
     }
     sqlite3_bind_text(s, 1, value, -1, SQLITE_STATIC);
     r = cairn__step_done(st, 0, s, err);

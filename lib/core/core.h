@@ -116,10 +116,11 @@ struct cairn_state {
 
 /* Open layer i's database when not yet open. */
 CAIRN_INTERNAL int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err);
-/* A cached, reset statement on layer i (opened as needed). `sql` must be a
- * string literal (its address is the cache key). NULL on error (err set). */
-CAIRN_INTERNAL sqlite3_stmt *cairn__stmt(cairn_state *st, size_t i, const char *sql,
-                                         cairn_error *err);
+/* A cached, reset statement on layer i (opened as needed) in *out. `sql`
+ * must be a string literal (its address is the cache key). Returns 0 or the
+ * error's code (also when err is NULL); *out is untouched on failure. */
+CAIRN_INTERNAL int cairn__stmt(cairn_state *st, size_t i, const char *sql, sqlite3_stmt **out,
+                               cairn_error *err);
 /* The fds of a layer's object directories, opened on first use. */
 CAIRN_INTERNAL int cairn__layer_blobfd(cairn_state *st, size_t i, cairn_error *err);
 CAIRN_INTERNAL int cairn__layer_snapfd(cairn_state *st, size_t i, cairn_error *err);
