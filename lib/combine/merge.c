@@ -1209,14 +1209,17 @@ int cairn_flatten_due(cairn_state *st, cairn_error *err)
     return policy_due(st, false, err);
 }
 
-int cairn__flatten_on_open(cairn_state *st, cairn_error *err)
+int cairn_flatten_on_open(cairn_state *st, const cairn_merge_options *opts,
+                          cairn_merge_stats *stats, cairn_error *err)
 {
+    if (st->readonly)
+        return 0;
     int due = policy_due(st, true, err);
     if (due <= 0)
         return due;
     cairn_merge_options o = CAIRN_MERGE_OPTIONS_INIT;
-    int r = flatten_open(st, &o, NULL, err);
+    int r = flatten_open(st, opts ? opts : &o, stats, err);
     if (r < 0)
         return cairn__err_prefix(err, r, "%s: flatten on open (policy)", st->path);
-    return 0;
+    return 1;
 }

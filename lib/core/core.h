@@ -45,8 +45,6 @@ CAIRN_INTERNAL int cairn__snapshot_clone(int ssfd, const char *name, int tfd, in
  * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
 CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
 CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
-/* Apply the flatten policy of a writable stack being opened (merge.c). */
-CAIRN_INTERNAL int cairn__flatten_on_open(cairn_state *st, cairn_error *err);
 /* A new staging name in tmp/: "<boot-id>-<tag>-<random>". */
 CAIRN_INTERNAL int cairn__tmp_name(char *out, size_t size, const char *tag);
 

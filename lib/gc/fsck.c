@@ -7,7 +7,7 @@
  *      layer (this state's or a lower's found side by side), else it is
  *      reported unreferenced (gc removes it; fsck never does).
  * Repair drops a row whose file is missing, and moves a corrupt file to
- * quarantine/<hex>.<unix-time> before dropping its row, in one transaction
+ * quarantine/<kind>.<name>.<unix-time> (core/fsck.c) before dropping its row, in one transaction
  * per object, so nothing is ever deleted silently.
  * Later phases (snapshots, records, images, volumes) live beside their
  * modules and are called from here.
