@@ -356,12 +356,43 @@ static dir_fixup *new_fixup(importer *im, const char *path, int fd)
     return f;
 }
 
+/* Whether snapshot directory `dfd`, which has no `path`, hides the layers
+ * below it there: an opaque directory on the way (its root included) does,
+ * as overlayfs shows the chain. */
+static bool opaque_on_the_way(int dfd, const char *path)
+{
+    char key[64], v[4];
+    snprintf(key, sizeof(key), "%sopaque", cairn__ovl_prefix());
+    if (fgetxattr(dfd, key, v, sizeof(v)) == 1 && v[0] == 'y')
+        return true;
+    char dir[PATH_MAX + 1];
+    snprintf(dir, sizeof(dir), "%s", path);
+    for (char *slash = dir; (slash = strchr(slash, '/')); slash++) {
+        *slash = 0;
+        struct open_how how = {
+            .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+                       RESOLVE_NO_XDEV,
+        };
+        int fd = (int)syscall(SYS_openat2, dfd, dir, &how, sizeof(how));
+        *slash = '/';
+        if (fd < 0)
+            return false; /* the layer does not reach that deep */
+        bool opaque = fgetxattr(fd, key, v, sizeof(v)) == 1 && v[0] == 'y';
+        close(fd);
+        if (opaque)
+            return true;
+    }
+    return false;
+}
+
 /* A directory the layer writes into without listing it (umoci and others
  * write only the changed file): in overlayfs the upper directory's metadata
  * hides the lower one's, so it takes mode, owner and mtime from the nearest
- * snapshot of the parent chain that has it. A whiteout or a non-directory
- * there, or nothing at all, gives 0755 root:root and time 0. A later entry
- * for the same directory supersedes this (fix_dirs: the last one wins). */
+ * snapshot of the parent chain that has it, as the chain shows it. A
+ * whiteout, a non-directory or an opaque directory on the way there, or
+ * nothing at all, gives 0755 root:root and time 0. A later entry for the
+ * same directory supersedes this (fix_dirs: the last one wins). */
 static void inherit_dir(importer *im, const char *path, dir_fixup *f)
 {
     f->mode = 0755;
@@ -373,8 +404,8 @@ static void inherit_dir(importer *im, const char *path, dir_fixup *f)
         };
         int fd = (int)syscall(SYS_openat2, im->chain[i], path, &how, sizeof(how));
         if (fd < 0) {
-            if (errno == ENOENT)
-                continue;
+            if (errno == ENOENT && !opaque_on_the_way(im->chain[i], path))
+                continue; /* this snapshot did not touch it: look further down */
             return;
         }
         struct stat sb;
