@@ -2,7 +2,8 @@
 # test-checkout.sh: a checkout (linked and --copy) is the tree overlayfs
 # shows for the same chain: first the case of a layer that does not name a
 # directory its neighbours do, then random stacks (tests/cli/random-stack.py)
-# compared by a full listing (tests/cli/tree-list.py).
+# compared by a full listing (tests/cli/tree-list.py); and a layer import
+# that writes into a directory it does not list, under an opaque one.
 # CHECKOUT_SEEDS="1-500" or "7 12" runs other seeds by hand; the suite runs 1-10.
 source "$(dirname "$0")/lib.sh"
 HERE=$(dirname "$0")
@@ -38,6 +39,33 @@ L3=$(layer "$L2" usr/y srv/s)
 for f in usr/bin/x etc/e usr/y srv/s; do
     : grep || die "$f is missing from the checkout"
 done
+
+step "a layer that writes into a directory it does not list takes its metadata from what the chain shows"
+# L1 has usr/bin 0700 1234:5678; L2 makes usr opaque (usr/bin is gone from
+# the chain); L3 writes usr/bin/x without an entry for usr/bin: it is new
+# there, 0755 root:root, not L1's hidden one.
+python3 - "$T/inh" <<'PY'
+import io, sys, tarfile
+def layer(name, entries):
+    with tarfile.open(f"{sys.argv[1]}{name}.tar", "w", format=tarfile.PAX_FORMAT) as t:
+        for path, mode, data in entries:
+            i = tarfile.TarInfo(path); i.mtime = 1600000000; i.mode = mode
+            i.uid, i.gid = (1234, 5678) if name == "1" else (0, 0)
+            if data is None:
+                i.type = tarfile.DIRTYPE; t.addfile(i)
+            else:
+                i.size = len(data); t.addfile(i, io.BytesIO(data))
+layer("1", [("usr", 0o700, None), ("usr/bin", 0o700, None), ("usr/bin/old", 0o644, b"old")])
+layer("2", [("usr", 0o755, None), ("usr/.wh..wh..opq", 0o644, b""), ("usr/o", 0o644, b"o")])
+layer("3", [("usr/bin/x", 0o755, b"x")])
+PY
+I1=$(cairn -C "$S" layer import "$T/inh1.tar")
+I2=$(cairn -C "$S" layer import "$T/inh2.tar" --parent "$I1")
+I3=$(cairn -C "$S" layer import "$T/inh3.tar" --parent "$I2")
+same "$I3" inherit
+grep -q '^usr/bin 0o40755 0:0$' "$T/inherit.mounted" ||
+    die "usr/bin took the metadata of the directory an opaque usr hides: $(grep '^usr/bin ' "$T/inherit.mounted")"
+! grep -q '^usr/bin/old' "$T/inherit.mounted" || die "usr/bin/old shows through the opaque usr"
 
 seeds=()
 for s in ${CHECKOUT_SEEDS:-1-10}; do
