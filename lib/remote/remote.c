@@ -996,14 +996,59 @@ static int known_layers(session *s, objv *known, cairn_error *err)
     return r;
 }
 
-/* A snapshot imported from a tar cairn cannot reproduce has no layer to
- * export: it travels only when the remote's states carry its layer. */
-static int no_layer(session *s, const obj *o, cairn_error *err)
+/* A snapshot imported from a tar cairn cannot reproduce (an image's layer)
+ * travels as that original layer blob: found through the images whose
+ * layers chain to its chain id. */
+typedef struct layer_find {
+    cairn_state *st;
+    obj *o;
+    bool found;
+} layer_find;
+
+static int find_in_image(void *ud, const cairn_image_info *im)
 {
-    return cairn__err(err, CAIRN_E_FORMAT,
-                      "remote %s: snapshot %s was imported from a layer tar not in canonical "
-                      "form, and no state of the remote carries its layer; it cannot be pushed",
-                      s->url, o->name);
+    layer_find *lf = ud;
+    _cleanup_free_ void *mb = NULL, *cb = NULL;
+    size_t ml = 0, cl = 0;
+    if (!im->manifest[0] || cairn_blob_read(lf->st, im->manifest, &mb, &ml, NULL) < 0)
+        return 0;
+    cairn__oci_manifest m = {0};
+    if (cairn__oci_parse_manifest(mb, ml, im->manifest, &m, NULL) < 0)
+        return 0;
+    cairn__oci_config c = {0};
+    if (cairn_blob_read(lf->st, m.config.digest, &cb, &cl, NULL) == 0 &&
+        cairn__oci_parse_config(cb, cl, m.config.digest, &c, NULL) == 0 &&
+        c.n_diff_ids == m.n_layers) {
+        char chain[CAIRN_DIGEST_LEN + 1] = "", next[CAIRN_DIGEST_LEN + 1];
+        for (size_t i = 0; i < m.n_layers && !lf->found; i++) {
+            cairn__oci_chain_id(chain, c.diff_ids[i], next);
+            memcpy(chain, next, sizeof(chain));
+            if (strcmp(chain, lf->o->name) != 0 ||
+                cairn_blob_exists(lf->st, m.layers[i].digest, NULL) != 1)
+                continue;
+            memcpy(lf->o->digest, m.layers[i].digest, sizeof(lf->o->digest));
+            memcpy(lf->o->media_type, m.layers[i].media_type, sizeof(lf->o->media_type));
+            lf->o->size = (uint64_t)m.layers[i].size;
+            lf->found = true;
+        }
+    }
+    cairn__oci_config_clear(&c);
+    cairn__oci_manifest_clear(&m);
+    return lf->found ? 1 : 0;
+}
+
+static int original_layer(session *s, obj *o, cairn_error *err)
+{
+    layer_find lf = {s->st, o, false};
+    int r = cairn_image_list(s->st, find_in_image, &lf, err);
+    if (r < 0)
+        return r;
+    if (!lf.found)
+        return cairn__err(err, CAIRN_E_FORMAT,
+                          "remote %s: snapshot %s was imported from a layer tar not in canonical "
+                          "form, and no image of the state names its original layer; it cannot "
+                          "be pushed", s->url, o->name);
+    return 0;
 }
 
 int cairn_remote_push(cairn_state *st, const char *remote, const char *tag,
@@ -1092,26 +1137,37 @@ int cairn_remote_push(cairn_state *st, const char *remote, const char *tag,
             uint64_t size = 0;
             cairn_error e2 = {0};
             r = cairn_layer_export(st, o->name, fd, s.o.compression, o->digest, &size, &e2);
-            if (r == CAIRN_E_FORMAT)
-                r = no_layer(&s, o, err);
-            else if (r < 0 && err)
+            if (r == CAIRN_E_FORMAT) {
+                /* its original layer, a blob of the state */
+                close(fd);
+                fd = -1;
+                unlink(path);
+                path[0] = 0;
+                r = original_layer(&s, o, err);
+                if (r == 0)
+                    r = cairn_blob_open(st, o->digest, 1, &fd, err);
+                size = o->size;
+            } else if (r < 0 && err) {
                 *err = e2;
+            } else if (r == 0) {
+                snprintf(o->media_type, sizeof(o->media_type), "%s",
+                         s.o.compression == CAIRN_COMPRESSION_ZSTD   ? CAIRN__MT_OCI_LAYER_ZST
+                         : s.o.compression == CAIRN_COMPRESSION_GZIP ? CAIRN__MT_OCI_LAYER_GZ
+                                                                     : CAIRN__MT_OCI_LAYER);
+            }
             if (r < 0)
                 break;
             o->size = size;
-            snprintf(o->media_type, sizeof(o->media_type), "%s",
-                     s.o.compression == CAIRN_COMPRESSION_ZSTD   ? CAIRN__MT_OCI_LAYER_ZST
-                     : s.o.compression == CAIRN_COMPRESSION_GZIP ? CAIRN__MT_OCI_LAYER_GZ
-                                                                 : CAIRN__MT_OCI_LAYER);
             const char *d = o->digest;
             uint8_t h = 0;
             r = s.ops->blobs_have(s.r, &d, 1, &h, err);
             if (r < 0)
                 break;
-            if (h) { /* another state carried this very layer */
+            if (h) { /* another state carried this very layer, or it was just sent */
                 s.stats.objects_skipped++;
                 s.stats.bytes_skipped += o->size;
-                unlink(path);
+                if (path[0])
+                    unlink(path);
                 continue;
             }
             s.total += size;
@@ -1279,12 +1335,17 @@ static int pull_snapshots(session *s, objv *ov, cairn_error *err)
         if (o->parent[0] && cairn_snapshot_stat(s->st, o->parent, &si, NULL) < 0)
             return cairn__err(err, -ENOENT, "remote %s: snapshot %s: its parent %s is neither "
                               "in the state nor in what was pulled", s->url, o->name, o->parent);
-        char path[REMOTE_PATH_MAX];
-        int fd;
-        r = scratch_file(s, "layer", path, sizeof(path), &fd);
-        if (r < 0)
-            return cairn__err(err, r, "%s: %m", path);
-        r = fetch_verified(s, o->digest, (int64_t)o->size, fd, err);
+        char path[REMOTE_PATH_MAX] = "";
+        int fd = -1;
+        if (cairn_blob_exists(s->st, o->digest, NULL) == 1) {
+            /* the layer is a blob here (an image's): read, and checked, locally */
+            r = cairn_blob_open(s->st, o->digest, 1, &fd, err);
+        } else {
+            r = scratch_file(s, "layer", path, sizeof(path), &fd);
+            if (r < 0)
+                return cairn__err(err, r, "%s: %m", path);
+            r = fetch_verified(s, o->digest, (int64_t)o->size, fd, err);
+        }
         if (r == 0) {
             cairn_layer_import_options io = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
             io.expected_diff_id = o->diff_id;
@@ -1297,13 +1358,18 @@ static int pull_snapshots(session *s, objv *ov, cairn_error *err)
                 r = cairn__err(err, CAIRN_E_MISMATCH, "remote %s: snapshot %s: its layer makes "
                                "%s", s->url, o->name, chain);
         }
-        close(fd);
-        unlink(path);
+        if (fd >= 0)
+            close(fd);
+        if (path[0])
+            unlink(path);
         s->done += o->size;
         progress(s);
-        if (r == 0) {
+        if (r == 0 && path[0]) {
             s->stats.objects_moved++;
             s->stats.bytes_moved += o->size;
+        } else if (r == 0) {
+            s->stats.objects_skipped++;
+            s->stats.bytes_skipped += o->size;
         }
     }
     return r;

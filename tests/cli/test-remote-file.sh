@@ -4,6 +4,7 @@
 # merged, compact moving no object, gc, a push killed midway, wrong bytes in
 # the remote refused, and the remote read by skopeo as an OCI image layout.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/image-lib.sh"
 j() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 R="$T/remote"
 URL="file://$R"
@@ -185,6 +186,21 @@ jq -e '.mediaType == "application/vnd.oci.image.index.v1+json" and (.manifests |
 cairn init "$T/chk" >/dev/null
 cairn -C "$T/chk" pull "file://$T/chunked" ch >/dev/null
 [ "$(content "$T/a")" = "$(content "$T/chk")" ] || die "the chunked state differs"
+
+step "an image's snapshots travel as its own layers; the image works after a pull"
+make_image "$T/lay" v1
+cairn init "$T/im" >/dev/null
+cairn -C "$T/im" image import "$T/lay:v1" >/dev/null
+out=$(cairn -C "$T/im" push --json "file://$T/imr" img)
+cairn init "$T/im2" >/dev/null
+cairn -C "$T/im2" pull "file://$T/imr" img >/dev/null
+[ "$(content "$T/im")" = "$(content "$T/im2")" ] || die "the image's state differs after a pull"
+imtop=$(cairn -C "$T/im2" image show --json v1 | j 'd["top"]')
+cairn -C "$T/im" snapshot checkout "$imtop" "$T/im-co1" >/dev/null
+cairn -C "$T/im2" snapshot checkout "$imtop" "$T/im-co2" >/dev/null
+[ "$(tree_sig "$T/im-co1")" = "$(tree_sig "$T/im-co2")" ] || die "the image's tree differs after a pull"
+cairn -C "$T/im2" image export v1 "$T/im-out" >/dev/null
+fsck_clean "$T/im2"
 
 step "the remote is an OCI image layout: skopeo copies a state, verifying every blob"
 if command -v skopeo >/dev/null; then
