@@ -49,6 +49,10 @@ typedef void (*cairn__remote_progress)(void *ud, uint64_t done);
 
 typedef struct cairn__remote_ops {
     const char *scheme; /* "file", "s3", "oci" */
+    /* Opening writes nothing: a remote that holds nothing yet (a missing
+     * directory, an empty prefix) opens, lists no state and no blob, and
+     * is laid out by the first write. remote.c lists a backend in its
+     * backends[] (and the layer check's order) to reach it. */
     int (*open)(const cairn__remote_conf *conf, cairn__remote **out, cairn_error *err);
     void (*close)(cairn__remote *r);
 

@@ -19,7 +19,10 @@
  *   writer killed at any point leaves at most files no state names;
  * - index.json is rebuilt from states/ under an flock of the root after
  *   each publish or removal, so concurrent writers never lose a member
- *   (states/ is the truth; a stale index.json is mended by the next write).
+ *   (states/ is the truth; a stale index.json is mended by the next write);
+ * - a staging file of tmp/ untouched for a day belongs to a writer that
+ *   died: the next writer removes it (a live one writes to its file
+ *   without a pause that long).
  */
 #include "remote/backend.h"
 
@@ -33,10 +36,40 @@ struct cairn__remote {
     char *root;
     int dirfd;   /* the root, -1 until it exists */
     int blobfd;  /* blobs/sha256 */
+    bool swept;  /* tmp/ swept by this handle's first write */
 };
+
+#define STALE_NS (24LL * 3600 * 1000000000)
+
+/* Remove staging files of writers that died (see the invariants). */
+static void sweep_tmp(cairn__remote *r)
+{
+    int fd = openat(r->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    int64_t now = cairn__now_ns();
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        struct stat sb;
+        if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(sb.st_mode))
+            continue;
+        if (now - ((int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec) > STALE_NS)
+            unlinkat(dirfd(d), de->d_name, 0);
+    }
+    closedir(d);
+}
 
 static int file_layout(cairn__remote *r, bool create, cairn_error *err)
 {
+    if (create && !r->swept && r->blobfd >= 0) {
+        r->swept = true;
+        sweep_tmp(r);
+    }
     if (r->blobfd >= 0)
         return 0;
     if (r->dirfd < 0) {
@@ -66,6 +99,10 @@ static int file_layout(cairn__remote *r, bool create, cairn_error *err)
         if (errno == ENOENT && !create)
             return -ENOENT; /* an empty remote: nothing stored yet */
         return cairn__err(err, -errno, "remote %s/blobs/sha256: %m", r->root);
+    }
+    if (create && !r->swept) {
+        r->swept = true;
+        sweep_tmp(r);
     }
     return 0;
 }

@@ -156,7 +156,9 @@ wait $kp 2>/dev/null || true
 sent=$(ls "$KR/blobs/sha256" 2>/dev/null | wc -l)
 [ "$sent" -ge 10 ] && [ "$sent" -lt 150 ] || die "the push was not killed midway ($sent blobs)"
 [ "$(cairn remote states --json "file://$KR" | j 'len(d["states"])')" = 0 ] || die "a killed push left a visible state"
+echo partial >"$KR/tmp/stale"; touch -d '2 days ago' "$KR/tmp/stale"   # a writer that died long ago
 out=$(cairn -C "$T/k" push --json "file://$KR" big)
+[ ! -e "$KR/tmp/stale" ] || die "a day-old staging file was left in the remote"
 [ "$(echo "$out" | j 'd["objects_skipped"]')" -ge $((sent - 2)) ] || die "the rerun did not resume: $out"
 cairn init "$T/k2" >/dev/null
 cairn -C "$T/k2" pull "file://$KR" big >/dev/null
