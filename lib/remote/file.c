@@ -429,7 +429,8 @@ static int file_states_list(cairn__remote *r, const char *tag, state_fn fn, void
             cairn__strv_free(&tags);
             return cairn__err(err, -ENOMEM, "out of memory");
         }
-    qsort(tags.v, tags.n, sizeof(*tags.v), cmp_str);
+    if (tags.n > 1)
+        qsort(tags.v, tags.n, sizeof(*tags.v), cmp_str);
     int rv = 0;
     for (size_t i = 0; rv == 0 && i < tags.n; i++)
         rv = walk_tag(r, dirfd(d), tags.v[i], fn, ud, err);

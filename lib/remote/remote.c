@@ -445,6 +445,8 @@ static void objv_uniq(objv *ov)
 
 static obj *objv_find(const objv *ov, int kind, const char *name)
 {
+    if (!ov->n)
+        return NULL;
     obj key = {.kind = kind};
     snprintf(key.name, sizeof(key.name), "%s", name);
     return bsearch(&key, ov->v, ov->n, sizeof(*ov->v), obj_cmp);
@@ -738,9 +740,10 @@ static int publish(session *s, const char *tag, const char *state_id, json_t *pa
                    const char *db_digest, uint64_t db_size, const objv *objs, char *out_digest,
                    cairn_error *err)
 {
-    json_t *cfg = json_pack("{s:i, s:s, s:s, s:O, s:I}", "format", CAIRN_FORMAT_VERSION, "state",
-                            state_id, "tag", tag, "parents", parents, "created",
-                            (json_int_t)cairn__now_ns());
+    /* No time in it: the same state pushed twice is the same member (the
+     * backend's listing has the time). */
+    json_t *cfg = json_pack("{s:i, s:s, s:s, s:O}", "format", CAIRN_FORMAT_VERSION, "state",
+                            state_id, "tag", tag, "parents", parents);
     char *ctext = cfg ? json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(cfg);
     if (!ctext)
@@ -1320,7 +1323,8 @@ static int pull_blobs(session *s, const objv *ov, cairn_error *err)
 static int pull_snapshots(session *s, objv *ov, cairn_error *err)
 {
     snapshot_depths(ov);
-    qsort(ov->v, ov->n, sizeof(*ov->v), depth_cmp);
+    if (ov->n > 1)
+        qsort(ov->v, ov->n, sizeof(*ov->v), depth_cmp);
     int r = 0;
     for (size_t i = 0; r == 0 && i < ov->n; i++) {
         obj *o = &ov->v[i];

@@ -53,6 +53,9 @@ out=$(cairn -C "$T/a" push --json origin main)
 [ "$(echo "$out" | j 'd["objects_moved"]')" = 22 ] || die "push: sent: $out"
 [ -f "$R/oci-layout" ] && [ -f "$R/index.json" ] || die "the remote is not an OCI layout"
 [ "$(ls "$R/states/main" | wc -l)" = 1 ] || die "one state under main expected"
+out=$(cairn -C "$T/a" push --json origin main)
+[ "$(echo "$out" | j 'd["objects_moved"]')" = 0 ] || die "an unchanged push sent objects: $out"
+[ "$(ls "$R/states/main" | wc -l)" = 1 ] || die "an unchanged push is a new member"
 cairn init "$T/b" >/dev/null
 out=$(cairn -C "$T/b" pull --json "$URL" main)       # a URL where a name goes
 [ "$(echo "$out" | j 'd["objects_moved"]')" = 22 ] || die "pull: fetched: $out"
