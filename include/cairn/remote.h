@@ -67,15 +67,15 @@ typedef struct cairn_remote_options {
     const char *auth_file;       /* oci: overrides REGISTRY_AUTH_FILE */
     int own;                     /* push: this state's own rows, not the union with its
                                   * lowers (snapshots it builds on are carried along) */
-    int compression;             /* push: snapshots' tarballs, CAIRN_COMPRESSION_* (layer.h) */
+    int compression;             /* push: snapshots' tarballs, CAIRN_COMPRESSION_* (layer.h);
+                                  * 0: zstd */
     unsigned objects_per_manifest; /* push, compact: 0 the default (8192); fewer chunks a
                                     * big state into more manifests under an index */
     cairn_progress_fn progress;  /* bytes moved of the bytes to move */
     void *progress_userdata;
 } cairn_remote_options;
 #define CAIRN_REMOTE_OPTIONS_VERSION 1
-#define CAIRN_REMOTE_OPTIONS_INIT                                                                  \
-    {CAIRN_REMOTE_OPTIONS_VERSION, 0, 0, NULL, NULL, NULL, 0, CAIRN_COMPRESSION_ZSTD, 0, NULL, NULL}
+#define CAIRN_REMOTE_OPTIONS_INIT {.version = CAIRN_REMOTE_OPTIONS_VERSION}
 
 typedef struct cairn_remote_stats {
     uint64_t states;          /* push: 1; pull: members merged; compact: members folded;

@@ -258,10 +258,13 @@ static int session_open(session *s, cairn_state *st, const char *remote,
 {
     cairn_remote_options def = CAIRN_REMOTE_OPTIONS_INIT;
     *s = (session){.st = st, .o = opts ? *opts : def};
-    if (s->o.version != CAIRN_REMOTE_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "remote: options version %u is not supported",
-                          s->o.version);
-    int r = cairn_remote_url(st, remote, s->url, sizeof(s->url), err);
+    int r = cairn__opts_version(s->o.version, CAIRN_REMOTE_OPTIONS_VERSION, "remote", err);
+    if (r < 0)
+        return r;
+    /* Zero means the default: zstd (the media type below follows it). */
+    if (s->o.compression == CAIRN_COMPRESSION_DEFAULT)
+        s->o.compression = CAIRN_COMPRESSION_ZSTD;
+    r = cairn_remote_url(st, remote, s->url, sizeof(s->url), err);
     if (r < 0)
         return r;
     for (size_t i = 0; i < CAIRN_ARRAY_SIZE(backends); i++) {
@@ -1710,11 +1713,11 @@ int cairn_remote_gc(cairn_state *st, const char *remote, const cairn_remote_opti
     cairn_remote_gc_options g = CAIRN_REMOTE_GC_OPTIONS_INIT;
     if (gco)
         g = *gco;
-    if (g.version != CAIRN_REMOTE_GC_OPTIONS_VERSION)
-        return cairn__err(err, -EINVAL, "remote gc: options version %u is not supported",
-                          g.version);
+    int r = cairn__opts_version(g.version, CAIRN_REMOTE_GC_OPTIONS_VERSION, "remote gc", err);
+    if (r < 0)
+        return r;
     session s;
-    int r = session_open(&s, st, remote, opts, err);
+    r = session_open(&s, st, remote, opts, err);
     memberv mv = {0};
     rblobv bv = {0};
     cairn__strset *live = cairn__strset_new();
