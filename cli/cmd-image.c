@@ -215,6 +215,7 @@ static int cmd_export(cli *c, int argc, char **argv)
             else
                 return cli_usage_error(c, "--compression '%s': expected gzip, zstd or none",
                                        optarg);
+            eo.recompress = 1; /* asked for: every layer is in it */
             break;
         default: {
             int r = cli_opt(c, opt);
@@ -257,6 +258,7 @@ const cli_command cli_image_commands[] = {
     {"image rm", cmd_rm, "NAME...", "remove image names (blobs and snapshots stay until gc)"},
     {"image export", cmd_export,
      "NAME DEST [--format oci|oci-archive] [--ref REF] [--compression gzip|zstd|none]",
-     "write an image as an OCI image layout directory (or a tar of one)"},
+     "write an image as an OCI image layout directory (or a tar of one, with a manifest.json "
+     "for docker load); layers as stored unless --compression is given"},
     {NULL, NULL, NULL, NULL},
 };
