@@ -673,7 +673,7 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
     size_t mlen = 0, clen = 0;
     cairn__oci_manifest man = {0};
     cairn__oci_config cfg = {0};
-    char *mjson = NULL, *index = NULL, *dmjson = NULL;
+    char *mjson = NULL, *index = NULL, *dmjson = NULL, *tagged = NULL;
     bool recompress = opts->version >= 2 && opts->recompress;
     out o = {.st = st, .opts = opts, .dest = dest, .format = opts->format,
              .rootfd = -1, .blobfd = -1, .dirfd = -1, .arc_fd = -1};
@@ -802,7 +802,6 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
                  cairn__digest_hex(json_string_value(json_object_get(l, "digest"))));
         json_array_append_new(paths, json_string(path));
     }
-    _cleanup_free_ char *tagged = NULL;
     const char *last_slash = strrchr(ref, '/'), *last_colon = strrchr(ref, ':');
     if ((!last_colon || (last_slash && last_colon < last_slash)) &&
         asprintf(&tagged, "%s:latest", ref) < 0)
@@ -824,6 +823,7 @@ out:
     free(mjson);
     free(index);
     free(dmjson);
+    free(tagged);
     cairn__oci_manifest_clear(&man);
     cairn__oci_config_clear(&cfg);
     return r;
