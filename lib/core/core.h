@@ -45,6 +45,10 @@ CAIRN_INTERNAL int cairn__snapshot_clone(int ssfd, const char *name, int tfd, in
  * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
 CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
 CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
+/* Move dirfd/name (a bad object: it does not hold what its name says) to
+ * quarantine/<tag>.<name>.<time>, never replacing and never deleting. */
+CAIRN_INTERNAL int cairn__quarantine(cairn_state *st, int dirfd, const char *name,
+                                     const char *tag, cairn_error *err);
 /* A new staging name in tmp/: "<boot-id>-<tag>-<random>". */
 CAIRN_INTERNAL int cairn__tmp_name(char *out, size_t size, const char *tag);
 

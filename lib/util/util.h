@@ -128,6 +128,11 @@ CAIRN_INTERNAL int cairn__mkdir_p(const char *path, mode_t mode);
 CAIRN_INTERNAL int cairn__fsync_at(int dirfd, const char *name); /* name NULL: dirfd itself */
 CAIRN_INTERNAL int cairn__rename_noreplace(int olddirfd, const char *oldname, int newdirfd,
                                            const char *newname);
+/* Does dirfd/name hold the blob `digest` of `size` bytes: a regular file
+ * (not a symlink, a FIFO, a device) of that size whose bytes hash to it?
+ * 1 yes, 0 no, -errno (-ENOENT: not there). Proves an object found under a
+ * name before anything trusts it (EEXIST on publishing). */
+CAIRN_INTERNAL int cairn__file_is(int dirfd, const char *name, uint64_t size, const char *digest);
 /* Remove dirfd/name and everything below it; missing is not an error. */
 CAIRN_INTERNAL int cairn__rm_rf_at(int dirfd, const char *name);
 /* Make dst a copy of src: a hardlink when allowed, else a reflink, else a
