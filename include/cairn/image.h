@@ -64,7 +64,10 @@ typedef struct cairn_image_import_options {
 #define CAIRN_IMAGE_IMPORT_OPTIONS_INIT {CAIRN_IMAGE_IMPORT_OPTIONS_VERSION, NULL, NULL, 0, NULL, NULL}
 
 /* Import the image at `path`: an OCI image layout directory, or an
- * oci-archive (a tar of one, uncompressed). `path` may be PATH:REF, read as
+ * oci-archive (a tar of one, uncompressed), or a docker-archive as a tar or
+ * a directory (`docker save`, skopeo's and podman's docker-archive:; its
+ * layers at any path manifest.json names, the images named by its
+ * RepoTags), read as the Docker schema 2 manifests cairn makes of it. `path` may be PATH:REF, read as
  * skopeo's oci: transport reads it: split at the first colon (REF may hold
  * colons and slashes, example.com/team/app:1.0; PATH may not hold a colon,
  * unless it exists as a whole and takes no REF). REF names the image by its

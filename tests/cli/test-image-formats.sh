@@ -225,4 +225,102 @@ cairn image export --format oci-archive example.com/team/app:2.0 "$T/two.tar" >/
 [ "$(tar -xOf "$T/two.tar" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"])')" = "['example.com/team/app:2.0']" ] || die "RepoTags is not the image's name"
 skopeo copy -q "oci-archive:$T/two.tar" "oci:$T/two-copy:x"
 
+step "docker-archive: skopeo's, as a tar and as a directory, named by RepoTags"
+# skopeo writes <diffid>.tar layer files behind legacy <id>/layer.tar symlinks.
+skopeo copy -q --additional-tag example.com/team/app:latest "oci:$T/lay:example.com/team/app:1.0" "docker-archive:$T/da.tar:example.com/team/app:1.0"
+tar -tvf "$T/da.tar" | grep -q '^l.*/layer.tar -> ' || die "skopeo's archive has no layer.tar links (the test needs them)"
+cairn init "$T/sd" >/dev/null
+cairn -C "$T/sd" image import "$T/da.tar" >"$T/out"
+grep -q "^imported example.com/team/app:1.0: .* 2 layers" "$T/out" || die "import said: $(cat "$T/out")"
+[ "$(cairn -C "$T/sd" image show --json example.com/team/app:1.0 | jget top)" = "$(top_of example.com/team/app:1.0)" ] || die "the docker-archive has other snapshots than the layout"
+[ "$(cairn -C "$T/sd" image show --json example.com/team/app:latest | jget manifest)" = "$(cairn -C "$T/sd" image show --json example.com/team/app:1.0 | jget manifest)" ] || die "the second RepoTag was not recorded"
+rm -rf "$T/co-da"; cairn -C "$T/sd" snapshot checkout "$(top_of example.com/team/app:1.0)" "$T/co-da" >/dev/null
+tree_sig "$T/co-da" | diff -u "$T/u1.sig" - || die "the docker-archive's checkout differs from umoci's unpack"
+mkdir "$T/da-dir"; tar -C "$T/da-dir" -xf "$T/da.tar"
+cairn init "$T/sd2" >/dev/null
+cairn -C "$T/sd2" image import "$T/da-dir:example.com/team/app:latest" --jobs 1 >"$T/out"
+grep -q "^imported example.com/team/app:latest: " "$T/out" || die "import said: $(cat "$T/out")"
+[ "$(cairn -C "$T/sd2" image show --json example.com/team/app:latest | jget top)" = "$(top_of example.com/team/app:1.0)" ] || die "the docker-archive directory has other snapshots"
+cairn init "$T/sd3" >/dev/null
+cairn -C "$T/sd3" image import "$T/da-dir" --jobs 2 >/dev/null
+
+step "docker-archive: Docker's legacy layout (<id>/layer.tar files, <id>.json), several images"
+skopeo copy -q "oci:$T/lay:example.com/team/app:2.0" "docker-archive:$T/da2.tar:example.com/team/app:2.0"
+mkdir "$T/legacy"; tar -C "$T/legacy" -xf "$T/da.tar"; tar -C "$T/legacy" -xf "$T/da2.tar" --overwrite
+python3 - "$T/legacy" "$T/da.tar" "$T/da2.tar" <<'PY'
+import json, os, subprocess, sys
+lay = sys.argv[1]; ents = []
+for a in sys.argv[2:]:
+    ents += json.loads(subprocess.run(["tar", "-xOf", a, "manifest.json"], capture_output=True, check=True).stdout)
+for e in ents:
+    # The layers as docker save (before 25) lays them out: the file itself in <id>/layer.tar.
+    new = []
+    for d in sorted(os.listdir(lay)):
+        p = os.path.join(lay, d, "layer.tar")
+        if os.path.islink(p):
+            t = os.path.normpath(os.path.join(lay, d, os.readlink(p)))
+            if os.path.relpath(t, lay) in e["Layers"]:
+                new.append((e["Layers"].index(os.path.relpath(t, lay)), d + "/layer.tar", t))
+    assert len(new) == len(e["Layers"]), (new, e)
+    for i, rel, t in new:
+        os.unlink(os.path.join(lay, rel)); os.link(t, os.path.join(lay, rel))
+    e["Layers"] = [rel for i, rel, t in sorted(new)]
+for e in ents:
+    for l in e["Layers"]: pass
+for f in os.listdir(lay):
+    if f.endswith(".tar"): os.unlink(os.path.join(lay, f))
+json.dump(ents, open(os.path.join(lay, "manifest.json"), "w"))
+PY
+tar -C "$T/legacy" -cf "$T/legacy.tar" .
+cairn init "$T/sl" >/dev/null
+fails 1 "several images \\('example.com/team/app:1.0'.*'example.com/team/app:2.0'" -- cairn -C "$T/sl" image import "$T/legacy.tar"
+cairn -C "$T/sl" image import "$T/legacy.tar:example.com/team/app:2.0" >/dev/null
+cairn -C "$T/sl" image import "$T/legacy:example.com/team/app:1.0" >/dev/null
+for n in 1.0 2.0; do
+    [ "$(cairn -C "$T/sl" image show --json example.com/team/app:$n | jget top)" = "$(top_of example.com/team/app:$n)" ] || die "legacy $n has other snapshots"
+done
+
+step "docker-archive: layers as blobs (blobs/sha256, manifest.json, no oci-layout)"
+# As newer podman, skopeo and Docker write; gzip layers here (skopeo's v2s2 layout).
+cp -a "$T/v2s2" "$T/blobs"
+python3 - "$T/blobs" <<'PY'
+import json, os, sys
+lay = sys.argv[1]; B = "blobs/sha256/"
+idx = json.load(open(os.path.join(lay, "index.json")))
+m = json.load(open(os.path.join(lay, B + idx["manifests"][0]["digest"][7:])))
+json.dump([{"Config": B + m["config"]["digest"][7:], "RepoTags": ["blobs:1"],
+            "Layers": [B + l["digest"][7:] for l in m["layers"]]}], open(os.path.join(lay, "manifest.json"), "w"))
+os.unlink(os.path.join(lay, "index.json")); os.unlink(os.path.join(lay, "oci-layout"))
+PY
+tar -C "$T/blobs" -cf "$T/blobs.tar" .
+cairn init "$T/sb" >/dev/null
+cairn -C "$T/sb" image import "$T/blobs" >/dev/null
+cairn -C "$T/sb" image import "$T/blobs.tar" --name blobs:tar >/dev/null
+for n in blobs:1 blobs:tar; do
+    [ "$(cairn -C "$T/sb" image show --json $n | jget top)" = "$(top_of d1)" ] || die "$n has other snapshots"
+done
+for l in $(layout_layers "$T/v2s2"); do cairn -C "$T/sb" blob stat "$l" >/dev/null || die "gzip layer $l not stored as it is"; done
+
+step "docker-archive: what is refused says why"
+cp -a "$T/da-dir" "$T/da-foreign"
+python3 - "$T/da-foreign" <<'PY'
+import json, os, sys
+p = os.path.join(sys.argv[1], "manifest.json"); m = json.load(open(p))
+cfg = json.load(open(os.path.join(sys.argv[1], m[0]["Config"])))
+d = cfg["rootfs"]["diff_ids"][0]
+m[0]["LayerSources"] = {d: {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "size": 1, "digest": d}}
+json.dump(m, open(p, "w"))
+PY
+fails 1 "layer 0 \\(sha256:[0-9a-f]*\\) is of type .*foreign.*: a foreign \\(non-distributable\\) layer" -- cairn -C "$T/sd" image import "$T/da-foreign" --name foreign
+mkdir "$T/neither"; echo '{}' >"$T/neither/index.json"
+fails 1 "no oci-layout file: neither an OCI image layout nor a docker-archive \\(no manifest.json\\)" -- cairn -C "$T/sd" image import "$T/neither" --name n
+cp -a "$T/da-dir" "$T/da-escape"
+python3 - "$T/da-escape" <<'PY'
+import json, os, sys
+p = os.path.join(sys.argv[1], "manifest.json"); m = json.load(open(p))
+m[0]["Layers"][0] = "../../../../../../etc/passwd"
+json.dump(m, open(p, "w"))
+PY
+fails 1 "etc/passwd: layer: No such file" -- cairn -C "$T/sd" image import "$T/da-escape" --name escape
+
 echo "ok"
