@@ -36,6 +36,19 @@ typedef void (*cairn_progress_fn)(void *userdata, uint64_t done, uint64_t total)
  * When `out_id` is not NULL it receives the new id (CAIRN_STATE_ID_LEN + 1). */
 CAIRN_EXPORT int cairn_state_init(const char *path, char *out_id, cairn_error *err);
 
+/* Flags for cairn_state_init_with(). */
+enum {
+    /* Give a frozen state a writable identity in place (not needed on an
+     * overlayfs view, where the identity goes to the upper layer). Stacks
+     * that read the frozen state as a lower then fail: its id changed. */
+    CAIRN_INIT_OVER_FROZEN = 1 << 0,
+};
+
+/* cairn_state_init() with flags. Over a frozen state that is not an
+ * overlayfs view it fails with -EEXIST unless CAIRN_INIT_OVER_FROZEN. */
+CAIRN_EXPORT int cairn_state_init_with(const char *path, unsigned flags, char *out_id,
+                                       cairn_error *err);
+
 /* Open the state at `path`. On success *out owns the state; free it with
  * cairn_state_free(). Fails with CAIRN_E_NOTSTATE, CAIRN_E_FORMAT,
  * CAIRN_E_NEWER or -errno, naming the file at fault; changes nothing then. */

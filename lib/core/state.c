@@ -23,7 +23,12 @@
 #include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
+
+#ifndef OVERLAYFS_SUPER_MAGIC
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#endif
 
 #define IDENTITY_FILE "cairn-state"
 #define IDENTITY_MAX 4096
@@ -102,7 +107,14 @@ static int identity_read(int dirfd, const char *path, identity *out, cairn_error
                                   IDENTITY_FILE);
             strcpy(id.database, v);
         } else if (!strcmp(k, "frozen")) {
-            id.frozen = !strcmp(v, "1");
+            /* A value this cairn does not know could mean frozen: reading it
+             * as live would let this state be written while stacks read it
+             * as an immutable lower. */
+            if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+                return cairn__err(err, CAIRN_E_FORMAT,
+                                  "%s/%s: corrupt identity file (frozen '%.20s', expected 0 or 1)",
+                                  path, IDENTITY_FILE, v);
+            id.frozen = v[0] == '1';
         }
         /* Unknown keys are for newer cairns of the same format: ignored. */
     }
@@ -623,6 +635,11 @@ static int dir_is_fresh(int dirfd, bool *fresh)
 
 int cairn_state_init(const char *path, char *out_id, cairn_error *err)
 {
+    return cairn_state_init_with(path, 0, out_id, err);
+}
+
+int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_error *err)
+{
     if (!path || !*path)
         return cairn__err(err, -EINVAL, "no state directory given");
     int r = cairn__mkdir_p(path, 0755);
@@ -641,6 +658,18 @@ int cairn_state_init(const char *path, char *out_id, cairn_error *err)
     r = identity_read(dirfd, path, &old, &tmp);
     if (r == 0 && !old.frozen)
         return cairn__err(err, -EEXIST, "%s: already a cairn state (id %s)", path, old.id);
+    /* On overlayfs the new identity goes to the upper layer and the frozen
+     * lower stays as it was. A frozen directory itself would be
+     * re-identified in place, and every stack that reads it as a lower
+     * (by its id) would break: only when asked. */
+    struct statfs fs;
+    if (r == 0 && !(flags & CAIRN_INIT_OVER_FROZEN) &&
+        !(fstatfs(dirfd, &fs) == 0 && fs.f_type == OVERLAYFS_SUPER_MAGIC))
+        return cairn__err(err, -EEXIST,
+                          "%s: a frozen state (id %s), perhaps a lower of other stacks; stack a "
+                          "new state over it, or give it a writable identity in place with "
+                          "--over-frozen (stacks that read it then break)",
+                          path, old.id);
     if (r < 0 && r != CAIRN_E_NOTSTATE) {
         if (err)
             *err = tmp;
