@@ -51,7 +51,11 @@ static int cmd_gc(cli *c, int argc, char **argv)
         case 'k':
         case 'g': {
             int64_t d;
-            if (cli_parse_duration(optarg, &d) < 0)
+            int r = cli_parse_duration(optarg, &d);
+            if (r == -ERANGE)
+                return cli_usage_error(c, "--%s '%s': too long (at most 9223372036854775807s)",
+                                       opt == 'k' ? "keep-duration" : "grace", optarg);
+            if (r < 0)
                 return cli_usage_error(c, "--%s '%s': expected a duration (30s, 15m, 48h, 7d)",
                                        opt == 'k' ? "keep-duration" : "grace", optarg);
             if (opt == 'k')
