@@ -931,8 +931,13 @@ static int add_source_layers(merger *m, cairn_state *s, size_t from, bool consum
 static int opts_get(const cairn_merge_options *in, cairn_merge_options *out, cairn_error *err)
 {
     cairn_merge_options def = CAIRN_MERGE_OPTIONS_INIT;
-    *out = in ? *in : def;
-    if (out->version != CAIRN_MERGE_OPTIONS_VERSION)
+    *out = def;
+    /* Version 1 ended before drop_local: copy what it has. */
+    if (in && in->version == 1)
+        memcpy(out, in, offsetof(cairn_merge_options, drop_local));
+    else if (in)
+        *out = *in;
+    if (out->version != 1 && out->version != CAIRN_MERGE_OPTIONS_VERSION)
         return cairn__err(err, -EINVAL, "merge: options version %u is not supported",
                           out->version);
     if (out->mode < CAIRN_MERGE_AUTO || out->mode > CAIRN_MERGE_MOVE)
@@ -992,6 +997,31 @@ static int ensure_state(const char *path, cairn_error *err)
     return r;
 }
 
+/* A source holding active snapshots or leases (local, never merged): -EBUSY
+ * naming the counts, because a move would remove them with the source. */
+static int refuse_local(cairn_state *s, cairn_error *err)
+{
+    static const char sql[] = "SELECT (SELECT count(*) FROM active), (SELECT count(*) FROM leases)";
+    sqlite3_stmt *q = cairn__stmt(s, 0, sql, err);
+    if (!q)
+        return err ? err->code : CAIRN_E_DB;
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(q);
+        return cairn__err_db(err, s->layers[0].db, rc, NULL);
+    }
+    int64_t active = sqlite3_column_int64(q, 0), leases = sqlite3_column_int64(q, 1);
+    sqlite3_reset(q);
+    if (active || leases)
+        return cairn__err(err, -EBUSY,
+                          "merge --move: source %s holds %lld active snapshot%s and %lld "
+                          "lease%s, which are never merged and would be removed with it; "
+                          "commit or remove them, or drop them with --drop-local",
+                          s->path, (long long)active, active == 1 ? "" : "s", (long long)leases,
+                          leases == 1 ? "" : "s");
+    return 0;
+}
+
 int cairn_merge(const char *dest, const char *const *srcs, size_t n,
                 const cairn_merge_options *opts, cairn_merge_stats *stats, cairn_error *err)
 {
@@ -1014,6 +1044,11 @@ int cairn_merge(const char *dest, const char *const *srcs, size_t n,
         for (size_t l = 1; l < ss[i]->n_layers && r == 0; l++)
             r = cairn__layer_open(ss[i], l, err);
     }
+    /* A move removes the sources, and with them what is never merged:
+     * say so before anything is written, unless asked to drop it. */
+    if (m.opts.mode == CAIRN_MERGE_MOVE && !m.opts.drop_local)
+        for (size_t i = 0; i < n && r == 0; i++)
+            r = refuse_local(ss[i], err);
     /* 2. the destination */
     if (r == 0)
         r = ensure_state(dest, err);
