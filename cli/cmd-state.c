@@ -110,6 +110,7 @@ static int cmd_fsck(cli *c, int argc, char **argv)
     static const struct option lo[] = {CLI_COMMON_LONGOPTS,
                                        {"repair", no_argument, NULL, 'r'},
                                        {"no-hash", no_argument, NULL, 'n'},
+                                       {"full-db", no_argument, NULL, 'D'},
                                        {NULL, 0, NULL, 0}};
     cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
     int opt;
@@ -120,6 +121,10 @@ static int cmd_fsck(cli *c, int argc, char **argv)
         }
         if (opt == 'n') {
             fo.no_hash = 1;
+            continue;
+        }
+        if (opt == 'D') {
+            fo.full_db = 1;
             continue;
         }
         int r_ = cli_opt(c, opt);
@@ -160,7 +165,8 @@ const cli_command cli_state_commands[] = {
      "identity of its own (over a frozen directory in place, breaking the stacks that read it, "
      "only with --over-frozen)"},
     {"info", cmd_info, "", "print the state's id, format and count and bytes per object kind"},
-    {"fsck", cmd_fsck, "[--repair] [--no-hash]",
-     "check every object against its name and every row against its object"},
+    {"fsck", cmd_fsck, "[--repair] [--no-hash] [--full-db]",
+     "check every database of the stack (SQLite's quick_check; integrity_check with --full-db), "
+     "every object against its name and every row against its object"},
     {NULL, NULL, NULL, NULL},
 };

@@ -1,6 +1,10 @@
 /* fsck.c: check a state against its invariants (cairn/fsck.h).
  *
  * Phases, in order:
+ *   0. databases: SQLite's quick_check (integrity_check with full_db) on
+ *      every database of the stack, each problem reported with its file;
+ *      when one is corrupt the phases below do not run: its rows could be
+ *      garbage, and repairs from them would drop good objects;
  *   1. rows -> objects: every blob row of this state names a file that is
  *      there, of the recorded size and (unless no_hash) of the named digest;
  *   2. objects -> rows: every file in blobs/sha256 is named by a row of some
@@ -127,6 +131,56 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
     return cairn__fsck_unreferenced(f, bfd, "blobs/sha256", "blob", named, err);
 }
 
+/* SQLite's own check of each database of the stack. Returns the number of
+ * problems found, or < 0 when the check could not run. */
+static int fsck_databases(cairn__fsck *f, cairn_error *err)
+{
+    cairn_state *st = f->st;
+    int found = 0;
+    for (size_t i = 0; i < st->n_layers; i++) {
+        int r = cairn__layer_open(st, i, err);
+        if (r < 0)
+            return r;
+        cairn__layer *l = &st->layers[i];
+        sqlite3_stmt *s = NULL;
+        int rc = sqlite3_prepare_v2(l->db, f->opts.full_db ? "PRAGMA integrity_check"
+                                                           : "PRAGMA quick_check",
+                                    -1, &s, NULL);
+        if (rc != SQLITE_OK) {
+            /* A database too broken to prepare a statement on is corrupt. */
+            cairn__fsck_report(f, "database", l->db_path, "corrupt", "",
+                               "the integrity check cannot run: %s", sqlite3_errmsg(l->db));
+            found++;
+            continue;
+        }
+        int here = 0;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            const char *msg = (const char *)sqlite3_column_text(s, 0);
+            if (msg && !strcmp(msg, "ok"))
+                continue;
+            /* One line a problem: SQLite's first row starts with a header
+             * line ("*** in database main ***"). */
+            char line[400];
+            snprintf(line, sizeof(line), "%s", msg ? msg : "(no message)");
+            for (char *c = line; *c; c++)
+                if (*c == '\n')
+                    *c = ' ';
+            cairn__fsck_report(f, "database", l->db_path, "corrupt", "", "%s", line);
+            here++;
+        }
+        found += here;
+        /* The check may give up on a page it cannot read after reporting
+         * it; when it said nothing, the stop is the problem to report. */
+        if (rc != SQLITE_DONE && !here) {
+            cairn__fsck_report(f, "database", l->db_path, "corrupt", "",
+                               "the integrity check stopped: %s", sqlite3_errmsg(l->db));
+            found++;
+        }
+        sqlite3_finalize(s);
+    }
+    return found;
+}
+
 /* Checkers, in order. Modules add theirs here. */
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_blobs,
@@ -142,8 +196,13 @@ int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn
 {
     cairn__fsck f = {.st = st, .fn = fn, .ud = userdata};
     cairn_fsck_options def = CAIRN_FSCK_OPTIONS_INIT;
-    f.opts = opts ? *opts : def;
-    if (f.opts.version != CAIRN_FSCK_OPTIONS_VERSION)
+    f.opts = def;
+    /* Version 1 ended before full_db: copy what it has. */
+    if (opts && opts->version == 1)
+        memcpy(&f.opts, opts, offsetof(cairn_fsck_options, full_db));
+    else if (opts)
+        f.opts = *opts;
+    if (f.opts.version != 1 && f.opts.version != CAIRN_FSCK_OPTIONS_VERSION)
         return cairn__err(err, -EINVAL, "fsck: options version %u is not supported",
                           f.opts.version);
     if (f.opts.repair) {
@@ -151,7 +210,10 @@ int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn
         if (r < 0)
             return r;
     }
-    for (size_t i = 0; i < CAIRN_ARRAY_SIZE(checkers); i++) {
+    int bad = fsck_databases(&f, err);
+    if (bad < 0)
+        return bad;
+    for (size_t i = 0; i < CAIRN_ARRAY_SIZE(checkers) && !bad; i++) {
         int r = checkers[i](&f, err);
         if (r < 0)
             return r;
