@@ -370,10 +370,10 @@ static int resolve_conflict(merger *m, const char *digest, int sfd, int dfd, int
     report(m, "blob", digest, "corrupt", dpath, spath,
            "two copies differ; %s does not hash to its name and was quarantined, %s replaces it",
            dpath, spath);
-    int qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (qfd < 0 && errno == ENOENT) {
         cairn__mkdir_at(m->dst->dirfd, "quarantine", 0700);
-        qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     }
     if (qfd < 0)
         return cairn__err(err, -errno, "%s/quarantine: %m", m->dst->path);

@@ -39,10 +39,10 @@ int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name, const ch
     cairn_state *st = f->st;
     char dst[256];
     snprintf(dst, sizeof(dst), "%s.%s.%lld", tag, name, (long long)cairn__now());
-    int qfd = openat(st->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int qfd = openat(st->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (qfd < 0 && errno == ENOENT) {
         cairn__mkdir_at(st->dirfd, "quarantine", 0700);
-        qfd = openat(st->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        qfd = openat(st->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     }
     if (qfd < 0)
         return cairn__err(err, -errno, "%s/quarantine: %m", st->path);

@@ -171,6 +171,37 @@ int cairn__identity_new(int dirfd, const char *path, const char *state_id, bool 
     return identity_write(dirfd, &id, err, path);
 }
 
+/* ---- layout ----------------------------------------------------------- */
+
+/* Parents before children: layout_check stats each with the one before
+ * it known not to be a symlink. */
+static const char *const layout_dirs[] = {"blobs", "blobs/sha256", "snapshots", "active",
+                                          "tmp",   "db",           "quarantine"};
+
+/* The layout's directories are the state's own: through a symlink, gc
+ * would delete, checkouts link and mounts offer files outside the state.
+ * A missing one is left to the code that needs it (quarantine/ is made on
+ * first use). */
+static int layout_check(int dirfd, const char *root, cairn_error *err)
+{
+    for (size_t i = 0; i < CAIRN_ARRAY_SIZE(layout_dirs); i++) {
+        struct stat sb;
+        if (fstatat(dirfd, layout_dirs[i], &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT)
+                continue;
+            return cairn__err(err, -errno, "%s/%s: %m", root, layout_dirs[i]);
+        }
+        if (S_ISLNK(sb.st_mode))
+            return cairn__err(err, CAIRN_E_UNSAFE,
+                              "%s/%s: a symlink; the directories of a state must be its own",
+                              root, layout_dirs[i]);
+        if (!S_ISDIR(sb.st_mode))
+            return cairn__err(err, CAIRN_E_CORRUPT, "%s/%s: not a directory", root,
+                              layout_dirs[i]);
+    }
+    return 0;
+}
+
 /* ---- layers ----------------------------------------------------------- */
 
 static void layer_clear(cairn__layer *l)
@@ -238,7 +269,7 @@ static int cmp_str(const void *a, const void *b)
 static int add_sibling_layers(cairn_state *st, const char *root, int dirfd, const char *self,
                               cairn_error *err)
 {
-    int fd = openat(dirfd, "db", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(dirfd, "db", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return cairn__err(err, -errno, "%s/db: %m", root);
     DIR *d = fdopendir(fd);
@@ -295,12 +326,22 @@ static int add_lower_state(cairn_state *st, const char *path, const char *want_i
 {
     if (depth > 32)
         return cairn__err(err, CAIRN_E_LOWER, "%s: lowers nested more than 32 deep", path);
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* The lower's own path, symlinks resolved once here: paths of its
+     * objects (mounts, its database) are built from it and must resolve
+     * beneath it without following any. */
+    _cleanup_free_ char *real = realpath(path, NULL);
+    int fd = real ? open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     if (fd < 0)
         return cairn__err(err, CAIRN_E_LOWER, "lower state %s (id %s): %s; remove it with 'cairn stack rm'",
                           path, want_id, strerror(errno));
+    path = real;
     identity id;
-    int r = identity_read(fd, path, &id, err);
+    int r = layout_check(fd, path, err);
+    if (r < 0) {
+        close(fd);
+        return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s", path);
+    }
+    r = identity_read(fd, path, &id, err);
     if (r < 0) {
         close(fd);
         return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s", path);
@@ -490,8 +531,6 @@ static int boot_id_read(char out[40])
 
 /* ---- open / init / free ----------------------------------------------- */
 
-static const char *const layout_dirs[] = {"blobs", "blobs/sha256", "snapshots", "active",
-                                          "tmp",   "db",           "quarantine"};
 
 int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_error *err)
 {
@@ -523,6 +562,9 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     }
     identity id;
     r = identity_read(st->dirfd, st->path, &id, err);
+    if (r < 0)
+        goto fail;
+    r = layout_check(st->dirfd, st->path, err);
     if (r < 0)
         goto fail;
     memcpy(st->id, id.id, sizeof(st->id));
