@@ -16,11 +16,12 @@ enum {
     EXIT_OK = 0,
     EXIT_FAIL = 1,     /* the operation failed; the message says why */
     EXIT_USAGE = 2,    /* bad command line */
-    EXIT_PROBLEMS = 3, /* fsck found problems it did not repair */
+    EXIT_PROBLEMS = 3, /* problems found and left: fsck, stack ls */
 };
 
 typedef struct cli {
     const char *state_path; /* -C DIR, CAIRN_STATE, or "." */
+    bool state_given;       /* -C on the command line: positionals name no state */
     bool json;
     bool quiet;
     bool tty;               /* stderr is a terminal: draw progress */
@@ -93,5 +94,18 @@ extern const cli_command cli_lease_commands[];
 extern const cli_command cli_gc_commands[];
 extern const cli_command cli_volume_commands[];
 extern const cli_command cli_combine_commands[];
+
+/* What every `rm` prints: a line "removed KIND NAME[ (N WHAT)]" for each
+ * item, or with --json, once at the end, {"removed": [{"kind", "name"[,
+ * WHAT: N]}...]}. Failures are reported on stderr as they happen. */
+typedef struct cli_rm {
+    cli *c;
+    const char *kind;
+    json_t *list;
+} cli_rm;
+void cli_rm_init(cli_rm *r, cli *c, const char *kind);
+/* One item removed; `what` names the count (NULL: none). */
+void cli_rm_one(cli_rm *r, const char *name, const char *what, int count);
+void cli_rm_done(cli_rm *r);
 
 #endif

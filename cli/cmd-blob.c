@@ -400,14 +400,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if (r)
         return r;
     int rc = EXIT_OK;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "blob");
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
         if (cairn_blob_remove(st, argv[i], &err) < 0)
             rc = cli_fail(c, &err);
-        else if (!c->quiet && !c->json)
-            printf("removed %s\n", argv[i]);
+        else
+            cli_rm_one(&rm, argv[i], NULL, 0);
     }
     cairn_state_free(st);
+    cli_rm_done(&rm);
     return rc;
 }
 

@@ -169,19 +169,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if (r)
         return r;
     int rc = EXIT_OK;
-    json_t *removed = c->json ? json_array() : NULL;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "image");
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
         if (cairn_image_remove(st, argv[i], &err) < 0)
             rc = cli_fail(c, &err);
-        else if (removed)
-            json_array_append_new(removed, json_string(argv[i]));
-        else if (!c->quiet)
-            printf("removed %s\n", argv[i]);
+        else
+            cli_rm_one(&rm, argv[i], NULL, 0);
     }
     cairn_state_free(st);
-    if (removed)
-        cli_json_print(removed);
+    cli_rm_done(&rm);
     return rc;
 }
 

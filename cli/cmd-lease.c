@@ -157,12 +157,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if ((r = cli_open(c, 0, &st)))
         return r;
     int rc = EXIT_OK;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "lease");
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
         if (cairn_lease_remove(st, argv[i], &err) < 0)
             rc = cli_fail(c, &err);
+        else
+            cli_rm_one(&rm, argv[i], NULL, 0);
     }
     cairn_state_free(st);
+    cli_rm_done(&rm);
     return rc;
 }
 
@@ -220,6 +225,6 @@ const cli_command cli_lease_commands[] = {
     {"lease rm", cmd_rm, "ID...", "remove leases (what they kept becomes collectable)"},
     {"lease add", cmd_add, "ID KIND NAME...",
      "add resources to a lease: blob DIGEST, snapshot CHAINID, record KEY, volume NAME"},
-    {"lease remove", cmd_remove, "ID KIND NAME...", "remove resources from a lease"},
+    {"lease drop", cmd_remove, "ID KIND NAME...", "drop resources from a lease (the lease stays)"},
     {NULL, NULL, NULL, NULL},
 };

@@ -26,11 +26,15 @@ static int parse(cli *c, int argc, char **argv, const struct option *extra, size
 {
     struct option lo[16] = {CLI_COMMON_LONGOPTS};
     size_t n = 4;
-    for (size_t i = 0; i < nextra && n < 15; i++)
+    bool output = false; /* -o only where the command writes a file */
+    for (size_t i = 0; i < nextra && n < 15; i++) {
         lo[n++] = extra[i];
+        output |= extra[i].val == OPT_OUTPUT;
+    }
     memset(&lo[n], 0, sizeof(lo[n]));
+    const char *shortopts = output ? CLI_COMMON_SHORTOPTS "o:" : CLI_COMMON_SHORTOPTS;
     int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS "o:", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, shortopts, lo, NULL)) != -1) {
         switch (opt) {
         case OPT_LABEL:
             o->label = optarg;
@@ -199,17 +203,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if (r)
         return r;
     int rc = EXIT_OK;
-    json_t *out = c->json ? json_array() : NULL;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "snapshot");
     for (int i = 0; i < argc - optind; i++) {
         cairn_error err = {0};
         if (cairn_snapshot_remove(st, pos[i], &err) < 0)
             rc = cli_fail(c, &err);
-        else if (out)
-            json_array_append_new(out, json_string(pos[i]));
+        else
+            cli_rm_one(&rm, pos[i], NULL, 0);
     }
     cairn_state_free(st);
-    if (out)
-        cli_json_print(out);
+    cli_rm_done(&rm);
     return rc;
 }
 

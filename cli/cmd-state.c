@@ -88,11 +88,13 @@ struct fsck_out {
     cli *c;
     json_t *list;
     cli_progress *p;
+    int left;
 };
 
 static void fsck_problem(void *ud, const cairn_fsck_problem *p)
 {
     struct fsck_out *o = ud;
+    o->left += !p->action[0]; /* what repair did not mend (or no repair) */
     if (o->list) {
         json_array_append_new(o->list,
                               json_pack("{s:s, s:s, s:s, s:s, s:s}", "kind", p->kind, "name",
@@ -141,7 +143,7 @@ static int cmd_fsck(cli *c, int argc, char **argv)
     cli_progress_init(&p, c, "fsck", false);
     fo.progress = cli_progress_cb;
     fo.progress_userdata = &p;
-    struct fsck_out o = {c, c->json ? json_array() : NULL, &p};
+    struct fsck_out o = {c, c->json ? json_array() : NULL, &p, 0};
     cairn_error err = {0};
     int n = cairn_fsck(st, &fo, fsck_problem, &o, &err);
     cli_progress_done(&p);
@@ -151,12 +153,14 @@ static int cmd_fsck(cli *c, int argc, char **argv)
         return cli_fail(c, &err);
     }
     if (c->json)
-        cli_json_print(json_pack("{s:o, s:i, s:b}", "problems", o.list, "count", n, "repaired",
-                                 fo.repair));
+        cli_json_print(json_pack("{s:o, s:i, s:b, s:i}", "problems", o.list, "count", n,
+                                 "repaired", fo.repair, "left", o.left));
+    else if (!c->quiet && fo.repair && n)
+        printf("%d problem%s: %d repaired, %d left\n", n, n == 1 ? "" : "s", n - o.left, o.left);
     else if (!c->quiet)
-        printf("%d problem%s%s\n", n, n == 1 ? "" : "s",
-               n && fo.repair ? " (repaired as shown)" : "");
-    return n > 0 && !fo.repair ? EXIT_PROBLEMS : EXIT_OK;
+        printf("%d problem%s\n", n, n == 1 ? "" : "s");
+    /* 3 while any problem is left, repaired or not asked to be. */
+    return o.left > 0 ? EXIT_PROBLEMS : EXIT_OK;
 }
 
 const cli_command cli_state_commands[] = {

@@ -59,7 +59,8 @@ static void help(FILE *f)
         }
     fprintf(f, "\n"
                "Exit status: 0 success, 1 failure (the message names the object and the\n"
-               "cause), 2 bad command line, 3 fsck found problems it did not repair.\n");
+               "cause), 2 bad command line, 3 problems found and left (fsck: not repaired;\n"
+               "stack ls: a lower not usable).\n");
 }
 
 int cli_common_opt(cli *c, int opt, const char *arg)
@@ -73,6 +74,7 @@ int cli_common_opt(cli *c, int opt, const char *arg)
         return 1;
     case 'C':
         c->state_path = arg;
+        c->state_given = true;
         return 1;
     case 'h':
         cli_usage(c, stdout);
@@ -148,6 +150,13 @@ int cli_open(cli *c, unsigned flags, cairn_state **out)
     cairn_error err = {0};
     if (cairn_state_open(out, c->state_path, flags, &err) < 0)
         return cli_fail(c, &err);
+    /* The flatten policy of a stack opened to write (the library's open
+     * never flattens by itself). */
+    if (!(flags & CAIRN_OPEN_READONLY) && cairn_flatten_on_open(*out, NULL, NULL, &err) < 0) {
+        cairn_state_free(*out);
+        *out = NULL;
+        return cli_fail(c, &err);
+    }
     return EXIT_OK;
 }
 

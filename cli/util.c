@@ -117,3 +117,32 @@ const char *cli_human(uint64_t bytes, char *buf, size_t size)
         snprintf(buf, size, "%.1f %s", v, unit[u]);
     return buf;
 }
+
+void cli_rm_init(cli_rm *r, cli *c, const char *kind)
+{
+    r->c = c;
+    r->kind = kind;
+    r->list = c->json ? json_array() : NULL;
+}
+
+void cli_rm_one(cli_rm *r, const char *name, const char *what, int count)
+{
+    if (r->list) {
+        json_t *o = json_pack("{s:s, s:s}", "kind", r->kind, "name", name);
+        if (what)
+            json_object_set_new(o, what, json_integer(count));
+        json_array_append_new(r->list, o);
+    } else if (!r->c->quiet) {
+        if (what)
+            printf("removed %s %s (%d %s)\n", r->kind, name, count, what);
+        else
+            printf("removed %s %s\n", r->kind, name);
+    }
+}
+
+void cli_rm_done(cli_rm *r)
+{
+    if (r->list)
+        cli_json_print(json_pack("{s:o}", "removed", r->list));
+    r->list = NULL;
+}

@@ -19,7 +19,6 @@ ORDER = ["util", "db", "core", "store", "snapshot", "cache", "image", "gc", "com
 RANK = {d: i for i, d in enumerate(ORDER)}
 # Edges that go up today, each to be cut; an edge not listed here fails.
 KNOWN = {
-    ("core", "combine"),  # cairn_state_open applies the flatten policy (merge.c)
 }
 
 

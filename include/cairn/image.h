@@ -8,9 +8,11 @@
  * (the blobs and snapshots it had already made stay, they are valid content).
  *
  * The `images` table is a last-writer-wins register: name -> manifest digest,
- * config digest and the chain id of the top snapshot. Lookups fall through
- * the state's lowers, the topmost row of a name winning; removing a name a
- * lower holds writes a tombstone in this state.
+ * config digest and the chain id of the top snapshot. Lookups read the
+ * state and its lowers and the newest row of a name wins, wherever it is
+ * (by its time, then by its digests: the row a merge of the layers would
+ * keep); removing a name writes a tombstone in this state, which hides the
+ * older rows of the lowers.
  */
 #ifndef CAIRN_IMAGE_H
 #define CAIRN_IMAGE_H
@@ -80,7 +82,7 @@ CAIRN_EXPORT int cairn_image_get(cairn_state *st, const char *name, cairn_image_
                                  cairn_error *err);
 
 /* Call `fn` for each image, sorted by name, the union over the lowers (the
- * topmost row of a name wins). A non-zero return from fn stops the walk and
+ * newest row of a name wins, as in cairn_image_get). A non-zero return from fn stops the walk and
  * is returned. `layers` and `size` are not filled (0). */
 typedef int (*cairn_image_fn)(void *userdata, const cairn_image_info *info);
 CAIRN_EXPORT int cairn_image_list(cairn_state *st, cairn_image_fn fn, void *userdata,

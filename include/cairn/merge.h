@@ -122,8 +122,8 @@ CAIRN_EXPORT int cairn_flatten(const char *dir, const cairn_merge_options *opts,
                                cairn_merge_stats *stats, cairn_error *err);
 
 /* The flatten policy of a state (a row of its `meta` table, key
- * "flatten_policy"): "never" (default), "on-open" (a writable open flattens
- * a stack), "lowers>N" (a writable open flattens when more than N lowers),
+ * "flatten_policy"): "never" (default), "on-open" (cairn_flatten_on_open()
+ * flattens a stack), "lowers>N" (it does when more than N lowers),
  * "background" (flattened by `cairn flatten --background`, never on open). */
 CAIRN_EXPORT int cairn_flatten_policy_set(cairn_state *st, const char *policy, cairn_error *err);
 /* Copies the policy into buf (size >= 32). */
@@ -132,6 +132,15 @@ CAIRN_EXPORT int cairn_flatten_policy_get(cairn_state *st, char *buf, size_t siz
 /* 1 when the policy asks for a flatten now (for `background`: when there is
  * anything to flatten), 0 when not. */
 CAIRN_EXPORT int cairn_flatten_due(cairn_state *st, cairn_error *err);
+/* Apply the policy of a state just opened to write: flatten it now when the
+ * policy is "on-open", or "lowers>N" with more than N lowers. Opening a
+ * state never flattens it by itself (an open may not run a whole merge
+ * behind its caller's back); a program that wants the policy kept calls
+ * this after cairn_state_open(), as the command does. Returns 1 when it
+ * flattened, 0 when nothing was due (or the state is read-only). opts and
+ * stats may be NULL. */
+CAIRN_EXPORT int cairn_flatten_on_open(cairn_state *st, const cairn_merge_options *opts,
+                                       cairn_merge_stats *stats, cairn_error *err);
 
 #ifdef __cplusplus
 }

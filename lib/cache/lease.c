@@ -49,10 +49,11 @@ static int exec1(cairn_state *st, const char *sql, const char *a, const char *b,
     int r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
-    if (!q) {
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, sql, &q, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
+        return r;
     }
     int i = 1;
     if (a)
@@ -167,10 +168,9 @@ int cairn_lease_add(cairn_state *st, const char *id, const char *kind, const cha
         cairn__unlock(st);
         return r;
     }
-    sqlite3_stmt *q = cairn__stmt(st, 0, has, err);
-    if (!q) {
-        r = err ? err->code : CAIRN_E_DB;
-    } else {
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, has, &q, err);
+    if (r == 0) {
         sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
@@ -220,13 +220,14 @@ static const char list_sql[] =
 
 int cairn_lease_list(cairn_state *st, cairn_lease_fn fn, void *userdata, cairn_error *err)
 {
-    sqlite3_stmt *s = cairn__stmt(st, 0, list_sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, list_sql, &s, err);
+    if (r < 0)
+        return r;
     /* Read all first: fn may call back into the library. */
     cairn_lease_info *v = NULL;
     size_t n = 0, cap = 0;
-    int rc, r = 0;
+    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -256,9 +257,10 @@ int cairn_lease_get(cairn_state *st, const char *id, cairn_lease_info *out, cair
     static const char sql[] =
         "SELECT id, created, expires, (SELECT count(*) FROM lease_resources WHERE lease = id) "
         "FROM leases WHERE id = ?";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
@@ -280,9 +282,10 @@ int cairn_lease_resources(cairn_state *st, const char *id, cairn_lease_resource_
         return r;
     static const char sql[] =
         "SELECT kind, name FROM lease_resources WHERE lease = ? ORDER BY kind, name";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     /* Collected first: fn may call back into the library. */
     char **kv = NULL;
@@ -329,12 +332,13 @@ int cairn__fsck_leases(cairn__fsck *f, cairn_error *err)
         "ORDER BY lease, kind, name";
     static const char del[] =
         "DELETE FROM lease_resources WHERE lease = ? AND kind = ? AND name = ?";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     char **bad = NULL;
     size_t n = 0;
-    int rc, r = 0;
+    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *l = cairn__col(s, 0), *k = cairn__col(s, 1), *nm = cairn__col(s, 2);
         bool orphan = !sqlite3_column_int(s, 3);

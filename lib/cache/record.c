@@ -85,9 +85,9 @@ int cairn_record_add_result(cairn_state *st, const char *key, cairn_result_kind 
     r = cairn__tx_begin(st, err);
     if (r < 0)
         goto out;
-    sqlite3_stmt *q = cairn__stmt(st, 0, ins, err);
-    if (!q) {
-        r = err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, ins, &q, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
         goto out;
     }
@@ -268,9 +268,10 @@ static int key_alive(cairn_state *st, const char *key, cairn_error *err)
     static const char sql[] = "SELECT 1 FROM cache_results WHERE key = ?1 UNION ALL "
                               "SELECT 1 FROM cache_links WHERE parent = ?1 LIMIT 1";
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
         int rc = sqlite3_step(s);
         sqlite3_reset(s);
@@ -298,10 +299,10 @@ int cairn__record_prune(cairn_state *st, const char *const *keys, size_t n, cair
             r = r > 0 ? 0 : r;
             continue;
         }
-        sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-        if (!q) {
+        sqlite3_stmt *q;
+        r = cairn__stmt(st, 0, del, &q, err);
+        if (r < 0) {
             free(k);
-            r = err ? err->code : CAIRN_E_DB;
             break;
         }
         sqlite3_bind_text(q, 1, k, -1, SQLITE_TRANSIENT);
@@ -332,11 +333,10 @@ int cairn_record_release(cairn_state *st, const char *result, cairn_error *err)
     r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-    if (!q) {
-        r = err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, del, &q, err);
+    if (r < 0)
         goto fail;
-    }
     sqlite3_bind_text(q, 1, result, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW)
@@ -383,11 +383,10 @@ int cairn_record_remove(cairn_state *st, const char *key, cairn_error *err)
         return r;
     const char *sqls[] = {del_res, del_out, del_in};
     for (size_t i = 0; i < 3 && r == 0; i++) {
-        sqlite3_stmt *q = cairn__stmt(st, 0, sqls[i], err);
-        if (!q) {
-            r = err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *q;
+        r = cairn__stmt(st, 0, sqls[i], &q, err);
+        if (r < 0)
             break;
-        }
         sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
         int rc;
         while ((rc = sqlite3_step(q)) == SQLITE_ROW)
@@ -464,10 +463,9 @@ int cairn_record_add_link(cairn_state *st, const char *parent, const cairn_recor
         cairn__unlock(st);
         return r;
     }
-    sqlite3_stmt *q = cairn__stmt(st, 0, ins, err);
-    if (!q) {
-        r = err ? err->code : CAIRN_E_DB;
-    } else {
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, ins, &q, err);
+    if (r == 0) {
         sqlite3_bind_text(q, 1, parent, -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 2, link->input);
         sqlite3_bind_int64(q, 3, link->output);
@@ -551,9 +549,10 @@ int cairn_record_has_link(cairn_state *st, const char *parent, const cairn_recor
     static const char sql[] = "SELECT 1 FROM cache_links WHERE parent = ? AND input = ? AND "
                               "output = ? AND op = ? AND selector = ? AND child = ?";
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, parent, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 2, link->input);
         sqlite3_bind_int64(s, 3, link->output);
@@ -689,9 +688,10 @@ static int fsck_refs(cairn__fsck *f, cairn_error *err)
         "  SELECT result, kind, n FROM cache_result_refs"
         "  EXCEPT SELECT result, kind, count(*) FROM cache_results GROUP BY result, kind) "
         "LIMIT 100";
-    sqlite3_stmt *s = cairn__stmt(st, 0, diff, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, diff, &s, err);
+    if (r < 0)
+        return r;
     int rc, bad = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         bad++;
@@ -705,7 +705,7 @@ static int fsck_refs(cairn__fsck *f, cairn_error *err)
         return cairn__err_db(err, st->layers[0].db, rc, "fsck: record counts");
     if (!bad || !f->opts.repair)
         return 0;
-    int r = cairn__tx_begin(st, err);
+    r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
     r = cairn__exec(st, 0,
@@ -734,10 +734,11 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
         "SELECT key FROM cache_results WHERE result = ? AND kind = ? ORDER BY key";
     static const char del[] = "DELETE FROM cache_results WHERE result = ? AND kind = ?";
     cairn__strv bad = {0}; /* pairs: result, kind */
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
-    int rc, r = 0;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
+    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         f->total++;
         cairn__fsck_tick(f);
@@ -763,11 +764,9 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
         const char *res = bad.v[i], *kind = bad.v[i + 1];
         cairn_result_kind k;
         bool malformed = cairn_result_kind_parse(kind, &k) < 0 || cairn_digest_check(res, NULL) < 0;
-        s = cairn__stmt(st, 0, keys_of, err);
-        if (!s) {
-            r = err ? err->code : CAIRN_E_DB;
+        r = cairn__stmt(st, 0, keys_of, &s, err);
+        if (r < 0)
             break;
-        }
         sqlite3_bind_text(s, 1, res, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -792,10 +791,10 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
             r = cairn__tx_begin(st, err);
             if (r < 0)
                 break;
-            sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-            if (!q) {
+            sqlite3_stmt *q;
+            r = cairn__stmt(st, 0, del, &q, err);
+            if (r < 0) {
                 cairn__tx_rollback(st);
-                r = err ? err->code : CAIRN_E_DB;
                 break;
             }
             sqlite3_bind_text(q, 1, res, -1, SQLITE_STATIC);
@@ -815,9 +814,9 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
      * child's result may come later). */
     static const char links[] = "SELECT parent, input, output, op, selector, child "
                                 "FROM cache_links ORDER BY parent";
-    s = cairn__stmt(st, 0, links, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    r = cairn__stmt(st, 0, links, &s, err);
+    if (r < 0)
+        return r;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *p = cairn__col(s, 0), *op = cairn__col(s, 3), *sel = cairn__col(s, 4),
                    *c = cairn__col(s, 5);

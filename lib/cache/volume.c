@@ -55,9 +55,10 @@ static int load_versions(cairn_state *st, const char *name, vers *out, cairn_err
     static const char sql[] =
         "SELECT version, created FROM volume_versions WHERE name = ? ORDER BY version";
     for (size_t li = 0; li < st->n_layers; li++) {
-        sqlite3_stmt *s = cairn__stmt(st, li, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, li, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
         int rc;
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -248,10 +249,9 @@ int cairn_volume_save(cairn_state *st, const char *name, const char *id, char *o
     if (r == 0)
         r = cairn__tx_begin(st, err);
     if (r == 0) {
-        sqlite3_stmt *q = cairn__stmt(st, 0, ins, err);
-        if (!q) {
-            r = err ? err->code : CAIRN_E_DB;
-        } else {
+        sqlite3_stmt *q;
+        r = cairn__stmt(st, 0, ins, &q, err);
+        if (r == 0) {
             sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
             sqlite3_bind_text(q, 2, version, -1, SQLITE_STATIC);
             sqlite3_bind_int64(q, 3, cairn__now_ns());
@@ -322,10 +322,11 @@ int cairn_volume_remove(cairn_state *st, const char *name, cairn_error *err)
     r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-    if (!q) {
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, del, &q, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
+        return r;
     }
     sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
     r = cairn__step_done(st, 0, q, err);
@@ -362,11 +363,12 @@ int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err)
     cairn_state *st = f->st;
     static const char sql[] = "SELECT name, version FROM volume_versions ORDER BY name, version";
     static const char del[] = "DELETE FROM volume_versions WHERE name = ? AND version = ?";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     cairn__strv bad = {0};
-    int rc, r = 0;
+    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         f->total++;
         cairn__fsck_tick(f);
@@ -396,10 +398,10 @@ int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err)
         r = cairn__tx_begin(st, err);
         if (r < 0)
             break;
-        sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-        if (!q) {
+        sqlite3_stmt *q;
+        r = cairn__stmt(st, 0, del, &q, err);
+        if (r < 0) {
             cairn__tx_rollback(st);
-            r = err ? err->code : CAIRN_E_DB;
             break;
         }
         sqlite3_bind_text(q, 1, bad.v[i], -1, SQLITE_STATIC);

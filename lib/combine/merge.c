@@ -1002,9 +1002,10 @@ static int ensure_state(const char *path, cairn_error *err)
 static int refuse_local(cairn_state *s, cairn_error *err)
 {
     static const char sql[] = "SELECT (SELECT count(*) FROM active), (SELECT count(*) FROM leases)";
-    sqlite3_stmt *q = cairn__stmt(s, 0, sql, err);
-    if (!q)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *q;
+    int r = cairn__stmt(s, 0, sql, &q, err);
+    if (r < 0)
+        return r;
     int rc = sqlite3_step(q);
     if (rc != SQLITE_ROW) {
         sqlite3_reset(q);
@@ -1169,9 +1170,10 @@ static int policy_parse(const char *s, policy *p)
 static int policy_read(cairn_state *st, char *buf, size_t size, cairn_error *err)
 {
     static const char sql[] = "SELECT value FROM meta WHERE key = 'flatten_policy'";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     int rc = sqlite3_step(s);
     snprintf(buf, size, "%s", rc == SQLITE_ROW ? cairn__col(s, 0) : "never");
     sqlite3_reset(s);
@@ -1197,10 +1199,11 @@ int cairn_flatten_policy_set(cairn_state *st, const char *value, cairn_error *er
     int r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s) {
+    sqlite3_stmt *s;
+    r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
+        return r;
     }
     sqlite3_bind_text(s, 1, value, -1, SQLITE_STATIC);
     r = cairn__step_done(st, 0, s, err);
@@ -1242,14 +1245,17 @@ int cairn_flatten_due(cairn_state *st, cairn_error *err)
     return policy_due(st, false, err);
 }
 
-int cairn__flatten_on_open(cairn_state *st, cairn_error *err)
+int cairn_flatten_on_open(cairn_state *st, const cairn_merge_options *opts,
+                          cairn_merge_stats *stats, cairn_error *err)
 {
+    if (st->readonly)
+        return 0;
     int due = policy_due(st, true, err);
     if (due <= 0)
         return due;
     cairn_merge_options o = CAIRN_MERGE_OPTIONS_INIT;
-    int r = flatten_open(st, &o, NULL, err);
+    int r = flatten_open(st, opts ? opts : &o, stats, err);
     if (r < 0)
         return cairn__err_prefix(err, r, "%s: flatten on open (policy)", st->path);
-    return 0;
+    return 1;
 }

@@ -45,8 +45,6 @@ CAIRN_INTERNAL int cairn__snapshot_clone(int ssfd, const char *name, int tfd, in
  * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
 CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
 CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
-/* Apply the flatten policy of a writable stack being opened (merge.c). */
-CAIRN_INTERNAL int cairn__flatten_on_open(cairn_state *st, cairn_error *err);
 /* A new staging name in tmp/: "<boot-id>-<tag>-<random>". */
 CAIRN_INTERNAL int cairn__tmp_name(char *out, size_t size, const char *tag);
 
@@ -116,10 +114,11 @@ struct cairn_state {
 
 /* Open layer i's database when not yet open. */
 CAIRN_INTERNAL int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err);
-/* A cached, reset statement on layer i (opened as needed). `sql` must be a
- * string literal (its address is the cache key). NULL on error (err set). */
-CAIRN_INTERNAL sqlite3_stmt *cairn__stmt(cairn_state *st, size_t i, const char *sql,
-                                         cairn_error *err);
+/* A cached, reset statement on layer i (opened as needed) in *out. `sql`
+ * must be a string literal (its address is the cache key). Returns 0 or the
+ * error's code (also when err is NULL); *out is untouched on failure. */
+CAIRN_INTERNAL int cairn__stmt(cairn_state *st, size_t i, const char *sql, sqlite3_stmt **out,
+                               cairn_error *err);
 /* The fds of a layer's object directories, opened on first use. */
 CAIRN_INTERNAL int cairn__layer_blobfd(cairn_state *st, size_t i, cairn_error *err);
 CAIRN_INTERNAL int cairn__layer_snapfd(cairn_state *st, size_t i, cairn_error *err);

@@ -86,11 +86,10 @@ int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname, con
         for (size_t l = 0; l < st->n_layers && !found; l++) {
             if (st->layers[l].dirfd != st->dirfd)
                 continue;
-            sqlite3_stmt *qs = cairn__stmt(st, l, named_sql, err);
-            if (!qs) {
-                r = err ? err->code : CAIRN_E_DB;
+            sqlite3_stmt *qs;
+            r = cairn__stmt(st, l, named_sql, &qs, err);
+            if (r < 0)
                 break;
-            }
             sqlite3_bind_text(qs, 1, d, -1, SQLITE_STATIC);
             found = sqlite3_step(qs) == SQLITE_ROW;
             sqlite3_reset(qs);

@@ -20,9 +20,10 @@ static int count_union(cairn_state *st, const char *walk, const char *agg, cairn
 {
     memset(out, 0, sizeof(*out));
     if (st->n_layers == 1) {
-        sqlite3_stmt *s = cairn__stmt(st, 0, agg, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, 0, agg, &s, err);
+        if (r < 0)
+            return r;
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
             out->count = (uint64_t)sqlite3_column_int64(s, 0);
@@ -80,9 +81,10 @@ int cairn_state_info_get(cairn_state *st, cairn_state_info *out, cairn_error *er
     const char *local[] = {act, lea};
     cairn_count *dst[] = {&info.active, &info.leases};
     for (size_t i = 0; i < 2; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, 0, local[i], err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, 0, local[i], &s, err);
+        if (r < 0)
+            return r;
         if (sqlite3_step(s) == SQLITE_ROW)
             dst[i]->count = (uint64_t)sqlite3_column_int64(s, 0);
         sqlite3_reset(s);

@@ -79,10 +79,11 @@ int cairn__layer_snapfd(cairn_state *st, size_t i, cairn_error *err)
 
 /* ---- per-layer statement cache ---------------------------------------- */
 
-sqlite3_stmt *cairn__stmt(cairn_state *st, size_t i, const char *sql, cairn_error *err)
+int cairn__stmt(cairn_state *st, size_t i, const char *sql, sqlite3_stmt **out, cairn_error *err)
 {
-    if (cairn__layer_open(st, i, err) < 0)
-        return NULL;
+    int r = cairn__layer_open(st, i, err);
+    if (r < 0)
+        return r;
     cairn__layer *l = &st->layers[i];
     size_t h = ((uintptr_t)sql >> 3) % CAIRN_STMT_CACHE;
     for (size_t k = 0; k < CAIRN_STMT_CACHE; k++) {
@@ -90,23 +91,22 @@ sqlite3_stmt *cairn__stmt(cairn_state *st, size_t i, const char *sql, cairn_erro
         if (slot->sql == sql) {
             sqlite3_reset(slot->stmt);
             sqlite3_clear_bindings(slot->stmt);
-            return slot->stmt;
+            *out = slot->stmt;
+            return 0;
         }
         if (!slot->sql) {
             sqlite3_stmt *s = NULL;
             int rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
-            if (rc != SQLITE_OK) {
-                cairn__err_db(err, l->db, rc, "prepare");
-                return NULL;
-            }
+            if (rc != SQLITE_OK)
+                return cairn__err_db(err, l->db, rc, "prepare");
             slot->sql = sql;
             slot->stmt = s;
-            return s;
+            *out = s;
+            return 0;
         }
     }
     /* Cache full: should not happen with the library's fixed set of queries. */
-    cairn__err(err, CAIRN_E_DB, "statement cache full");
-    return NULL;
+    return cairn__err(err, CAIRN_E_DB, "statement cache full");
 }
 
 int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err)
@@ -135,8 +135,8 @@ int cairn__exec_key(cairn_state *st, const char *sql, const char *key, cairn_err
     int r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
-    r = q ? 0 : (err ? err->code : CAIRN_E_DB);
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, sql, &q, err);
     if (r == 0) {
         sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
         r = cairn__step_done(st, 0, q, err);
@@ -195,11 +195,10 @@ int cairn__union_walk_all(cairn_state *st, const char *sql, int (*bind)(void *ud
         return cairn__err(err, -ENOMEM, "out of memory");
     int r = 0;
     for (size_t i = 0; i < n; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s) {
-            r = err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
             goto out;
-        }
         if (bind && (r = bind(ud, s)) < 0)
             goto out;
         int rc = sqlite3_step(s);

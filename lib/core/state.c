@@ -605,12 +605,6 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
         goto fail;
     if (!st->readonly)
         tmp_sweep(st);
-    /* The flatten policy of a stack (merge.c): on-open, lowers>N. */
-    if (!st->readonly && st->n_layers > 1) {
-        r = cairn__flatten_on_open(st, err);
-        if (r < 0)
-            goto fail;
-    }
     *out = st;
     return 0;
 fail:

@@ -32,10 +32,11 @@ int cairn__usage_mark(cairn_state *st, const char *kind, const char *name, unsig
     r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
-    if (!q) {
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, sql, &q, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
+        return r;
     }
     sqlite3_bind_text(q, 1, obj, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(q, 2, st->id, -1, SQLITE_STATIC);
@@ -67,9 +68,10 @@ int cairn__usage_get(cairn_state *st, const char *kind, const char *name, int64_
     int64_t lu = 0;
     uint64_t total = 0;
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, obj, -1, SQLITE_TRANSIENT);
         int rc;
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -116,9 +118,10 @@ int cairn__object_present(cairn_state *st, const char *kind, const char *name, i
     if (cairn_digest_check(name, NULL) < 0)
         return 0;
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, blob ? blob_sql : snap_sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, i, blob ? blob_sql : snap_sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
         int rc = sqlite3_step(s);
         sqlite3_reset(s);

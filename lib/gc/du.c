@@ -121,11 +121,10 @@ static int du_images(du_run *D)
     D->kind = "image";
     D->is_record = false;
     for (size_t li = 0; li < D->st->n_layers && r == 0; li++) {
-        sqlite3_stmt *s = cairn__stmt(D->st, li, sql, D->err);
-        if (!s) {
-            r = D->err ? D->err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(D->st, li, sql, &s, D->err);
+        if (r < 0)
             break;
-        }
         int rc;
         while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
             if (cairn__strset_add(seen, cairn__col(s, 0)) != 1)
@@ -204,9 +203,10 @@ static int count_rows(cairn_state *st, const char *sql, bool union_all, uint64_t
 {
     *out = 0;
     for (size_t li = 0; li < (union_all ? st->n_layers : 1); li++) {
-        sqlite3_stmt *s = cairn__stmt(st, li, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, li, sql, &s, err);
+        if (r < 0)
+            return r;
         if (sqlite3_step(s) == SQLITE_ROW)
             *out += (uint64_t)sqlite3_column_int64(s, 0);
         sqlite3_reset(s);

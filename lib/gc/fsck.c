@@ -11,7 +11,7 @@
  *      layer (this state's or a lower's found side by side), else it is
  *      reported unreferenced (gc removes it; fsck never does).
  * Repair drops a row whose file is missing, and moves a corrupt file to
- * quarantine/<hex>.<unix-time> before dropping its row, in one transaction
+ * quarantine/<kind>.<name>.<unix-time> (core/fsck.c) before dropping its row, in one transaction
  * per object, so nothing is ever deleted silently.
  * Later phases (snapshots, records, images, volumes) live beside their
  * modules and are called from here.
@@ -42,9 +42,10 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
         return bfd;
     /* Read the rows first: repairs write to the table being read. */
     static const char rows_sql[] = "SELECT digest, size FROM blobs ORDER BY digest";
-    sqlite3_stmt *s = cairn__stmt(st, 0, rows_sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, rows_sql, &s, err);
+    if (r < 0)
+        return r;
     blob_row *rows = NULL;
     size_t n = 0, cap = 0;
     int rc;
@@ -69,7 +70,6 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
         return cairn__err_db(err, st->layers[0].db, rc, "fsck: read blobs");
     }
     f->total += n;
-    int r = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
         const char *d = rows[i].digest;
         cairn__fsck_tick(f);

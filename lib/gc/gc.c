@@ -149,12 +149,13 @@ static int each_row(gc_run *R, size_t from, size_t to, const char *sql, int64_t 
                     int (*row)(gc_run *, sqlite3_stmt *))
 {
     for (size_t li = from; li < to; li++) {
-        sqlite3_stmt *s = cairn__stmt(R->st, li, sql, R->err);
-        if (!s)
-            return R->err ? R->err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(R->st, li, sql, &s, R->err);
+        if (r < 0)
+            return r;
         if (sqlite3_bind_parameter_count(s) >= 1)
             sqlite3_bind_int64(s, 1, arg);
-        int rc, r = 0;
+        int rc;
         while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
             r = row(R, s);
         sqlite3_reset(s);
@@ -239,11 +240,10 @@ static int volumes_current(gc_run *R, vol_cur **out, size_t *n_out)
     size_t n = 0, cap = 0;
     int r = 0;
     for (size_t li = 0; li < R->st->n_layers && r == 0; li++) {
-        sqlite3_stmt *s = cairn__stmt(R->st, li, sql, R->err);
-        if (!s) {
-            r = R->err ? R->err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(R->st, li, sql, &s, R->err);
+        if (r < 0)
             break;
-        }
         int rc;
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             const char *nm = cairn__col(s, 0), *ver = cairn__col(s, 1);
@@ -317,9 +317,10 @@ static int mark_small_roots(gc_run *R)
         static const char keys[] =
             "SELECT r.kind, r.name FROM lease_resources r JOIN leases l ON l.id = r.lease "
             "WHERE (l.expires = 0 OR l.expires > ?1) AND r.kind IN ('record', 'volume')";
-        sqlite3_stmt *s = cairn__stmt(st, 0, keys, R->err);
-        if (!s)
-            return R->err ? R->err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, 0, keys, &s, R->err);
+        if (r < 0)
+            return r;
         sqlite3_bind_int64(s, 1, R->now);
         char **names = NULL;
         size_t n = 0;
@@ -340,12 +341,10 @@ static int mark_small_roots(gc_run *R)
             if (!names[k] || !names[k + 1])
                 continue;
             for (size_t li = 1; r == 0 && li < st->n_layers; li++) {
-                sqlite3_stmt *q =
-                    cairn__stmt(st, li, !strcmp(names[k], "record") ? by_key : by_vol, R->err);
-                if (!q) {
-                    r = R->err ? R->err->code : CAIRN_E_DB;
+                sqlite3_stmt *q;
+                r = cairn__stmt(st, li, !strcmp(names[k], "record") ? by_key : by_vol, &q, R->err);
+                if (r < 0)
                     break;
-                }
                 sqlite3_bind_text(q, 1, names[k + 1], -1, SQLITE_TRANSIENT);
                 while (r == 0 && sqlite3_step(q) == SQLITE_ROW)
                     r = row_kind_name(R, q);
@@ -491,13 +490,14 @@ static int fs_free(cairn_state *st, uint64_t *out)
 static int policy(gc_run *R, uint8_t *soft, int32_t **gone_out, size_t *n_gone_out)
 {
     static const char sql[] = "SELECT result, kind, n FROM cache_result_refs";
-    sqlite3_stmt *s = cairn__stmt(R->st, 0, sql, R->err);
-    if (!s)
-        return R->err ? R->err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(R->st, 0, sql, &s, R->err);
+    if (r < 0)
+        return r;
     cand *c = NULL;
     uint32_t *recs = NULL;
     size_t nc = 0, capc = 0;
-    int rc, r = 0;
+    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         int32_t i = cairn__graph_find(&R->g, kind_of(cairn__col(s, 1)), cairn__col(s, 0));
         if (i < 0 || R->g.objs[i].mark)
@@ -658,10 +658,10 @@ static int orphan_still(gc_run *R, const orphan *o)
     for (size_t li = 0; li < R->st->n_layers; li++) {
         if (R->st->layers[li].dirfd != R->st->dirfd)
             continue;
-        sqlite3_stmt *s =
-            cairn__stmt(R->st, li, o->kind == CAIRN__OBJ_BLOB ? blob_sql : snap_sql, R->err);
-        if (!s)
-            return R->err ? R->err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(R->st, li, o->kind == CAIRN__OBJ_BLOB ? blob_sql : snap_sql, &s, R->err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, dg, -1, SQLITE_TRANSIENT);
         int rc = sqlite3_step(s);
         sqlite3_reset(s);
@@ -693,9 +693,10 @@ static const char *kind_name(int kind)
 
 static int step_bind1(gc_run *R, const char *sql, const char *a, const char *b)
 {
-    sqlite3_stmt *q = cairn__stmt(R->st, 0, sql, R->err);
-    if (!q)
-        return R->err ? R->err->code : CAIRN_E_DB;
+    sqlite3_stmt *q;
+    int r = cairn__stmt(R->st, 0, sql, &q, R->err);
+    if (r < 0)
+        return r;
     sqlite3_bind_text(q, 1, a, -1, SQLITE_TRANSIENT);
     if (b)
         sqlite3_bind_text(q, 2, b, -1, SQLITE_TRANSIENT);
@@ -739,12 +740,13 @@ static int drop_records(gc_run *R, int32_t i, keylist *keys)
     char d[CAIRN_DIGEST_LEN + 1];
     cairn__graph_digest(&R->g.objs[i], d);
     const char *kn = kind_name(R->g.objs[i].kind);
-    sqlite3_stmt *q = cairn__stmt(R->st, 0, R->o.dry_run ? sel : del, R->err);
-    if (!q)
-        return R->err ? R->err->code : CAIRN_E_DB;
+    sqlite3_stmt *q;
+    int r = cairn__stmt(R->st, 0, R->o.dry_run ? sel : del, &q, R->err);
+    if (r < 0)
+        return r;
     sqlite3_bind_text(q, 1, d, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(q, 2, kn, -1, SQLITE_STATIC);
-    int rc, r = 0;
+    int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         char name[2 * CAIRN_DIGEST_LEN + 2];
         snprintf(name, sizeof(name), "%s %s", cairn__col(q, 0), d);
@@ -802,10 +804,11 @@ static int drop_small(gc_run *R)
     if (r < 0)
         return r;
     keylist old = {0};
-    sqlite3_stmt *s = cairn__stmt(R->st, 0, vers, R->err);
-    if (!s) {
+    sqlite3_stmt *s;
+    r = cairn__stmt(R->st, 0, vers, &s, R->err);
+    if (r < 0) {
         free(cur);
-        return R->err ? R->err->code : CAIRN_E_DB;
+        return r;
     }
     sqlite3_bind_int64(s, 1, R->now);
     int rc;
@@ -836,9 +839,9 @@ static int drop_small(gc_run *R)
     kl_free(&old);
     if (r < 0)
         return r;
-    s = cairn__stmt(R->st, 0, exp_sel, R->err);
-    if (!s)
-        return R->err ? R->err->code : CAIRN_E_DB;
+    r = cairn__stmt(R->st, 0, exp_sel, &s, R->err);
+    if (r < 0)
+        return r;
     sqlite3_bind_int64(s, 1, R->now);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         R->stats.leases++;
@@ -849,9 +852,9 @@ static int drop_small(gc_run *R)
         return cairn__err_db(R->err, R->st->layers[0].db, rc, "gc: leases");
     if (R->o.dry_run)
         return 0;
-    s = cairn__stmt(R->st, 0, exp_del, R->err);
-    if (!s)
-        return R->err ? R->err->code : CAIRN_E_DB;
+    r = cairn__stmt(R->st, 0, exp_del, &s, R->err);
+    if (r < 0)
+        return r;
     sqlite3_bind_int64(s, 1, R->now);
     return cairn__step_done(R->st, 0, s, R->err);
 }

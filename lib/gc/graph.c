@@ -269,9 +269,10 @@ static int load_layer(cairn_state *st, size_t li, loader *L, cairn_error *err)
     bool sibling = li > 0 && st->layers[li].dirfd == st->dirfd;
     for (int pass = 0; pass < 3; pass++) {
         const char *sql = pass == 0 ? blobs_sql : pass == 1 ? snaps_sql : usage_sql;
-        sqlite3_stmt *s = cairn__stmt(st, li, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, li, sql, &s, err);
+        if (r < 0)
+            return r;
         int rc;
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             const char *name = cairn__col(s, 0);
@@ -308,7 +309,7 @@ static int load_layer(cairn_state *st, size_t li, loader *L, cairn_error *err)
                 o->lower = 1;
             if (sibling)
                 o->sibling = 1;
-            int r = 0;
+            r = 0;
             if (pass == 0 && added && cairn__is_manifest_type(cairn__col(s, 2))) {
                 if (L->nm == L->capm) {
                     size_t nc = L->capm ? L->capm * 2 : 64;

@@ -34,9 +34,10 @@ int cairn__image_snapshot_exists(cairn_state *st, const char *chain_id, cairn_er
 {
     static const char sql[] = "SELECT 1 FROM snapshots WHERE chain_id = ?";
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
         sqlite3_reset(s);
@@ -103,10 +104,11 @@ static int record_locked(cairn_state *st, const char *name, const char *manifest
     int r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
-    if (!q) {
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, sql, &q, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
+        return r;
     }
     sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, manifest, -1, SQLITE_STATIC);
@@ -157,9 +159,10 @@ static int find_row(cairn_state *st, const char *name, size_t from, cairn_image_
     int found = -ENOENT;
     cairn_image_info best, cur;
     for (size_t i = from; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
@@ -276,11 +279,10 @@ int cairn_image_remove(cairn_state *st, const char *name, cairn_error *err)
         r = record_locked(st, name, "", "", "", err);
     } else {
         static const char del[] = "DELETE FROM images WHERE name = ?";
-        sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-        if (!q) {
-            r = err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *q;
+        r = cairn__stmt(st, 0, del, &q, err);
+        if (r < 0)
             goto fail;
-        }
         sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
         r = cairn__step_done(st, 0, q, err);
     }
@@ -312,9 +314,10 @@ int cairn__fsck_images(cairn__fsck *f, cairn_error *err)
     /* Collect first: repair writes to the table being read. */
     cairn_image_info *rows = NULL;
     size_t n = 0;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         cairn_image_info *nr = realloc(rows, (n + 1) * sizeof(*nr));
@@ -332,7 +335,6 @@ int cairn__fsck_images(cairn__fsck *f, cairn_error *err)
         return cairn__err_db(err, st->layers[0].db, rc, "images");
     }
     f->total += n;
-    int r = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
         const cairn_image_info *in = &rows[i];
         const char *what = NULL, *obj = NULL;

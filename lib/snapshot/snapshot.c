@@ -48,8 +48,8 @@ static int64_t last_used(cairn_state *st, const char *object)
     static const char sql[] = "SELECT max(last_used) FROM usage WHERE object = ?";
     int64_t best = 0;
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, NULL);
-        if (!s)
+        sqlite3_stmt *s;
+        if (cairn__stmt(st, i, sql, &s, NULL) < 0)
             continue;
         sqlite3_bind_text(s, 1, object, -1, SQLITE_STATIC);
         if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int64(s, 0) > best)
@@ -65,9 +65,10 @@ int cairn__snapshot_find(cairn_state *st, const char *chain_id, cairn__snaprow *
     static const char sql[] = "SELECT chain_id, coalesce(parent, ''), diff_id, size, created, "
                               "tar_digest FROM snapshots WHERE chain_id = ?";
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
@@ -88,9 +89,10 @@ int cairn__snapshot_find(cairn_state *st, const char *chain_id, cairn__snaprow *
              * the earliest created, the greatest tar digest. The directory is
              * the topmost holder's. */
             for (size_t k = i + 1; k < st->n_layers; k++) {
-                sqlite3_stmt *q = cairn__stmt(st, k, sql, err);
-                if (!q)
-                    return err ? err->code : CAIRN_E_DB;
+                sqlite3_stmt *q;
+                r = cairn__stmt(st, k, sql, &q, err);
+                if (r < 0)
+                    return r;
                 sqlite3_bind_text(q, 1, chain_id, -1, SQLITE_STATIC);
                 rc = sqlite3_step(q);
                 if (rc == SQLITE_ROW) {
@@ -130,8 +132,8 @@ void cairn__usage_touch(cairn_state *st, const char *object)
         "hits = hits + 1";
     if (st->readonly)
         return;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, NULL);
-    if (!s)
+    sqlite3_stmt *s;
+    if (cairn__stmt(st, 0, sql, &s, NULL) < 0)
         return;
     sqlite3_bind_text(s, 1, object, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, st->id, -1, SQLITE_STATIC);
@@ -145,9 +147,10 @@ static int insert_row(cairn_state *st, const char *chain, const char *parent, co
     static const char sql[] =
         "INSERT INTO snapshots(chain_id, parent, diff_id, size, created, tar_digest) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(chain_id) DO NOTHING";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     sqlite3_bind_text(s, 1, chain, -1, SQLITE_STATIC);
     if (parent && *parent)
         sqlite3_bind_text(s, 2, parent, -1, SQLITE_STATIC);
@@ -229,9 +232,10 @@ static int active_find(cairn_state *st, const char *id, cairn_active_info *out, 
 {
     static const char sql[] =
         "SELECT id, kind, coalesce(parent, ''), label, created FROM active WHERE id = ?";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
@@ -277,10 +281,9 @@ static int active_insert(cairn_state *st, const cairn_active_info *a, cairn_erro
     int r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s) {
-        r = err ? err->code : CAIRN_E_DB;
-    } else {
+    sqlite3_stmt *s;
+    r = cairn__stmt(st, 0, sql, &s, err);
+    if (r == 0) {
         sqlite3_bind_text(s, 1, a->id, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, a->view ? "view" : "active", -1, SQLITE_STATIC);
         if (a->parent[0])
@@ -492,9 +495,10 @@ static int first_child(cairn_state *st, const char *chain, char *out, size_t siz
         for (int k = 0; k < 2; k++) {
             if (k == 1 && i > 0)
                 continue; /* active snapshots are local */
-            sqlite3_stmt *s = cairn__stmt(st, i, k ? act_sql : snap_sql, err);
-            if (!s)
-                return err ? err->code : CAIRN_E_DB;
+            sqlite3_stmt *s;
+            int r = cairn__stmt(st, i, k ? act_sql : snap_sql, &s, err);
+            if (r < 0)
+                return r;
             sqlite3_bind_text(s, 1, chain, -1, SQLITE_STATIC);
             int rc = sqlite3_step(s);
             if (rc == SQLITE_ROW)
@@ -579,9 +583,9 @@ int cairn_snapshot_remove(cairn_state *st, const char *name, cairn_error *err)
             r = cairn__err(err, CAIRN_E_INUSE, "snapshot %s is the parent of %s; remove that first",
                            name, child);
         static const char sql[] = "DELETE FROM snapshots WHERE chain_id = ?";
-        sqlite3_stmt *s = r == 0 ? cairn__stmt(st, 0, sql, err) : NULL;
-        if (r == 0 && !s)
-            r = err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s = NULL;
+        if (r == 0)
+            r = cairn__stmt(st, 0, sql, &s, err);
         if (r == 0) {
             sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
             r = cairn__step_done(st, 0, s, err);
@@ -660,10 +664,11 @@ int cairn_snapshot_active_list(cairn_state *st, cairn_active_fn fn, void *userda
 {
     static const char sql[] =
         "SELECT id, kind, coalesce(parent, ''), label, created FROM active ORDER BY id";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
-    int rc, r = 0;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
+    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         cairn_active_info a = {0};
         snprintf(a.id, sizeof(a.id), "%s", cairn__col(s, 0));
@@ -728,13 +733,14 @@ static int fsck_active(cairn__fsck *f, cairn_error *err)
     if (afd < 0)
         return cairn__err(err, -errno, "%s/active: %m", st->path);
     static const char sql[] = "SELECT id FROM active ORDER BY id";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     cairn__strset *ids = cairn__strset_new();
     if (!ids)
         return cairn__err(err, -ENOMEM, "out of memory");
-    int rc, r = 0;
+    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW)
         if (cairn__strset_add(ids, cairn__col(s, 0)) < 0)
             r = cairn__err(err, -ENOMEM, "out of memory");
@@ -784,9 +790,10 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
         return sfd;
     static const char sql[] = "SELECT chain_id, coalesce(parent, ''), diff_id, size, created, "
                               "tar_digest FROM snapshots ORDER BY chain_id";
-    sqlite3_stmt *s = cairn__stmt(st, 0, sql, err);
-    if (!s)
-        return err ? err->code : CAIRN_E_DB;
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
     cairn__snaprow *rows = NULL;
     size_t n = 0, cap = 0;
     int rc;
@@ -809,7 +816,6 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
         return cairn__err_db(err, st->layers[0].db, rc, "fsck: read snapshots");
     }
     f->total += n;
-    int r = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
         cairn__snaprow *w = &rows[i];
         const char *c = w->info.chain_id;

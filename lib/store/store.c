@@ -46,9 +46,10 @@ static int find_layer(cairn_state *st, const char *digest, cairn_blob_info *info
 {
     static const char sql[] = "SELECT size, media_type, created FROM blobs WHERE digest = ?";
     for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, digest, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
@@ -96,9 +97,10 @@ int cairn_blob_stat(cairn_state *st, const char *digest, cairn_blob_info *out, c
      * earliest of the layers', media_type the greatest. */
     static const char sql[] = "SELECT media_type, created FROM blobs WHERE digest = ?";
     for (size_t i = (size_t)r + 1; i < st->n_layers; i++) {
-        sqlite3_stmt *s = cairn__stmt(st, i, sql, err);
-        if (!s)
-            return err ? err->code : CAIRN_E_DB;
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
         sqlite3_bind_text(s, 1, digest, -1, SQLITE_STATIC);
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
@@ -581,11 +583,10 @@ static int insert_rows(cairn_state *st, staged *s, size_t n, cairn_error *err)
         return r;
     for (size_t i = 0; i < n; i++) {
         if (!s[i].present) {
-            sqlite3_stmt *q = cairn__stmt(st, 0, ins, err);
-            if (!q) {
-                r = err ? err->code : CAIRN_E_DB;
+            sqlite3_stmt *q;
+            r = cairn__stmt(st, 0, ins, &q, err);
+            if (r < 0)
                 goto fail;
-            }
             sqlite3_bind_text(q, 1, s[i].digest, -1, SQLITE_STATIC);
             sqlite3_bind_int64(q, 2, (sqlite3_int64)s[i].size);
             sqlite3_bind_text(q, 3, s[i].media_type ? s[i].media_type : "", -1, SQLITE_STATIC);
@@ -599,11 +600,10 @@ static int insert_rows(cairn_state *st, staged *s, size_t n, cairn_error *err)
             continue;
         for (char **l = s[i].labels; *l; l++) {
             char *eq = strchr(*l, '=');
-            sqlite3_stmt *q = cairn__stmt(st, 0, ins_label, err);
-            if (!q) {
-                r = err ? err->code : CAIRN_E_DB;
+            sqlite3_stmt *q;
+            r = cairn__stmt(st, 0, ins_label, &q, err);
+            if (r < 0)
                 goto fail;
-            }
             sqlite3_bind_text(q, 1, s[i].digest, -1, SQLITE_STATIC);
             sqlite3_bind_text(q, 2, *l, (int)(eq - *l), SQLITE_STATIC);
             sqlite3_bind_text(q, 3, eq + 1, -1, SQLITE_STATIC);
@@ -958,17 +958,17 @@ int cairn_blob_remove(cairn_state *st, const char *digest, cairn_error *err)
      * file (gc removes it), never a row naming a missing file. */
     r = cairn__tx_begin(st, err);
     if (r == 0) {
-        sqlite3_stmt *q = cairn__stmt(st, 0, del, err);
-        r = q ? 0 : (err ? err->code : CAIRN_E_DB);
+        sqlite3_stmt *q;
+        r = cairn__stmt(st, 0, del, &q, err);
         if (r == 0) {
             sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
             r = cairn__step_done(st, 0, q, err);
         }
-        if (r == 0 && (q = cairn__stmt(st, 0, del_labels, err))) {
+        if (r == 0)
+            r = cairn__stmt(st, 0, del_labels, &q, err);
+        if (r == 0) {
             sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
             r = cairn__step_done(st, 0, q, err);
-        } else if (r == 0) {
-            r = err ? err->code : CAIRN_E_DB;
         }
         if (r == 0)
             r = cairn__tx_commit(st, err);
@@ -1001,10 +1001,11 @@ int cairn_blob_label_set(cairn_state *st, const char *digest, const char *key, c
     r = cairn__tx_begin(st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *q = cairn__stmt(st, 0, sql, err);
-    if (!q) {
+    sqlite3_stmt *q;
+    r = cairn__stmt(st, 0, sql, &q, err);
+    if (r < 0) {
         cairn__tx_rollback(st);
-        return err ? err->code : CAIRN_E_DB;
+        return r;
     }
     sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, key, -1, SQLITE_STATIC);

@@ -46,7 +46,7 @@ cairn blob stat "$m" | grep -q "label:      owner=me" || die "label not set"
 cairn blob stat "$m" | grep -q "tier=" && die "label not cleared"
 
 step "rm removes the row and the file"
-cairn blob rm "$d" | grep -q "removed $d"
+cairn blob rm "$d" | grep -q "^removed blob $d$"
 [ ! -e "$T/s/blobs/sha256/${d#sha256:}" ] || die "file left"
 fails 1 "blob $d: not found" -- cairn blob get "$d"
 fails 1 "blob $d: not found" -- cairn blob rm "$d"
