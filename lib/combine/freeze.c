@@ -81,7 +81,7 @@ static int link_snapshot(freezer *f, size_t layer, const char *chain_id, cairn_e
         return ssfd;
     uint64_t bytes = 0;
     f->stats.objects++;
-    int r = cairn__snapshot_clone(ssfd, name, f->tmpfd, f->snapfd, 0, &bytes);
+    int r = cairn__snapshot_clone(NULL, ssfd, name, f->tmpfd, f->snapfd, 0, &bytes);
     if (r == -EEXIST) {
         f->stats.present++;
         return 0;

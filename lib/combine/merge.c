@@ -599,14 +599,15 @@ static int clone_tree(int how, int sfd, int dfd, uint64_t *bytes)
     return r;
 }
 
-int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how,
-                          uint64_t *bytes)
+int cairn__snapshot_clone(cairn_state *owner, int ssfd, const char *name, int tfd, int dsfd,
+                          int how, uint64_t *bytes)
 {
     struct stat sb;
     if (fstatat(ssfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
         return -errno;
     char tmp[128];
-    int r = cairn__tmp_name(tmp, sizeof(tmp), "snap");
+    int r = owner ? cairn__tmp_name(owner, tmp, sizeof(tmp), "snap")
+                  : cairn__tmp_name_unowned(tmp, sizeof(tmp), "snap");
     if (r < 0)
         return r;
     if (mkdirat(tfd, tmp, 0700) < 0)
@@ -672,7 +673,7 @@ static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, cairn_
     if (tfd < 0)
         return tfd;
     uint64_t bytes = 0;
-    int r = cairn__snapshot_clone(ssfd, name, tfd, dsfd, clone_how(m), &bytes);
+    int r = cairn__snapshot_clone(m->dst, ssfd, name, tfd, dsfd, clone_how(m), &bytes);
     if (r == -EEXIST) {
         m->stats.present++;
         return have_add(m, chain_id, err);

@@ -458,30 +458,218 @@ int cairn__check_writable(cairn_state *st, cairn_error *err)
 
 /* ---- staging left behind ---------------------------------------------- */
 
-/* Entries of tmp/ are named "<boot-id>-...": those of an earlier boot may hold
- * unsynced data and are removed; those of this boot may belong to a live
- * writer and are left alone. */
-static void tmp_sweep(cairn_state *st)
+/* Entries of tmp/ are named "<boot-id>-...". Those of an earlier boot may
+ * hold unsynced data and are removed. Those of this boot are named
+ * "<boot-id>-<owner>-..." by the open state that staged them (owner: 16 hex
+ * digits), which holds an flock on tmp/<boot-id>-<owner>.lock for as long
+ * as it is open; the kernel drops the lock when the process dies, however
+ * it dies. An owner whose lock can be taken (or whose lock file is gone) is
+ * dead, and its entries are removed while the sweep holds its lock. A
+ * state takes its lock file before it names any entry, and checks after
+ * locking that no sweep removed the file in between. Names of this boot in
+ * no such form (an older cairn's) cannot be told live from dead: left. */
+
+#define OWNER_LEN 16
+
+static bool hex_n(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* Bytes below dirfd/name (a file's size, a tree's sum), best effort. */
+static uint64_t tree_bytes(int at, const char *name, int depth)
+{
+    struct stat sb;
+    if (fstatat(at, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0;
+    if (!S_ISDIR(sb.st_mode))
+        return S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+    if (depth > 64)
+        return 0;
+    int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    uint64_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            n += tree_bytes(dirfd(d), de->d_name, depth + 1);
+    closedir(d);
+    return n;
+}
+
+typedef struct owner_state {
+    char owner[OWNER_LEN + 1];
+    int lockfd; /* held while its entries are removed; -1 when the file is gone */
+    bool gone;
+} owner_state;
+
+/* Is this owner's process gone? Takes its lock when it is (*lockfd). */
+static bool owner_gone(int tfd, const char *boot, const char *owner, int *lockfd)
+{
+    char lk[96];
+    snprintf(lk, sizeof(lk), "%s-%s.lock", boot, owner);
+    *lockfd = -1;
+    int fd = openat(tfd, lk, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT; /* removed by its owner when done, or by a sweep after it died */
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        return false; /* held: alive (or a sweep of another process is on it) */
+    }
+    *lockfd = fd;
+    return true;
+}
+
+int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cairn_error *err)
 {
     char boot[40];
     if (cairn__boot_id(boot) < 0)
-        return;
-    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return;
-    DIR *d = fdopendir(fd);
+        return 0;
+    size_t blen = strlen(boot);
+    int tfd = cairn__tmpfd(st, err);
+    if (tfd < 0)
+        return tfd == -ENOENT ? 0 : tfd;
+    int dfd = dup(tfd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
-        close(fd);
-        return;
+        if (dfd >= 0)
+            close(dfd);
+        return cairn__err(err, -ENOMEM, "%s/tmp: out of memory", st->path);
     }
+    /* The dup shares st->tmpfd's offset, which an earlier sweep left at
+     * the end. Names first: entries are removed below, not while reading. */
+    rewinddir(d);
+    cairn__strv names = {0};
     struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        if (strncmp(de->d_name, boot, strlen(boot)) != 0)
-            cairn__rm_rf_at(dirfd(d), de->d_name);
-    }
+    int r = 0;
+    while (r == 0 && (de = readdir(d)))
+        if (de->d_name[0] != '.')
+            r = cairn__strv_push(&names, de->d_name);
     closedir(d);
+    owner_state *owners = NULL;
+    size_t n_owners = 0;
+    int count = 0;
+    for (size_t i = 0; r == 0 && i < names.n; i++) {
+        const char *name = names.v[i];
+        const char *why;
+        owner_state *o = NULL;
+        if (strncmp(name, boot, blen) != 0) {
+            why = "staging of an earlier boot";
+        } else {
+            const char *own = name + blen + 1;
+            if (name[blen] != '-' || strlen(own) < OWNER_LEN + 1 || !hex_n(own, OWNER_LEN) ||
+                (own[OWNER_LEN] != '-' && strcmp(own + OWNER_LEN, ".lock") != 0))
+                continue;
+            for (size_t k = 0; k < n_owners && !o; k++)
+                if (!strncmp(owners[k].owner, own, OWNER_LEN))
+                    o = &owners[k];
+            if (!o) {
+                owner_state *no = realloc(owners, (n_owners + 1) * sizeof(*no));
+                if (!no) {
+                    r = -ENOMEM;
+                    break;
+                }
+                owners = no;
+                o = &owners[n_owners++];
+                memcpy(o->owner, own, OWNER_LEN);
+                o->owner[OWNER_LEN] = 0;
+                o->gone = owner_gone(tfd, boot, o->owner, &o->lockfd);
+            }
+            if (!o->gone)
+                continue;
+            if (own[OWNER_LEN] == '.')
+                continue; /* the lock file goes last, below */
+            why = "staging of a process that is gone";
+        }
+        if (fn)
+            fn(ud, name, tree_bytes(tfd, name, 0), why);
+        count++;
+        if (!dry)
+            cairn__rm_rf_at(tfd, name);
+    }
+    for (size_t k = 0; k < n_owners; k++) {
+        if (owners[k].gone && !dry) {
+            char lk[96];
+            snprintf(lk, sizeof(lk), "%s-%s.lock", boot, owners[k].owner);
+            unlinkat(tfd, lk, 0);
+        }
+        if (owners[k].lockfd >= 0)
+            close(owners[k].lockfd);
+    }
+    free(owners);
+    cairn__strv_free(&names);
+    if (r < 0)
+        return cairn__err(err, r, "%s/tmp: %m", st->path);
+    return count;
+}
+
+/* This state's lock file in tmp/, taken before it names any staging. */
+static int stage_owner(cairn_state *st)
+{
+    if (st->stagefd >= 0)
+        return 0;
+    int tfd = cairn__tmpfd(st, NULL);
+    if (tfd < 0)
+        return tfd;
+    char boot[40];
+    if (cairn__boot_id(boot) < 0)
+        strcpy(boot, "noboot");
+    for (int attempt = 0; attempt < 16; attempt++) {
+        char rnd[CAIRN_STATE_ID_LEN + 1], lk[96];
+        int r = cairn__random_id(rnd);
+        if (r < 0)
+            return r;
+        rnd[OWNER_LEN] = 0;
+        snprintf(lk, sizeof(lk), "%s-%s.lock", boot, rnd);
+        int fd = openat(tfd, lk, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            if (errno == EEXIST)
+                continue;
+            return -errno;
+        }
+        while (flock(fd, LOCK_EX) < 0) {
+            if (errno != EINTR) {
+                r = -errno;
+                close(fd);
+                unlinkat(tfd, lk, 0);
+                return r;
+            }
+        }
+        /* A sweep may have taken the file between its creation and the
+         * lock, and removed it: then it is another name. */
+        struct stat sb;
+        if (fstat(fd, &sb) == 0 && sb.st_nlink > 0) {
+            st->stagefd = fd;
+            memcpy(st->stage_owner, rnd, OWNER_LEN + 1);
+            return 0;
+        }
+        close(fd);
+    }
+    return -EAGAIN;
+}
+
+static void stage_owner_drop(cairn_state *st)
+{
+    if (st->stagefd < 0)
+        return;
+    /* Unlinked first, then unlocked: a sweep then finds the file gone, and
+     * whatever staging of ours is left over is dead. */
+    char boot[40], lk[96];
+    if (cairn__boot_id(boot) < 0)
+        strcpy(boot, "noboot");
+    snprintf(lk, sizeof(lk), "%s-%s.lock", boot, st->stage_owner);
+    if (st->tmpfd >= 0)
+        unlinkat(st->tmpfd, lk, 0);
+    close(st->stagefd);
+    st->stagefd = -1;
 }
 
 /* Read once per process (every staged file's name starts with it): two
@@ -542,6 +730,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     st->dirfd = -1;
     st->tmpfd = -1;
     st->lockfd = -1;
+    st->stagefd = -1;
     st->flags = flags;
     int r;
     st->path = realpath(path, NULL);
@@ -604,7 +793,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     if (r < 0)
         goto fail;
     if (!st->readonly)
-        tmp_sweep(st);
+        cairn__tmp_sweep(st, false, NULL, NULL, NULL);
     *out = st;
     return 0;
 fail:
@@ -620,6 +809,7 @@ void cairn_state_free(cairn_state *st)
     for (size_t i = 0; i < st->n_layers; i++)
         layer_clear(&st->layers[i]);
     free(st->layers);
+    stage_owner_drop(st);
     if (st->tmpfd >= 0)
         close(st->tmpfd);
     if (st->lockfd >= 0)
@@ -797,7 +987,7 @@ fail:
     return r;
 }
 
-int cairn__tmp_name(char *out, size_t size, const char *tag)
+int cairn__tmp_name_unowned(char *out, size_t size, const char *tag)
 {
     char boot[40], rnd[CAIRN_STATE_ID_LEN + 1];
     int r = cairn__boot_id(boot);
@@ -807,6 +997,22 @@ int cairn__tmp_name(char *out, size_t size, const char *tag)
     if (r < 0)
         return r;
     if ((size_t)snprintf(out, size, "%s-%s-%.16s", boot, tag, rnd) >= size)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+int cairn__tmp_name(cairn_state *st, char *out, size_t size, const char *tag)
+{
+    int r = stage_owner(st);
+    if (r < 0)
+        return r;
+    char boot[40], rnd[CAIRN_STATE_ID_LEN + 1];
+    if (cairn__boot_id(boot) < 0)
+        strcpy(boot, "noboot");
+    r = cairn__random_id(rnd);
+    if (r < 0)
+        return r;
+    if ((size_t)snprintf(out, size, "%s-%s-%s-%.16s", boot, st->stage_owner, tag, rnd) >= size)
         return -ENAMETOOLONG;
     return 0;
 }

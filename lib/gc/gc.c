@@ -684,6 +684,16 @@ static void report(gc_run *R, const char *kind, const char *name, uint64_t size,
     R->fn(R->ud, &it);
 }
 
+static void gc_staging(void *ud, const char *name, uint64_t bytes, const char *why)
+{
+    gc_run *R = ud;
+    char path[128];
+    snprintf(path, sizeof(path), "tmp/%s", name);
+    R->stats.files++;
+    R->stats.bytes_freed += bytes;
+    report(R, "file", path, bytes, why);
+}
+
 static const char *kind_name(int kind)
 {
     return kind == CAIRN__OBJ_BLOB ? "blob" : "snapshot";
@@ -1044,6 +1054,14 @@ static int run(gc_run *R)
         R->stats.bytes_freed += o->size;
         report(R, "file", name, o->size, "orphan file");
         progress(R, ++done, total);
+    }
+    /* Staging no live process owns (a killed put, import or merge): tmp/
+     * entries whose owner's lock is free, or of an earlier boot. Open
+     * sweeps them too; a long-running process opens once and gcs often. */
+    if (r == 0) {
+        int q = cairn__tmp_sweep(st, R->o.dry_run, gc_staging, R, R->err);
+        if (q < 0)
+            r = q;
     }
     /* 8. unlock. */
     if (locked)

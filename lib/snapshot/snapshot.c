@@ -520,7 +520,7 @@ static int discard_dir(cairn_state *st, int dirfd, const char *name, cairn_error
     if (tfd < 0)
         return tfd;
     char t[160];
-    int r = cairn__tmp_name(t, sizeof(t), "rm");
+    int r = cairn__tmp_name(st, t, sizeof(t), "rm");
     if (r < 0)
         return cairn__err(err, r, "staging name: %m");
     r = renameat(dirfd, name, tfd, t) < 0 ? -errno : 0;
