@@ -16,6 +16,14 @@
  *         same way (a lower may itself be a stack).
  * Each id appears once. Lower databases are opened lazily, on first query,
  * so opening a stack costs a read of each lower's identity file, no more.
+ *
+ * The layout directories of every layer are its own: a symlink among them
+ * is refused at open (layout_check), and the object directories are opened
+ * beneath the root following no symlink (core/layers.c).
+ *
+ * Staging: tmp/ entries are named for their boot and their owner (an open
+ * state holding an flock); "staging left behind" below says how the
+ * staging of dead processes is told from live ones and swept.
  */
 #include "core/core.h"
 

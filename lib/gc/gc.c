@@ -32,7 +32,9 @@
  *      labels, snapshots, usage), old volume versions, expired leases.
  *      Commit (durable: synchronous=FULL).
  *   7. objects: unlink the blob files, remove the snapshot directories, then
- *      the orphans (each re-checked: still named by no row).
+ *      the orphans (each re-checked: still named by no row), then the
+ *      staging in tmp/ that no live process owns (core/state.c), reported
+ *      as files of tmp/;
  *   8. unlock.
  * Row first, then object: a crash between 6 and 7 leaves unreferenced files
  * (the next gc removes them), never a row naming a missing object.
