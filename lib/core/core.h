@@ -47,9 +47,10 @@ CAIRN_INTERNAL int cairn__snapshot_clone(cairn_state *owner, int ssfd, const cha
 CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
 CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
 /* A new staging name in st's tmp/, owned by st while it is open:
- * "<boot-id>-<owner>-<tag>-<random>", where tmp/<boot-id>-<owner>.lock is
- * flocked by st (taken on first use, removed by cairn_state_free). A sweep
- * tells a live process's staging from a dead one's by trying that lock. */
+ * "<boot-id>-<owner>-<tag>-<random>", where st holds an OFD lock on byte
+ * 2^40 + owner of the state's `lock` file (taken on first use, dropped by
+ * cairn_state_free). A sweep tells a live process's staging from a dead
+ * one's by asking for that lock. */
 CAIRN_INTERNAL int cairn__tmp_name(cairn_state *st, char *out, size_t size, const char *tag);
 /* An unowned name, "<boot-id>-<tag>-<random>", for staging inside a
  * directory that is removed whole when its builder fails (freeze's side
@@ -57,7 +58,7 @@ CAIRN_INTERNAL int cairn__tmp_name(cairn_state *st, char *out, size_t size, cons
 CAIRN_INTERNAL int cairn__tmp_name_unowned(char *out, size_t size, const char *tag);
 /* Staging no live process owns: an earlier boot's entries, and this boot's
  * of owners whose lock is free (their process is gone). Removed unless
- * `dry`; fn (or NULL) gets each entry (not the lock files), its bytes and
+ * `dry`; fn (or NULL) gets each entry, its bytes and
  * why. Returns how many, or < 0 when tmp/ cannot be read. */
 typedef void (*cairn__tmp_fn)(void *ud, const char *name, uint64_t bytes, const char *why);
 CAIRN_INTERNAL int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud,
@@ -125,7 +126,7 @@ struct cairn_state {
     int txdepth;     /* nesting of cairn__tx_begin on layer 0 */
     int lockfd;      /* the lock file, -1 until first locked */
     int lockdepth;
-    int stagefd;     /* tmp/<boot-id>-<stage_owner>.lock, flocked; -1 until first staged */
+    int stagefd;     /* the lock file, holding this state's staging byte; -1 until first staged */
     char stage_owner[17];
 };
 

@@ -468,16 +468,18 @@ int cairn__check_writable(cairn_state *st, cairn_error *err)
 
 /* Entries of tmp/ are named "<boot-id>-...". Those of an earlier boot may
  * hold unsynced data and are removed. Those of this boot are named
- * "<boot-id>-<owner>-..." by the open state that staged them (owner: 16 hex
- * digits), which holds an flock on tmp/<boot-id>-<owner>.lock for as long
- * as it is open; the kernel drops the lock when the process dies, however
- * it dies. An owner whose lock can be taken (or whose lock file is gone) is
- * dead, and its entries are removed while the sweep holds its lock. A
- * state takes its lock file before it names any entry, and checks after
- * locking that no sweep removed the file in between. Names of this boot in
- * no such form (an older cairn's) cannot be told live from dead: left. */
+ * "<boot-id>-<owner>-..." by the open state that staged them (owner: 10 hex
+ * digits, a random 40-bit number), which holds an open-file-description
+ * write lock (F_OFD_SETLK) on byte 2^40 + owner of the state's `lock` file
+ * for as long as it is open; the kernel drops it when the process dies,
+ * however it dies (and in any pid namespace). A byte nobody holds is a dead
+ * owner's, and its entries are removed. The lock is taken before any entry
+ * is named. The gc lock is an flock of the same file: the two kinds of lock
+ * do not interact. Names of this boot in no such form (an older cairn's)
+ * cannot be told live from dead: left. Nothing but staging is in tmp/. */
 
-#define OWNER_LEN 16
+#define OWNER_LEN 10
+#define OWNER_BASE ((off_t)1 << 40)
 
 static bool hex_n(const char *s, size_t n)
 {
@@ -487,7 +489,15 @@ static bool hex_n(const char *s, size_t n)
     return true;
 }
 
-/* Bytes below dirfd/name (a file's size, a tree's sum), best effort. */
+static off_t owner_offset(const char *owner)
+{
+    char buf[OWNER_LEN + 1];
+    memcpy(buf, owner, OWNER_LEN);
+    buf[OWNER_LEN] = 0;
+    return OWNER_BASE + (off_t)strtoull(buf, NULL, 16);
+}
+
+/* Bytes below at/name (a file's size, a tree's sum), best effort. */
 static uint64_t tree_bytes(int at, const char *name, int depth)
 {
     struct stat sb;
@@ -515,25 +525,20 @@ static uint64_t tree_bytes(int at, const char *name, int depth)
 
 typedef struct owner_state {
     char owner[OWNER_LEN + 1];
-    int lockfd; /* held while its entries are removed; -1 when the file is gone */
     bool gone;
 } owner_state;
 
-/* Is this owner's process gone? Takes its lock when it is (*lockfd). */
-static bool owner_gone(int tfd, const char *boot, const char *owner, int *lockfd)
+/* Is this owner's byte of the lock file held by nobody? lockfd < 0: there
+ * is no lock file, so nobody holds anything. */
+static bool owner_gone(int lockfd, const char *owner)
 {
-    char lk[96];
-    snprintf(lk, sizeof(lk), "%s-%s.lock", boot, owner);
-    *lockfd = -1;
-    int fd = openat(tfd, lk, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT; /* removed by its owner when done, or by a sweep after it died */
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        close(fd);
-        return false; /* held: alive (or a sweep of another process is on it) */
-    }
-    *lockfd = fd;
-    return true;
+    if (lockfd < 0)
+        return true;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = owner_offset(owner),
+                       .l_len = 1};
+    if (fcntl(lockfd, F_OFD_GETLK, &fl) < 0)
+        return false; /* cannot tell: keep it */
+    return fl.l_type == F_UNLCK;
 }
 
 int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cairn_error *err)
@@ -565,6 +570,7 @@ int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cair
     owner_state *owners = NULL;
     size_t n_owners = 0;
     int count = 0;
+    int lockfd = openat(st->dirfd, "lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     for (size_t i = 0; r == 0 && i < names.n; i++) {
         const char *name = names.v[i];
         const char *why;
@@ -574,7 +580,7 @@ int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cair
         } else {
             const char *own = name + blen + 1;
             if (name[blen] != '-' || strlen(own) < OWNER_LEN + 1 || !hex_n(own, OWNER_LEN) ||
-                (own[OWNER_LEN] != '-' && strcmp(own + OWNER_LEN, ".lock") != 0))
+                own[OWNER_LEN] != '-')
                 continue;
             for (size_t k = 0; k < n_owners && !o; k++)
                 if (!strncmp(owners[k].owner, own, OWNER_LEN))
@@ -589,12 +595,10 @@ int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cair
                 o = &owners[n_owners++];
                 memcpy(o->owner, own, OWNER_LEN);
                 o->owner[OWNER_LEN] = 0;
-                o->gone = owner_gone(tfd, boot, o->owner, &o->lockfd);
+                o->gone = owner_gone(lockfd, o->owner);
             }
             if (!o->gone)
                 continue;
-            if (own[OWNER_LEN] == '.')
-                continue; /* the lock file goes last, below */
             why = "staging of a process that is gone";
         }
         if (fn)
@@ -603,15 +607,8 @@ int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cair
         if (!dry)
             cairn__rm_rf_at(tfd, name);
     }
-    for (size_t k = 0; k < n_owners; k++) {
-        if (owners[k].gone && !dry) {
-            char lk[96];
-            snprintf(lk, sizeof(lk), "%s-%s.lock", boot, owners[k].owner);
-            unlinkat(tfd, lk, 0);
-        }
-        if (owners[k].lockfd >= 0)
-            close(owners[k].lockfd);
-    }
+    if (lockfd >= 0)
+        close(lockfd);
     free(owners);
     cairn__strv_free(&names);
     if (r < 0)
@@ -619,64 +616,48 @@ int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cair
     return count;
 }
 
-/* This state's lock file in tmp/, taken before it names any staging. */
+/* This state's byte of the lock file, taken before it names any staging. */
 static int stage_owner(cairn_state *st)
 {
     if (st->stagefd >= 0)
         return 0;
-    int tfd = cairn__tmpfd(st, NULL);
-    if (tfd < 0)
-        return tfd;
-    char boot[40];
-    if (cairn__boot_id(boot) < 0)
-        strcpy(boot, "noboot");
+    /* Its own open of the file: OFD locks belong to the open, and the gc
+     * flock on st->lockfd is another kind, apart. */
+    int fd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
     for (int attempt = 0; attempt < 16; attempt++) {
-        char rnd[CAIRN_STATE_ID_LEN + 1], lk[96];
+        char rnd[CAIRN_STATE_ID_LEN + 1];
         int r = cairn__random_id(rnd);
-        if (r < 0)
+        if (r < 0) {
+            close(fd);
             return r;
+        }
         rnd[OWNER_LEN] = 0;
-        snprintf(lk, sizeof(lk), "%s-%s.lock", boot, rnd);
-        int fd = openat(tfd, lk, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            if (errno == EEXIST)
-                continue;
-            return -errno;
-        }
-        while (flock(fd, LOCK_EX) < 0) {
-            if (errno != EINTR) {
-                r = -errno;
-                close(fd);
-                unlinkat(tfd, lk, 0);
-                return r;
-            }
-        }
-        /* A sweep may have taken the file between its creation and the
-         * lock, and removed it: then it is another name. */
-        struct stat sb;
-        if (fstat(fd, &sb) == 0 && sb.st_nlink > 0) {
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                           .l_start = owner_offset(rnd), .l_len = 1};
+        if (fcntl(fd, F_OFD_SETLK, &fl) == 0) {
             st->stagefd = fd;
             memcpy(st->stage_owner, rnd, OWNER_LEN + 1);
             return 0;
         }
-        close(fd);
+        if (errno != EAGAIN && errno != EACCES) {
+            r = -errno;
+            close(fd);
+            return r;
+        }
+        /* held: another live owner drew the same number */
     }
+    close(fd);
     return -EAGAIN;
 }
 
 static void stage_owner_drop(cairn_state *st)
 {
-    if (st->stagefd < 0)
-        return;
-    /* Unlinked first, then unlocked: a sweep then finds the file gone, and
-     * whatever staging of ours is left over is dead. */
-    char boot[40], lk[96];
-    if (cairn__boot_id(boot) < 0)
-        strcpy(boot, "noboot");
-    snprintf(lk, sizeof(lk), "%s-%s.lock", boot, st->stage_owner);
-    if (st->tmpfd >= 0)
-        unlinkat(st->tmpfd, lk, 0);
-    close(st->stagefd);
+    /* Closing the open releases the byte: what staging of ours is left
+     * over is then a dead owner's. */
+    if (st->stagefd >= 0)
+        close(st->stagefd);
     st->stagefd = -1;
 }
 
