@@ -98,7 +98,7 @@ static int cmd_gc(cli *c, int argc, char **argv)
         *dst[i] = (int64_t)v;
     }
     cairn_state *st = NULL;
-    int r = cli_open(c, go.dry_run ? CAIRN_OPEN_READONLY : 0, &st);
+    int r = cli_open(c, go.dry_run ? CAIRN_OPEN_READONLY : CAIRN_OPEN_FREE_RESERVE, &st);
     if (r)
         return r;
     cli_progress p;

@@ -24,6 +24,11 @@ typedef struct cairn_state cairn_state;
 /* Flags for cairn_state_open(). */
 enum {
     CAIRN_OPEN_READONLY = 1 << 0, /* never write: no database writes, no staging */
+    /* When the file system is too full to open the database for writing,
+     * free the state's reserve (space kept for this) and try again: for gc,
+     * which then frees space. Read-only opens need no reserve: with no WAL
+     * left they read the database as immutable. */
+    CAIRN_OPEN_FREE_RESERVE = 1 << 1,
 };
 
 /* Progress of a long operation: `done` of `total` units (bytes or objects,

@@ -56,6 +56,9 @@ CAIRN_INTERNAL int cairn__tmp_name(cairn_state *st, char *out, size_t size, cons
  * directory that is removed whole when its builder fails (freeze's side
  * directory): sweeps of this boot leave such names alone. */
 CAIRN_INTERNAL int cairn__tmp_name_unowned(char *out, size_t size, const char *tag);
+/* Make the state's reserve (db/<id>.reserve, space gc can free on a full
+ * file system) when it is missing and there is room for it (state.c). */
+CAIRN_INTERNAL void cairn__reserve_ensure(cairn_state *st);
 /* Staging no live process owns: an earlier boot's entries, and this boot's
  * of owners whose lock is free (their process is gone). Removed unless
  * `dry`; fn (or NULL) gets each entry, its bytes and

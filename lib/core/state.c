@@ -706,6 +706,46 @@ static int boot_id_read(char out[40])
     return 0;
 }
 
+/* ---- the reserve ------------------------------------------------------- */
+
+/* db/<id>.reserve: space held on the state's file system so that gc can run
+ * when it is full (SQLite needs room for the -shm WAL index and the WAL to
+ * delete rows, before gc can free anything). Freed by an open with
+ * CAIRN_OPEN_FREE_RESERVE that fails for want of space; made again, when
+ * there is room for it twice over, by writable opens and after gc. */
+#define RESERVE_BYTES (4u << 20)
+
+static void reserve_name(const cairn_state *st, char *out, size_t size)
+{
+    snprintf(out, size, "db/%s.reserve", st->id);
+}
+
+void cairn__reserve_ensure(cairn_state *st)
+{
+    char name[CAIRN_STATE_ID_LEN + 16];
+    reserve_name(st, name, sizeof(name));
+    struct stat sb;
+    struct statvfs vfs;
+    if (st->readonly || fstatat(st->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 ||
+        fstatvfs(st->dirfd, &vfs) < 0 ||
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < 2ull * RESERVE_BYTES)
+        return;
+    int fd = openat(st->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    /* Blocks allocated, not a sparse file: a hole frees nothing. */
+    if (posix_fallocate(fd, 0, RESERVE_BYTES) != 0 || fsync(fd) < 0)
+        unlinkat(st->dirfd, name, 0);
+    close(fd);
+}
+
+static bool reserve_free(cairn_state *st)
+{
+    char name[CAIRN_STATE_ID_LEN + 16];
+    reserve_name(st, name, sizeof(name));
+    return unlinkat(st->dirfd, name, 0) == 0;
+}
+
 /* ---- open / init / free ----------------------------------------------- */
 
 
@@ -768,12 +808,15 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     if (r < 0)
         goto fail;
     r = cairn__layer_open(st, 0, err);
+    if (r == -ENOSPC && !st->readonly && (flags & CAIRN_OPEN_FREE_RESERVE) && reserve_free(st))
+        r = cairn__layer_open(st, 0, err);
     if (r < 0)
         goto fail;
     if (!st->readonly) {
         r = cairn__db_migrate(st->layers[0].db, st->layers[0].db_path, err);
         if (r < 0)
             goto fail;
+        cairn__reserve_ensure(st);
     }
     r = add_sibling_layers(st, st->path, st->dirfd, st->id, err);
     if (r < 0)

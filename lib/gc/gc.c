@@ -1099,6 +1099,9 @@ int cairn_gc(cairn_state *st, const cairn_gc_options *opts, cairn_gc_fn fn, void
             return r;
     }
     int r = run(&R);
+    /* The space gc freed makes the reserve a full file system took again. */
+    if (r == 0 && !R.o.dry_run)
+        cairn__reserve_ensure(st);
     cairn__graph_free(&R.g);
     free(R.stack);
     if (r == 0 && stats)
