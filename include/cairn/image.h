@@ -48,8 +48,9 @@ CAIRN_EXPORT int cairn_image_name_check(const char *name, cairn_error *err);
  * store, "layers" while layers are applied. Bytes are of the input. */
 typedef struct cairn_image_import_options {
     unsigned version;        /* CAIRN_IMAGE_IMPORT_OPTIONS_VERSION */
-    const char *name;        /* the name to record; NULL: the index's
-                              * org.opencontainers.image.ref.name annotation */
+    const char *name;        /* the name to record; NULL: the index's names
+                              * (io.containerd.image.name, else
+                              * org.opencontainers.image.ref.name) */
     const char *platform;    /* "os/arch[/variant]"; NULL: this machine's */
     unsigned jobs;           /* 1: one thread does everything; more: decompression and the
                               * copy of blobs run in threads beside the applying of layers;
@@ -63,12 +64,21 @@ typedef struct cairn_image_import_options {
 #define CAIRN_IMAGE_IMPORT_OPTIONS_INIT {CAIRN_IMAGE_IMPORT_OPTIONS_VERSION, NULL, NULL, 0, NULL, NULL}
 
 /* Import the image at `path`: an OCI image layout directory, or an
- * oci-archive (a tar of one, uncompressed). Multi-platform indexes: the
- * manifest for opts->platform is picked. Blobs already present are not read
+ * oci-archive (a tar of one, uncompressed). `path` may be PATH:REF, read as
+ * skopeo's oci: transport reads it: split at the first colon (REF may hold
+ * colons and slashes, example.com/team/app:1.0; PATH may not hold a colon,
+ * unless it exists as a whole and takes no REF). REF names the image by its
+ * org.opencontainers.image.ref.name or io.containerd.image.name annotation.
+ * The image is recorded under opts->name, else under every name the index
+ * gives its manifest (containerd's full name in preference to ref.name);
+ * `out` names the first. Multi-platform indexes: the manifest for
+ * opts->platform is picked. Blobs already present are not read
  * again, layers whose snapshot exists are not applied again. On success
  * `out` (may be NULL) describes the recorded image. Errors name the object
  * at fault (file, blob digest, layer) and record no image:
  *   CAIRN_E_FORMAT     malformed or unsupported layout, index, manifest, config
+ *                      (the message says why: Docker schema 1, a foreign or
+ *                      non-distributable layer, an unknown media type)
  *   CAIRN_E_MISMATCH   a blob's digest or size, or a layer's diff id, differs
  *   CAIRN_E_TRUNCATED  the archive or a blob ends early
  *   -ENOENT            a blob the image needs is missing; no manifest for

@@ -56,8 +56,24 @@ typedef struct doc {
 
 typedef struct candidate {
     cairn__oci_desc d;
-    char ref_name[256];
+    char ref_name[256];   /* org.opencontainers.image.ref.name, its own or its index's */
+    char image_name[256]; /* io.containerd.image.name, its own or its index's */
+    bool schema1;         /* refused when picked */
 } candidate;
+
+/* The name an image is recorded under: containerd's full name when the
+ * index gives one (its ref.name is then often the tag alone), else ref.name. */
+static const char *cand_name(const candidate *c)
+{
+    return c->image_name[0] ? c->image_name : c->ref_name;
+}
+
+/* PATH:REF names a candidate by either annotation, as containerd and skopeo
+ * each look up their own. */
+static bool cand_is(const candidate *c, const char *ref)
+{
+    return !strcmp(c->ref_name, ref) || !strcmp(c->image_name, ref);
+}
 
 typedef struct layer_job {
     cairn__oci_desc desc;
@@ -81,6 +97,7 @@ typedef struct import {
     candidate *cands;
     size_t n_cands, cap_cands;
     candidate chosen;
+    cairn__strv names;        /* the names to record: every name of the chosen manifest */
     cairn__oci_manifest man;
     cairn__oci_config cfg;
     layer_job *jobs;
@@ -141,9 +158,9 @@ static bool platform_match(const import *im, const cairn__oci_desc *d)
 #define WALK_BYTES_MAX (16ull * CAIRN__OCI_JSON_MAX)
 
 /* Walk an index's descriptors: nested indexes are read and walked, manifests
- * become candidates (inheriting the ref name of the index that names them). */
+ * become candidates (inheriting the names of the index that names them). */
 static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const char *ref_name,
-                      int depth, cairn_error *err)
+                      const char *image_name, int depth, cairn_error *err)
 {
     if (depth > 8)
         return cairn__err(err, CAIRN_E_FORMAT, "%s: indexes nested more than 8 deep",
@@ -156,9 +173,10 @@ static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const cha
                               "descriptors in all",
                               im->src.path, WALK_DESC_MAX);
         const char *rn = d->ref_name[0] ? d->ref_name : ref_name;
+        const char *in = d->image_name[0] ? d->image_name : image_name;
         int kind = cairn__oci_desc_kind(d);
         if (kind == CAIRN__DESC_INDEX) {
-            if (im->ref && (!rn || strcmp(rn, im->ref)))
+            if (im->ref && !(rn && !strcmp(rn, im->ref)) && !(in && !strcmp(in, im->ref)))
                 continue;
             im->index_bytes += (uint64_t)d->size;
             if (im->index_bytes > WALK_BYTES_MAX)
@@ -179,11 +197,11 @@ static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const cha
             else
                 free(buf);
             if (r == 0)
-                r = walk_index(im, sub, nsub, rn, depth + 1, err);
+                r = walk_index(im, sub, nsub, rn, in, depth + 1, err);
             free(sub);
             if (r < 0)
                 return r;
-        } else if (kind == CAIRN__DESC_MANIFEST) {
+        } else if (kind == CAIRN__DESC_MANIFEST || kind == CAIRN__DESC_SCHEMA1) {
             if (im->n_cands == im->cap_cands) {
                 size_t ncap = im->cap_cands ? im->cap_cands * 2 : 8;
                 candidate *nc = realloc(im->cands, ncap * sizeof(*nc));
@@ -195,20 +213,25 @@ static int walk_index(import *im, const cairn__oci_desc *ds, size_t n, const cha
             candidate *c = &im->cands[im->n_cands++];
             c->d = *d;
             snprintf(c->ref_name, sizeof(c->ref_name), "%s", rn ? rn : "");
+            snprintf(c->image_name, sizeof(c->image_name), "%s", in ? in : "");
+            c->schema1 = kind == CAIRN__DESC_SCHEMA1;
         }
         /* Anything else (artifacts, attestations) is not an image: skipped. */
     }
     return 0;
 }
 
+/* Pick the manifest: by REF, then by platform. Several names for one
+ * manifest (a docker-archive's RepoTags, an index naming it twice) are not a
+ * choice to make: all of them are recorded. Several manifests for the
+ * platform under different names are. */
 static int choose(import *im, cairn_error *err)
 {
-    /* Filter by ref, then by platform. */
-    size_t by_ref = 0, pick = SIZE_MAX;
+    size_t by_ref = 0, pick = SIZE_MAX, schema1 = SIZE_MAX;
     char refs[512] = "", plats[512] = "";
     for (size_t i = 0; i < im->n_cands; i++) {
         candidate *c = &im->cands[i];
-        if (im->ref && strcmp(c->ref_name, im->ref))
+        if (im->ref && !cand_is(c, im->ref))
             continue;
         by_ref++;
         if (c->d.has_platform) {
@@ -218,15 +241,21 @@ static int choose(import *im, cairn_error *err)
         }
         if (!platform_match(im, &c->d))
             continue;
+        if (c->schema1) {
+            if (schema1 == SIZE_MAX)
+                schema1 = i;
+            continue;
+        }
         if (pick == SIZE_MAX) {
             pick = i;
-        } else if (strcmp(im->cands[pick].ref_name, c->ref_name)) {
+        } else if (strcmp(cand_name(&im->cands[pick]), cand_name(c)) &&
+                   strcmp(im->cands[pick].d.digest, c->d.digest)) {
             /* Two images of the same platform under different names. */
             for (size_t k = 0; k < im->n_cands; k++) {
                 size_t l = strlen(refs);
-                if (!strstr(refs, im->cands[k].ref_name))
+                if (!strstr(refs, cand_name(&im->cands[k])))
                     snprintf(refs + l, sizeof(refs) - l, "%s'%s'", l ? ", " : "",
-                             im->cands[k].ref_name);
+                             cand_name(&im->cands[k]));
             }
             return cairn__err(err, -EINVAL,
                               "%s: the layout holds several images (%s); name one as PATH:REF",
@@ -235,6 +264,10 @@ static int choose(import *im, cairn_error *err)
             continue; /* prefer the one that says it matches */
         }
     }
+    if (pick == SIZE_MAX && schema1 != SIZE_MAX)
+        return cairn__err(err, CAIRN_E_FORMAT, "%s: image '%s' (manifest %s): %s", im->src.path,
+                          cand_name(&im->cands[schema1]), im->cands[schema1].d.digest,
+                          CAIRN__SCHEMA1_WHY);
     if (pick == SIZE_MAX) {
         if (im->ref && by_ref == 0)
             return cairn__err(err, -ENOENT, "%s: no image named '%s' in the index", im->src.path,
@@ -247,6 +280,19 @@ static int choose(import *im, cairn_error *err)
                           plats[0] ? plats : "none");
     }
     im->chosen = im->cands[pick];
+    /* Every name of the chosen manifest (only the one asked for, with REF). */
+    for (size_t i = 0; i < im->n_cands; i++) {
+        const candidate *c = &im->cands[i];
+        const char *n = cand_name(c);
+        if (!n[0] || strcmp(c->d.digest, im->chosen.d.digest) ||
+            (im->ref && !cand_is(c, im->ref)))
+            continue;
+        bool had = false;
+        for (size_t k = 0; k < im->names.n; k++)
+            had |= !strcmp(im->names.v[k], n);
+        if (!had && cairn__strv_push(&im->names, n) < 0)
+            return cairn__err(err, -ENOMEM, "out of memory");
+    }
     return 0;
 }
 
@@ -275,7 +321,7 @@ static int resolve(import *im, cairn_error *err)
         return r;
     r = add_doc(im, NULL, CAIRN__MT_OCI_INDEX, steal_pointer(&buf), len, err);
     if (r == 0)
-        r = walk_index(im, ds, n, NULL, 0, err);
+        r = walk_index(im, ds, n, NULL, NULL, 0, err);
     free(ds);
     if (r < 0)
         return r;
@@ -908,6 +954,7 @@ static void import_clear(import *im)
         free(im->docs[i].buf);
     free(im->docs);
     free(im->cands);
+    cairn__strv_free(&im->names);
     free(im->jobs);
     cairn__oci_manifest_clear(&im->man);
     cairn__oci_config_clear(&im->cfg);
@@ -940,33 +987,53 @@ int cairn_image_import(cairn_state *st, const char *path, const cairn_image_impo
         cairn__oci_host_platform(im.os, im.arch, im.variant);
     }
 
-    /* PATH:REF, when PATH itself does not exist. */
+    /* PATH:REF, as skopeo's oci: transport reads it: split at the first
+     * colon, so REF may hold colons and slashes (example.com/team/app:1.0)
+     * and PATH may not hold a colon. An existing PATH that holds one is
+     * taken whole, with no REF. */
     if (!p) {
         r = cairn__err(err, -ENOMEM, "out of memory");
         goto out;
     }
     struct stat sb;
-    char *colon = strrchr(p, ':');
-    if (stat(p, &sb) < 0 && errno == ENOENT && colon && colon[1] && !strchr(colon, '/')) {
+    char *colon = strchr(p, ':');
+    if (colon && lstat(p, &sb) < 0 && errno == ENOENT) {
+        if (colon == p || !colon[1]) {
+            r = cairn__err(err, -EINVAL, "'%s': expected PATH:REF, both non-empty", path);
+            goto out;
+        }
         *colon = 0;
         im.ref = colon + 1;
     }
     r = cairn__source_open(&im.src, p, err);
+    if (r == -ENOENT && im.ref)
+        r = cairn__err_prefix(err, r,
+                              "'%s' is read as PATH:REF split at the first colon (a path with a "
+                              "colon takes no REF)",
+                              path);
     if (r < 0)
         goto out;
     r = resolve(&im, err);
     if (r < 0)
         goto out;
-    const char *name = opts->name ? opts->name : im.chosen.ref_name[0] ? im.chosen.ref_name : NULL;
-    if (!name) {
+    if (opts->name) {
+        cairn__strv_free(&im.names);
+        if (cairn__strv_push(&im.names, opts->name) < 0) {
+            r = cairn__err(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if (!im.names.n) {
         r = cairn__err(err, -ENOENT,
-                       "%s: the index names the image without an %s annotation; give it a name",
-                       path, CAIRN__ANNOT_REF_NAME);
+                       "%s: the index names the image without an %s or %s annotation; give it a "
+                       "name",
+                       path, CAIRN__ANNOT_REF_NAME, CAIRN__ANNOT_CTR_NAME);
         goto out;
     }
-    r = cairn_image_name_check(name, err);
-    if (r < 0)
-        goto out;
+    for (size_t i = 0; i < im.names.n; i++)
+        if ((r = cairn_image_name_check(im.names.v[i], err)) < 0)
+            goto out;
+    const char *name = im.names.v[0];
 
     for (size_t i = 0; i < im.n_jobs; i++) {
         if (!im.jobs[i].have_blob)
@@ -996,7 +1063,9 @@ int cairn_image_import(cairn_state *st, const char *path, const cairn_image_impo
     if (r < 0)
         goto out;
     const char *top = im.n_jobs ? im.jobs[im.n_jobs - 1].chain_id : "";
-    r = cairn__image_record(st, name, im.chosen.d.digest, im.man.config.digest, top, err);
+    for (size_t i = 0; i < im.names.n && r == 0; i++)
+        r = cairn__image_record(st, im.names.v[i], im.chosen.d.digest, im.man.config.digest, top,
+                                err);
     if (r < 0)
         goto out;
     if (out) {

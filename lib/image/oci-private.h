@@ -18,8 +18,14 @@
 #define CAIRN__MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define CAIRN__MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
 #define CAIRN__MT_DOCKER_LAYER  "application/vnd.docker.image.rootfs.diff.tar.gzip"
+#define CAIRN__MT_DOCKER_LAYER_TAR "application/vnd.docker.image.rootfs.diff.tar"
+/* Docker schema 1: refused (no config, so no diff ids to name snapshots by). */
+#define CAIRN__MT_DOCKER_V1       "application/vnd.docker.distribution.manifest.v1+json"
+#define CAIRN__MT_DOCKER_V1_JWS   "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 #define CAIRN__ANNOT_REF_NAME "org.opencontainers.image.ref.name"
+/* containerd's full image name (`ctr images export`, Docker 25's save). */
+#define CAIRN__ANNOT_CTR_NAME "io.containerd.image.name"
 
 /* The largest JSON document (index, manifest, config) read into memory. */
 #define CAIRN__OCI_JSON_MAX (4u << 20)
@@ -29,11 +35,12 @@ typedef struct cairn__oci_desc {
     char digest[CAIRN_DIGEST_LEN + 1];
     int64_t size;
     char ref_name[256];   /* the ref.name annotation, or "" */
+    char image_name[256]; /* the io.containerd.image.name annotation, or "" */
     bool has_platform;
     char os[32], arch[32], variant[32];
 } cairn__oci_desc;
 
-enum { CAIRN__DESC_INDEX, CAIRN__DESC_MANIFEST, CAIRN__DESC_OTHER };
+enum { CAIRN__DESC_INDEX, CAIRN__DESC_MANIFEST, CAIRN__DESC_SCHEMA1, CAIRN__DESC_OTHER };
 /* What a descriptor of an index points to, by its media type. */
 CAIRN_INTERNAL int cairn__oci_desc_kind(const cairn__oci_desc *d);
 
@@ -71,8 +78,16 @@ CAIRN_INTERNAL void cairn__oci_config_clear(cairn__oci_config *c);
 #define CAIRN__COMP_GZIP CAIRN_COMPRESSION_GZIP
 #define CAIRN__COMP_ZSTD CAIRN_COMPRESSION_ZSTD
 /* A layer media type cairn can apply: returns 0 and sets *compression
- * (CAIRN__COMP_*), or CAIRN_E_FORMAT naming the type. */
+ * (CAIRN__COMP_*), or CAIRN_E_FORMAT. */
 CAIRN_INTERNAL int cairn__oci_layer_type(const char *media_type, int *compression);
+/* Why a layer media type is refused, for a message: "" when cairn does not
+ * know the type at all. */
+CAIRN_INTERNAL const char *cairn__oci_layer_refusal(const char *media_type);
+/* Why a Docker schema 1 manifest is refused, for a message. */
+#define CAIRN__SCHEMA1_WHY                                                                         \
+    "a Docker schema 1 manifest is not supported (it has no image config, so no diff ids to "     \
+    "name the layers' snapshots by; Docker deprecated it in 2017): convert it with "               \
+    "'skopeo copy --format v2s2'"
 
 /* Chain ids: chain[0] = diff[0], chain[i] = sha256(chain[i-1] + " " + diff[i]). */
 CAIRN_INTERNAL void cairn__oci_chain_id(const char *parent, const char *diff_id,

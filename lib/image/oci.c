@@ -3,8 +3,11 @@
  * Everything here is pure: bytes in, structs out, no state. Each document is
  * checked for what cairn relies on (schema version, media types, digests,
  * sizes, the number of diff ids); fields cairn does not use are ignored, as
- * the image spec asks. Docker's schema 2 manifests and manifest lists are
- * accepted beside OCI's. Messages start with `what`, the caller's name for
+ * the image spec asks. Every Docker v2 schema 2 type is accepted beside
+ * OCI's (manifest list, manifest, config, layers plain and gzip). Refused,
+ * each with its reason in the message: Docker schema 1 manifests (no config,
+ * so no diff ids), foreign and non-distributable layers (not shipped with the
+ * image), encrypted layers. Messages start with `what`, the caller's name for
  * the document (a path or a blob digest).
  */
 #include "image/oci-private.h"
@@ -98,6 +101,9 @@ static int parse_desc(json_t *o, const char *what, cairn__oci_desc *d, cairn_err
             return cairn__err(err, CAIRN_E_FORMAT, "%s: \"annotations\" is not an object", what);
         r = get_str(ann, CAIRN__ANNOT_REF_NAME, what, d->ref_name, sizeof(d->ref_name), false,
                     err);
+        if (r == 0)
+            r = get_str(ann, CAIRN__ANNOT_CTR_NAME, what, d->image_name, sizeof(d->image_name),
+                        false, err);
         if (r < 0)
             return r;
     }
@@ -121,6 +127,8 @@ int cairn__oci_desc_kind(const cairn__oci_desc *d)
     if (!strcmp(d->media_type, CAIRN__MT_OCI_MANIFEST) ||
         !strcmp(d->media_type, CAIRN__MT_DOCKER_MANIFEST))
         return CAIRN__DESC_MANIFEST;
+    if (!strcmp(d->media_type, CAIRN__MT_DOCKER_V1) || !strcmp(d->media_type, CAIRN__MT_DOCKER_V1_JWS))
+        return CAIRN__DESC_SCHEMA1;
     return CAIRN__DESC_OTHER;
 }
 
@@ -203,6 +211,11 @@ int cairn__oci_parse_manifest(const char *buf, size_t len, const char *what,
     if (r < 0)
         return r;
     char mt[CAIRN_MEDIA_TYPE_MAX + 1];
+    json_t *sv = json_object_get(m.root, "schemaVersion");
+    if (json_is_integer(sv) && json_integer_value(sv) == 1) {
+        r = cairn__err(err, CAIRN_E_FORMAT, "%s: %s", what, CAIRN__SCHEMA1_WHY);
+        goto fail;
+    }
     if ((r = check_schema_version(m.root, what, err)) < 0 ||
         (r = get_str(m.root, "mediaType", what, mt, sizeof(mt), false, err)) < 0)
         goto fail;
@@ -254,8 +267,9 @@ int cairn__oci_parse_manifest(const char *buf, size_t len, const char *what,
         }
         r = cairn__oci_layer_type(m.layers[i].media_type, &comp);
         if (r < 0) {
-            r = cairn__err(err, r, "%s: layer media type \"%s\" is not supported", w,
-                           m.layers[i].media_type);
+            const char *why = cairn__oci_layer_refusal(m.layers[i].media_type);
+            r = cairn__err(err, r, "%s: layer media type \"%s\" is not supported%s%s", w,
+                           m.layers[i].media_type, why[0] ? ": " : "", why);
             goto fail;
         }
     }
@@ -341,11 +355,8 @@ int cairn__oci_layer_type(const char *mt, int *compression)
         {CAIRN__MT_OCI_LAYER, CAIRN__COMP_NONE},
         {CAIRN__MT_OCI_LAYER_GZ, CAIRN__COMP_GZIP},
         {CAIRN__MT_OCI_LAYER_ZST, CAIRN__COMP_ZSTD},
-        {"application/vnd.oci.image.layer.nondistributable.v1.tar", CAIRN__COMP_NONE},
-        {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", CAIRN__COMP_GZIP},
-        {"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", CAIRN__COMP_ZSTD},
         {CAIRN__MT_DOCKER_LAYER, CAIRN__COMP_GZIP},
-        {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", CAIRN__COMP_GZIP},
+        {CAIRN__MT_DOCKER_LAYER_TAR, CAIRN__COMP_NONE},
     };
     for (size_t i = 0; i < CAIRN_ARRAY_SIZE(types); i++)
         if (!strcmp(mt, types[i].type)) {
@@ -353,6 +364,23 @@ int cairn__oci_layer_type(const char *mt, int *compression)
             return 0;
         }
     return CAIRN_E_FORMAT;
+}
+
+const char *cairn__oci_layer_refusal(const char *mt)
+{
+    /* Foreign (Docker) and non-distributable (OCI) layers are, by their
+     * type, not shipped with the image: the descriptor names URLs to fetch
+     * them from, under their owner's terms. cairn never fetches, and an
+     * image it holds must hold all its layers. */
+    if (!strncmp(mt, "application/vnd.docker.image.rootfs.foreign.diff.tar", 52) ||
+        !strncmp(mt, "application/vnd.oci.image.layer.nondistributable.v1.tar", 55))
+        return "a foreign (non-distributable) layer is not shipped with the image but fetched "
+               "from the URLs its descriptor names, and cairn does not fetch layers";
+    if (!strcmp(mt, CAIRN__MT_DOCKER_V1) || !strcmp(mt, CAIRN__MT_DOCKER_V1_JWS))
+        return CAIRN__SCHEMA1_WHY;
+    if (strstr(mt, "+encrypted"))
+        return "an encrypted layer: cairn does not decrypt";
+    return "";
 }
 
 void cairn__oci_chain_id(const char *parent, const char *diff_id, char out[CAIRN_DIGEST_LEN + 1])
