@@ -31,7 +31,7 @@ dd if=/dev/zero of="$T/mnt/fill2" bs=4k 2>/dev/null || true
 step "the commands that read work"
 cairn -C "$S" info | grep -q "^state:   $id" || die "info failed on a full disk"
 cairn -C "$S" blob ls | grep -q "$junk" || die "blob ls failed on a full disk"
-cairn -C "$S" du >/dev/null || die "du failed on a full disk"
+out=$(cairn -C "$S" du 2>&1) || die "du failed on a full disk: $out"
 cairn -C "$S" blob get "$keep" -o "$T/keep.out"
 cmp -s "$T/keep" "$T/keep.out" || die "blob get read the wrong bytes"
 rc=0; cairn -C "$S" fsck >"$T/fsck.out" 2>&1 || rc=$?
