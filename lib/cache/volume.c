@@ -6,15 +6,15 @@
  * (created, version) over all layers.
  *
  * An open volume is an active snapshot labelled "volume:<name>" over the
- * current version. Save, under the state's lock held shared (so a gc cannot
- * remove the new snapshot before its row names it):
- *   1. commit the active snapshot (cairn_snapshot_commit): the diff gets its
- *      chain id and its row;
- *   2. insert the version row.
- * A crash between 1 and 2 leaves a committed snapshot nothing names (gc
- * removes it), never a version naming a missing snapshot.
+ * current version. Save commits it (cairn__snapshot_commit) under the
+ * state's lock held shared, with the version row inserted in the commit's
+ * last transaction, beside the snapshot row and the active row's deletion:
+ * a crash leaves either the open volume (its active snapshot, or its diff
+ * moved with an intent that the rerun of save finishes) or the saved
+ * version, never a committed snapshot that no version names.
  */
 #include "cache/cache-private.h"
+#include "snapshot/snapshot-private.h"
 
 #define LABEL_PREFIX "volume:"
 
@@ -206,6 +206,22 @@ static int find_open_cb(void *ud, const cairn_active_info *a)
     return 0;
 }
 
+/* In the commit's last transaction: the new version of the volume `ud`. */
+static int version_row(cairn_state *st, void *ud, const char *chain, cairn_error *err)
+{
+    static const char ins[] = "INSERT INTO volume_versions(name, version, created) "
+                              "VALUES (?, ?, ?) ON CONFLICT(name, version) DO UPDATE SET "
+                              "created = max(created, excluded.created)";
+    sqlite3_stmt *q;
+    int r = cairn__stmt(st, 0, ins, &q, err);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(q, 1, (const char *)ud, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, chain, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, cairn__now_ns());
+    return cairn__step_done(st, 0, q, err);
+}
+
 int cairn_volume_save(cairn_state *st, const char *name, const char *id, char *out_version,
                       cairn_error *err)
 {
@@ -239,29 +255,11 @@ int cairn_volume_save(cairn_state *st, const char *name, const char *id, char *o
                               name);
     }
     char version[CAIRN_DIGEST_LEN + 1];
-    static const char ins[] = "INSERT INTO volume_versions(name, version, created) "
-                              "VALUES (?, ?, ?) ON CONFLICT(name, version) DO UPDATE SET "
-                              "created = max(created, excluded.created)";
     r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
-    r = cairn_snapshot_commit(st, id, version, NULL, err);
-    if (r == 0)
-        r = cairn__tx_begin(st, err);
-    if (r == 0) {
-        sqlite3_stmt *q;
-        r = cairn__stmt(st, 0, ins, &q, err);
-        if (r == 0) {
-            sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-            sqlite3_bind_text(q, 2, version, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(q, 3, cairn__now_ns());
-            r = cairn__step_done(st, 0, q, err);
-        }
-        if (r == 0)
-            r = cairn__tx_commit(st, err);
-        else
-            cairn__tx_rollback(st);
-    }
+    /* The version row goes in with the snapshot row, in one transaction. */
+    r = cairn__snapshot_commit(st, id, version_row, (void *)name, version, NULL, err);
     cairn__unlock(st);
     if (r == 0 && out_version)
         memcpy(out_version, version, sizeof(version));

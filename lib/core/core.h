@@ -46,6 +46,10 @@ CAIRN_INTERNAL int cairn__snapshot_clone(cairn_state *owner, int ssfd, const cha
  * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
 CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
 CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
+/* Move dirfd/name (a bad object: it does not hold what its name says) to
+ * quarantine/<tag>.<name>.<time>, never replacing and never deleting. */
+CAIRN_INTERNAL int cairn__quarantine(cairn_state *st, int dirfd, const char *name,
+                                     const char *tag, cairn_error *err);
 /* A new staging name in st's tmp/, owned by st while it is open:
  * "<boot-id>-<owner>-<tag>-<random>", where st holds an OFD lock on byte
  * 2^40 + owner of the state's `lock` file (taken on first use, dropped by

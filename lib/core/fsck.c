@@ -1,6 +1,7 @@
 /* fsck.c: what every module's fsck checker uses (core/fsck.h): reporting
- * a problem, progress, quarantine of a corrupt object, and the scan for
- * objects no row names. gc/fsck.c runs the checkers in order.
+ * a problem, progress, quarantine of a corrupt object (also used by the
+ * writers that find a bad object under the name they publish), and the scan
+ * for objects no row names. gc/fsck.c runs the checkers in order.
  */
 #include "core/fsck.h"
 
@@ -33,10 +34,9 @@ void cairn__fsck_tick(cairn__fsck *f)
         f->opts.progress(f->opts.progress_userdata, f->done, f->total);
 }
 
-int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name, const char *tag,
-                           cairn_error *err)
+int cairn__quarantine(cairn_state *st, int dirfd, const char *name, const char *tag,
+                      cairn_error *err)
 {
-    cairn_state *st = f->st;
     char dst[256];
     snprintf(dst, sizeof(dst), "%s.%s.%lld", tag, name, (long long)cairn__now());
     int qfd = openat(st->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
@@ -47,14 +47,25 @@ int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name, const ch
     if (qfd < 0)
         return cairn__err(err, -errno, "%s/quarantine: %m", st->path);
     int r = cairn__rename_noreplace(dirfd, name, qfd, dst);
+    /* Two in one second: a second name, never a replaced one. */
+    for (int k = 1; r == -EEXIST && k < 100; k++) {
+        snprintf(dst, sizeof(dst), "%s.%s.%lld.%d", tag, name, (long long)cairn__now(), k);
+        r = cairn__rename_noreplace(dirfd, name, qfd, dst);
+    }
     close(qfd);
     if (r < 0)
         return cairn__err(err, r, "quarantine %s: %m", name);
     return 0;
 }
 
+int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name, const char *tag,
+                           cairn_error *err)
+{
+    return cairn__quarantine(f->st, dirfd, name, tag, err);
+}
+
 int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname, const char *kind,
-                             const char *named_sql, cairn_error *err)
+                             const char *named_sql, const cairn__strset *skip, cairn_error *err)
 {
     cairn_state *st = f->st;
     int dfd = dup(dirfd);
@@ -82,7 +93,7 @@ int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname, con
         /* Rows of the layers whose objects live in this directory (this
          * state's, and those found side by side in db/); a lower in another
          * directory holds its own objects. */
-        bool found = false;
+        bool found = skip && cairn__strset_has(skip, d);
         for (size_t l = 0; l < st->n_layers && !found; l++) {
             if (st->layers[l].dirfd != st->dirfd)
                 continue;

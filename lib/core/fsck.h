@@ -29,9 +29,10 @@ CAIRN_INTERNAL int cairn__fsck_images(cairn__fsck *f, cairn_error *err);
 
 /* Report each entry of dirfd (STATE/dirname) that is not named like an
  * object, or that no row of the layers sharing this directory names.
- * named_sql: "SELECT 1 FROM <table> WHERE <name column> = ?" (a literal). */
+ * named_sql: "SELECT 1 FROM <table> WHERE <name column> = ?" (a literal).
+ * Names in `skip` (may be NULL; "sha256:<hex>") are accounted for elsewhere. */
 CAIRN_INTERNAL int cairn__fsck_unreferenced(cairn__fsck *f, int dirfd, const char *dirname,
                                             const char *kind, const char *named_sql,
-                                            cairn_error *err);
+                                            const cairn__strset *skip, cairn_error *err);
 
 #endif

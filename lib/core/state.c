@@ -813,7 +813,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     if (r < 0)
         goto fail;
     if (!st->readonly) {
-        r = cairn__db_migrate(st->layers[0].db, st->layers[0].db_path, err);
+        r = cairn__db_migrate(st->layers[0].db, st->layers[0].db_path, false, err);
         if (r < 0)
             goto fail;
         cairn__reserve_ensure(st);
@@ -977,10 +977,10 @@ int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_
         return r;
     }
     sqlite3_close(db);
-    r = cairn__db_open(dbpath, CAIRN__DB_RW, &db, err);
+    r = cairn__db_open(dbpath, CAIRN__DB_CREATE, &db, err);
     if (r < 0)
         goto fail;
-    r = cairn__db_migrate(db, dbpath, err);
+    r = cairn__db_migrate(db, dbpath, true, err);
     if (r == 0) {
         char sql[256];
         snprintf(sql, sizeof(sql),

@@ -159,7 +159,7 @@ int cairn__db_exec(sqlite3 *db, const char *sql, cairn_error *err)
     return 0;
 }
 
-int cairn__db_migrate(sqlite3 *db, const char *path, cairn_error *err)
+int cairn__db_migrate(sqlite3 *db, const char *path, bool create, cairn_error *err)
 {
     /* The common case, an up-to-date database, takes no write lock. */
     if (cairn__db_schema(db) == CAIRN_SCHEMA_VERSION)
@@ -176,6 +176,14 @@ int cairn__db_migrate(sqlite3 *db, const char *path, cairn_error *err)
         r = cairn__err(err, CAIRN_E_NEWER,
                        "%s: schema version %d is newer than this cairn's %d; upgrade cairn", path,
                        v, CAIRN_SCHEMA_VERSION);
+        goto fail;
+    }
+    if (v == 0 && !create) {
+        /* Checked at open; checked again under the write lock, since a
+         * schema made here would stand for rows that are lost. */
+        r = cairn__err(err, CAIRN_E_CORRUPT,
+                       "%s: not a cairn database (no schema); only 'cairn init' creates one",
+                       path);
         goto fail;
     }
     for (int i = v; i < CAIRN_SCHEMA_VERSION; i++) {
@@ -226,6 +234,53 @@ static int open_failed(sqlite3 *db, const char *path, cairn_error *err)
 
 static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err);
 
+/* Does db hold no table at all (a 0-byte file, or a fresh one)? */
+static bool db_is_empty(sqlite3 *db)
+{
+    sqlite3_stmt *s = NULL;
+    bool empty = false;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        empty = sqlite3_column_int(s, 0) == 0;
+    sqlite3_finalize(s);
+    return empty;
+}
+
+/* Is db a cairn database this cairn can use? Returns its schema version.
+ * SQLite opens an empty (0-byte) file, or any other program's database, as a
+ * valid database of version 0; migrating it would make a fresh, empty schema
+ * under the state's identity, and the next gc would delete every object its
+ * lost rows named. So version 0 is a cairn database only while `cairn init`
+ * creates it (allow_empty), and any other needs the meta row init writes. */
+static int db_check(sqlite3 *db, const char *path, bool allow_empty, cairn_error *err)
+{
+    int v = cairn__db_schema(db);
+    if (v < 0)
+        return open_failed(db, path, err);
+    if (v > CAIRN_SCHEMA_VERSION)
+        return cairn__err(err, CAIRN_E_NEWER,
+                          "%s: schema version %d is newer than this cairn's %d; upgrade cairn",
+                          path, v, CAIRN_SCHEMA_VERSION);
+    if (v == 0 && allow_empty)
+        return 0;
+    if (v == 0)
+        return cairn__err(err, CAIRN_E_CORRUPT,
+                          "%s: not a cairn database (%s); only 'cairn init' creates one, and "
+                          "the state's rows are not in it: restore the file from a copy",
+                          path, db_is_empty(db) ? "it is empty" : "it has no cairn schema");
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM meta WHERE key = 'state_id'", -1, &s, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW)
+        return cairn__err(err, CAIRN_E_CORRUPT,
+                          "%s: not a cairn database (no state id in its meta table%s%s)", path,
+                          rc == SQLITE_DONE ? "" : ": ",
+                          rc == SQLITE_DONE ? "" : sqlite3_errmsg(db));
+    return v;
+}
+
 int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
 {
     int r = db_open(path, mode, out, err);
@@ -251,7 +306,7 @@ static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
 {
     sqlite3 *db = NULL;
     int rc;
-    bool writable = mode == CAIRN__DB_RW;
+    bool writable = mode == CAIRN__DB_RW || mode == CAIRN__DB_CREATE;
     if (writable) {
         rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
                              NULL); /* URI: ATTACH of immutable lowers (merge.c) */
@@ -288,19 +343,12 @@ static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
         sqlite3_busy_timeout(db, 10000);
     if (writable) {
         sqlite3_busy_timeout(db, 60000);
-        /* Check it is a database before switching modes: a corrupt or foreign
-         * file must fail here, unchanged. */
-        int r = cairn__db_schema(db);
+        /* Check it is a cairn database before switching modes: a corrupt,
+         * empty or foreign file must fail here, unchanged. */
+        int r = db_check(db, path, mode == CAIRN__DB_CREATE, err);
         if (r < 0) {
-            r = open_failed(db, path, err);
             sqlite3_close(db);
             return r;
-        }
-        if (r > CAIRN_SCHEMA_VERSION) {
-            sqlite3_close(db);
-            return cairn__err(err, CAIRN_E_NEWER,
-                              "%s: schema version %d is newer than this cairn's %d; upgrade cairn",
-                              path, r, CAIRN_SCHEMA_VERSION);
         }
         r = cairn__db_exec(db,
                     "PRAGMA journal_mode = WAL;"
@@ -313,17 +361,10 @@ static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
             return r;
         }
     } else {
-        int v = cairn__db_schema(db);
+        int v = db_check(db, path, false, err);
         if (v < 0) {
-            int r = open_failed(db, path, err);
             sqlite3_close(db);
-            return r;
-        }
-        if (v > CAIRN_SCHEMA_VERSION) {
-            sqlite3_close(db);
-            return cairn__err(err, CAIRN_E_NEWER,
-                              "%s: schema version %d is newer than this cairn's %d; upgrade cairn",
-                              path, v, CAIRN_SCHEMA_VERSION);
+            return v;
         }
         if (v < CAIRN_SCHEMA_VERSION) {
             sqlite3_close(db);

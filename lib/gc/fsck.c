@@ -134,7 +134,7 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
 
     /* Files no row names. */
     static const char named[] = "SELECT 1 FROM blobs WHERE digest = ?";
-    return cairn__fsck_unreferenced(f, bfd, "blobs/sha256", "blob", named, err);
+    return cairn__fsck_unreferenced(f, bfd, "blobs/sha256", "blob", named, NULL, err);
 }
 
 /* SQLite's own check of each database of the stack. Returns the number of

@@ -19,7 +19,9 @@
  *      with reference counts telling the bytes each removal frees, until the
  *      budget is met.
  *   4. orphans (no lock): files and directories in blobs/sha256 and
- *      snapshots/ that no row names, older than the grace period.
+ *      snapshots/ that no row names, older than the grace period, but the
+ *      diffs of commits in progress (an active row whose intent names
+ *      them: snapshot.c), which are re-read under the lock.
  *   5. lock: the state's lock exclusive, then the database's write lock.
  *      Writers publish under the lock held shared, so from here nothing new
  *      can name an object. Delta mark: re-read the small root tables
@@ -32,14 +34,16 @@
  *      labels, snapshots, usage), old volume versions, expired leases.
  *      Commit (durable: synchronous=FULL).
  *   7. objects: unlink the blob files, remove the snapshot directories, then
- *      the orphans (each re-checked: still named by no row), then the
- *      staging in tmp/ that no live process owns (core/state.c), reported
- *      as files of tmp/;
+ *      the orphans (each re-checked: still named by no row), the
+ *      directories of active/ that no active row names, then the staging
+ *      in tmp/ that no live process owns (core/state.c), reported as files
+ *      of tmp/;
  *   8. unlock.
  * Row first, then object: a crash between 6 and 7 leaves unreferenced files
  * (the next gc removes them), never a row naming a missing object.
  */
 #include "gc/graph.h"
+#include "snapshot/snapshot-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -63,6 +67,7 @@ typedef struct gc_run {
     uint64_t *ino; /* inode of each object's file, from the directory scan (0: unknown) */
     int64_t now, t0;
     bool no_youth; /* du: what would go with no grace period at all */
+    cairn__strset *pending; /* chain ids of commits in progress (snapshot.c) */
     cairn_error *err;
 } gc_run;
 
@@ -626,6 +631,8 @@ static int scan_orphans(gc_run *R, int kind, orphan **v, size_t *n, size_t *cap)
             R->ino[i] = de->d_ino;
         if (i >= 0 && (R->g.objs[i].in0 || R->g.objs[i].sibling))
             continue;
+        if (kind == CAIRN__OBJ_SNAPSHOT && R->pending && cairn__strset_has(R->pending, dg))
+            continue;
         struct stat sb;
         if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
             continue;
@@ -657,6 +664,10 @@ static int orphan_still(gc_run *R, const orphan *o)
     static const char snap_sql[] = "SELECT 1 FROM snapshots WHERE chain_id = ?";
     char dg[CAIRN_DIGEST_LEN + 1];
     snprintf(dg, sizeof(dg), "sha256:%s", o->hex);
+    /* A commit in progress has moved its diff here and not yet written
+     * its row (R->pending is re-read under the lock). */
+    if (o->kind == CAIRN__OBJ_SNAPSHOT && R->pending && cairn__strset_has(R->pending, dg))
+        return 0;
     for (size_t li = 0; li < R->st->n_layers; li++) {
         if (R->st->layers[li].dirfd != R->st->dirfd)
             continue;
@@ -673,6 +684,64 @@ static int orphan_still(gc_run *R, const orphan *o)
             return cairn__err_db(R->err, R->st->layers[li].db, rc, "gc: orphan check");
     }
     return 1;
+}
+
+/* Under the lock: directories of active/ that no active row names (left
+ * by a commit killed after its rows, or by a prepare killed before its
+ * row), older than the grace period. Prepare makes the directory and its
+ * row under the lock held shared, so none is half made while this runs. */
+static void report(gc_run *R, const char *kind, const char *name, uint64_t size,
+                   const char *reason);
+
+static int sweep_active(gc_run *R)
+{
+    cairn_state *st = R->st;
+    static const char sql[] = "SELECT 1 FROM active WHERE id = ?";
+    int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (afd < 0)
+        return errno == ENOENT ? 0 : cairn__err(R->err, -errno, "%s/active: %m", st->path);
+    DIR *d = fdopendir(afd);
+    if (!d) {
+        close(afd);
+        return cairn__err(R->err, -ENOMEM, "out of memory");
+    }
+    int64_t old = R->now - (R->o.grace < 0 ? CAIRN_GC_GRACE_DEFAULT : R->o.grace);
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(d))) {
+        if (de->d_name[0] == '.' || strlen(de->d_name) != CAIRN_STATE_ID_LEN)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+            sb.st_mtime > old || sb.st_ctime > old)
+            continue;
+        sqlite3_stmt *s;
+        r = cairn__stmt(st, 0, sql, &s, R->err);
+        if (r < 0)
+            break;
+        sqlite3_bind_text(s, 1, de->d_name, -1, SQLITE_TRANSIENT);
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc == SQLITE_ROW)
+            continue;
+        if (rc != SQLITE_DONE) {
+            r = cairn__err_db(R->err, st->layers[0].db, rc, "gc: active check");
+            break;
+        }
+        if (!R->o.dry_run) {
+            int q = cairn__rm_rf_at(dirfd(d), de->d_name);
+            if (q < 0) {
+                r = cairn__err(R->err, q, "%s/active/%s: remove: %m", st->path, de->d_name);
+                break;
+            }
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "active/%.32s", de->d_name);
+        R->stats.files++;
+        report(R, "file", name, 0, "orphan file");
+    }
+    closedir(d);
+    return r;
 }
 
 /* ---- reporting -------------------------------------------------------- */
@@ -873,6 +942,17 @@ static int drop_small(gc_run *R)
 
 /* ---- the delta under the lock ----------------------------------------- */
 
+/* The diffs of commits in progress: at snapshots/<hex> before their row
+ * (snapshot.c's commit order), never orphans. */
+static int pending_load(gc_run *R)
+{
+    cairn__strset_free(R->pending);
+    R->pending = cairn__strset_new();
+    if (!R->pending)
+        return cairn__err(R->err, -ENOMEM, "out of memory");
+    return cairn__snapshot_pending(R->st, R->pending, R->err);
+}
+
 static int delta(gc_run *R)
 {
     /* Blobs and snapshots: exactly the rows the graph did not see (their
@@ -885,6 +965,8 @@ static int delta(gc_run *R)
     static const char new_usage[] = "SELECT object FROM usage WHERE last_used >= ?1";
     R->now = cairn__now();
     int r = mark_small_roots(R);
+    if (r == 0)
+        r = pending_load(R);
     if (r == 0)
         r = each_row(R, 0, 1, new_blobs, R->t0, row_new_blob);
     if (r == 0)
@@ -943,6 +1025,8 @@ static int run(gc_run *R)
         r = cairn__err(R->err, -ENOMEM, "out of memory");
     orphan *orph = NULL;
     size_t n_orph = 0, cap_orph = 0;
+    if (r == 0)
+        r = pending_load(R);
     if (r == 0)
         r = scan_orphans(R, CAIRN__OBJ_BLOB, &orph, &n_orph, &cap_orph);
     if (r == 0)
@@ -1057,6 +1141,8 @@ static int run(gc_run *R)
         report(R, "file", name, o->size, "orphan file");
         progress(R, ++done, total);
     }
+    if (r == 0 && (locked || R->o.dry_run))
+        r = sweep_active(R);
     /* Staging no live process owns (a killed put, import or merge): tmp/
      * entries whose owner's lock is free, or of an earlier boot. Open
      * sweeps them too; a long-running process opens once and gcs often. */
@@ -1077,6 +1163,8 @@ static int run(gc_run *R)
         R->stats.kept_objects += R->g.objs[i].in0;
     R->stats.kept_objects -= n_del;
     kl_free(&keys);
+    cairn__strset_free(R->pending);
+    R->pending = NULL;
     free(R->ino);
     R->ino = NULL;
     free(del);

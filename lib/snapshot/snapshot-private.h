@@ -57,12 +57,27 @@ CAIRN_INTERNAL char *cairn__snapshot_path(cairn_state *st, size_t layer, const c
  * nor another file (CAIRN_E_CORRUPT); missing is 0, left to the caller. */
 CAIRN_INTERNAL int cairn__snapshot_dir_check(cairn_state *st, size_t layer, const char *chain_id,
                                              cairn_error *err);
-/* Publish a snapshot whose directory is staged at tmpfd/staged: sync the
- * filesystem, rename it into snapshots/<hex> (an existing one is kept and the
- * staged copy dropped), then insert the row. Holds the lock shared. */
+/* Publish a snapshot whose directory is staged at tmpfd/staged: under the
+ * lock held shared, check the parent is (still) there, sync the filesystem,
+ * rename it into snapshots/<hex> (one there that proves to be the same is
+ * kept and the staged copy dropped; any other is quarantined), then insert
+ * the row. -ENOENT when the parent went (a gc) while the layer was built. */
 CAIRN_INTERNAL int cairn__snapshot_publish(cairn_state *st, int stagefd, const char *staged,
                                            const char *parent, const char *diff_id,
                                            const char *tar_digest, uint64_t size,
+                                           cairn_error *err);
+/* cairn_snapshot_commit() with fn(st, ud, chain, err) run inside its last
+ * transaction, the one that inserts the snapshot row and deletes the active
+ * one (a volume's version row goes in with them). A commit stopped after its
+ * diff moved (a kill, a failed fsync) is resumed by committing the same id
+ * again, which checks the moved directory against its name. */
+typedef int (*cairn__commit_fn)(cairn_state *st, void *ud, const char *chain, cairn_error *err);
+CAIRN_INTERNAL int cairn__snapshot_commit(cairn_state *st, const char *id, cairn__commit_fn fn,
+                                          void *ud, char *out_chain_id, char *out_diff_id,
+                                          cairn_error *err);
+/* Add to `out` the chain ids of the commits in progress: their diff may sit
+ * at snapshots/<hex> with no row yet, which gc must keep and fsck explain. */
+CAIRN_INTERNAL int cairn__snapshot_pending(cairn_state *st, cairn__strset *out,
                                            cairn_error *err);
 /* cairn_snapshot_mount() through mount(2) only, as on kernels without
  * overlayfs' lowerdir+ (for tests). */

@@ -5,19 +5,31 @@
  *   same state, complete and durable, whose canonical tar digests to the row's
  *   tar_digest (equal to diff_id unless imported from a non-canonical tar);
  * - a snapshot's parent row exists in the state or one of its lowers;
- * - a row of `active` names active/<id>/ with fs/ (the diff) and work/.
+ * - a row of `active` names active/<id>/ with fs/ (the diff) and work/, or,
+ *   while its commit is in progress, with the intent active/<id>/commit
+ *   naming the chain id whose directory snapshots/<hex> now holds its fs
+ *   (gc keeps that directory, fsck explains it, a rerun finishes it);
+ * - nothing found under a name that no row gives is trusted: it is proven
+ *   (its canonical tar digests to what the name says) or quarantined.
  *
- * Commit, in phases:
+ * Commit, in phases (under the lock held shared from 2 on):
  *   1. the canonical tar of active/<id>/fs into a SHA-256 (no temporary
  *      file): the DiffID; overlayfs' bookkeeping xattrs are stripped on the
  *      way; the ChainID from the parent's;
- *   2. (renaming fs into snapshots/<hex> never replaces: when one is there
- *      already, it is kept and ours dropped);
- *   3. the active row deleted (a crash from here leaves directories no row
- *      names, never a row naming a moved directory);
- *   4. syncfs, then the rename (when no state of the stack has it yet);
- *   5. the snapshot row;
- *   6. active/<id>/ (work/, or the diff when it was there already) removed.
+ *   2. when a row of the stack has the ChainID already: one transaction
+ *      deletes the active row (and marks a use); skip to 6;
+ *   3. the intent file active/<id>/commit (written and synced atomically);
+ *   4. syncfs, then the rename of fs into snapshots/<hex>, never replacing:
+ *      a directory there is kept when it proves to be the same diff, else
+ *      quarantined and ours renamed in its place; fsync snapshots/;
+ *   5. one transaction: the snapshot row, the caller's rows (a volume's
+ *      version), the active row deleted;
+ *   6. active/<id>/ (work/, the intent, a redundant copy) removed.
+ * At every point either the active row with its data (in fs/, or moved and
+ * named by the intent) or the committed row exists. A failure or kill in 3-5
+ * leaves the active row: committing it again resumes (the moved directory is
+ * checked against its name), one after 5 leaves active/<id>/ with no row,
+ * which gc removes.
  * Removal goes the other way: row first (in a transaction that checks no
  * kept snapshot or active one names it as parent), then the directory, moved
  * into tmp/ first so that a half-deleted tree never looks like a snapshot.
@@ -170,17 +182,60 @@ static int syncfs_fd(cairn_state *st, int fd, cairn_error *err)
     return 0;
 }
 
-/* Rename a staged diff into snapshots/<hex>; 0 placed, 1 one was there. */
+/* Is snapshots/<hex> (in sfd) the snapshot whose canonical tar digests to
+ * `want`? 1 yes, 0 no (not a directory, a symlink, other files), -ENOENT
+ * when nothing is there, other -errno on error. A directory found under a
+ * name that no row gives (a crash's leftover, or planted) is never trusted
+ * without this. */
+static int dir_is(cairn_state *st, int sfd, const char *chain, const char *want,
+                  cairn_error *err)
+{
+    const char *hex = cairn__digest_hex(chain);
+    _cleanup_close_ int dfd = openat(sfd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOENT)
+            return -ENOENT;
+        if (errno == ENOTDIR || errno == ELOOP)
+            return 0;
+        return cairn__err(err, -errno, "%s/snapshots/%s: %m", st->path, hex);
+    }
+    char got[CAIRN_DIGEST_LEN + 1], what[96];
+    snprintf(what, sizeof(what), "snapshot %s", chain);
+    cairn_error e2 = {0};
+    /* A tree that cannot be read as a diff is not the snapshot. */
+    if (cairn__tar_digest(dfd, what, 0, got, NULL, &e2) < 0)
+        return e2.code == -EIO || e2.code == -ENOMEM ? cairn__err(err, e2.code, "%s", e2.message)
+                                                      : 0;
+    return !strcmp(got, want);
+}
+
+/* Rename a staged diff (whose canonical tar digests to `tar_digest`) into
+ * snapshots/<hex>; 0 placed, 1 the same snapshot was there (the staged copy
+ * is dropped). Anything else under the name is quarantined, then ours is
+ * placed. */
 static int place(cairn_state *st, int stagefd, const char *staged, const char *chain,
-                 cairn_error *err)
+                 const char *tar_digest, cairn_error *err)
 {
     int sfd = cairn__layer_snapfd(st, 0, err);
     if (sfd < 0)
         return sfd;
-    int r = cairn__rename_noreplace(stagefd, staged, sfd, cairn__digest_hex(chain));
-    if (r == -EEXIST || r == -ENOTEMPTY) {
-        cairn__rm_rf_at(stagefd, staged);
-        return 1;
+    const char *hex = cairn__digest_hex(chain);
+    int r = cairn__rename_noreplace(stagefd, staged, sfd, hex);
+    for (int tries = 0; (r == -EEXIST || r == -ENOTEMPTY) && tries < 4; tries++) {
+        int ok = dir_is(st, sfd, chain, tar_digest, err);
+        if (ok == 1) {
+            cairn__rm_rf_at(stagefd, staged);
+            return 1;
+        }
+        if (ok < 0 && ok != -ENOENT)
+            return ok;
+        if (ok == 0) {
+            ok = cairn__quarantine(st, sfd, hex, "snapshot", err);
+            if (ok < 0 && ok != -ENOENT)
+                return cairn__err_prefix(err, ok, "snapshot %s: a foreign directory has its name",
+                                         chain);
+        }
+        r = cairn__rename_noreplace(stagefd, staged, sfd, hex);
     }
     if (r < 0)
         return cairn__err(err, r, "snapshot %s: rename into %s/snapshots: %m", chain, st->path);
@@ -199,9 +254,27 @@ int cairn__snapshot_publish(cairn_state *st, int stagefd, const char *staged, co
     int r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
-    r = syncfs_fd(st, stagefd, err);
+    /* The parent was checked before the layer was applied, without the
+     * lock: a gc may have removed it since. Checked again under the lock,
+     * which a gc needs exclusive to delete, and marked used (a gc that has
+     * read its roots already keeps what was used during its run), until
+     * the row that names it is in. */
+    if (parent && *parent) {
+        cairn__snaprow pr;
+        r = cairn__snapshot_find(st, parent, &pr, err);
+        if (r == 0)
+            r = cairn__err(err, -ENOENT,
+                           "snapshot %s: its parent %s was removed while it was built; "
+                           "import it again", chain, parent);
+        if (r == 1) {
+            r = 0;
+            cairn__usage_touch(st, parent);
+        }
+    }
     if (r == 0)
-        r = place(st, stagefd, staged, chain, err);
+        r = syncfs_fd(st, stagefd, err);
+    if (r == 0)
+        r = place(st, stagefd, staged, chain, tar_digest, err);
     if (r >= 0) {
         r = cairn__tx_begin(st, err);
         if (r == 0) {
@@ -405,8 +478,138 @@ int cairn_snapshot_active_stat(cairn_state *st, const char *id, cairn_active_inf
     return 0;
 }
 
-int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, char *out_diff_id,
-                          cairn_error *err)
+/* ---- commit ----------------------------------------------------------- */
+
+#define COMMIT_INTENT "commit"
+
+/* The chain id a pending commit of active/<id> (idfd) moves its fs to: 1
+ * read, 0 none, <0 error. */
+static int intent_read(cairn_state *st, int idfd, const char *id, char out[CAIRN_DIGEST_LEN + 1],
+                       cairn_error *err)
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    int r = cairn__read_file_at(idfd, COMMIT_INTENT, 256, &buf, &len);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return cairn__err(err, r == CAIRN_E_FORMAT ? CAIRN_E_CORRUPT : r,
+                          "active snapshot %s: %s/active/%s/%s: %s", id, st->path, id,
+                          COMMIT_INTENT, r == CAIRN_E_FORMAT ? "not a regular file" : strerror(-r));
+    if (len && buf[len - 1] == '\n')
+        buf[--len] = 0;
+    if (cairn_digest_check(buf, NULL) < 0)
+        return cairn__err(err, CAIRN_E_CORRUPT,
+                          "active snapshot %s: %s/active/%s/%s does not hold a chain id", id,
+                          st->path, id, COMMIT_INTENT);
+    memcpy(out, buf, CAIRN_DIGEST_LEN + 1);
+    return 1;
+}
+
+int cairn__snapshot_pending(cairn_state *st, cairn__strset *out, cairn_error *err)
+{
+    static const char sql[] = "SELECT id FROM active WHERE kind = 'active'";
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
+    cairn__strv ids = {0};
+    int rc;
+    while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        if (is_active_id(cairn__col(s, 0)) && cairn__strv_push(&ids, cairn__col(s, 0)) < 0)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+    sqlite3_reset(s);
+    if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        r = cairn__err_db(err, st->layers[0].db, rc, "pending commits");
+    _cleanup_close_ int afd = r == 0 ? openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY |
+                                                                       O_CLOEXEC | O_NOFOLLOW)
+                                     : -1;
+    if (r == 0 && afd < 0)
+        r = cairn__err(err, -errno, "%s/active: %m", st->path);
+    for (size_t i = 0; r == 0 && i < ids.n; i++) {
+        _cleanup_close_ int idfd =
+            openat(afd, ids.v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (idfd < 0)
+            continue;
+        char chain[CAIRN_DIGEST_LEN + 1];
+        cairn_error e2 = {0};
+        if (intent_read(st, idfd, ids.v[i], chain, &e2) == 1 &&
+            cairn__strset_add(out, chain) < 0)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+    }
+    cairn__strv_free(&ids);
+    return r;
+}
+
+/* The last step of a commit, one transaction: the snapshot row (unless one
+ * is there), the caller's rows (a volume's version), the active row gone.
+ * Until it commits the active row stays, and names where its diff is. */
+static int commit_rows(cairn_state *st, const char *id, const cairn_active_info *a,
+                       const char *chain, const char *diff_id, uint64_t size, bool insert,
+                       cairn__commit_fn fn, void *ud, cairn_error *err)
+{
+    int r = cairn__tx_begin(st, err);
+    if (r < 0)
+        return r;
+    if (insert)
+        r = insert_row(st, chain, a->parent, diff_id, diff_id, size, err);
+    if (r == 0 && fn)
+        r = fn(st, ud, chain, err);
+    if (r == 0)
+        r = active_delete(st, id, err);
+    if (r == 0 && !insert)
+        cairn__usage_touch(st, chain); /* a use: a gc running now keeps it */
+    if (r == 0)
+        return cairn__tx_commit(st, err);
+    cairn__tx_rollback(st);
+    return r;
+}
+
+/* Finish a commit that was stopped after its fs moved to snapshots/<hex>
+ * (killed, or a failed fsync or transaction): the directory there must
+ * tar to a diff whose chain id over the parent is the name, then the rows
+ * go in as the first run would have written them. */
+static int commit_resume(cairn_state *st, const char *id, const cairn_active_info *a,
+                         const char *chain, char *out_diff, cairn__commit_fn fn, void *ud,
+                         cairn_error *err)
+{
+    cairn__snaprow row;
+    int found = cairn__snapshot_find(st, chain, &row, err);
+    if (found < 0)
+        return found;
+    if (found) {
+        memcpy(out_diff, row.info.diff_id, CAIRN_DIGEST_LEN + 1);
+        return commit_rows(st, id, a, chain, row.info.diff_id, 0, false, fn, ud, err);
+    }
+    int sfd = cairn__layer_snapfd(st, 0, err);
+    if (sfd < 0)
+        return sfd;
+    const char *hex = cairn__digest_hex(chain);
+    _cleanup_close_ int dfd = openat(sfd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return cairn__err(err, CAIRN_E_CORRUPT,
+                          "active snapshot %s: its commit to %s was interrupted and %s/snapshots/%s "
+                          "is %s; the diff is lost (remove it with 'cairn snapshot rm %s')",
+                          id, chain, st->path, hex, strerror(errno), id);
+    char diff_id[CAIRN_DIGEST_LEN + 1], got[CAIRN_DIGEST_LEN + 1];
+    uint64_t size = 0;
+    char what[96];
+    snprintf(what, sizeof(what), "snapshot %s", chain);
+    int r = cairn__tar_digest(dfd, what, 0, diff_id, &size, err);
+    if (r < 0)
+        return r;
+    cairn__chain_id(a->parent, diff_id, got);
+    if (strcmp(got, chain) != 0)
+        return cairn__err(err, CAIRN_E_CORRUPT,
+                          "active snapshot %s: its commit to %s was interrupted and %s/snapshots/%s "
+                          "no longer holds its diff (it makes the chain id %s)",
+                          id, chain, st->path, hex, got);
+    memcpy(out_diff, diff_id, sizeof(diff_id));
+    return commit_rows(st, id, a, chain, diff_id, size, true, fn, ud, err);
+}
+
+int cairn__snapshot_commit(cairn_state *st, const char *id, cairn__commit_fn fn, void *ud,
+                           char *out_chain_id, char *out_diff_id, cairn_error *err)
 {
     int r = cairn__check_writable(st, err);
     if (r < 0)
@@ -429,10 +632,24 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
             return cairn__err(err, CAIRN_E_CORRUPT, "active snapshot %s: %s/%s: %s", id,
                               st->path, p, strerror(errno));
     }
-    _cleanup_close_ int fsfd = openat(idfd, "fs", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (fsfd < 0)
-        return cairn__err(err, CAIRN_E_CORRUPT, "active snapshot %s: fs: %s", id, strerror(errno));
     char diff_id[CAIRN_DIGEST_LEN + 1], chain[CAIRN_DIGEST_LEN + 1];
+    _cleanup_close_ int fsfd = openat(idfd, "fs", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fsfd < 0) {
+        int e = errno;
+        r = e == ENOENT ? intent_read(st, idfd, id, chain, err) : 0;
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return cairn__err(err, CAIRN_E_CORRUPT, "active snapshot %s: fs: %s", id,
+                              strerror(e));
+        /* The fs moved to snapshots/<hex> by a commit that did not finish. */
+        r = cairn__lock(st, false, err);
+        if (r < 0)
+            return r;
+        r = commit_resume(st, id, &a, chain, diff_id, fn, ud, err);
+        cairn__unlock(st);
+        goto done;
+    }
     uint64_t size = 0;
     char what[96];
     snprintf(what, sizeof(what), "active snapshot %s", id);
@@ -446,34 +663,34 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
     cairn__snaprow row;
     int found = cairn__snapshot_find(st, chain, &row, err);
     r = found < 0 ? found : 0;
-    /* The active row goes first: from here a crash leaves at worst
-     * directories no row names (active/<id>, snapshots/<hex>), which fsck
-     * reports and gc removes, never a row naming a moved directory. */
-    if (r == 0)
-        r = active_delete(st, id, err);
-    if (r == 0 && found == 1)
-        cairn__usage_touch(st, chain); /* a use: a gc running now keeps it */
     if (r == 0 && found == 0) {
-        r = syncfs_fd(st, fsfd, err);
+        /* The intent first, durable: from the rename on, the active row
+         * names where its diff went, so a rerun finishes the commit and
+         * gc keeps the directory (cairn__snapshot_pending). */
+        char line[CAIRN_DIGEST_LEN + 2];
+        snprintf(line, sizeof(line), "%s\n", chain);
+        r = cairn__write_file_atomic(idfd, COMMIT_INTENT, line, strlen(line), 0600);
+        if (r < 0)
+            r = cairn__err(err, r, "active snapshot %s: write %s: %m", id, COMMIT_INTENT);
         if (r == 0)
-            r = place(st, idfd, "fs", chain, err);
-        if (r >= 0) {
-            r = cairn__tx_begin(st, err);
-            if (r == 0)
-                r = insert_row(st, chain, a.parent, diff_id, diff_id, size, err);
-            if (r == 0)
-                r = cairn__tx_commit(st, err);
-            else if (st->txdepth)
-                cairn__tx_rollback(st);
-        } else {
-            /* Nothing moved: the active snapshot is still whole; keep it. */
-            cairn_error e2 = {0};
-            active_insert(st, &a, &e2);
-        }
+            r = syncfs_fd(st, fsfd, err);
+        if (r == 0)
+            r = place(st, idfd, "fs", chain, diff_id, err);
+        /* Placed, or the same snapshot was there (ours dropped): either way
+         * the diff is at snapshots/<hex> and the rows make it committed. A
+         * failure from here leaves the active row and its intent: the
+         * rerun resumes. */
+        if (r >= 0)
+            r = commit_rows(st, id, &a, chain, diff_id, size, true, fn, ud, err);
+    } else if (r == 0) {
+        r = commit_rows(st, id, &a, chain, diff_id, 0, false, fn, ud, err);
     }
     cairn__unlock(st);
+done:
     if (r < 0)
         return r;
+    /* Committed: what is left of active/<id> (work/, the intent, our copy
+     * of a diff that was there already) is no longer named by any row. */
     _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (afd >= 0)
         cairn__rm_rf_at(afd, id);
@@ -482,6 +699,12 @@ int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, c
     if (out_diff_id)
         memcpy(out_diff_id, diff_id, sizeof(diff_id));
     return 0;
+}
+
+int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id, char *out_diff_id,
+                          cairn_error *err)
+{
+    return cairn__snapshot_commit(st, id, NULL, NULL, out_chain_id, out_diff_id, err);
 }
 
 /* ---- remove ----------------------------------------------------------- */
@@ -740,6 +963,7 @@ static int fsck_active(cairn__fsck *f, cairn_error *err)
     cairn__strset *ids = cairn__strset_new();
     if (!ids)
         return cairn__err(err, -ENOMEM, "out of memory");
+    cairn__strv gone = {0};
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW)
         if (cairn__strset_add(ids, cairn__col(s, 0)) < 0)
@@ -756,10 +980,33 @@ static int fsck_active(cairn__fsck *f, cairn_error *err)
         struct stat sb;
         if (fstatat(afd, p, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
             continue;
-        cairn__fsck_report(f, "active", id, "missing", "",
-                           "recorded, but %s/active/%s/fs is not a directory", st->path, id);
+        if (is_active_id(id) && cairn__strv_push(&gone, id) < 0)
+            r = cairn__err(err, -ENOMEM, "out of memory");
     }
     sqlite3_reset(s);
+    /* A row whose fs is gone: a commit stopped after the diff moved (its
+     * intent names where: a rerun, or repair, finishes it), or lost work. */
+    for (size_t i = 0; r == 0 && i < gone.n; i++) {
+        const char *id = gone.v[i];
+        char chain[CAIRN_DIGEST_LEN + 1];
+        cairn_error e2 = {0};
+        _cleanup_close_ int idfd = openat(afd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (idfd < 0 || intent_read(st, idfd, id, chain, &e2) != 1) {
+            cairn__fsck_report(f, "active", id, "missing", "",
+                               "recorded, but %s/active/%s/fs is not a directory", st->path, id);
+            continue;
+        }
+        bool fixed = false;
+        if (f->opts.repair) {
+            e2 = (cairn_error){0};
+            fixed = cairn__snapshot_commit(st, id, NULL, NULL, NULL, NULL, &e2) == 0;
+        }
+        cairn__fsck_report(f, "active", id, "interrupted", fixed ? "committed" : "",
+                           "its commit to %s stopped after the diff moved to snapshots/; "
+                           "'cairn snapshot commit %s' finishes it%s%s", chain, id,
+                           !fixed && e2.message[0] ? ": " : "", !fixed ? e2.message : "");
+    }
+    cairn__strv_free(&gone);
     int d2 = r == 0 ? dup(afd) : -1;
     DIR *d = d2 >= 0 ? fdopendir(d2) : NULL;
     if (r == 0 && !d) {
@@ -888,9 +1135,17 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
     if (r < 0)
         return r;
 
-    /* Directories no row names. */
+    /* Directories no row names, but those of commits in progress (the
+     * active checker reported each of those). */
     static const char named[] = "SELECT 1 FROM snapshots WHERE chain_id = ?";
-    return cairn__fsck_unreferenced(f, sfd, "snapshots", "snapshot", named, err);
+    cairn__strset *pending = cairn__strset_new();
+    if (!pending)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    r = cairn__snapshot_pending(st, pending, err);
+    if (r == 0)
+        r = cairn__fsck_unreferenced(f, sfd, "snapshots", "snapshot", named, pending, err);
+    cairn__strset_free(pending);
+    return r;
 }
 
 /* ---- the directories of a chain --------------------------------------- */

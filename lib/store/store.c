@@ -20,9 +20,11 @@
  *      the file (one syncfs for a batch); a write that failed fails the
  *      put (the batch's commit) before anything is published;
  *   4. publish the file: renameat2(RENAME_NOREPLACE) into blobs/sha256/;
- *      EEXIST means the same bytes are there already (they were synced
- *      before they were renamed), so the staged copy is dropped;
- *      then fsync blobs/sha256/ so the name is durable;
+ *      on EEXIST the file there is proven (a regular file of the size,
+ *      hashing to the name: a crash's or a racing writer's copy) and the
+ *      staged copy dropped, or it is moved to quarantine/ and the staged
+ *      copy renamed in its place; then fsync blobs/sha256/ so the name is
+ *      durable;
  *   5. publish the row, in a transaction (one for a batch).
  * Steps 4 and 5 hold the state lock shared, so a concurrent `blob rm` or gc
  * (exclusive) cannot delete the file between the rename and the row.
@@ -626,9 +628,9 @@ fail:
  * deleter runs between the presence check, the rename and the row. A blob
  * already there (here or in a lower) is not published again: its staged copy
  * is dropped. One that was not there is made durable (when not yet synced)
- * and renamed into blobs/sha256; EEXIST means the same bytes are there, left
- * without a row by an earlier crash or a racing writer: they were synced
- * before they were renamed, so they are good. */
+ * and renamed into blobs/sha256; on EEXIST the file there is kept only when
+ * it proves to be the blob (left by a crash or a racing writer), else it is
+ * quarantined and replaced. */
 static int publish_files(cairn_state *st, staged *s, size_t n, cairn_error *err)
 {
     int tfd = cairn__tmpfd(st, err);
@@ -655,7 +657,26 @@ static int publish_files(cairn_state *st, staged *s, size_t n, cairn_error *err)
                 return cairn__err(err, r, "blob %s: fsync: %m", s[i].digest);
             s[i].synced = true;
         }
-        r = cairn__rename_noreplace(tfd, s[i].tmpname, bfd, cairn__digest_hex(s[i].digest));
+        const char *hex = cairn__digest_hex(s[i].digest);
+        r = cairn__rename_noreplace(tfd, s[i].tmpname, bfd, hex);
+        /* A file under the name and no row: a crash's leftover (good), a
+         * racing writer's (good), or garbage. Trust only what proves
+         * itself; a bad one goes to quarantine/ and ours takes its place. */
+        for (int tries = 0; r == -EEXIST && tries < 4; tries++) {
+            int ok = cairn__file_is(bfd, hex, s[i].size, s[i].digest);
+            if (ok == 1)
+                break;
+            if (ok < 0 && ok != -ENOENT)
+                return cairn__err(err, ok, "blob %s: check the file already in %s/blobs/sha256: %m",
+                                  s[i].digest, st->path);
+            if (ok == 0) {
+                ok = cairn__quarantine(st, bfd, hex, "blob", err);
+                if (ok < 0 && ok != -ENOENT)
+                    return cairn__err_prefix(err, ok, "blob %s: a different file has its name",
+                                             s[i].digest);
+            }
+            r = cairn__rename_noreplace(tfd, s[i].tmpname, bfd, hex);
+        }
         if (r == -EEXIST) {
             unlinkat(tfd, s[i].tmpname, 0);
         } else if (r < 0) {

@@ -311,6 +311,24 @@ int cairn__rename_noreplace(int olddirfd, const char *oldname, int newdirfd, con
     return renameat(olddirfd, oldname, newdirfd, newname) < 0 ? -errno : 0;
 }
 
+int cairn__file_is(int dirfd, const char *name, uint64_t size, const char *digest)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP ? 0 : -errno;
+    struct stat sb;
+    int r = 0;
+    if (fstat(fd, &sb) < 0)
+        r = -errno;
+    else if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == size) {
+        char got[CAIRN_DIGEST_LEN + 1];
+        int64_t n = cairn__sha256_fd(fd, got);
+        r = n < 0 ? (int)n : (uint64_t)n == size && !strcmp(got, digest);
+    }
+    close(fd);
+    return r;
+}
+
 static int rm_rf_children(int fd)
 {
     DIR *d = fdopendir(fd);

@@ -133,6 +133,11 @@ CAIRN_INTERNAL int cairn__rename_noreplace(int olddirfd, const char *oldname, in
  * O_NOFOLLOW at every step where openat2 is missing). -ELOOP when a step
  * is a symlink, -EXDEV when the path would leave dirfd. O_CLOEXEC is added. */
 CAIRN_INTERNAL int cairn__open_beneath(int dirfd, const char *path, int flags, mode_t mode);
+/* Does dirfd/name hold the blob `digest` of `size` bytes: a regular file
+ * (not a symlink, a FIFO, a device) of that size whose bytes hash to it?
+ * 1 yes, 0 no, -errno (-ENOENT: not there). Proves an object found under a
+ * name before anything trusts it (EEXIST on publishing). */
+CAIRN_INTERNAL int cairn__file_is(int dirfd, const char *name, uint64_t size, const char *digest);
 /* Remove dirfd/name and everything below it; missing is not an error. */
 CAIRN_INTERNAL int cairn__rm_rf_at(int dirfd, const char *name);
 /* Make dst a copy of src: a hardlink when allowed, else a reflink, else a
