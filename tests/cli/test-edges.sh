@@ -52,7 +52,8 @@ l={x["id"]:x for x in json.load(sys.stdin)}["half"]
 sys.exit(0 if l["expires"]-l["created"]==5400 else "1.5h is %d s" % (l["expires"]-l["created"]))'
 
 step "an identity whose frozen flag is not 0 or 1 is refused"
-for v in yes true 2 ''; do
+for v in yes true 2 none; do
+    [ "$v" = none ] && v=
     cp -a "$T/s" "$T/fz"
     sed -i "s/^frozen=0\$/frozen=$v/" "$T/fz/cairn-state"
     fails 1 "cairn-state: corrupt identity file \\(frozen '$v', expected 0 or 1\\)" -- cairn -C "$T/fz" blob put "$T/f"

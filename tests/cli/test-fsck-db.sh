@@ -26,7 +26,7 @@ sqlite3 "$T/z/db/$id.sqlite" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
 [ "$(sqlite3 "$T/z/db/$id.sqlite" "SELECT rootpage FROM sqlite_master WHERE name = 'blob_labels'")" = 5 ] \
     || die "the schema moved: pick another page"
 zero_page "$T/z/db/$id.sqlite" 5
-for flag in "" --full-db; do
+for flag in --no-hash --full-db; do
     out=$(cairn -C "$T/z" fsck $flag --json) && die "fsck $flag of a corrupt database exited 0"
     echo "$out" | python3 -c '
 import json,sys

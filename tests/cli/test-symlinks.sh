@@ -67,7 +67,7 @@ mkdir -p "$T/mnt"
 fails 1 "snapshots/$hex is a symlink" -- cairn -C "$T/y" mount "$S" "$T/mnt"
 B=$(cairn -C "$T/y" snapshot prepare "$S" 2>/dev/null) || B=
 [ -z "$B" ] || fails 1 "snapshots/$hex is a symlink" -- cairn -C "$T/y" mount "$B" "$T/mnt"
-mountpoint -q "$T/mnt" && die "a snapshot through a symlink was mounted"
+grep -q " $T/mnt " /proc/self/mounts && die "a snapshot through a symlink was mounted"
 canary_ok "checkout, mounts, mount"
 
 step "merge leaves it out (and a move does not take the canary)"
@@ -92,7 +92,7 @@ cp -a "$T/s" "$T/z"
 C=$(cairn -C "$T/z" snapshot prepare)
 rm -rf "$T/z/active/$C/fs"; ln -s "$CANARY" "$T/z/active/$C/fs"
 fails 1 "active snapshot $C: .*active/$C/fs goes through a symlink" -- cairn -C "$T/z" mount "$C" "$T/mnt"
-mountpoint -q "$T/mnt" && die "an active snapshot through a symlink was mounted"
+grep -q " $T/mnt " /proc/self/mounts && die "an active snapshot through a symlink was mounted"
 fails 1 "" -- cairn -C "$T/z" snapshot commit "$C"
 cairn -C "$T/z" gc --grace 0 >/dev/null
 canary_ok "active mount, commit, gc"
