@@ -3,7 +3,7 @@
  *
  * Invariants:
  * - a request is retried only when another attempt may succeed: a transport
- *   failure (connect, reset, timeout, a body cut short), a 5xx, a 429, or a
+ *   failure (connect, reset, timeout, a body cut short), a 5xx but 501, a 429, or a
  *   2xx body that does not hash to the digest expected; never another 4xx,
  *   never after our own write failed (a full disk);
  * - each attempt starts clean: the answer's buffers emptied, an output fd
@@ -556,13 +556,17 @@ static int attempt_done(cairn__http *h, cairn__http_req *q, CURLcode c)
         q->rc = 0;
         return 0;
     }
-    if ((status >= 500 || status == 429) && can_retry)
+    /* 501: the server does not do it, however often asked */
+    bool again = (status >= 500 && status != 501) || status == 429;
+    if (again && can_retry)
         return 1;
     _cleanup_free_ char *be = body_error(q);
-    q->rc = cairn__err(&q->err, status_errno(status), "%s: %s %s: the server answered %ld%s%s%s",
-                       q->what, q->method, u, status, be ? " (" : "", be ? be : "", be ? ")" : "");
-    if (status >= 500 || status == 429)
-        cairn__err_prefix(&q->err, q->rc, "after %u attempts", q->attempts);
+    char tries[32] = "";
+    if (q->attempts > 1)
+        snprintf(tries, sizeof(tries), " (%u attempts)", q->attempts);
+    q->rc = cairn__err(&q->err, status == 501 ? -EOPNOTSUPP : status_errno(status),
+                       "%s: %s %s: the server answered %ld%s%s%s%s", q->what, q->method, u, status,
+                       be ? " (" : "", be ? be : "", be ? ")" : "", tries);
     return 0;
 }
 

@@ -104,8 +104,10 @@ static int op_init(cairn__remote *r, s3op *op, const char *method, const char *k
     }
     if (e == 0)
         e = cairn__sigv4_url_query(op->query, op->nq, &qs);
-    if (e == 0 && (asprintf(&op->path, "%s/%s", r->path_base, enc) < 0 ||
-                   asprintf(&op->url, "%s/%s%s%s", r->base, enc, *qs ? "?" : "", qs) < 0 ||
+    /* the bucket itself (a listing): "/bucket" path-style, "/" virtual-hosted */
+    const char *slash = *enc || !*r->path_base ? "/" : "";
+    if (e == 0 && (asprintf(&op->path, "%s%s%s", r->path_base, slash, enc) < 0 ||
+                   asprintf(&op->url, "%s%s%s%s%s", r->base, slash, enc, *qs ? "?" : "", qs) < 0 ||
                    !(op->what = strdup(what))))
         e = -ENOMEM;
     free(enc);
@@ -695,8 +697,11 @@ static int put_multipart(cairn__remote *r, const char *digest, const char *key, 
             cairn__err(err, e, "%s: reading part %zu: %m", what, i + 1);
     }
     _cleanup_free_ char *id = NULL;
-    if (e == 0)
+    if (e == 0) {
         e = find_upload(r, key, what, &id, err);
+        if (e == -EOPNOTSUPP) /* a store without ListMultipartUploads: no resuming */
+            e = 0;
+    }
     if (e == 0 && id) {
         e = list_parts(r, key, id, what, parts, np, err);
         if (e == -ENOENT) {
