@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHUNK (1u << 20)
@@ -370,11 +371,15 @@ static int cmd_stat(cli *c, int argc, char **argv)
         return cli_fail(c, &err);
     }
     json_t *labels = c->json ? json_object() : NULL;
+    time_t t = (time_t)b.created; /* printed as image ls prints its dates; --json keeps seconds */
+    struct tm tm;
+    char when[32];
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
     if (!c->json)
-        printf("digest:     %s\nsize:       %llu\nmedia type: %s\ncreated:    %lld\nlayer:      "
+        printf("digest:     %s\nsize:       %llu\nmedia type: %s\ncreated:    %s\nlayer:      "
                "%s\n",
-               b.digest, (unsigned long long)b.size, b.media_type[0] ? b.media_type : "-",
-               (long long)b.created, b.lower ? "lower" : "this state");
+               b.digest, (unsigned long long)b.size, b.media_type[0] ? b.media_type : "-", when,
+               b.lower ? "lower" : "this state");
     r = cairn_blob_labels(st, b.digest, label_row, labels, &err);
     cairn_state_free(st);
     if (r < 0) {

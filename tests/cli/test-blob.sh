@@ -41,6 +41,11 @@ assert s["size"] == 20, s
 assert s["media_type"] == "application/vnd.oci.image.manifest.v1+json", s
 assert s["labels"] == {"team": "build", "tier": "1"}, s
 '
+step "stat prints its date as image ls does; --json keeps the number"
+created=$(cairn blob stat "$m" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["created"])')
+[[ "$created" =~ ^[0-9]+$ ]] || die "blob stat --json created: $created"
+when=$(date -u -d "@$created" '+%Y-%m-%d %H:%M:%S')
+cairn blob stat "$m" | grep -qx "created:    $when" || die "blob stat should print 'created:    $when': $(cairn blob stat "$m")"
 cairn blob label "$m" tier- owner=me
 cairn blob stat "$m" | grep -q "label:      owner=me" || die "label not set"
 cairn blob stat "$m" | grep -q "tier=" && die "label not cleared"
