@@ -71,7 +71,8 @@ static int link_blob(freezer *f, size_t layer, const char *digest, cairn_error *
     return 0;
 }
 
-static int link_snapshot(freezer *f, size_t layer, const char *chain_id, cairn_error *err)
+static int link_snapshot(freezer *f, size_t layer, const char *chain_id, const char *tar_digest,
+                         cairn_error *err)
 {
     const char *name = !strncmp(chain_id, "sha256:", 7) ? chain_id + 7 : chain_id;
     if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
@@ -81,7 +82,12 @@ static int link_snapshot(freezer *f, size_t layer, const char *chain_id, cairn_e
         return ssfd;
     uint64_t bytes = 0;
     f->stats.objects++;
-    int r = cairn__snapshot_clone(ssfd, name, f->tmpfd, f->snapfd, 0, &bytes);
+    char got[CAIRN_DIGEST_LEN + 1] = "";
+    int r = cairn__snapshot_clone(ssfd, name, f->tmpfd, f->snapfd, 0, tar_digest, &bytes, got);
+    if (r == CAIRN_E_MISMATCH)
+        return cairn__err(err, r, "snapshot %s: its copy of %s/snapshots/%s tars to %s, its name "
+                          "stands for %s; not frozen", chain_id, f->src->layers[layer].root, name,
+                          got, tar_digest);
     if (r == -EEXIST) {
         f->stats.present++;
         return 0;
@@ -110,7 +116,8 @@ static int link_objects(freezer *f, sqlite3 *db, size_t layer, bool prune, cairn
         bool blob;
     } kinds[] = {
         {"SELECT digest FROM blobs", "DELETE FROM blobs WHERE digest = ?", true},
-        {"SELECT chain_id FROM snapshots", "DELETE FROM snapshots WHERE chain_id = ?", false},
+        {"SELECT chain_id, coalesce(nullif(tar_digest, ''), diff_id) FROM snapshots",
+         "DELETE FROM snapshots WHERE chain_id = ?", false},
     };
     for (size_t k = 0; k < CAIRN_ARRAY_SIZE(kinds); k++) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
@@ -122,7 +129,8 @@ static int link_objects(freezer *f, sqlite3 *db, size_t layer, bool prune, cairn
         int r = 0;
         while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
             const char *name = cairn__col(s, 0);
-            r = kinds[k].blob ? link_blob(f, layer, name, err) : link_snapshot(f, layer, name, err);
+            r = kinds[k].blob ? link_blob(f, layer, name, err)
+                              : link_snapshot(f, layer, name, cairn__col(s, 1), err);
             if (r == 1) {
                 r = 0;
                 char **ng = realloc(gone, (n_gone + 1) * sizeof(*ng));

@@ -21,7 +21,9 @@
  *   4. objects: for each staged blob and snapshot, place the object into the
  *      destination (link, reflink, copy or move; staged under tmp/ and renamed
  *      without replacing; EEXIST = already there, then checked to be the same
- *      bytes); each object that is now present is recorded in a temp set;
+ *      bytes); a snapshot tree that is not all links (copied file by file,
+ *      hardlink groups and metadata kept) must tar to its row's digest before
+ *      it is renamed, else it is refused; each object that is now present is recorded in a temp set;
  *      then one syncfs makes them durable;
  *   5. rows: one transaction runs each table's upsert from the staged rows;
  *      blob and snapshot rows only for objects in the present set, so no row
@@ -35,6 +37,7 @@
  * layers as sources; the lowers file is rewritten last.
  */
 #include "core/core.h"
+#include "snapshot/snapshot-private.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -494,30 +497,94 @@ static int place_blob(merger *m, src_layer *sl, const char *digest, uint64_t siz
 
 /* ---- snapshot trees ----------------------------------------------------- */
 
-static int copy_xattrs(int sfd, int dfd)
+/* Copy every xattr of the source entry (fd, or the path of a symlink, a
+ * device or a fifo: those cannot be opened for xattrs) onto the copy, of
+ * any size. The DiffID covers them (overlayfs' opaque markers among them). */
+static int copy_xattrs(int sfd, const char *spath, int dfd, const char *dpath)
 {
-    char names[4096];
-    ssize_t n = flistxattr(sfd, names, sizeof(names));
+    ssize_t n = sfd >= 0 ? flistxattr(sfd, NULL, 0) : llistxattr(spath, NULL, 0);
     if (n < 0)
         return errno == ENOTSUP ? 0 : -errno;
+    if (n == 0)
+        return 0;
+    _cleanup_free_ char *names = malloc((size_t)n);
+    if (!names)
+        return -ENOMEM;
+    n = sfd >= 0 ? flistxattr(sfd, names, (size_t)n) : llistxattr(spath, names, (size_t)n);
+    if (n < 0)
+        return -errno;
     for (char *k = names; k < names + n; k += strlen(k) + 1) {
-        char val[4096];
-        ssize_t v = fgetxattr(sfd, k, val, sizeof(val));
+        ssize_t v = sfd >= 0 ? fgetxattr(sfd, k, NULL, 0) : lgetxattr(spath, k, NULL, 0);
         if (v < 0)
-            continue;
-        if (fsetxattr(dfd, k, val, (size_t)v, 0) < 0 && errno != ENOTSUP && errno != EPERM)
+            return -errno;
+        _cleanup_free_ char *val = malloc(v ? (size_t)v : 1);
+        if (!val)
+            return -ENOMEM;
+        v = sfd >= 0 ? fgetxattr(sfd, k, val, (size_t)v) : lgetxattr(spath, k, val, (size_t)v);
+        if (v < 0)
+            return -errno;
+        /* One the destination cannot hold (ENOTSUP, EPERM) is left out:
+         * the check of the copy's tar digest then refuses it. */
+        if ((dfd >= 0 ? fsetxattr(dfd, k, val, (size_t)v, 0)
+                      : lsetxattr(dpath, k, val, (size_t)v, 0)) < 0 &&
+            errno != ENOTSUP && errno != EPERM)
             return -errno;
     }
     return 0;
 }
 
-static int clone_tree(int how, int sfd, int dfd, uint64_t *bytes);
+/* A tree being copied: its root (for the hardlinks of a group, made in the
+ * copy to the group's first copied name) and the groups seen so far. */
+typedef struct clone_ctx {
+    int how;
+    int rootfd;       /* the copy's root */
+    uint64_t *bytes; /* grows by the bytes copied (not linked, not reflinked) */
+    bool cloned;     /* some file was reflinked or copied, not linked */
+    struct hl {
+        dev_t dev;
+        ino_t ino;
+        char *path;   /* of its first name in the copy, from the root */
+    } *hl;
+    size_t n_hl, cap_hl;
+} clone_ctx;
 
-static int clone_entry(int how, int sfd, int dfd, const char *name, uint64_t *bytes)
+static int clone_tree(clone_ctx *c, int sfd, int dfd, const char *rel);
+
+/* "/proc/self/fd/<fd>/<name>": a path for the l*xattr calls. */
+static void fd_path(char *out, size_t size, int fd, const char *name)
+{
+    snprintf(out, size, "/proc/self/fd/%d/%s", fd, name);
+}
+
+/* Owner, then mode (chown clears set-id bits), then xattrs (chown clears
+ * security.capability), then times: what a link would have kept. */
+static int clone_meta(int sfd, const char *sname, int dfd, const char *name,
+                      const struct stat *sb, int s2, int d2)
+{
+    char sp[CAIRN_PATH_MAX], dp[CAIRN_PATH_MAX];
+    fd_path(sp, sizeof(sp), sfd, sname);
+    fd_path(dp, sizeof(dp), dfd, name);
+    if (fchownat(dfd, name, sb->st_uid, sb->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (!S_ISLNK(sb->st_mode) && fchmodat(dfd, name, sb->st_mode & 07777, 0) < 0)
+        return -errno;
+    int r = copy_xattrs(s2, sp, d2, dp);
+    if (r < 0)
+        return r;
+    struct timespec ts[2] = {sb->st_atim, sb->st_mtim};
+    if (utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    return 0;
+}
+
+static int clone_entry(clone_ctx *c, int sfd, int dfd, const char *rel, const char *name)
 {
     struct stat sb;
     if (fstatat(sfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
         return -errno;
+    char path[CAIRN_PATH_MAX];
+    if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "", name) >= sizeof(path))
+        return -ENAMETOOLONG;
     if (S_ISDIR(sb.st_mode)) {
         if (mkdirat(dfd, name, 0700) < 0)
             return -errno;
@@ -525,35 +592,46 @@ static int clone_entry(int how, int sfd, int dfd, const char *name, uint64_t *by
         _cleanup_close_ int d2 = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (s2 < 0 || d2 < 0)
             return -errno;
-        int r = clone_tree(how, s2, d2, bytes);
-        if (r < 0)
-            return r;
-        r = copy_xattrs(s2, d2);
-        if (r < 0)
-            return r;
-        if (fchown(d2, sb.st_uid, sb.st_gid) < 0 || fchmod(d2, sb.st_mode & 07777) < 0)
-            return -errno;
-        struct timespec ts[2] = {sb.st_atim, sb.st_mtim};
-        futimens(d2, ts);
-        return 0;
+        int r = clone_tree(c, s2, d2, path);
+        return r < 0 ? r : clone_meta(sfd, name, dfd, name, &sb, s2, d2);
     }
     if (S_ISREG(sb.st_mode)) {
-        int r = cairn__clone_file_at(sfd, name, dfd, name, how);
+        /* A second name of a group copied already: a link to the copy, so
+         * the group stays one group (the canonical tar has a link entry). */
+        if (sb.st_nlink > 1) {
+            for (size_t i = 0; i < c->n_hl; i++)
+                if (c->hl[i].dev == sb.st_dev && c->hl[i].ino == sb.st_ino)
+                    return linkat(c->rootfd, c->hl[i].path, dfd, name, 0) < 0 ? -errno : 0;
+        }
+        int r = cairn__clone_file_at(sfd, name, dfd, name, c->how);
         if (r < 0)
             return r;
         if (r > 0) {
-            /* A copy: carry what a link would have kept. */
             _cleanup_close_ int s2 = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
             _cleanup_close_ int d2 = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
             if (s2 < 0 || d2 < 0)
                 return -errno;
-            copy_xattrs(s2, d2);
-            if (fchown(d2, sb.st_uid, sb.st_gid) < 0 || fchmod(d2, sb.st_mode & 07777) < 0)
-                return -errno;
-            struct timespec ts[2] = {sb.st_atim, sb.st_mtim};
-            futimens(d2, ts);
-            if (r == 2)
-                *bytes += (uint64_t)sb.st_size;
+            int k = r;
+            r = clone_meta(sfd, name, dfd, name, &sb, s2, d2);
+            if (r < 0)
+                return r;
+            c->cloned = true;
+            if (k == 2)
+                *c->bytes += (uint64_t)sb.st_size;
+        }
+        if (sb.st_nlink > 1) {
+            if (c->n_hl == c->cap_hl) {
+                size_t nc = c->cap_hl ? c->cap_hl * 2 : 16;
+                struct hl *nh = realloc(c->hl, nc * sizeof(*nh));
+                if (!nh)
+                    return -ENOMEM;
+                c->hl = nh;
+                c->cap_hl = nc;
+            }
+            char *p = strdup(path);
+            if (!p)
+                return -ENOMEM;
+            c->hl[c->n_hl++] = (struct hl){sb.st_dev, sb.st_ino, p};
         }
         return 0;
     }
@@ -565,19 +643,15 @@ static int clone_entry(int how, int sfd, int dfd, const char *name, uint64_t *by
         target[n] = 0;
         if (symlinkat(target, dfd, name) < 0)
             return -errno;
-        fchownat(dfd, name, sb.st_uid, sb.st_gid, AT_SYMLINK_NOFOLLOW);
-        struct timespec ts[2] = {sb.st_atim, sb.st_mtim};
-        utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW);
-        return 0;
+        return clone_meta(sfd, name, dfd, name, &sb, -1, -1);
     }
     /* Devices (overlayfs whiteouts are 0/0 character devices), fifos, sockets. */
     if (mknodat(dfd, name, sb.st_mode, sb.st_rdev) < 0)
         return -errno;
-    fchownat(dfd, name, sb.st_uid, sb.st_gid, AT_SYMLINK_NOFOLLOW);
-    return 0;
+    return clone_meta(sfd, name, dfd, name, &sb, -1, -1);
 }
 
-static int clone_tree(int how, int sfd, int dfd, uint64_t *bytes)
+static int clone_tree(clone_ctx *c, int sfd, int dfd, const char *rel)
 {
     int fd = dup(sfd);
     if (fd < 0)
@@ -593,14 +667,14 @@ static int clone_tree(int how, int sfd, int dfd, uint64_t *bytes)
     while (r == 0 && (de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        r = clone_entry(how, sfd, dfd, de->d_name, bytes);
+        r = clone_entry(c, sfd, dfd, rel, de->d_name);
     }
     closedir(d);
     return r;
 }
 
 int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how,
-                          uint64_t *bytes)
+                          const char *expect, uint64_t *bytes, char *got)
 {
     struct stat sb;
     if (fstatat(ssfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
@@ -611,27 +685,43 @@ int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how
         return r;
     if (mkdirat(tfd, tmp, 0700) < 0)
         return -errno;
+    uint64_t copied = 0;
     {
         _cleanup_close_ int s2 = openat(ssfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         _cleanup_close_ int d2 = openat(tfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        r = s2 < 0 || d2 < 0 ? -errno : clone_tree(how, s2, d2, bytes);
+        clone_ctx c = {.how = how, .rootfd = d2, .bytes = &copied};
+        bool cloned = false;
+        r = s2 < 0 || d2 < 0 ? -errno : clone_tree(&c, s2, d2, "");
+        for (size_t i = 0; i < c.n_hl; i++)
+            free(c.hl[i].path);
+        free(c.hl);
+        cloned = c.cloned;
         if (r == 0)
-            r = copy_xattrs(s2, d2);
-        if (r == 0 && (fchown(d2, sb.st_uid, sb.st_gid) < 0 || fchmod(d2, sb.st_mode & 07777) < 0))
-            r = -errno;
-        if (r == 0) {
-            struct timespec ts[2] = {sb.st_atim, sb.st_mtim};
-            futimens(d2, ts);
+            r = clone_meta(ssfd, name, tfd, tmp, &sb, s2, d2);
+        /* A copy is made by this code, file by file: before anything names
+         * it, it must tar to the digest its name stands for. (A tree of
+         * links shares the source's inodes.) */
+        if (r == 0 && cloned && expect && *expect) {
+            char dg[CAIRN_DIGEST_LEN + 1];
+            r = cairn__tar_digest(d2, name, 0, dg, NULL, NULL);
+            if (r == 0 && strcmp(dg, expect) != 0) {
+                if (got)
+                    memcpy(got, dg, sizeof(dg));
+                r = CAIRN_E_MISMATCH;
+            }
         }
     }
     if (r == 0)
         r = cairn__rename_noreplace(tfd, tmp, dsfd, name);
     if (r < 0)
         cairn__rm_rf_at(tfd, tmp);
+    else
+        *bytes += copied;
     return r;
 }
 
-static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, cairn_error *err)
+static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, const char *tar_digest,
+                          cairn_error *err)
 {
     const char *name = snap_dirname(chain_id);
     cairn_state *s = sl->st;
@@ -672,10 +762,16 @@ static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, cairn_
     if (tfd < 0)
         return tfd;
     uint64_t bytes = 0;
-    int r = cairn__snapshot_clone(ssfd, name, tfd, dsfd, clone_how(m), &bytes);
+    char got[CAIRN_DIGEST_LEN + 1] = "";
+    int r = cairn__snapshot_clone(ssfd, name, tfd, dsfd, clone_how(m), tar_digest, &bytes, got);
     if (r == -EEXIST) {
         m->stats.present++;
         return have_add(m, chain_id, err);
+    }
+    if (r == CAIRN_E_MISMATCH) {
+        report(m, "snapshot", chain_id, "corrupt", spath, NULL,
+               "its copy tars to %s, its name stands for %s; left out", got, tar_digest);
+        return refuse(m, chain_id, err);
     }
     if (r < 0)
         return cairn__err(err, r, "snapshot %s: %s %s into %s: %m", chain_id,
@@ -775,7 +871,8 @@ static int place_objects(merger *m, cairn_error *err)
     static const char *const q[] = {
         /* in the order staged: layer by layer, each in its key order */
         "SELECT src, digest, size FROM temp.cairn_stage_blobs",
-        "SELECT src, chain_id, 0 FROM temp.cairn_stage_snapshots",
+        "SELECT src, chain_id, coalesce(nullif(tar_digest, ''), diff_id) "
+        "FROM temp.cairn_stage_snapshots",
     };
     for (size_t k = 0; k < 2; k++) {
         sqlite3_stmt *s = NULL;
@@ -790,7 +887,7 @@ static int place_objects(merger *m, cairn_error *err)
             if (k == 0)
                 r = place_blob(m, &m->layers[li], name, (uint64_t)sqlite3_column_int64(s, 2), err);
             else
-                r = place_snapshot(m, &m->layers[li], name, err);
+                r = place_snapshot(m, &m->layers[li], name, cairn__col(s, 2), err);
             tick(m);
         }
         sqlite3_finalize(s);

@@ -38,9 +38,15 @@ CAIRN_INTERNAL int cairn__identity_new(int dirfd, const char *path, const char *
 CAIRN_INTERNAL void cairn__layers_trim(cairn_state *st, size_t n);
 /* Copy the snapshot directory ssfd/name into dsfd/name: a tree of hardlinks
  * (how: see cairn__clone_file_at), staged under tfd (tmp/) and renamed
- * without replacing (-EEXIST: already there). *bytes grows by bytes copied. */
+ * without replacing (-EEXIST: already there). A file reflinked or copied
+ * keeps its owner, mode, times and xattrs, and a hardlink group stays one
+ * group; symlinks, devices, fifos and whiteouts keep theirs. When any file
+ * was not linked, the copy's canonical tar must digest to `expect` (may be
+ * NULL: not checked) before it is renamed into place: else CAIRN_E_MISMATCH,
+ * nothing placed, and `got` (may be NULL) holds what it tars to. *bytes
+ * grows by the bytes copied. */
 CAIRN_INTERNAL int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how,
-                                         uint64_t *bytes);
+                                         const char *expect, uint64_t *bytes, char *got);
 /* A directory built beside `path` and renamed onto it when complete:
  * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
 CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
