@@ -60,8 +60,8 @@
 #define PER_MANIFEST_DEFAULT 8192
 #define REMOTE_PATH_MAX 4096
 
-/* The backends compiled in; s3 and oci join this list with their files. */
-static const cairn__remote_ops *const backends[] = {&cairn__remote_file};
+/* The backends compiled in; s3 joins this list with its file. */
+static const cairn__remote_ops *const backends[] = {&cairn__remote_file, &cairn__remote_oci};
 
 /* ---- configuration ----------------------------------------------------- */
 
@@ -271,7 +271,7 @@ static int session_open(session *s, cairn_state *st, const char *remote,
     }
     if (!s->ops)
         return cairn__err(err, -EPROTONOSUPPORT, "remote %s: this cairn has no backend for it "
-                          "(it has file://)", s->url);
+                          "(it has file:// and oci://)", s->url);
     cairn__remote_conf conf = {s->url, s->o.jobs, s->o.insecure, s->o.region, s->o.endpoint,
                                s->o.auth_file};
     r = s->ops->open(&conf, &s->r, err);
