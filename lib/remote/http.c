@@ -397,6 +397,17 @@ static int attempt_start(cairn__http *h, cairn__http_req *q, cairn_error *err)
         sl = n ? n : sl;
     }
     cairn__strv_free(&hv);
+    _cleanup_free_ char *ct = NULL;
+    if (!oom && asprintf(&ct, "Content-Type:%s%s", q->content_type ? " " : "",
+                         q->content_type ? q->content_type : "") < 0) {
+        ct = NULL;
+        oom = true;
+    }
+    if (!oom) {
+        struct curl_slist *n = curl_slist_append(sl, ct);
+        oom = !n;
+        sl = n ? n : sl;
+    }
     if (q->expect && !oom)
         oom = !(q->hash_ = cairn__sha256_new());
     q->easy_ = e;
@@ -564,6 +575,9 @@ static int attempt_done(cairn__http *h, cairn__http_req *q, CURLcode c)
     if (again && can_retry)
         return 1;
     _cleanup_free_ char *be = body_error(q);
+    if (!be && (status == 401 || status == 403)) /* a HEAD's answer has no body to say why */
+        be = strdup(status == 401 ? "Unauthorized: credentials missing or not accepted"
+                                  : "Forbidden: wrong or expired credentials, or no permission");
     char tries[32] = "";
     if (q->attempts > 1)
         snprintf(tries, sizeof(tries), " (%u attempts)", q->attempts);

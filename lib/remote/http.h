@@ -30,12 +30,13 @@ struct cairn__http_req {
     const void *body;   /* a body in memory of body_size bytes, or */
     int body_fd;        /* body_size bytes of body_fd from body_off (-1: none) */
     uint64_t body_off, body_size;
-    int out_fd;         /* a 2xx body streamed into it from its offset (-1: into resp) */
-    size_t resp_max;    /* most bytes kept in resp (0: 16 MiB) */
-    const char *expect; /* a 2xx body must hash to this digest (retried, then
-                         * CAIRN_E_MISMATCH) */
-    long allow;         /* a status that is an answer, not an error (404 for HEAD) */
-    bool follow;        /* follow redirects */
+    int out_fd;               /* a 2xx body streamed into it from its offset (-1: into resp) */
+    size_t resp_max;          /* most bytes kept in resp (0: 16 MiB) */
+    const char *expect;       /* a 2xx body must hash to this digest (retried, then
+                               * CAIRN_E_MISMATCH) */
+    long allow;               /* a status that is an answer, not an error (404 for HEAD) */
+    bool follow;              /* follow redirects */
+    const char *content_type; /* of the body (NULL: none; a POST is never sent as a form) */
     cairn__http_prepare prepare;
     void *ud;
     void (*progress)(void *ud, uint64_t done);

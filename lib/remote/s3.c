@@ -796,6 +796,7 @@ static int put_multipart(cairn__remote *r, const char *digest, const char *key, 
         if (e == 0) {
             op.q.body = xml;
             op.q.body_size = xlen;
+            op.q.content_type = "application/xml";
             char d[CAIRN_DIGEST_LEN + 1];
             cairn__sha256_buf(xml, xlen, d);
             strcpy(op.payload, cairn__digest_hex(d));

@@ -10,7 +10,7 @@ s3_cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
-trap 's3_cleanup; cleanup' EXIT
+trap 'rc=$?; s3_cleanup; (exit $rc); cleanup' EXIT
 rt() { "$REMOTE_TOOL" "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # wait_port PORT: until something listens there (20 s)

@@ -8,7 +8,8 @@
 # it the test is skipped, saying so.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3-lib.sh"
-if ! python3 -c 'import moto.server, boto3' 2>/dev/null; then
+# moto is optional (pip only), so it is looked for, never imported, here
+if ! python3 -c 'import importlib.util as u, sys; sys.exit(not u.find_spec("moto"))'; then
     echo "SKIP: moto (with its server) is not installed: not packaged in Debian; pip install 'moto[server]'"
     exit 77
 fi
@@ -53,8 +54,11 @@ step "wrong and unknown keys: a clear error, no secret in it"
 out=$(AWS_SECRET_ACCESS_KEY=not-the-secret-1234 rt "$U" get "$D" "$T/x" 2>&1) && die "a wrong secret was accepted"
 grep -q "remote blob $D: GET http://127.0.0.1:$AUTH/signed/p/blobs/sha256/.*403 (SignatureDoesNotMatch" <<<"$out" || die "unclear: $out"
 ! grep -q "not-the-secret-1234" <<<"$out" || die "the secret is in the error: $out"
-out=$(AWS_ACCESS_KEY_ID=AKIANOSUCHKEY0000000 rt "$U" put "$T/s" 2>&1) && die "an unknown key was accepted"
+out=$(AWS_ACCESS_KEY_ID=AKIANOSUCHKEY0000000 rt "$U" get "$D" "$T/x" 2>&1) && die "an unknown key was accepted"
 grep -q "403 (InvalidAccessKeyId" <<<"$out" || die "unclear: $out"
+out=$(AWS_SECRET_ACCESS_KEY=not-the-secret-1234 rt "$U" put "$T/s" 2>&1) && die "a wrong secret was accepted"
+grep -q "HEAD .*403 (Forbidden: wrong or expired credentials" <<<"$out" || die "unclear: $out"
+! grep -q "not-the-secret-1234" <<<"$out" || die "the secret is in the error: $out"
 ! grep -qF "$SK" <<<"$out" || die "the secret is in the error: $out"
 out=$(AWS_SESSION_TOKEN=expired-session-token-xyz rt "$U" put "$T/s" 2>&1) || true
 ! grep -q "expired-session-token-xyz" <<<"$out" || die "the session token is in the error: $out"

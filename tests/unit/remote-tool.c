@@ -95,8 +95,7 @@ int main(int argc, char **argv)
             char d[CAIRN_DIGEST_LEN + 1];
             if (lseek(fd, 0, SEEK_SET) < 0 || cairn__sha256_fd(fd, d) < 0 ||
                 strcmp(d, argv[3]) != 0) {
-                fprintf(stderr, "remote-tool: blob %s: the bytes fetched hash to %s\n", argv[3],
-                        d);
+                fprintf(stderr, "remote-tool: blob %s: the bytes fetched hash to %s\n", argv[3], d);
                 rc = 1;
             }
         }
