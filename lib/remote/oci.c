@@ -82,7 +82,6 @@ typedef struct ociop {
     cairn__remote *r;
     char *url, *what;
     const char *accept; /* a whole header line, or NULL */
-    const char *ctype;  /* a media type, or NULL */
     char range[64];     /* Content-Range's value, or "" */
 } ociop;
 
@@ -103,11 +102,6 @@ static int op_prepare(void *ud, cairn__http_req *req, cairn__strv *headers, cair
         e = cairn__strv_push(headers, line);
     if (e == 0 && op->accept)
         e = cairn__strv_push(headers, op->accept);
-    free(line);
-    line = NULL;
-    if (e == 0 && op->ctype)
-        e = asprintf(&line, "Content-Type: %s", op->ctype) < 0 ? (line = NULL, -ENOMEM)
-                                                               : cairn__strv_push(headers, line);
     free(line);
     line = NULL;
     if (e == 0 && op->range[0])
@@ -711,7 +705,7 @@ static int upload(cairn__remote *r, const char *digest, int fd, uint64_t size, c
             e = op_init(r, &op, "PATCH", loc, what, err);
             if (e < 0)
                 return e;
-            op.ctype = "application/octet-stream";
+            op.q.content_type = "application/octet-stream";
             snprintf(op.range, sizeof(op.range), "%llu-%llu", (unsigned long long)off,
                      (unsigned long long)(off + len - 1));
             op.q.body_fd = fd;
@@ -762,7 +756,7 @@ static int upload(cairn__remote *r, const char *digest, int fd, uint64_t size, c
     e = op_init(r, &op, "PUT", cu, what, err);
     if (e < 0)
         return e;
-    op.ctype = "application/octet-stream";
+    op.q.content_type = "application/octet-stream";
     if (off < size) { /* monolithic: the whole blob in the PUT */
         op.q.body_fd = fd;
         op.q.body_off = 0;
@@ -792,7 +786,7 @@ static int put_manifest(cairn__remote *r, const char *ref, const char *media_typ
     int e = op_init(r, &op, "PUT", path, what, err);
     if (e < 0)
         return e;
-    op.ctype = media_type;
+    op.q.content_type = media_type;
     op.q.body = buf;
     op.q.body_fd = buf ? -1 : fd;
     op.q.body_size = size;
