@@ -84,6 +84,23 @@ int cli_parse_duration(const char *s, int64_t *out);
 /* Human size into buf ("1.5 GiB"). */
 const char *cli_human(uint64_t bytes, char *buf, size_t size);
 
+/* An output file named by the user (-o FILE). A regular file, a missing
+ * name or a symlink to either is written beside under a new name, synced
+ * and renamed onto FILE when complete, so a failure leaves FILE as it was
+ * (a symlink is replaced, its target is left alone). Anything else (a
+ * device, a FIFO, a terminal, a symlink to one) is written in place: never
+ * renamed over. A directory is refused. NULL or "-" is standard output. */
+typedef struct cli_out {
+    int fd;
+    const char *path; /* for messages: FILE or "stdout" */
+    char *tmp;        /* the staged name, or NULL when written in place */
+} cli_out;
+/* Open it; 0 or -errno, with a message printed ("cairn: FILE: cause"). */
+int cli_out_open(cli *c, cli_out *o, const char *path);
+/* Close it: when `ok`, publish a staged file (0, or -errno with a message
+ * printed); otherwise drop it. */
+int cli_out_close(cli *c, cli_out *o, bool ok);
+
 /* Command tables of each file, NULL-name terminated. */
 extern const cli_command cli_state_commands[];
 extern const cli_command cli_blob_commands[];

@@ -236,21 +236,10 @@ static int cmd_get(cli *c, int argc, char **argv)
         return cli_fail(c, &err);
     }
     cairn_state_free(st);
-    int out = 1;
-    char *tmp = NULL;
-    if (output && strcmp(output, "-")) {
-        /* Write beside the target and rename, so a failure leaves no half file. */
-        if (asprintf(&tmp, "%s.cairn-tmp", output) < 0) {
-            close(fd);
-            return cli_failf(c, "out of memory");
-        }
-        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (out < 0) {
-            close(fd);
-            int e = errno;
-            free(tmp);
-            return cli_failf(c, "%s: %s", output, strerror(e));
-        }
+    cli_out out;
+    if (cli_out_open(c, &out, output) < 0) {
+        close(fd);
+        return EXIT_FAIL;
     }
     char *buf = malloc(CHUNK);
     int rc = EXIT_OK;
@@ -265,11 +254,11 @@ static int cmd_get(cli *c, int argc, char **argv)
         if (n == 0)
             break;
         for (ssize_t o = 0; o < n;) {
-            ssize_t w = write(out, buf + o, (size_t)(n - o));
+            ssize_t w = write(out.fd, buf + o, (size_t)(n - o));
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0) {
-                rc = cli_failf(c, "%s: write: %s", output ? output : "stdout", strerror(errno));
+                rc = cli_failf(c, "%s: write: %s", out.path, strerror(errno));
                 break;
             }
             o += w;
@@ -279,14 +268,8 @@ static int cmd_get(cli *c, int argc, char **argv)
     }
     free(buf);
     close(fd);
-    if (out != 1) {
-        if (rc == EXIT_OK && (fsync(out) < 0 || rename(tmp, output) < 0))
-            rc = cli_failf(c, "%s: %s", output, strerror(errno));
-        close(out);
-        if (rc)
-            unlink(tmp);
-        free(tmp);
-    }
+    if (cli_out_close(c, &out, rc == EXIT_OK) < 0)
+        rc = EXIT_FAIL;
     return rc;
 }
 

@@ -3,7 +3,8 @@
  * The layout gets the image's config, its layers and its manifest as blobs,
  * then index.json naming the manifest; for an oci-archive, the same members
  * go into a tar written under a temporary name and renamed into place when
- * complete. A layer whose original blob the store no longer holds is made
+ * complete, or, when DEST is a device or a FIFO, written into it in place
+ * (never renamed over), with layer temporaries unnamed in the state's tmp/. A layer whose original blob the store no longer holds is made
  * again from its snapshot with cairn_layer_export(): it has the same diff id
  * (so the config stays as it is) but, compressed anew, another digest, so
  * the manifest is rewritten to name it (and gets a digest of its own).
@@ -33,6 +34,7 @@ typedef struct out {
     struct archive *a;        /* archive */
     char *arc_tmp;            /* archive: dest + ".tmp-<random>" */
     int dirfd;                /* archive: the directory of dest, for layer temporaries */
+    int devfd;                /* archive into a device or FIFO, written in place; or -1 */
     char *buf;
     uint64_t done, total;
 } out;
@@ -229,12 +231,16 @@ static int put_layer_from_snapshot(out *o, const char *chain_id, size_t idx, cha
     int dfd = o->format == CAIRN_IMAGE_FORMAT_OCI_ARCHIVE ? o->dirfd : o->blobfd;
     snprintf(tmp, sizeof(tmp), ".%s-layer-%s.tmp",
              o->format == CAIRN_IMAGE_FORMAT_OCI_ARCHIVE ? "cairn" : "tmp", rnd);
-    _cleanup_close_ int fd = openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    /* Beside a device (dfd is the state's tmp/ then) it has no name at all. */
+    _cleanup_close_ int fd =
+        o->devfd >= 0 ? openat(dfd, ".", O_RDWR | O_TMPFILE | O_CLOEXEC, 0600)
+                      : openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return cairn__err(err, -errno, "%s: temporary file for layer %zu: %m", o->dest, idx);
     r = cairn_layer_export(o->st, chain_id, fd, o->opts->compression, digest, size, err);
     if (r < 0) {
-        unlinkat(dfd, tmp, 0);
+        if (o->devfd < 0)
+            unlinkat(dfd, tmp, 0);
         return cairn__err_prefix(err, r, "layer %zu (snapshot %s)", idx, chain_id);
     }
     if (o->format == CAIRN_IMAGE_FORMAT_OCI_ARCHIVE) {
@@ -244,7 +250,8 @@ static int put_layer_from_snapshot(out *o, const char *chain_id, size_t idx, cha
             r = cairn__err(err, -errno, "%s: seek: %m", tmp);
         else
             r = arc_data_fd(o, path, fd, (int64_t)*size, err);
-        unlinkat(dfd, tmp, 0);
+        if (o->devfd < 0)
+            unlinkat(dfd, tmp, 0);
     } else {
         r = layout_publish(o, fd, tmp, digest, err);
     }
@@ -266,8 +273,31 @@ static int out_open(out *o, cairn_error *err)
 {
     if (o->format == CAIRN_IMAGE_FORMAT_OCI_ARCHIVE) {
         struct stat sb;
-        if (lstat(o->dest, &sb) == 0)
-            return cairn__err(err, -EEXIST, "%s: already exists", o->dest);
+        if (lstat(o->dest, &sb) == 0) {
+            /* A device or a FIFO (or a symlink to one) is written into, never
+             * replaced: renaming over /dev/null would replace it for every
+             * user of the machine. Anything else there is refused. */
+            if (stat(o->dest, &sb) < 0 || S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode))
+                return cairn__err(err, -EEXIST, "%s: already exists", o->dest);
+            o->devfd = open(o->dest, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+            if (o->devfd < 0)
+                return cairn__err(err, -errno, "%s: %m", o->dest);
+            if (fstat(o->devfd, &sb) < 0 || S_ISREG(sb.st_mode))
+                return cairn__err(err, -EEXIST, "%s: already exists", o->dest);
+            int tfd = cairn__tmpfd(o->st, err);
+            if (tfd < 0)
+                return tfd;
+            o->dirfd = fcntl(tfd, F_DUPFD_CLOEXEC, 3);
+            if (o->dirfd < 0)
+                return cairn__err(err, -errno, "dup: %m");
+            o->a = archive_write_new();
+            if (!o->a)
+                return cairn__err(err, -ENOMEM, "out of memory");
+            if (archive_write_set_format_pax_restricted(o->a) != ARCHIVE_OK ||
+                archive_write_open_fd(o->a, o->devfd) != ARCHIVE_OK)
+                return arc_fail(o, o->dest, err);
+            return 0;
+        }
         _cleanup_free_ char *dir = strdup(o->dest);
         if (!dir)
             return cairn__err(err, -ENOMEM, "out of memory");
@@ -345,7 +375,9 @@ static int out_finish(out *o, const char *index, cairn_error *err)
         if (archive_write_data(o->a, index, strlen(index)) != (la_ssize_t)strlen(index))
             return arc_fail(o, "index.json", err);
         if (archive_write_close(o->a) != ARCHIVE_OK)
-            return arc_fail(o, o->arc_tmp, err);
+            return arc_fail(o, o->devfd >= 0 ? o->dest : o->arc_tmp, err);
+        if (o->devfd >= 0)
+            return 0; /* nothing to sync or rename: it went where it goes */
         r = cairn__fsync_at(AT_FDCWD, o->arc_tmp);
         if (r < 0)
             return cairn__err(err, r, "%s: fsync: %m", o->arc_tmp);
@@ -381,6 +413,8 @@ static void out_clear(out *o)
         close(o->blobfd);
     if (o->dirfd >= 0)
         close(o->dirfd);
+    if (o->devfd >= 0)
+        close(o->devfd);
     free(o->buf);
 }
 
@@ -413,7 +447,7 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
     cairn__oci_config cfg = {0};
     char *mjson = NULL, *index = NULL;
     out o = {.st = st, .opts = opts, .dest = dest, .format = opts->format,
-             .rootfd = -1, .blobfd = -1, .dirfd = -1};
+             .rootfd = -1, .blobfd = -1, .dirfd = -1, .devfd = -1};
     r = cairn_blob_read(st, info.manifest, &mbuf, &mlen, err);
     if (r < 0) {
         r = cairn__err_prefix(err, r, "image '%s': manifest", name);

@@ -1,9 +1,11 @@
 /* checkout.c: a committed snapshot or a chain made a plain directory
  * (cairn_snapshot_checkout in cairn/snapshot.h).
  *
- * A checkout merges the chain top down: in each directory the topmost layer
- * that names an entry wins, a whiteout hides the name below, an opaque
- * directory hides everything below it. Files are hardlinked from the
+ * A checkout merges the chain top down, as overlayfs does: in each directory
+ * the topmost layer that names an entry wins. Only a whiteout, an opaque
+ * directory or a non-directory hides what is below it; a layer with no
+ * entry for a directory leaves it to the layers below (a layer only names
+ * the paths it changed). Files are hardlinked from the
  * snapshots when allowed, else copied; directories are created with the
  * topmost layer's metadata, their times set after their contents.
  */
@@ -200,9 +202,14 @@ static int merge_dir(checkout *co, int *fds, size_t n, int ddfd, char *path, siz
                 } else {
                     for (size_t k = l; k < n; k++) {
                         struct stat kb;
-                        if (k > l && (fstatat(fds[k], name, &kb, AT_SYMLINK_NOFOLLOW) < 0 ||
-                                      !S_ISDIR(kb.st_mode)))
-                            break; /* missing, a whiteout or a file: nothing below shows */
+                        if (k > l && fstatat(fds[k], name, &kb, AT_SYMLINK_NOFOLLOW) < 0) {
+                            if (errno == ENOENT)
+                                continue; /* this layer did not touch it: look further down */
+                            r = cairn__err(co->err, -errno, "checkout %s: %m", path);
+                            break;
+                        }
+                        if (k > l && !S_ISDIR(kb.st_mode))
+                            break; /* a whiteout or a non-directory: nothing below shows */
                         int fd = openat(fds[k], name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (fd < 0) {
                             r = cairn__err(co->err, -errno, "checkout %s: %m", path);

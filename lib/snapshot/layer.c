@@ -83,6 +83,10 @@ typedef struct importer {
     size_t ndirs, capdirs;
     int *chain;           /* the parent chain's snapshot directories, top first */
     size_t nchain;
+    uint64_t fed;         /* plain bytes given to the tar reader */
+    int64_t data_end;     /* where the current entry's data ends in them; -1 unknown */
+    bool ended_early;     /* the stream ended there: its padding and end made up */
+    bool read_past_end;   /* the reader asked for more after the last byte */
 } importer;
 
 /* ---- the plain tar stream -------------------------------------------- *
@@ -221,9 +225,18 @@ static ssize_t plain_next(importer *im, const void **buf)
     }
 }
 
-/* The tar reader's input: the plain bytes, hashed as they go by. */
+/* The tar reader's input: the plain bytes, hashed as they go by.
+ *
+ * A stream that ends exactly where an entry's data ends, off a block
+ * boundary, is whole but for what a tar writer adds after it: the padding to
+ * the block and the end-of-archive blocks (umoci 0.4.7's `insert` writes its
+ * layers so, and umoci, containerd and podman apply them). Those bytes are
+ * made up here for the reader, once, and not hashed: the DiffID stays the
+ * digest of the bytes as they are. A stream cut anywhere else (in a header,
+ * in data, in the padding) still ends there, and the reader says truncated. */
 static la_ssize_t tar_read(struct archive *a, void *ud, const void **buf)
 {
+    static const char zeros[3 * 512];
     importer *im = ud;
     const void *b = NULL;
     ssize_t n = plain_next(im, &b);
@@ -233,8 +246,18 @@ static la_ssize_t tar_read(struct archive *a, void *ud, const void **buf)
         archive_set_error(a, EIO, "%s", im->raw_msg);
         return -1;
     }
-    if (n > 0)
+    if (n == 0 && !im->ended_early && im->fed % 512 && im->data_end >= 0 &&
+        (uint64_t)im->data_end == im->fed) {
+        im->ended_early = true;
+        *buf = zeros;
+        return (la_ssize_t)(512 - im->fed % 512 + 1024);
+    }
+    if (n > 0) {
         cairn__sha256_update(im->hash, b, (size_t)n);
+        im->fed += (uint64_t)n;
+    } else {
+        im->read_past_end = true;
+    }
     *buf = b;
     return n;
 }
@@ -245,13 +268,13 @@ static int unsafe(importer *im, const char *path, const char *why)
 }
 
 /* Normalise a path from the tar into `out`: strip "./" and a trailing '/',
- * refuse absolute paths and "..". Returns 0, or 1 for the root itself. */
+ * refuse absolute paths and "..". Returns 0, or 1 for the root itself: "."
+ * or "./", and "/" too (umoci's `insert ... /` names the root so), which is
+ * the layer's root, not an absolute path out of it. */
 static int clean_path(importer *im, const char *in, char *out, size_t size)
 {
     if (!in || !*in)
         return unsafe(im, "", "empty path");
-    if (in[0] == '/')
-        return unsafe(im, in, "absolute path");
     size_t o = 0;
     const char *p = in;
     while (*p) {
@@ -278,6 +301,8 @@ static int clean_path(importer *im, const char *in, char *out, size_t size)
         p = q;
     }
     out[o] = 0;
+    if (in[0] == '/' && o)
+        return unsafe(im, in, "absolute path");
     return o == 0 ? 1 : 0;
 }
 
@@ -331,12 +356,43 @@ static dir_fixup *new_fixup(importer *im, const char *path, int fd)
     return f;
 }
 
+/* Whether snapshot directory `dfd`, which has no `path`, hides the layers
+ * below it there: an opaque directory on the way (its root included) does,
+ * as overlayfs shows the chain. */
+static bool opaque_on_the_way(int dfd, const char *path)
+{
+    char key[64], v[4];
+    snprintf(key, sizeof(key), "%sopaque", cairn__ovl_prefix());
+    if (fgetxattr(dfd, key, v, sizeof(v)) == 1 && v[0] == 'y')
+        return true;
+    char dir[PATH_MAX + 1];
+    snprintf(dir, sizeof(dir), "%s", path);
+    for (char *slash = dir; (slash = strchr(slash, '/')); slash++) {
+        *slash = 0;
+        struct open_how how = {
+            .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+                       RESOLVE_NO_XDEV,
+        };
+        int fd = (int)syscall(SYS_openat2, dfd, dir, &how, sizeof(how));
+        *slash = '/';
+        if (fd < 0)
+            return false; /* the layer does not reach that deep */
+        bool opaque = fgetxattr(fd, key, v, sizeof(v)) == 1 && v[0] == 'y';
+        close(fd);
+        if (opaque)
+            return true;
+    }
+    return false;
+}
+
 /* A directory the layer writes into without listing it (umoci and others
  * write only the changed file): in overlayfs the upper directory's metadata
  * hides the lower one's, so it takes mode, owner and mtime from the nearest
- * snapshot of the parent chain that has it. A whiteout or a non-directory
- * there, or nothing at all, gives 0755 root:root and time 0. A later entry
- * for the same directory supersedes this (fix_dirs: the last one wins). */
+ * snapshot of the parent chain that has it, as the chain shows it. A
+ * whiteout, a non-directory or an opaque directory on the way there, or
+ * nothing at all, gives 0755 root:root and time 0. A later entry for the
+ * same directory supersedes this (fix_dirs: the last one wins). */
 static void inherit_dir(importer *im, const char *path, dir_fixup *f)
 {
     f->mode = 0755;
@@ -348,8 +404,8 @@ static void inherit_dir(importer *im, const char *path, dir_fixup *f)
         };
         int fd = (int)syscall(SYS_openat2, im->chain[i], path, &how, sizeof(how));
         if (fd < 0) {
-            if (errno == ENOENT)
-                continue;
+            if (errno == ENOENT && !opaque_on_the_way(im->chain[i], path))
+                continue; /* this snapshot did not touch it: look further down */
             return;
         }
         struct stat sb;
@@ -505,9 +561,11 @@ static int tar_error(importer *im, const char *what)
                                                                          : CAIRN_E_FORMAT,
                           "layer: the compressed stream is corrupt (%s)", im->raw_msg);
     const char *m = archive_error_string(im->tar);
-    if (m && (strstr(m, "runcated") || strstr(m, "premature")))
+    /* The reader wanted bytes past the end (a cut in a PAX header's records
+     * reads as "unknown error"): the stream ends inside an entry. */
+    if ((m && (strstr(m, "runcated") || strstr(m, "premature"))) || im->read_past_end)
         return cairn__err(im->err, CAIRN_E_TRUNCATED, "layer: %s: the tar is truncated (%s)", what,
-                          m);
+                          m ? m : "it ends inside an entry");
     return cairn__err(im->err, CAIRN_E_FORMAT, "layer: %s: not a valid tar (%s)", what,
                       m ? m : "unknown error");
 }
@@ -827,6 +885,11 @@ static int import_stream(importer *im, char diff_id[CAIRN_DIGEST_LEN + 1])
             return tar_error(im, what);
         }
         entries++;
+        /* The reader has consumed the headers: its data starts here (sparse
+         * entries store less than their size: their end is not known). */
+        im->data_end = archive_entry_sparse_count(e) == 0 && archive_entry_size_is_set(e)
+                           ? archive_filter_bytes(im->tar, 0) + archive_entry_size(e)
+                           : -1;
         r = apply_entry(im, e);
         if (r < 0)
             return r;
@@ -931,7 +994,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     if (mkdirat(tmpfd, staged, 0755) < 0)
         return cairn__err(err, -errno, "%s/tmp/%s: %m", st->path, staged);
 
-    importer im = {.st = st, .opts = opts, .err = err, .in_fd = fd, .root = -1};
+    importer im = {.st = st, .opts = opts, .err = err, .in_fd = fd, .root = -1, .data_end = -1};
     locale_t old_locale = cairn__utf8_locale_enter(); /* see snapshot-private.h */
     im.privileged = geteuid() == 0;
     r = open_chain(&im, parent);

@@ -403,6 +403,9 @@ def py_check(text, where, checker):
                 while isinstance(a, ast.BinOp):       # ["cmd", ...] + more
                     a = a.left
                 if isinstance(a, (ast.List, ast.Tuple)) and a.elts and \
+                        isinstance(a.elts[0], ast.Name) and a.elts[0].id == "CAIRN":
+                    continue  # [CAIRN, ...]: the project's command, from $CAIRN
+                if isinstance(a, (ast.List, ast.Tuple)) and a.elts and \
                         isinstance(a.elts[0], ast.Constant) and isinstance(a.elts[0].value, str):
                     checker.use(a.elts[0].value, where, set())
                 elif isinstance(a, ast.Constant) and isinstance(a.value, str):

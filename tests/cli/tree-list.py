@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """tree-list.py DIR: one line per entry below DIR (not DIR itself), sorted:
-path, type, mode, owner, mtime (files), size and content digest, link target,
+path, type and mode, owner, size, content digest and mtime (files), link target,
 xattrs other than overlayfs' own, and the other paths sharing its inode. Two
 trees with the same listing have the same contents, metadata and hardlinks."""
 import hashlib
@@ -21,6 +21,7 @@ for dirpath, dirnames, filenames in os.walk(root):
         if stat.S_ISREG(kind):
             with open(p, "rb") as f:
                 line.append(hashlib.sha256(f.read()).hexdigest()[:16])
+            line.append(f"size={st.st_size}")
             line.append(str(st.st_mtime_ns // 1000000000))
             inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
         elif stat.S_ISLNK(kind):
