@@ -5,9 +5,10 @@
 # through the fault proxy), push and pull end to end (fsck clean, the same
 # content), concurrent pushes under one tag kept, a state chunked under an
 # index, compact and gc, skopeo reading a state back; then a registry with
-# htpasswd basic auth: credentials from REGISTRY_AUTH_FILE and
-# ~/.docker/config.json, none or wrong ones a clear error with no secret in
-# it; and a registry that does not allow deletes saying so.
+# htpasswd basic auth and one with token auth (Bearer, a token server of
+# tests/): credentials from REGISTRY_AUTH_FILE and ~/.docker/config.json,
+# none or wrong ones a clear error with no secret in it; and a registry that
+# does not allow deletes saying so.
 source "$(dirname "$0")/lib.sh"
 : "${REMOTE_TOOL:?REMOTE_TOOL must name tests/remote-tool}"
 : "${SOURCE_ROOT:?}"
@@ -230,6 +231,40 @@ done
 grep -rqF -- "$SECRET" "$T/a/db" "$T/pa" 2>/dev/null && die "a secret in a state"
 echo '{not json' >"$T/broken.json"
 fails 1 "auth file .*broken.json: not JSON" -- env REGISTRY_AUTH_FILE="$T/broken.json" "$CAIRN" remote states "$AU"
+
+step "a registry with token auth (Bearer): a token from the realm, got with the credentials"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/tok.key" -out "$T/tok.crt" -days 2 \
+    -subj /CN=cairn-test-token >/dev/null 2>&1 || die "openssl: a certificate for the token server"
+rm -f "$T/tok.port"
+timeout 300 python3 "$SOURCE_ROOT/tests/registry-token-server.py" --key "$T/tok.key" --cert "$T/tok.crt" \
+    --user ci --password "$SECRET" --issuer cairn-test --port-file "$T/tok.port" --timeout 280 \
+    --log "$T/tok.log" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$T/tok.port" ] && break; sleep 0.1; done
+[ -s "$T/tok.port" ] || die "the token server did not start"
+registry token "auth:
+  token:
+    realm: http://127.0.0.1:$(cat "$T/tok.port")/token
+    service: cairn-registry
+    issuer: cairn-test
+    rootcertbundle: $T/tok.crt"
+TU="oci://127.0.0.1:$PORT/cairn/tokens"
+printf '{"auths": {"127.0.0.1:%s": {"auth": "%s"}}}\n' "$PORT" "$b64" >"$T/tok-auth.json"
+printf '{"auths": {"127.0.0.1:%s": {"auth": "%s"}}}\n' "$PORT" "$wrong" >"$T/tok-wrong.json"
+REGISTRY_AUTH_FILE="$T/tok-auth.json" cairn -C "$T/a" push "$TU" main >/dev/null
+cairn init "$T/ta" >/dev/null
+REGISTRY_AUTH_FILE="$T/tok-auth.json" cairn -C "$T/ta" pull "$TU" main >/dev/null
+[ "$(content "$T/a")" = "$(content "$T/ta")" ] || die "pulled content differs (token auth)"
+fsck_clean "$T/ta"
+grep -q "^GET /token ok repository:cairn/tokens:pull,push\$" "$T/tok.log" || die "no token asked for the repository: $(cat "$T/tok.log")"
+out=$(REGISTRY_AUTH_FILE="$T/tok-wrong.json" cairn -C "$T/a" push "$TU" main 2>&1) && die "wrong credentials got a token"
+grep -q "the token server http://127.0.0.1:[0-9]*/token refused the credentials" <<<"$out" || die "wrong credentials (token): $out"
+out+=$(REGISTRY_AUTH_FILE="$T/tok-auth.json" "$REMOTE_TOOL" "$TU" get "$missing" "$T/none" 2>&1 || true)
+grep -q "blob $missing: not stored" <<<"$out" || die "a missing blob under token auth: $out"
+for s in "$SECRET" "$b64" "$wrong"; do
+    ! grep -qF -- "$s" <<<"$out" || die "a secret in the output: $out"
+done
+fails 1 "refused anonymous access" -- cairn remote states "$TU"
 
 step "a registry that does not allow deletes says so"
 registry nodelete "" false
