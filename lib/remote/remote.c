@@ -278,7 +278,8 @@ static int session_open(session *s, cairn_state *st, const char *remote,
     if (r < 0)
         return r;
     /* Scratch: under the state's tmp/ when it can be written (same
-     * filesystem as the objects; swept after a reboot), else $TMPDIR. */
+     * filesystem as the objects; owned by st: swept once its process is
+     * gone, or after a reboot), else $TMPDIR. */
     if (st && !st->readonly && cairn__tmpfd(st, NULL) >= 0) {
         char name[128];
         r = cairn__tmp_name(st, name, sizeof(name), "remote");
