@@ -216,7 +216,7 @@ static int stage_put(cairn__remote *r, int dirfd, const char *name, int in, uint
     if (tfd < 0)
         return -errno;
     char tmp[128];
-    int e = cairn__tmp_name(tmp, sizeof(tmp), "put");
+    int e = cairn__tmp_name_unowned(tmp, sizeof(tmp), "put");
     if (e < 0) {
         close(tfd);
         return e;
@@ -283,7 +283,7 @@ static int file_blob_get(cairn__remote *r, const char *digest, int fd, cairn__re
     _cleanup_close_ int in = openat(r->blobfd, hex, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (in < 0)
         return cairn__err(err, -errno, "remote %s: blob %s: %s", r->root, digest,
-                          errno == ENOENT ? "not stored" : strerror(errno));
+                          errno == ENOENT ? "not stored" : cairn_strerror(-errno));
     e = copy_fd(in, fd, 0, fn, ud);
     if (e < 0)
         return cairn__err(err, e, "remote %s: blob %s: read: %m", r->root, digest);
@@ -553,7 +553,7 @@ static int file_state_get(cairn__remote *r, const char *tag, const char *manifes
     int e = cairn__read_file_at(r->dirfd, name, 4u << 20, buf, len);
     if (e < 0)
         return cairn__err(err, e, "remote %s/%s: %s", r->root, name,
-                          e == -EFBIG ? "larger than 4 MiB" : strerror(-e));
+                          e == -EFBIG ? "larger than 4 MiB" : cairn_strerror(e));
     return 0;
 }
 
