@@ -443,8 +443,11 @@ static int attempt_start(cairn__http *h, cairn__http_req *q, cairn_error *err)
     }
     if (!strcmp(q->method, "HEAD")) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else if (!strcmp(q->method, "PUT")) {
+    } else if (!strcmp(q->method, "PUT") || !strcmp(q->method, "PATCH")) {
+        /* PATCH (a registry's upload chunk) sends its body as PUT does */
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        if (q->method[1] == 'A')
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PATCH");
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(has_body ? q->body_size : 0));
         if (!has_body) {
             curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);

@@ -24,7 +24,7 @@ typedef int (*cairn__http_prepare)(void *ud, cairn__http_req *req, cairn__strv *
 
 struct cairn__http_req {
     /* set by the caller (cairn__http_req_init() first) */
-    const char *method; /* GET HEAD PUT POST DELETE */
+    const char *method; /* GET HEAD PUT PATCH POST DELETE */
     const char *url;    /* never with a credential in it */
     const char *what;   /* the object, for messages ("blob sha256:...") */
     const void *body;   /* a body in memory of body_size bytes, or */
