@@ -60,8 +60,9 @@
 #define PER_MANIFEST_DEFAULT 8192
 #define REMOTE_PATH_MAX 4096
 
-/* The backends compiled in; s3 joins this list with its file. */
-static const cairn__remote_ops *const backends[] = {&cairn__remote_file, &cairn__remote_oci};
+/* The backends compiled in. */
+static const cairn__remote_ops *const backends[] = {&cairn__remote_file, &cairn__remote_s3,
+                                                    &cairn__remote_oci};
 
 /* ---- configuration ----------------------------------------------------- */
 

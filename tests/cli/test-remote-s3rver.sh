@@ -71,4 +71,32 @@ fails 1 "remote blob sha256:.*the server sent bytes that hash to sha256:" -- \
     "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" get "$(dg "$T/a")" "$T/x"
 [ ! -e "$T/x" ] || die "wrong bytes were kept"
 stop_proxy
+step "the core end to end: push to s3://, pull into an empty state, the same content"
+j() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+cairn init "$T/sa" >/dev/null
+mkdir -p "$T/sin"; for i in 1 2 3 4 5; do head -c $((i * 30000)) /dev/urandom >"$T/sin/$i"; done
+cairn -C "$T/sa" blob put "$T/sin"/* >/dev/null
+act=$(cairn -C "$T/sa" snapshot prepare)
+mkdir -p "$T/sa/active/$act/fs/etc"; echo base >"$T/sa/active/$act/fs/etc/f"
+base=$(cairn -C "$T/sa" snapshot commit "$act")
+act=$(cairn -C "$T/sa" snapshot prepare "$base")
+mkdir -p "$T/sa/active/$act/fs/srv"; head -c 40000 /dev/urandom >"$T/sa/active/$act/fs/srv/g"
+top=$(cairn -C "$T/sa" snapshot commit "$act")
+cairn -C "$T/sa" record put "sha256:$(echo k | sha256sum | cut -d' ' -f1)" "$top" >/dev/null
+E2E=s3://$BUCKET/e2e
+cairn -C "$T/sa" remote add origin "$E2E"
+out=$(cairn -C "$T/sa" push --json origin main)
+[ "$(echo "$out" | j 'd["objects_moved"]')" -gt 0 ] || die "push sent nothing: $out"
+out=$(cairn -C "$T/sa" push --json origin main)
+[ "$(echo "$out" | j 'd["objects_moved"]')" = 0 ] || die "an unchanged push sent objects: $out"
+cairn init "$T/sb" >/dev/null
+cairn -C "$T/sb" pull "$E2E" main >/dev/null
+content() {
+    { cairn -C "$1" blob ls --json | j '"\n".join(sorted(b["digest"]+" "+str(b["size"]) for b in d))'
+      cairn -C "$1" snapshot ls --json | j '"\n".join(sorted(s["chain_id"] for s in d))'
+    } | sort
+}
+[ "$(content "$T/sa")" = "$(content "$T/sb")" ] || die "the pulled state differs from the pushed one"
+cairn -C "$T/sb" fsck >/dev/null || die "fsck after pull: $(cairn -C "$T/sb" fsck)"
+cairn -C "$T/sb" remote states "$E2E" main | grep -q main || die "remote states: $(cairn -C "$T/sb" remote states "$E2E" main)"
 echo "s3rver: ok"

@@ -16,7 +16,8 @@
 
 #include "remote/backend.h"
 
-static const cairn__remote_ops *const ops_all[] = {&cairn__remote_s3, &cairn__remote_oci};
+static const cairn__remote_ops *const ops_all[] = {&cairn__remote_file, &cairn__remote_s3,
+                                                   &cairn__remote_oci};
 
 static int print_blob(void *ud, const char *digest, uint64_t size, int64_t mtime)
 {
