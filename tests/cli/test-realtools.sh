@@ -314,8 +314,9 @@ if rt_failed; then
         for st in "${RT_STEPS[@]}"; do
             [ "${RT_STATUS[$id|$st]:-}" = FAIL ] || continue
             echo "FAIL $id $st: ${RT_MSG[$id|$st]}"
-            tail -n "${CAIRN_RT_LOG_LINES:-12}" "$RT/cells/$id.$st.log" | sed 's/^/    /'
-
+            if [ -f "$RT/cells/$id.$st.log" ]; then
+                tail -n "${CAIRN_RT_LOG_LINES:-12}" "$RT/cells/$id.$st.log" | sed 's/^/    /'
+            fi
         done
     done
     die "some artifacts made by real tools are not taken, checked out or exported as the tools expect (table above)"
