@@ -215,6 +215,7 @@ static int cmd_export(cli *c, int argc, char **argv)
             else
                 return cli_usage_error(c, "--compression '%s': expected gzip, zstd or none",
                                        optarg);
+            eo.recompress = 1; /* asked for: every layer is in it */
             break;
         default: {
             int r = cli_opt(c, opt);
@@ -250,13 +251,14 @@ static int cmd_export(cli *c, int argc, char **argv)
 
 const cli_command cli_image_commands[] = {
     {"image import", cmd_import, "PATH[:REF] [--name NAME] [--platform OS/ARCH[/VARIANT]] [--jobs N]",
-     "import an OCI image layout (directory or oci-archive tar): blobs into the store, layers "
-     "as snapshots, then the name"},
+     "import an OCI image layout or a docker-archive (a directory or a tar of one): blobs "
+     "into the store, layers as snapshots, then the names (REF: after the first colon)"},
     {"image ls", cmd_ls, "", "list images (with the lowers') sorted by name"},
     {"image show", cmd_show, "NAME", "print an image's manifest, config, top snapshot and size"},
     {"image rm", cmd_rm, "NAME...", "remove image names (blobs and snapshots stay until gc)"},
     {"image export", cmd_export,
      "NAME DEST [--format oci|oci-archive] [--ref REF] [--compression gzip|zstd|none]",
-     "write an image as an OCI image layout directory (or a tar of one)"},
+     "write an image as an OCI image layout directory (or a tar of one, with a manifest.json "
+     "for docker load); layers as stored unless --compression is given"},
     {NULL, NULL, NULL, NULL},
 };

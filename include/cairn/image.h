@@ -64,7 +64,10 @@ typedef struct cairn_image_import_options {
 #define CAIRN_IMAGE_IMPORT_OPTIONS_INIT {CAIRN_IMAGE_IMPORT_OPTIONS_VERSION, NULL, NULL, 0, NULL, NULL}
 
 /* Import the image at `path`: an OCI image layout directory, or an
- * oci-archive (a tar of one, uncompressed). `path` may be PATH:REF, read as
+ * oci-archive (a tar of one, uncompressed), or a docker-archive as a tar or
+ * a directory (`docker save`, skopeo's and podman's docker-archive:; its
+ * layers at any path manifest.json names, the images named by its
+ * RepoTags), read as the Docker schema 2 manifests cairn makes of it. `path` may be PATH:REF, read as
  * skopeo's oci: transport reads it: split at the first colon (REF may hold
  * colons and slashes, example.com/team/app:1.0; PATH may not hold a colon,
  * unless it exists as a whole and takes no REF). REF names the image by its
@@ -108,24 +111,32 @@ enum {
 };
 
 typedef struct cairn_image_export_options {
-    unsigned version;  /* CAIRN_IMAGE_EXPORT_OPTIONS_VERSION */
+    unsigned version;  /* CAIRN_IMAGE_EXPORT_OPTIONS_VERSION (1 is still taken) */
     int format;        /* CAIRN_IMAGE_FORMAT_* */
-    int compression;   /* layers made again from snapshots: CAIRN_COMPRESSION_* */
+    int compression;   /* layers made anew: CAIRN_COMPRESSION_* */
     const char *ref;   /* the ref.name annotation in index.json; NULL: the image's name */
     cairn_progress_fn progress; /* bytes written of the total, or NULL */
     void *progress_userdata;
+    /* version 2: */
+    int recompress;    /* non-zero: also make anew the layers whose blob is in another
+                        * compression than `compression` */
 } cairn_image_export_options;
-#define CAIRN_IMAGE_EXPORT_OPTIONS_VERSION 1
+#define CAIRN_IMAGE_EXPORT_OPTIONS_VERSION 2
 #define CAIRN_IMAGE_EXPORT_OPTIONS_INIT                                                            \
     {CAIRN_IMAGE_EXPORT_OPTIONS_VERSION, CAIRN_IMAGE_FORMAT_OCI, CAIRN_COMPRESSION_GZIP, NULL,     \
-     NULL, NULL}
+     NULL, NULL, 0}
 
-/* Write the image as an OCI image layout at `dest` (a directory that must be
- * missing or empty, or with CAIRN_IMAGE_FORMAT_OCI_ARCHIVE a tar file that
- * must not exist). Layers are the original blobs when the store still has
- * them; a layer whose blob is gone is made again from its snapshot (same
- * diff id), and the manifest is rewritten to name the new blob. index.json
- * (or the tar) is complete before it appears under its name. */
+/* Write the image as an OCI image layout at `dest`: a directory that must be
+ * missing or an empty directory (replaced), or with
+ * CAIRN_IMAGE_FORMAT_OCI_ARCHIVE a tar file that must not exist, holding a
+ * manifest.json for `docker load` too. It is built beside `dest` and renamed
+ * into place when complete: a failed export leaves nothing there. Layers
+ * are the original blobs when the store still has them (with `recompress`,
+ * only those already in `compression`; the others are decompressed and
+ * compressed as asked); a layer whose blob is gone is made again from its
+ * snapshot. Either way the diff ids stay, and the manifest is rewritten to
+ * name the new blobs (a Docker manifest with zstd layers becomes an OCI
+ * one). */
 CAIRN_EXPORT int cairn_image_export(cairn_state *st, const char *name, const char *dest,
                                     const cairn_image_export_options *opts, cairn_error *err);
 

@@ -7,7 +7,9 @@
  *
  * Import, in order (publish last):
  *   1. read the source: an image layout directory, or an oci-archive read
- *      once for its small files (oci-layout, index.json, JSON blobs);
+ *      once for its small files (oci-layout, index.json, JSON blobs), or a
+ *      docker-archive of either kind, read as the layout cairn makes of it
+ *      (archive.c);
  *   2. resolve: index.json, nested indexes, the manifest of the platform
  *      asked for, its config; every document checked against the digest and
  *      size its descriptor gives; the layers' chain ids from the diff ids;
@@ -302,24 +304,30 @@ static int resolve(import *im, cairn_error *err)
     _cleanup_free_ char *buf = NULL;
     size_t len = 0;
     char what[4200];
-    int r = cairn__source_read_file(s, "oci-layout", &buf, &len, err);
-    if (r < 0)
-        return r;
-    snprintf(what, sizeof(what), "%s%soci-layout", s->path, s->archive ? ": " : "/");
-    r = cairn__oci_check_layout(buf, len, what, err);
-    if (r < 0)
-        return r;
-    free(steal_pointer(&buf));
+    int r;
+    if (!s->docker) {
+        r = cairn__source_read_file(s, "oci-layout", &buf, &len, err);
+        if (r < 0)
+            return r;
+        snprintf(what, sizeof(what), "%s%soci-layout", s->path, s->archive ? ": " : "/");
+        r = cairn__oci_check_layout(buf, len, what, err);
+        if (r < 0)
+            return r;
+        free(steal_pointer(&buf));
+    }
+    /* A docker-archive's index is the one made of its manifest.json. */
     r = cairn__source_read_file(s, "index.json", &buf, &len, err);
     if (r < 0)
         return r;
-    snprintf(what, sizeof(what), "%s%sindex.json", s->path, s->archive ? ": " : "/");
+    snprintf(what, sizeof(what), "%s%s%s", s->path, s->archive ? ": " : "/",
+             s->docker ? "manifest.json" : "index.json");
     cairn__oci_desc *ds = NULL;
     size_t n = 0;
     r = cairn__oci_parse_index(buf, len, what, &ds, &n, err);
     if (r < 0)
         return r;
-    r = add_doc(im, NULL, CAIRN__MT_OCI_INDEX, steal_pointer(&buf), len, err);
+    /* The index is stored (a docker-archive's is cairn's own making: not). */
+    r = s->docker ? 0 : add_doc(im, NULL, CAIRN__MT_OCI_INDEX, steal_pointer(&buf), len, err);
     if (r == 0)
         r = walk_index(im, ds, n, NULL, NULL, 0, err);
     free(ds);
@@ -407,25 +415,22 @@ static void progress_add(import *im, uint64_t n)
 static int ingest_layer_fd(import *im, cairn_blob_batch *b, layer_job *j, size_t idx,
                            cairn_error *err)
 {
-    _cleanup_close_ int fd = im->src.blobfd < 0
-                                 ? -1
-                                 : openat(im->src.blobfd, cairn__digest_hex(j->desc.digest),
-                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0 && (im->src.blobfd < 0 || errno == ENOENT))
-        return cairn__err(err, -ENOENT, "layer %zu (%s) of manifest %s: missing from %s/blobs/sha256",
-                          idx, j->desc.digest, im->chosen.d.digest, im->src.path);
+    char where[4200];
+    cairn__source_blobs_where(&im->src, where, sizeof(where));
+    _cleanup_close_ int fd = cairn__source_open_blob(&im->src, j->desc.digest);
+    if (fd == -ENOENT)
+        return cairn__err(err, -ENOENT, "layer %zu (%s) of manifest %s: missing from %s", idx,
+                          j->desc.digest, im->chosen.d.digest, where);
     if (fd < 0)
-        return cairn__err(err, -errno, "layer %s: %s/blobs/sha256: %m", j->desc.digest,
-                          im->src.path);
+        return cairn__err(err, fd, "layer %s: %s: %s", j->desc.digest, where, strerror(-fd));
     /* Opened without blocking: a FIFO there must not hang the import. */
     struct stat sb;
     if (fstat(fd, &sb) < 0)
-        return cairn__err(err, -errno, "layer %s: %s/blobs/sha256: %m", j->desc.digest,
-                          im->src.path);
+        return cairn__err(err, -errno, "layer %s: %s: %m", j->desc.digest, where);
     if (!S_ISREG(sb.st_mode))
-        return cairn__err(err, CAIRN_E_FORMAT, "layer %zu (%s) of manifest %s: %s/blobs/sha256: "
-                          "not a regular file", idx, j->desc.digest, im->chosen.d.digest,
-                          im->src.path);
+        return cairn__err(err, CAIRN_E_FORMAT,
+                          "layer %zu (%s) of manifest %s: %s: not a regular file", idx,
+                          j->desc.digest, im->chosen.d.digest, where);
     cairn_blob_put_options po = CAIRN_BLOB_PUT_OPTIONS_INIT;
     po.expected = j->desc.digest;
     po.expected_size = j->desc.size;
@@ -443,7 +448,7 @@ static int ingest_layers_archive(import *im, cairn_error *err)
     bool want = false;
     for (size_t i = 0; i < im->n_jobs; i++)
         if (!im->jobs[i].have_blob) {
-            if (!cairn__arc_find(&im->src, im->jobs[i].desc.digest))
+            if (!cairn__source_has_blob(&im->src, im->jobs[i].desc.digest))
                 return cairn__err(err, -ENOENT, "layer %zu (%s) of manifest %s: missing from %s",
                                   i, im->jobs[i].desc.digest, im->chosen.d.digest, im->src.path);
             want = true;
@@ -471,7 +476,7 @@ static int ingest_layers_archive(import *im, cairn_error *err)
         if (archive_entry_filetype(e) != AE_IFREG)
             continue;
         char nb[80];
-        const char *m = cairn__arc_member(archive_entry_pathname(e), nb);
+        const char *m = cairn__source_member(&im->src, archive_entry_pathname(e), nb);
         if (!m || strncmp(m, "sha256:", 7))
             continue;
         layer_job *j = NULL;
@@ -624,9 +629,7 @@ typedef struct prefetch {
 static int open_layer(import *im, cairn_state *st, size_t i, int *out, cairn_error *err)
 {
     layer_job *j = &im->jobs[i];
-    int fd = im->src.blobfd >= 0 ? openat(im->src.blobfd, cairn__digest_hex(j->desc.digest),
-                                          O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-                                 : -1;
+    int fd = im->src.archive ? -ENOENT : cairn__source_open_blob(&im->src, j->desc.digest);
     if (fd >= 0) {
         /* Not blocking on a FIFO there; ingest refuses what is not a file. */
         struct stat sb;
