@@ -18,6 +18,7 @@ static const cli_command *const tables[] = {
     cli_gc_commands,
     cli_volume_commands,
     cli_combine_commands,
+    cli_remote_commands,
 };
 
 static const cli_command *current;

@@ -36,7 +36,7 @@
  * Flatten is the same with the stack's top as destination and its lower
  * layers as sources; the lowers file is rewritten last.
  */
-#include "core/core.h"
+#include "combine/combine.h"
 #include "snapshot/snapshot-private.h"
 
 #include <dirent.h>
@@ -188,6 +188,45 @@ static int hash_is(int fd, const char *hex)
     if (n < 0)
         return (int)n;
     return !strcmp(got + 7, hex);
+}
+
+/* ---- rows of a database file, without a state ------------------------- */
+
+int cairn__merge_db_rows(sqlite3 *db, const char *src_path, cairn_error *err)
+{
+    _cleanup_free_ char *uri = db_uri(src_path, true);
+    if (!uri)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "ATTACH ? AS cairn_rows", -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, uri, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_OK) {
+        int r = cairn__err_db(err, db, rc, NULL);
+        return cairn__err_prefix(err, r, "%s: attach", src_path);
+    }
+    int before = sqlite3_total_changes(db);
+    int r = exec_fmt(db, err, "BEGIN IMMEDIATE");
+    for (size_t i = 0; r == 0 && i < CAIRN_ARRAY_SIZE(merge_tables); i++) {
+        const merge_table *t = &merge_tables[i];
+        r = exec_fmt(db, err,
+                     "INSERT INTO main.%s(%s) SELECT %s FROM cairn_rows.%s WHERE true "
+                     "ON CONFLICT(%s) %s",
+                     t->name, t->cols, t->cols, t->name, t->key, t->rule);
+        if (r < 0)
+            cairn__err_prefix(err, r, "%s: merge %s", src_path, t->name);
+    }
+    if (r == 0)
+        r = exec_fmt(db, err, "COMMIT");
+    else
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    int changed = sqlite3_total_changes(db) - before;
+    sqlite3_exec(db, "DETACH cairn_rows", NULL, NULL, NULL);
+    return r < 0 ? r : changed;
 }
 
 /* ---- side directories --------------------------------------------------- */

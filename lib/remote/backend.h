@@ -49,17 +49,28 @@ typedef void (*cairn__remote_progress)(void *ud, uint64_t done);
 
 typedef struct cairn__remote_ops {
     const char *scheme; /* "file", "s3", "oci" */
+    /* Opening writes nothing: a remote that holds nothing yet (a missing
+     * directory, an empty prefix) opens, lists no state and no blob, and
+     * is laid out by the first write. remote.c lists a backend in its
+     * backends[] (and the layer check's order) to reach it. */
     int (*open)(const cairn__remote_conf *conf, cairn__remote **out, cairn_error *err);
     void (*close)(cairn__remote *r);
 
     /* present[i] = 1 when digests[i] is stored, 0 when not, for n digests:
-     * in batches and in parallel (HEAD or a listing, whichever is cheaper). */
+     * in batches and in parallel (HEAD or a listing, whichever is cheaper).
+     * A push skips what is present and names it in a state published later:
+     * a backend where it is cheap (file) refreshes a present blob's time, so
+     * remote gc's grace period covers the push that relies on it. */
     int (*blobs_have)(cairn__remote *r, const char *const *digests, size_t n, uint8_t *present,
                       cairn_error *err);
     /* Store `size` bytes read from fd at offset 0 under digest (already
      * checked by the caller). Big blobs are uploaded in parts that a rerun
      * resumes (S3 multipart, registry chunked upload); `media_type` is for
-     * backends that keep one (may be ""). */
+     * backends that keep one (may be ""). A blob whose media type is an OCI
+     * image manifest or index (the chunks of a big state) is one a registry
+     * must store as a manifest by digest (PUT /manifests/<digest>), so that
+     * the index naming it keeps its layers from the registry's own gc; file
+     * and S3 store it as any blob. */
     int (*blob_put)(cairn__remote *r, const char *digest, int fd, uint64_t size,
                     const char *media_type, cairn__remote_progress fn, void *ud,
                     cairn_error *err);
