@@ -201,12 +201,17 @@ static int cmd_merge(cli *c, int argc, char **argv)
 {
     static const struct option lo[] = {CLI_COMMON_LONGOPTS, MERGE_LONGOPTS,
                                        {"move", no_argument, NULL, 'm'},
+                                       {"drop-local", no_argument, NULL, 'L'},
                                        {NULL, 0, NULL, 0}};
     cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
     int opt;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
         if (merge_opt(opt, &mo))
             continue;
+        if (opt == 'L') {
+            mo.drop_local = 1;
+            continue;
+        }
         int r_ = cli_opt(c, opt);
         if (r_ >= 0)
             return r_;
@@ -341,7 +346,8 @@ const cli_command cli_combine_commands[] = {
     {"stack ls", cmd_stack_ls, "[DIR]", "list the lowers of a stack and whether each is usable"},
     {"stack rm", cmd_stack_rm, "[DIR] LOWER",
      "remove a lower (a path or an id), even one that has vanished or been replaced"},
-    {"merge", cmd_merge, "[--link|--reflink|--copy|--move] [--verify] DEST SRC... (or -C DEST ... SRC...)",
+    {"merge", cmd_merge,
+     "[--link|--reflink|--copy|--move [--drop-local]] [--verify] DEST SRC... (or -C DEST ... SRC...)",
      "write the union of states into DEST (created when missing), objects linked, not copied"},
     {"flatten", cmd_flatten,
      "[--background] [--if-due] [--link|--reflink|--copy] [--policy never|on-open|lowers>N|"

@@ -106,7 +106,11 @@ static int cmd_gc(cli *c, int argc, char **argv)
         case 'k':
         case 'g': {
             int64_t d;
-            if (cli_parse_duration(optarg, &d) < 0)
+            int r = cli_parse_duration(optarg, &d);
+            if (r == -ERANGE)
+                return cli_usage_error(c, "--%s '%s': too long (at most 9223372036854775807s)",
+                                       opt == 'k' ? "keep-duration" : "grace", optarg);
+            if (r < 0)
                 return cli_usage_error(c, "--%s '%s': expected a duration (30s, 15m, 48h, 7d)",
                                        opt == 'k' ? "keep-duration" : "grace", optarg);
             if (opt == 'k')
@@ -149,7 +153,7 @@ static int cmd_gc(cli *c, int argc, char **argv)
         *dst[i] = (int64_t)v;
     }
     cairn_state *st = NULL;
-    int r = cli_open(c, go.dry_run ? CAIRN_OPEN_READONLY : 0, &st);
+    int r = cli_open(c, go.dry_run ? CAIRN_OPEN_READONLY : CAIRN_OPEN_FREE_RESERVE, &st);
     if (r)
         return r;
     cli_progress p;

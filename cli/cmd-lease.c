@@ -15,7 +15,11 @@ static int parse(cli *c, int argc, char **argv, bool want_ttl, int64_t *ttl)
     int opt;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
         if (opt == 't' && want_ttl) {
-            if (cli_parse_duration(optarg, ttl) < 0)
+            int r = cli_parse_duration(optarg, ttl);
+            if (r == -ERANGE)
+                return cli_usage_error(c, "--ttl '%s': too long (at most 9223372036854775807s)",
+                                       optarg);
+            if (r < 0)
                 return cli_usage_error(c, "--ttl '%s': expected a duration (30s, 15m, 2h, 7d)",
                                        optarg);
             continue;

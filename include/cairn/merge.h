@@ -70,9 +70,13 @@ typedef struct cairn_merge_options {
     void *problem_userdata;
     cairn_progress_fn progress; /* objects placed of the total */
     void *progress_userdata;
+    /* MOVE: a source's active snapshots and leases are local (never merged)
+     * and go with the source; the merge is refused while a source holds any
+     * (-EBUSY, naming them), unless this is set. (version 2) */
+    int drop_local;
 } cairn_merge_options;
-#define CAIRN_MERGE_OPTIONS_VERSION 1
-#define CAIRN_MERGE_OPTIONS_INIT {CAIRN_MERGE_OPTIONS_VERSION, CAIRN_MERGE_AUTO, 0, 0, NULL, NULL, NULL, NULL}
+#define CAIRN_MERGE_OPTIONS_VERSION 2
+#define CAIRN_MERGE_OPTIONS_INIT {CAIRN_MERGE_OPTIONS_VERSION, CAIRN_MERGE_AUTO, 0, 0, NULL, NULL, NULL, NULL, 0}
 
 /* Freeze the state at `src` into a new state at `dest` (missing or an empty
  * directory). The copy holds everything committed in `src` before the call

@@ -24,6 +24,11 @@ typedef struct cairn_state cairn_state;
 /* Flags for cairn_state_open(). */
 enum {
     CAIRN_OPEN_READONLY = 1 << 0, /* never write: no database writes, no staging */
+    /* When the file system is too full to open the database for writing,
+     * free the state's reserve (space kept for this) and try again: for gc,
+     * which then frees space. Read-only opens need no reserve: with no WAL
+     * left they read the database as immutable. */
+    CAIRN_OPEN_FREE_RESERVE = 1 << 1,
 };
 
 /* Progress of a long operation: `done` of `total` units (bytes or objects,
@@ -35,6 +40,19 @@ typedef void (*cairn_progress_fn)(void *userdata, uint64_t done, uint64_t total)
  * that already exists with its own identity fails with -EEXIST.
  * When `out_id` is not NULL it receives the new id (CAIRN_STATE_ID_LEN + 1). */
 CAIRN_EXPORT int cairn_state_init(const char *path, char *out_id, cairn_error *err);
+
+/* Flags for cairn_state_init_with(). */
+enum {
+    /* Give a frozen state a writable identity in place (not needed on an
+     * overlayfs view, where the identity goes to the upper layer). Stacks
+     * that read the frozen state as a lower then fail: its id changed. */
+    CAIRN_INIT_OVER_FROZEN = 1 << 0,
+};
+
+/* cairn_state_init() with flags. Over a frozen state that is not an
+ * overlayfs view it fails with -EEXIST unless CAIRN_INIT_OVER_FROZEN. */
+CAIRN_EXPORT int cairn_state_init_with(const char *path, unsigned flags, char *out_id,
+                                       cairn_error *err);
 
 /* Open the state at `path`. On success *out owns the state; free it with
  * cairn_state_free(). Fails with CAIRN_E_NOTSTATE, CAIRN_E_FORMAT,

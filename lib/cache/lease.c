@@ -76,6 +76,17 @@ static int exec1(cairn_state *st, const char *sql, const char *a, const char *b,
     return r < 0 ? r : changes;
 }
 
+/* When a lease of `ttl` seconds taken at `now` expires: 0 (never) for no
+ * ttl; a ttl past the end of time saturates rather than wrap negative
+ * (an expiry in the past would let gc take what the lease holds). */
+static int64_t expiry(int64_t now, int64_t ttl)
+{
+    int64_t e;
+    if (!ttl)
+        return 0;
+    return __builtin_add_overflow(now, ttl, &e) ? INT64_MAX : e;
+}
+
 int cairn_lease_create(cairn_state *st, const char *id, int64_t ttl, char *out_id,
                        cairn_error *err)
 {
@@ -97,7 +108,7 @@ int cairn_lease_create(cairn_state *st, const char *id, int64_t ttl, char *out_i
     static const char sql[] = "INSERT INTO leases(id, created, expires) VALUES (?, ?, ?) "
                               "ON CONFLICT(id) DO NOTHING";
     int64_t now = cairn__now();
-    r = exec1(st, sql, id, NULL, NULL, now, ttl ? now + ttl : 0, err);
+    r = exec1(st, sql, id, NULL, NULL, now, expiry(now, ttl), err);
     if (r < 0)
         return r;
     if (r == 0)
@@ -118,7 +129,7 @@ int cairn_lease_renew(cairn_state *st, const char *id, int64_t ttl, cairn_error 
     r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
-    r = exec1(st, sql, id, NULL, NULL, ttl ? cairn__now() + ttl : 0, 0, err);
+    r = exec1(st, sql, id, NULL, NULL, expiry(cairn__now(), ttl), 0, err);
     cairn__unlock(st);
     if (r == 0)
         return cairn__err(err, -ENOENT, "lease %s: not found", id);

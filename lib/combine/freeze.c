@@ -83,7 +83,8 @@ static int link_snapshot(freezer *f, size_t layer, const char *chain_id, const c
     uint64_t bytes = 0;
     f->stats.objects++;
     char got[CAIRN_DIGEST_LEN + 1] = "";
-    int r = cairn__snapshot_clone(ssfd, name, f->tmpfd, f->snapfd, 0, tar_digest, &bytes, got);
+    int r = cairn__snapshot_clone(NULL, ssfd, name, f->tmpfd, f->snapfd, 0, tar_digest, &bytes,
+                                  got);
     if (r == CAIRN_E_MISMATCH)
         return cairn__err(err, r, "snapshot %s: its copy of %s/snapshots/%s tars to %s, its name "
                           "stands for %s; not frozen", chain_id, f->src->layers[layer].root, name,

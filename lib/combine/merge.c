@@ -412,10 +412,10 @@ static int resolve_conflict(merger *m, const char *digest, int sfd, int dfd, int
     report(m, "blob", digest, "corrupt", dpath, spath,
            "two copies differ; %s does not hash to its name and was quarantined, %s replaces it",
            dpath, spath);
-    int qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (qfd < 0 && errno == ENOENT) {
         cairn__mkdir_at(m->dst->dirfd, "quarantine", 0700);
-        qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     }
     if (qfd < 0)
         return cairn__err(err, -errno, "%s/quarantine: %m", m->dst->path);
@@ -712,14 +712,15 @@ static int clone_tree(clone_ctx *c, int sfd, int dfd, const char *rel)
     return r;
 }
 
-int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how,
-                          const char *expect, uint64_t *bytes, char *got)
+int cairn__snapshot_clone(cairn_state *owner, int ssfd, const char *name, int tfd, int dsfd,
+                          int how, const char *expect, uint64_t *bytes, char *got)
 {
     struct stat sb;
     if (fstatat(ssfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
         return -errno;
     char tmp[128];
-    int r = cairn__tmp_name(tmp, sizeof(tmp), "snap");
+    int r = owner ? cairn__tmp_name(owner, tmp, sizeof(tmp), "snap")
+                  : cairn__tmp_name_unowned(tmp, sizeof(tmp), "snap");
     if (r < 0)
         return r;
     if (mkdirat(tfd, tmp, 0700) < 0)
@@ -802,7 +803,8 @@ static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, const 
         return tfd;
     uint64_t bytes = 0;
     char got[CAIRN_DIGEST_LEN + 1] = "";
-    int r = cairn__snapshot_clone(ssfd, name, tfd, dsfd, clone_how(m), tar_digest, &bytes, got);
+    int r = cairn__snapshot_clone(m->dst, ssfd, name, tfd, dsfd, clone_how(m), tar_digest, &bytes,
+                                  got);
     if (r == -EEXIST) {
         m->stats.present++;
         return have_add(m, chain_id, err);
@@ -1067,8 +1069,13 @@ static int add_source_layers(merger *m, cairn_state *s, size_t from, bool consum
 static int opts_get(const cairn_merge_options *in, cairn_merge_options *out, cairn_error *err)
 {
     cairn_merge_options def = CAIRN_MERGE_OPTIONS_INIT;
-    *out = in ? *in : def;
-    if (out->version != CAIRN_MERGE_OPTIONS_VERSION)
+    *out = def;
+    /* Version 1 ended before drop_local: copy what it has. */
+    if (in && in->version == 1)
+        memcpy(out, in, offsetof(cairn_merge_options, drop_local));
+    else if (in)
+        *out = *in;
+    if (out->version != 1 && out->version != CAIRN_MERGE_OPTIONS_VERSION)
         return cairn__err(err, -EINVAL, "merge: options version %u is not supported",
                           out->version);
     if (out->mode < CAIRN_MERGE_AUTO || out->mode > CAIRN_MERGE_MOVE)
@@ -1128,6 +1135,32 @@ static int ensure_state(const char *path, cairn_error *err)
     return r;
 }
 
+/* A source holding active snapshots or leases (local, never merged): -EBUSY
+ * naming the counts, because a move would remove them with the source. */
+static int refuse_local(cairn_state *s, cairn_error *err)
+{
+    static const char sql[] = "SELECT (SELECT count(*) FROM active), (SELECT count(*) FROM leases)";
+    sqlite3_stmt *q;
+    int r = cairn__stmt(s, 0, sql, &q, err);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(q);
+        return cairn__err_db(err, s->layers[0].db, rc, NULL);
+    }
+    int64_t active = sqlite3_column_int64(q, 0), leases = sqlite3_column_int64(q, 1);
+    sqlite3_reset(q);
+    if (active || leases)
+        return cairn__err(err, -EBUSY,
+                          "merge --move: source %s holds %lld active snapshot%s and %lld "
+                          "lease%s, which are never merged and would be removed with it; "
+                          "commit or remove them, or drop them with --drop-local",
+                          s->path, (long long)active, active == 1 ? "" : "s", (long long)leases,
+                          leases == 1 ? "" : "s");
+    return 0;
+}
+
 int cairn_merge(const char *dest, const char *const *srcs, size_t n,
                 const cairn_merge_options *opts, cairn_merge_stats *stats, cairn_error *err)
 {
@@ -1150,6 +1183,11 @@ int cairn_merge(const char *dest, const char *const *srcs, size_t n,
         for (size_t l = 1; l < ss[i]->n_layers && r == 0; l++)
             r = cairn__layer_open(ss[i], l, err);
     }
+    /* A move removes the sources, and with them what is never merged:
+     * say so before anything is written, unless asked to drop it. */
+    if (m.opts.mode == CAIRN_MERGE_MOVE && !m.opts.drop_local)
+        for (size_t i = 0; i < n && r == 0; i++)
+            r = refuse_local(ss[i], err);
     /* 2. the destination */
     if (r == 0)
         r = ensure_state(dest, err);

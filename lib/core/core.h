@@ -37,16 +37,18 @@ CAIRN_INTERNAL int cairn__identity_new(int dirfd, const char *path, const char *
 /* Drop layers n.. of an open state (after a flatten made them redundant). */
 CAIRN_INTERNAL void cairn__layers_trim(cairn_state *st, size_t n);
 /* Copy the snapshot directory ssfd/name into dsfd/name: a tree of hardlinks
- * (how: see cairn__clone_file_at), staged under tfd (tmp/) and renamed
- * without replacing (-EEXIST: already there). A file reflinked or copied
+ * (how: see cairn__clone_file_at), staged under tfd (tmp/ of `owner`, whose
+ * staging name it takes; NULL: an unowned name) and renamed without
+ * replacing (-EEXIST: already there). A file reflinked or copied
  * keeps its owner, mode, times and xattrs, and a hardlink group stays one
  * group; symlinks, devices, fifos and whiteouts keep theirs. When any file
  * was not linked, the copy's canonical tar must digest to `expect` (may be
  * NULL: not checked) before it is renamed into place: else CAIRN_E_MISMATCH,
  * nothing placed, and `got` (may be NULL) holds what it tars to. *bytes
  * grows by the bytes copied. */
-CAIRN_INTERNAL int cairn__snapshot_clone(int ssfd, const char *name, int tfd, int dsfd, int how,
-                                         const char *expect, uint64_t *bytes, char *got);
+CAIRN_INTERNAL int cairn__snapshot_clone(cairn_state *owner, int ssfd, const char *name, int tfd,
+                                         int dsfd, int how, const char *expect, uint64_t *bytes,
+                                         char *got);
 /* A directory built beside `path` and renamed onto it when complete:
  * "<path>.<tag>-<pid>"; sweep removes those whose process is gone. */
 CAIRN_INTERNAL char *cairn__side_name(const char *path, const char *tag);
@@ -55,8 +57,26 @@ CAIRN_INTERNAL void cairn__side_sweep(const char *path, const char *tag);
  * quarantine/<tag>.<name>.<time>, never replacing and never deleting. */
 CAIRN_INTERNAL int cairn__quarantine(cairn_state *st, int dirfd, const char *name,
                                      const char *tag, cairn_error *err);
-/* A new staging name in tmp/: "<boot-id>-<tag>-<random>". */
-CAIRN_INTERNAL int cairn__tmp_name(char *out, size_t size, const char *tag);
+/* A new staging name in st's tmp/, owned by st while it is open:
+ * "<boot-id>-<owner>-<tag>-<random>", where st holds an OFD lock on byte
+ * 2^40 + owner of the state's `lock` file (taken on first use, dropped by
+ * cairn_state_free). A sweep tells a live process's staging from a dead
+ * one's by asking for that lock. */
+CAIRN_INTERNAL int cairn__tmp_name(cairn_state *st, char *out, size_t size, const char *tag);
+/* An unowned name, "<boot-id>-<tag>-<random>", for staging inside a
+ * directory that is removed whole when its builder fails (freeze's side
+ * directory): sweeps of this boot leave such names alone. */
+CAIRN_INTERNAL int cairn__tmp_name_unowned(char *out, size_t size, const char *tag);
+/* Make the state's reserve (db/<id>.reserve, space gc can free on a full
+ * file system) when it is missing and there is room for it (state.c). */
+CAIRN_INTERNAL void cairn__reserve_ensure(cairn_state *st);
+/* Staging no live process owns: an earlier boot's entries, and this boot's
+ * of owners whose lock is free (their process is gone). Removed unless
+ * `dry`; fn (or NULL) gets each entry, its bytes and
+ * why. Returns how many, or < 0 when tmp/ cannot be read. */
+typedef void (*cairn__tmp_fn)(void *ud, const char *name, uint64_t bytes, const char *why);
+CAIRN_INTERNAL int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud,
+                                    cairn_error *err);
 
 /* The state's lock: writers that publish objects hold it shared, deleters
  * (blob rm, gc) exclusive, only while deleting. */
@@ -120,6 +140,8 @@ struct cairn_state {
     int txdepth;     /* nesting of cairn__tx_begin on layer 0 */
     int lockfd;      /* the lock file, -1 until first locked */
     int lockdepth;
+    int stagefd;     /* the lock file, holding this state's staging byte; -1 until first staged */
+    char stage_owner[17];
 };
 
 /* Open layer i's database when not yet open. */

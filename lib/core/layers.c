@@ -28,6 +28,20 @@ int cairn__layer_open(cairn_state *st, size_t i, cairn_error *err)
                                          l->id)
                      : r;
     }
+    /* SQLite opens its -wal and -shm with O_NOFOLLOW, and then fails with
+     * "unable to open database file": say what is wrong instead. */
+    static const char *const sides[] = {"-wal", "-shm"};
+    for (size_t k = 0; k < CAIRN_ARRAY_SIZE(sides); k++) {
+        char side[CAIRN_STATE_ID_LEN + 24];
+        snprintf(side, sizeof(side), "%s%s", name, sides[k]);
+        if (fstatat(l->dirfd, side, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)) {
+            int r = cairn__err(err, CAIRN_E_UNSAFE, "%s%s: a symlink; the database's files must "
+                               "be the state's own", l->db_path, sides[k]);
+            return i > 0 ? cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)",
+                                             l->root, l->id)
+                         : r;
+        }
+    }
     int r = cairn__db_open(l->db_path, mode, &l->db, err);
     if (r < 0 && i > 0)
         return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s (id %s)", l->root, l->id);
@@ -39,9 +53,16 @@ static int layer_subdir(cairn_state *st, size_t i, int *fdp, const char *sub, ca
     cairn__layer *l = &st->layers[i];
     if (*fdp >= 0)
         return *fdp;
-    int fd = openat(l->dirfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* Beneath the root, no symlink at any step: the state was checked at
+     * open, and this keeps a symlink planted since from taking gc (which
+     * deletes through these fds) outside the state. */
+    int fd = cairn__open_beneath(l->dirfd, sub, O_RDONLY | O_DIRECTORY, 0);
+    if (fd == -ELOOP || fd == -EXDEV)
+        return cairn__err(err, CAIRN_E_UNSAFE,
+                          "%s/%s: a symlink; the directories of a state must be its own", l->root,
+                          sub);
     if (fd < 0)
-        return cairn__err(err, -errno, "%s/%s: %m", l->root, sub);
+        return cairn__err(err, fd, "%s/%s: %m", l->root, sub);
     *fdp = fd;
     return fd;
 }

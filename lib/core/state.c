@@ -16,6 +16,14 @@
  *         same way (a lower may itself be a stack).
  * Each id appears once. Lower databases are opened lazily, on first query,
  * so opening a stack costs a read of each lower's identity file, no more.
+ *
+ * The layout directories of every layer are its own: a symlink among them
+ * is refused at open (layout_check), and the object directories are opened
+ * beneath the root following no symlink (core/layers.c).
+ *
+ * Staging: tmp/ entries are named for their boot and their owner (an open
+ * state holding an flock); "staging left behind" below says how the
+ * staging of dead processes is told from live ones and swept.
  */
 #include "core/core.h"
 
@@ -23,7 +31,12 @@
 #include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
+
+#ifndef OVERLAYFS_SUPER_MAGIC
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#endif
 
 #define IDENTITY_FILE "cairn-state"
 #define IDENTITY_MAX 4096
@@ -102,7 +115,14 @@ static int identity_read(int dirfd, const char *path, identity *out, cairn_error
                                   IDENTITY_FILE);
             strcpy(id.database, v);
         } else if (!strcmp(k, "frozen")) {
-            id.frozen = !strcmp(v, "1");
+            /* A value this cairn does not know could mean frozen: reading it
+             * as live would let this state be written while stacks read it
+             * as an immutable lower. */
+            if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+                return cairn__err(err, CAIRN_E_FORMAT,
+                                  "%s/%s: corrupt identity file (frozen '%.20s', expected 0 or 1)",
+                                  path, IDENTITY_FILE, v);
+            id.frozen = v[0] == '1';
         }
         /* Unknown keys are for newer cairns of the same format: ignored. */
     }
@@ -157,6 +177,37 @@ int cairn__identity_new(int dirfd, const char *path, const char *state_id, bool 
     memcpy(id.id, state_id, CAIRN_STATE_ID_LEN + 1);
     snprintf(id.database, sizeof(id.database), "db/%s.sqlite", id.id);
     return identity_write(dirfd, &id, err, path);
+}
+
+/* ---- layout ----------------------------------------------------------- */
+
+/* Parents before children: layout_check stats each with the one before
+ * it known not to be a symlink. */
+static const char *const layout_dirs[] = {"blobs", "blobs/sha256", "snapshots", "active",
+                                          "tmp",   "db",           "quarantine"};
+
+/* The layout's directories are the state's own: through a symlink, gc
+ * would delete, checkouts link and mounts offer files outside the state.
+ * A missing one is left to the code that needs it (quarantine/ is made on
+ * first use). */
+static int layout_check(int dirfd, const char *root, cairn_error *err)
+{
+    for (size_t i = 0; i < CAIRN_ARRAY_SIZE(layout_dirs); i++) {
+        struct stat sb;
+        if (fstatat(dirfd, layout_dirs[i], &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT)
+                continue;
+            return cairn__err(err, -errno, "%s/%s: %m", root, layout_dirs[i]);
+        }
+        if (S_ISLNK(sb.st_mode))
+            return cairn__err(err, CAIRN_E_UNSAFE,
+                              "%s/%s: a symlink; the directories of a state must be its own",
+                              root, layout_dirs[i]);
+        if (!S_ISDIR(sb.st_mode))
+            return cairn__err(err, CAIRN_E_CORRUPT, "%s/%s: not a directory", root,
+                              layout_dirs[i]);
+    }
+    return 0;
 }
 
 /* ---- layers ----------------------------------------------------------- */
@@ -226,7 +277,7 @@ static int cmp_str(const void *a, const void *b)
 static int add_sibling_layers(cairn_state *st, const char *root, int dirfd, const char *self,
                               cairn_error *err)
 {
-    int fd = openat(dirfd, "db", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(dirfd, "db", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return cairn__err(err, -errno, "%s/db: %m", root);
     DIR *d = fdopendir(fd);
@@ -283,12 +334,22 @@ static int add_lower_state(cairn_state *st, const char *path, const char *want_i
 {
     if (depth > 32)
         return cairn__err(err, CAIRN_E_LOWER, "%s: lowers nested more than 32 deep", path);
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* The lower's own path, symlinks resolved once here: paths of its
+     * objects (mounts, its database) are built from it and must resolve
+     * beneath it without following any. */
+    _cleanup_free_ char *real = realpath(path, NULL);
+    int fd = real ? open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     if (fd < 0)
         return cairn__err(err, CAIRN_E_LOWER, "lower state %s (id %s): %s; remove it with 'cairn stack rm'",
                           path, want_id, strerror(errno));
+    path = real;
     identity id;
-    int r = identity_read(fd, path, &id, err);
+    int r = layout_check(fd, path, err);
+    if (r < 0) {
+        close(fd);
+        return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s", path);
+    }
+    r = identity_read(fd, path, &id, err);
     if (r < 0) {
         close(fd);
         return cairn__err_prefix(err, CAIRN_E_LOWER, "lower state %s", path);
@@ -405,30 +466,199 @@ int cairn__check_writable(cairn_state *st, cairn_error *err)
 
 /* ---- staging left behind ---------------------------------------------- */
 
-/* Entries of tmp/ are named "<boot-id>-...": those of an earlier boot may hold
- * unsynced data and are removed; those of this boot may belong to a live
- * writer and are left alone. */
-static void tmp_sweep(cairn_state *st)
+/* Entries of tmp/ are named "<boot-id>-...". Those of an earlier boot may
+ * hold unsynced data and are removed. Those of this boot are named
+ * "<boot-id>-<owner>-..." by the open state that staged them (owner: 10 hex
+ * digits, a random 40-bit number), which holds an open-file-description
+ * write lock (F_OFD_SETLK) on byte 2^40 + owner of the state's `lock` file
+ * for as long as it is open; the kernel drops it when the process dies,
+ * however it dies (and in any pid namespace). A byte nobody holds is a dead
+ * owner's, and its entries are removed. The lock is taken before any entry
+ * is named. The gc lock is an flock of the same file: the two kinds of lock
+ * do not interact. Names of this boot in no such form (an older cairn's)
+ * cannot be told live from dead: left. Nothing but staging is in tmp/. */
+
+#define OWNER_LEN 10
+#define OWNER_BASE ((off_t)1 << 40)
+
+static bool hex_n(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static off_t owner_offset(const char *owner)
+{
+    char buf[OWNER_LEN + 1];
+    memcpy(buf, owner, OWNER_LEN);
+    buf[OWNER_LEN] = 0;
+    return OWNER_BASE + (off_t)strtoull(buf, NULL, 16);
+}
+
+/* Bytes below at/name (a file's size, a tree's sum), best effort. */
+static uint64_t tree_bytes(int at, const char *name, int depth)
+{
+    struct stat sb;
+    if (fstatat(at, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0;
+    if (!S_ISDIR(sb.st_mode))
+        return S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+    if (depth > 64)
+        return 0;
+    int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    uint64_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            n += tree_bytes(dirfd(d), de->d_name, depth + 1);
+    closedir(d);
+    return n;
+}
+
+typedef struct owner_state {
+    char owner[OWNER_LEN + 1];
+    bool gone;
+} owner_state;
+
+/* Is this owner's byte of the lock file held by nobody? lockfd < 0: there
+ * is no lock file, so nobody holds anything. */
+static bool owner_gone(int lockfd, const char *owner)
+{
+    if (lockfd < 0)
+        return true;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = owner_offset(owner),
+                       .l_len = 1};
+    if (fcntl(lockfd, F_OFD_GETLK, &fl) < 0)
+        return false; /* cannot tell: keep it */
+    return fl.l_type == F_UNLCK;
+}
+
+int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cairn_error *err)
 {
     char boot[40];
     if (cairn__boot_id(boot) < 0)
-        return;
-    int fd = openat(st->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return;
-    DIR *d = fdopendir(fd);
+        return 0;
+    size_t blen = strlen(boot);
+    int tfd = cairn__tmpfd(st, err);
+    if (tfd < 0)
+        return tfd == -ENOENT ? 0 : tfd;
+    int dfd = dup(tfd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
-        close(fd);
-        return;
+        if (dfd >= 0)
+            close(dfd);
+        return cairn__err(err, -ENOMEM, "%s/tmp: out of memory", st->path);
     }
+    /* The dup shares st->tmpfd's offset, which an earlier sweep left at
+     * the end. Names first: entries are removed below, not while reading. */
+    rewinddir(d);
+    cairn__strv names = {0};
     struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        if (strncmp(de->d_name, boot, strlen(boot)) != 0)
-            cairn__rm_rf_at(dirfd(d), de->d_name);
-    }
+    int r = 0;
+    while (r == 0 && (de = readdir(d)))
+        if (de->d_name[0] != '.')
+            r = cairn__strv_push(&names, de->d_name);
     closedir(d);
+    owner_state *owners = NULL;
+    size_t n_owners = 0;
+    int count = 0;
+    int lockfd = openat(st->dirfd, "lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    for (size_t i = 0; r == 0 && i < names.n; i++) {
+        const char *name = names.v[i];
+        const char *why;
+        owner_state *o = NULL;
+        if (strncmp(name, boot, blen) != 0) {
+            why = "staging of an earlier boot";
+        } else {
+            const char *own = name + blen + 1;
+            if (name[blen] != '-' || strlen(own) < OWNER_LEN + 1 || !hex_n(own, OWNER_LEN) ||
+                own[OWNER_LEN] != '-')
+                continue;
+            for (size_t k = 0; k < n_owners && !o; k++)
+                if (!strncmp(owners[k].owner, own, OWNER_LEN))
+                    o = &owners[k];
+            if (!o) {
+                owner_state *no = realloc(owners, (n_owners + 1) * sizeof(*no));
+                if (!no) {
+                    r = -ENOMEM;
+                    break;
+                }
+                owners = no;
+                o = &owners[n_owners++];
+                memcpy(o->owner, own, OWNER_LEN);
+                o->owner[OWNER_LEN] = 0;
+                o->gone = owner_gone(lockfd, o->owner);
+            }
+            if (!o->gone)
+                continue;
+            why = "staging of a process that is gone";
+        }
+        if (fn)
+            fn(ud, name, tree_bytes(tfd, name, 0), why);
+        count++;
+        if (!dry)
+            cairn__rm_rf_at(tfd, name);
+    }
+    if (lockfd >= 0)
+        close(lockfd);
+    free(owners);
+    cairn__strv_free(&names);
+    if (r < 0)
+        return cairn__err(err, r, "%s/tmp: %m", st->path);
+    return count;
+}
+
+/* This state's byte of the lock file, taken before it names any staging. */
+static int stage_owner(cairn_state *st)
+{
+    if (st->stagefd >= 0)
+        return 0;
+    /* Its own open of the file: OFD locks belong to the open, and the gc
+     * flock on st->lockfd is another kind, apart. */
+    int fd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        char rnd[CAIRN_STATE_ID_LEN + 1];
+        int r = cairn__random_id(rnd);
+        if (r < 0) {
+            close(fd);
+            return r;
+        }
+        rnd[OWNER_LEN] = 0;
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                           .l_start = owner_offset(rnd), .l_len = 1};
+        if (fcntl(fd, F_OFD_SETLK, &fl) == 0) {
+            st->stagefd = fd;
+            memcpy(st->stage_owner, rnd, OWNER_LEN + 1);
+            return 0;
+        }
+        if (errno != EAGAIN && errno != EACCES) {
+            r = -errno;
+            close(fd);
+            return r;
+        }
+        /* held: another live owner drew the same number */
+    }
+    close(fd);
+    return -EAGAIN;
+}
+
+static void stage_owner_drop(cairn_state *st)
+{
+    /* Closing the open releases the byte: what staging of ours is left
+     * over is then a dead owner's. */
+    if (st->stagefd >= 0)
+        close(st->stagefd);
+    st->stagefd = -1;
 }
 
 /* Read once per process (every staged file's name starts with it): two
@@ -476,10 +706,48 @@ static int boot_id_read(char out[40])
     return 0;
 }
 
+/* ---- the reserve ------------------------------------------------------- */
+
+/* db/<id>.reserve: space held on the state's file system so that gc can run
+ * when it is full (SQLite needs room for the -shm WAL index and the WAL to
+ * delete rows, before gc can free anything). Freed by an open with
+ * CAIRN_OPEN_FREE_RESERVE that fails for want of space; made again, when
+ * there is room for it twice over, by writable opens and after gc. */
+#define RESERVE_BYTES (4u << 20)
+
+static void reserve_name(const cairn_state *st, char *out, size_t size)
+{
+    snprintf(out, size, "db/%s.reserve", st->id);
+}
+
+void cairn__reserve_ensure(cairn_state *st)
+{
+    char name[CAIRN_STATE_ID_LEN + 16];
+    reserve_name(st, name, sizeof(name));
+    struct stat sb;
+    struct statvfs vfs;
+    if (st->readonly || fstatat(st->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 ||
+        fstatvfs(st->dirfd, &vfs) < 0 ||
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < 2ull * RESERVE_BYTES)
+        return;
+    int fd = openat(st->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    /* Blocks allocated, not a sparse file: a hole frees nothing. */
+    if (posix_fallocate(fd, 0, RESERVE_BYTES) != 0 || fsync(fd) < 0)
+        unlinkat(st->dirfd, name, 0);
+    close(fd);
+}
+
+static bool reserve_free(cairn_state *st)
+{
+    char name[CAIRN_STATE_ID_LEN + 16];
+    reserve_name(st, name, sizeof(name));
+    return unlinkat(st->dirfd, name, 0) == 0;
+}
+
 /* ---- open / init / free ----------------------------------------------- */
 
-static const char *const layout_dirs[] = {"blobs", "blobs/sha256", "snapshots", "active",
-                                          "tmp",   "db",           "quarantine"};
 
 int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_error *err)
 {
@@ -491,6 +759,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     st->dirfd = -1;
     st->tmpfd = -1;
     st->lockfd = -1;
+    st->stagefd = -1;
     st->flags = flags;
     int r;
     st->path = realpath(path, NULL);
@@ -511,6 +780,9 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     }
     identity id;
     r = identity_read(st->dirfd, st->path, &id, err);
+    if (r < 0)
+        goto fail;
+    r = layout_check(st->dirfd, st->path, err);
     if (r < 0)
         goto fail;
     memcpy(st->id, id.id, sizeof(st->id));
@@ -536,12 +808,15 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     if (r < 0)
         goto fail;
     r = cairn__layer_open(st, 0, err);
+    if (r == -ENOSPC && !st->readonly && (flags & CAIRN_OPEN_FREE_RESERVE) && reserve_free(st))
+        r = cairn__layer_open(st, 0, err);
     if (r < 0)
         goto fail;
     if (!st->readonly) {
         r = cairn__db_migrate(st->layers[0].db, st->layers[0].db_path, false, err);
         if (r < 0)
             goto fail;
+        cairn__reserve_ensure(st);
     }
     r = add_sibling_layers(st, st->path, st->dirfd, st->id, err);
     if (r < 0)
@@ -550,7 +825,7 @@ int cairn_state_open(cairn_state **out, const char *path, unsigned flags, cairn_
     if (r < 0)
         goto fail;
     if (!st->readonly)
-        tmp_sweep(st);
+        cairn__tmp_sweep(st, false, NULL, NULL, NULL);
     *out = st;
     return 0;
 fail:
@@ -566,6 +841,7 @@ void cairn_state_free(cairn_state *st)
     for (size_t i = 0; i < st->n_layers; i++)
         layer_clear(&st->layers[i]);
     free(st->layers);
+    stage_owner_drop(st);
     if (st->tmpfd >= 0)
         close(st->tmpfd);
     if (st->lockfd >= 0)
@@ -617,6 +893,11 @@ static int dir_is_fresh(int dirfd, bool *fresh)
 
 int cairn_state_init(const char *path, char *out_id, cairn_error *err)
 {
+    return cairn_state_init_with(path, 0, out_id, err);
+}
+
+int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_error *err)
+{
     if (!path || !*path)
         return cairn__err(err, -EINVAL, "no state directory given");
     int r = cairn__mkdir_p(path, 0755);
@@ -635,6 +916,18 @@ int cairn_state_init(const char *path, char *out_id, cairn_error *err)
     r = identity_read(dirfd, path, &old, &tmp);
     if (r == 0 && !old.frozen)
         return cairn__err(err, -EEXIST, "%s: already a cairn state (id %s)", path, old.id);
+    /* On overlayfs the new identity goes to the upper layer and the frozen
+     * lower stays as it was. A frozen directory itself would be
+     * re-identified in place, and every stack that reads it as a lower
+     * (by its id) would break: only when asked. */
+    struct statfs fs;
+    if (r == 0 && !(flags & CAIRN_INIT_OVER_FROZEN) &&
+        !(fstatfs(dirfd, &fs) == 0 && fs.f_type == OVERLAYFS_SUPER_MAGIC))
+        return cairn__err(err, -EEXIST,
+                          "%s: a frozen state (id %s), perhaps a lower of other stacks; stack a "
+                          "new state over it, or give it a writable identity in place with "
+                          "--over-frozen (stacks that read it then break)",
+                          path, old.id);
     if (r < 0 && r != CAIRN_E_NOTSTATE) {
         if (err)
             *err = tmp;
@@ -726,7 +1019,7 @@ fail:
     return r;
 }
 
-int cairn__tmp_name(char *out, size_t size, const char *tag)
+int cairn__tmp_name_unowned(char *out, size_t size, const char *tag)
 {
     char boot[40], rnd[CAIRN_STATE_ID_LEN + 1];
     int r = cairn__boot_id(boot);
@@ -736,6 +1029,22 @@ int cairn__tmp_name(char *out, size_t size, const char *tag)
     if (r < 0)
         return r;
     if ((size_t)snprintf(out, size, "%s-%s-%.16s", boot, tag, rnd) >= size)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+int cairn__tmp_name(cairn_state *st, char *out, size_t size, const char *tag)
+{
+    int r = stage_owner(st);
+    if (r < 0)
+        return r;
+    char boot[40], rnd[CAIRN_STATE_ID_LEN + 1];
+    if (cairn__boot_id(boot) < 0)
+        strcpy(boot, "noboot");
+    r = cairn__random_id(rnd);
+    if (r < 0)
+        return r;
+    if ((size_t)snprintf(out, size, "%s-%s-%s-%.16s", boot, st->stage_owner, tag, rnd) >= size)
         return -ENAMETOOLONG;
     return 0;
 }

@@ -18,6 +18,9 @@
  */
 #include "db/db.h"
 
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
 static const char *const migrations[] = {
     /* 0 -> 1 */
     "CREATE TABLE meta ("
@@ -201,6 +204,36 @@ fail:
     return r;
 }
 
+/* The first read of a database failed: say why in its own words. A full
+ * file system (SQLite could not grow the -shm WAL index or write the WAL)
+ * is -ENOSPC, an I/O error -EIO; only what SQLite reads as not a database
+ * is CAIRN_E_CORRUPT. */
+static int open_failed(sqlite3 *db, const char *path, cairn_error *err)
+{
+    int ext = sqlite3_extended_errcode(db);
+    int prim = ext & 0xff;
+    if (prim == SQLITE_FULL || prim == SQLITE_IOERR) {
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        if (slash)
+            *slash = 0;
+        struct statvfs vfs;
+        bool full = prim == SQLITE_FULL || sqlite3_system_errno(db) == ENOSPC ||
+                    (dir && statvfs(slash ? dir : ".", &vfs) == 0 && vfs.f_bavail == 0);
+        if (full)
+            return cairn__err(err, -ENOSPC,
+                              "%s: the file system is full: the database cannot be opened (%s); "
+                              "free space, or run 'cairn gc', which frees the state's reserve",
+                              path, sqlite3_errmsg(db));
+        return cairn__err(err, -EIO, "%s: I/O error opening the database (%s, code %d)", path,
+                          sqlite3_errmsg(db), ext);
+    }
+    return cairn__err(err, CAIRN_E_CORRUPT, "%s: not a cairn database (%s)", path,
+                      sqlite3_errmsg(db));
+}
+
+static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err);
+
 /* Does db hold no table at all (a 0-byte file, or a fresh one)? */
 static bool db_is_empty(sqlite3 *db)
 {
@@ -223,8 +256,7 @@ static int db_check(sqlite3 *db, const char *path, bool allow_empty, cairn_error
 {
     int v = cairn__db_schema(db);
     if (v < 0)
-        return cairn__err(err, CAIRN_E_CORRUPT, "%s: not a cairn database (%s)", path,
-                          sqlite3_errmsg(db));
+        return open_failed(db, path, err);
     if (v > CAIRN_SCHEMA_VERSION)
         return cairn__err(err, CAIRN_E_NEWER,
                           "%s: schema version %d is newer than this cairn's %d; upgrade cairn",
@@ -250,6 +282,27 @@ static int db_check(sqlite3 *db, const char *path, bool allow_empty, cairn_error
 }
 
 int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
+{
+    int r = db_open(path, mode, out, err);
+    if (r != -ENOSPC || mode != CAIRN__DB_RO)
+        return r;
+    /* A reader of a live state needs room for the -shm WAL index; on a full
+     * file system there is none. With no WAL left (the last writer
+     * checkpointed and removed it: the database file holds everything), the
+     * file can be read as immutable, which needs no -shm. */
+    _cleanup_free_ char *wal = NULL;
+    struct stat sb;
+    if (asprintf(&wal, "%s-wal", path) < 0)
+        return r;
+    if (stat(wal, &sb) == 0 && sb.st_size > 0)
+        return r;
+    cairn_error e2 = {0};
+    if (db_open(path, CAIRN__DB_IMMUTABLE, out, &e2) < 0)
+        return r;
+    return 0;
+}
+
+static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
 {
     sqlite3 *db = NULL;
     int rc;

@@ -280,7 +280,8 @@ int cairn_du(cairn_state *st, unsigned limit, cairn_du_totals *totals, cairn_du_
             size_t to = from;
             while (to < D.n_out && !strcmp(D.out[to].kind, kinds[k]))
                 to++;
-            qsort(D.out + from, to - from, sizeof(*D.out), cmp_entry);
+            if (to > from) /* D.out is NULL when there is nothing: qsort wants a pointer */
+                qsort(D.out + from, to - from, sizeof(*D.out), cmp_entry);
             for (size_t i = from; r == 0 && i < to && (!limit || i - from < limit); i++)
                 r = fn(userdata, &D.out[i]);
         }

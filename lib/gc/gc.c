@@ -34,8 +34,10 @@
  *      labels, snapshots, usage), old volume versions, expired leases.
  *      Commit (durable: synchronous=FULL).
  *   7. objects: unlink the blob files, remove the snapshot directories, then
- *      the orphans (each re-checked: still named by no row), and the
- *      directories of active/ that no active row names.
+ *      the orphans (each re-checked: still named by no row), the
+ *      directories of active/ that no active row names, then the staging
+ *      in tmp/ that no live process owns (core/state.c), reported as files
+ *      of tmp/;
  *   8. unlock.
  * Row first, then object: a crash between 6 and 7 leaves unreferenced files
  * (the next gc removes them), never a row naming a missing object.
@@ -753,6 +755,16 @@ static void report(gc_run *R, const char *kind, const char *name, uint64_t size,
     R->fn(R->ud, &it);
 }
 
+static void gc_staging(void *ud, const char *name, uint64_t bytes, const char *why)
+{
+    gc_run *R = ud;
+    char path[128];
+    snprintf(path, sizeof(path), "tmp/%s", name);
+    R->stats.files++;
+    R->stats.bytes_freed += bytes;
+    report(R, "file", path, bytes, why);
+}
+
 static const char *kind_name(int kind)
 {
     return kind == CAIRN__OBJ_BLOB ? "blob" : "snapshot";
@@ -1131,6 +1143,14 @@ static int run(gc_run *R)
     }
     if (r == 0 && (locked || R->o.dry_run))
         r = sweep_active(R);
+    /* Staging no live process owns (a killed put, import or merge): tmp/
+     * entries whose owner's lock is free, or of an earlier boot. Open
+     * sweeps them too; a long-running process opens once and gcs often. */
+    if (r == 0) {
+        int q = cairn__tmp_sweep(st, R->o.dry_run, gc_staging, R, R->err);
+        if (q < 0)
+            r = q;
+    }
     /* 8. unlock. */
     if (locked)
         cairn__unlock(st);
@@ -1167,6 +1187,9 @@ int cairn_gc(cairn_state *st, const cairn_gc_options *opts, cairn_gc_fn fn, void
             return r;
     }
     int r = run(&R);
+    /* The space gc freed makes the reserve a full file system took again. */
+    if (r == 0 && !R.o.dry_run)
+        cairn__reserve_ensure(st);
     cairn__graph_free(&R.g);
     free(R.stack);
     if (r == 0 && stats)

@@ -5,16 +5,17 @@
  * and a manifest.json (Config, RepoTags, Layers) that `docker load` reads,
  * as containerd's `ctr images export` writes.
  *
- * Invariant: DEST appears complete or not at all. The layout is built in a
+ * An oci-archive into a device or a FIFO (/dev/stdout, a pipe) is written
+ * into it in place, never renamed over (that would replace /dev/null for
+ * every user of the machine), its layer temporaries unnamed (O_TMPFILE) in
+ * the state's tmp/.
+ *
+ * Invariant: DEST appears complete or not at all (but a device or FIFO). The layout is built in a
  * directory beside DEST (".NAME.cairn-tmp-*"), the archive in a file beside
  * it; each is synced and renamed into place last, without replacing anything
  * but an empty directory (a layout's DEST may be one); a failure removes
  * what was built. Inside, blobs are written under temporary names, synced,
  * then renamed.
- * An oci-archive into an existing device or FIFO (/dev/stdout, a pipe) is
- * written into it in place, never renamed over (renaming over /dev/null would
- * replace it for every user of the machine); layer temporaries are then
- * unnamed (O_TMPFILE) in the state's tmp/.
  *
  * Layers: the original blob, as it is, when the store holds it; with
  * `recompress`, a blob in another compression than the one asked for is
@@ -50,10 +51,9 @@ typedef struct out {
     char *tmp;                /* what is being built beside DEST, until it is renamed */
     bool replace_empty;       /* layout: DEST is an empty directory, to be replaced */
     int rootfd, blobfd;       /* layout: tmp, tmp/blobs/sha256 */
-    struct archive *a;        /* archive, written to arc_fd (tmp) */
+    struct archive *a;        /* archive, written to arc_fd (tmp) or devfd */
     int arc_fd;
-    bool in_place;            /* archive: DEST is a device or a FIFO, written into, never renamed over */
-    int ltmpfd;               /* in place: the state's tmp/, for unnamed layer temporaries; or -1 */
+    int devfd;                /* archive into a device or FIFO, written in place; or -1 */
     char *buf;
     uint64_t done, total;
 } out;
@@ -249,10 +249,11 @@ static int layer_tmp(out *o, size_t idx, char tmp[96], int *dfd, cairn_error *er
     *dfd = o->format == CAIRN_IMAGE_FORMAT_OCI_ARCHIVE ? o->dirfd : o->blobfd;
     snprintf(tmp, 96, ".%s-layer-%s.tmp",
              o->format == CAIRN_IMAGE_FORMAT_OCI_ARCHIVE ? "cairn" : "tmp", rnd);
-    if (o->in_place)
-        *dfd = -1; /* no name to remove */
-    int fd = o->in_place ? openat(o->ltmpfd, ".", O_RDWR | O_TMPFILE | O_CLOEXEC, 0600)
-                         : openat(*dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    /* Beside a device (dfd is the state's tmp/ then) it has no name at all. */
+    if (o->devfd >= 0)
+        tmp[0] = 0;
+    int fd = o->devfd >= 0 ? openat(*dfd, ".", O_RDWR | O_TMPFILE | O_CLOEXEC, 0600)
+                           : openat(*dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return cairn__err(err, -errno, "%s: temporary file for layer %zu: %m", o->dest, idx);
     return fd;
@@ -270,7 +271,7 @@ static int layer_publish(out *o, int fd, int dfd, const char *tmp, const char *d
             r = cairn__err(err, -errno, "%s: seek: %m", tmp);
         else
             r = arc_data_fd(o, path, fd, (int64_t)size, err);
-        if (dfd >= 0)
+        if (tmp[0])
             unlinkat(dfd, tmp, 0);
     } else {
         r = layout_publish(o, fd, tmp, digest, err);
@@ -291,7 +292,7 @@ static int put_layer_from_snapshot(out *o, const char *chain_id, size_t idx, cha
         return fd;
     int r = cairn_layer_export(o->st, chain_id, fd, o->opts->compression, digest, size, err);
     if (r < 0) {
-        if (dfd >= 0)
+        if (tmp[0])
             unlinkat(dfd, tmp, 0);
         return cairn__err_prefix(err, r, "layer %zu (snapshot %s)", idx, chain_id);
     }
@@ -399,7 +400,8 @@ static int put_layer_recompressed(out *o, const cairn__oci_desc *d, int from,
     dfd = -1; /* published or removed */
 out:
     if (dfd >= 0)
-        unlinkat(dfd, tmp, 0);
+        if (tmp[0])
+            unlinkat(dfd, tmp, 0);
     if (rd)
         archive_read_free(rd);
     if (wr)
@@ -534,29 +536,28 @@ static int out_open(out *o, cairn_error *err)
     if (!exists && errno != ENOENT)
         return cairn__err(err, -errno, "%s: %m", o->dest);
     if (o->format == CAIRN_IMAGE_FORMAT_OCI_ARCHIVE && exists) {
-        /* A device or a FIFO (or a symlink to one) is written into in place;
-         * anything else there is refused. */
-        if (fstatat(o->dirfd, o->base, &sb, 0) < 0 || S_ISREG(sb.st_mode) ||
-            S_ISDIR(sb.st_mode))
+        /* A device or a FIFO (or a symlink to one) is written into, never
+         * replaced. Anything else there is refused. */
+        if (stat(o->dest, &sb) < 0 || S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode))
+            return cairn__err(err, -EEXIST, "%s: already exists", o->dest);
+        o->devfd = open(o->dest, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        if (o->devfd < 0)
+            return cairn__err(err, -errno, "%s: %m", o->dest);
+        if (fstat(o->devfd, &sb) < 0 || S_ISREG(sb.st_mode))
             return cairn__err(err, -EEXIST, "%s: already exists", o->dest);
         free(steal_pointer(&o->tmp)); /* nothing is built beside it */
-        o->arc_fd = openat(o->dirfd, o->base, O_WRONLY | O_NOCTTY | O_CLOEXEC);
-        if (o->arc_fd < 0)
-            return cairn__err(err, -errno, "%s: %m", o->dest);
-        if (fstat(o->arc_fd, &sb) < 0 || S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode))
-            return cairn__err(err, -EEXIST, "%s: already exists", o->dest);
-        o->in_place = true;
         int tfd = cairn__tmpfd(o->st, err);
         if (tfd < 0)
             return tfd;
-        o->ltmpfd = fcntl(tfd, F_DUPFD_CLOEXEC, 3);
-        if (o->ltmpfd < 0)
+        close(o->dirfd);
+        o->dirfd = fcntl(tfd, F_DUPFD_CLOEXEC, 3);
+        if (o->dirfd < 0)
             return cairn__err(err, -errno, "dup: %m");
         o->a = archive_write_new();
         if (!o->a)
             return cairn__err(err, -ENOMEM, "out of memory");
         if (archive_write_set_format_pax_restricted(o->a) != ARCHIVE_OK ||
-            archive_write_open_fd(o->a, o->arc_fd) != ARCHIVE_OK)
+            archive_write_open_fd(o->a, o->devfd) != ARCHIVE_OK)
             return arc_fail(o, o->dest, err);
         return 0;
     }
@@ -634,8 +635,8 @@ static int out_finish(out *o, const char *index, const char *docker, cairn_error
             (r = arc_file(o, "index.json", index, err)) < 0)
             return r;
         if (archive_write_close(o->a) != ARCHIVE_OK)
-            return arc_fail(o, o->in_place ? o->dest : o->tmp, err);
-        if (o->in_place)
+            return arc_fail(o, o->devfd >= 0 ? o->dest : o->tmp, err);
+        if (o->devfd >= 0)
             return 0; /* nothing to sync or rename: it went where it goes */
         if (fsync(o->arc_fd) < 0)
             return cairn__err(err, -errno, "%s: fsync: %m", o->tmp);
@@ -670,6 +671,8 @@ static void out_clear(out *o)
         archive_write_free(o->a);
     if (o->arc_fd >= 0)
         close(o->arc_fd);
+    if (o->devfd >= 0)
+        close(o->devfd);
     if (o->rootfd >= 0)
         close(o->rootfd);
     if (o->blobfd >= 0)
@@ -681,8 +684,6 @@ static void out_clear(out *o)
     free(o->base);
     if (o->dirfd >= 0)
         close(o->dirfd);
-    if (o->ltmpfd >= 0)
-        close(o->ltmpfd);
     free(o->buf);
 }
 
@@ -716,8 +717,7 @@ int cairn_image_export(cairn_state *st, const char *name, const char *dest,
     char *mjson = NULL, *index = NULL, *dmjson = NULL, *tagged = NULL;
     bool recompress = opts->version >= 2 && opts->recompress;
     out o = {.st = st, .opts = opts, .dest = dest, .format = opts->format,
-             .rootfd = -1, .blobfd = -1, .dirfd = -1, .arc_fd = -1,
-             .ltmpfd = -1};
+             .rootfd = -1, .blobfd = -1, .dirfd = -1, .arc_fd = -1, .devfd = -1};
     r = cairn_blob_read(st, info.manifest, &mbuf, &mlen, err);
     if (r < 0) {
         r = cairn__err_prefix(err, r, "image '%s': manifest", name);

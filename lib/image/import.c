@@ -327,8 +327,10 @@ static int resolve(import *im, cairn_error *err)
     if (r < 0)
         return r;
     /* The index is stored (a docker-archive's is cairn's own making: not). */
-    r = s->docker ? 0 : add_doc(im, NULL, CAIRN__MT_OCI_INDEX, steal_pointer(&buf), len, err);
-    free(steal_pointer(&buf)); /* a docker-archive's, not stored: before buf is read into again */
+    if (s->docker)
+        free(steal_pointer(&buf));
+    else
+        r = add_doc(im, NULL, CAIRN__MT_OCI_INDEX, steal_pointer(&buf), len, err);
     if (r == 0)
         r = walk_index(im, ds, n, NULL, NULL, 0, err);
     free(ds);

@@ -37,10 +37,10 @@ typedef struct cairn__remote cairn__remote; /* a backend's own handle */
  * backend's defaults: environment, ~/.aws/credentials, ~/.docker/config.json). */
 typedef struct cairn__remote_conf {
     const char *url;
-    unsigned jobs;        /* parallel transfers, 0: the default (8) */
-    bool insecure;        /* plain http to a host that is not loopback */
-    const char *region;   /* s3 */
-    const char *endpoint; /* s3: overrides AWS_ENDPOINT_URL */
+    unsigned jobs;         /* parallel transfers, 0: the default (8) */
+    bool insecure;         /* plain http to a host that is not loopback */
+    const char *region;    /* s3 */
+    const char *endpoint;  /* s3: overrides AWS_ENDPOINT_URL */
     const char *auth_file; /* oci: overrides REGISTRY_AUTH_FILE */
 } cairn__remote_conf;
 
@@ -72,8 +72,7 @@ typedef struct cairn__remote_ops {
      * the index naming it keeps its layers from the registry's own gc; file
      * and S3 store it as any blob. */
     int (*blob_put)(cairn__remote *r, const char *digest, int fd, uint64_t size,
-                    const char *media_type, cairn__remote_progress fn, void *ud,
-                    cairn_error *err);
+                    const char *media_type, cairn__remote_progress fn, void *ud, cairn_error *err);
     /* Stream the bytes of digest into fd (from its current offset); the
      * caller hashes and refuses wrong bytes. -ENOENT when not stored. */
     int (*blob_get)(cairn__remote *r, const char *digest, int fd, cairn__remote_progress fn,

@@ -216,7 +216,7 @@ static int stage_put(cairn__remote *r, int dirfd, const char *name, int in, uint
     if (tfd < 0)
         return -errno;
     char tmp[128];
-    int e = cairn__tmp_name(tmp, sizeof(tmp), "put");
+    int e = cairn__tmp_name_unowned(tmp, sizeof(tmp), "put");
     if (e < 0) {
         close(tfd);
         return e;

@@ -60,8 +60,8 @@
 #define PER_MANIFEST_DEFAULT 8192
 #define REMOTE_PATH_MAX 4096
 
-/* The backends compiled in; s3 and oci join this list with their files. */
-static const cairn__remote_ops *const backends[] = {&cairn__remote_file};
+/* The backends compiled in; s3 joins this list with its file. */
+static const cairn__remote_ops *const backends[] = {&cairn__remote_file, &cairn__remote_oci};
 
 /* ---- configuration ----------------------------------------------------- */
 
@@ -271,17 +271,18 @@ static int session_open(session *s, cairn_state *st, const char *remote,
     }
     if (!s->ops)
         return cairn__err(err, -EPROTONOSUPPORT, "remote %s: this cairn has no backend for it "
-                          "(it has file://)", s->url);
+                          "(it has file:// and oci://)", s->url);
     cairn__remote_conf conf = {s->url, s->o.jobs, s->o.insecure, s->o.region, s->o.endpoint,
                                s->o.auth_file};
     r = s->ops->open(&conf, &s->r, err);
     if (r < 0)
         return r;
     /* Scratch: under the state's tmp/ when it can be written (same
-     * filesystem as the objects; swept after a reboot), else $TMPDIR. */
+     * filesystem as the objects; owned by st: swept once its process is
+     * gone, or after a reboot), else $TMPDIR. */
     if (st && !st->readonly && cairn__tmpfd(st, NULL) >= 0) {
         char name[128];
-        r = cairn__tmp_name(name, sizeof(name), "remote");
+        r = cairn__tmp_name(st, name, sizeof(name), "remote");
         if (r == 0 && asprintf(&s->scratch, "%s/tmp/%s", st->path, name) < 0)
             s->scratch = NULL;
         if (s->scratch && mkdir(s->scratch, 0700) < 0) {

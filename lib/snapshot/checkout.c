@@ -315,7 +315,7 @@ int cairn_snapshot_checkout(cairn_state *st, const char *chain_id, const char *t
     }
     size_t n = 0;
     for (; n < c.n; n++) {
-        fds[n] = open(c.dirs[n], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        fds[n] = open(c.dirs[n], O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (fds[n] < 0) {
             r = cairn__err(err, CAIRN_E_CORRUPT, "checkout: %s: %s", c.dirs[n], strerror(errno));
             goto out;

@@ -988,7 +988,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     if (tmpfd < 0)
         return tmpfd;
     char staged[160];
-    r = cairn__tmp_name(staged, sizeof(staged), "layer");
+    r = cairn__tmp_name(st, staged, sizeof(staged), "layer");
     if (r < 0)
         return cairn__err(err, r, "staging name: %m");
     if (mkdirat(tmpfd, staged, 0755) < 0)

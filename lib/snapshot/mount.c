@@ -39,6 +39,29 @@ static void plan_free(mount_plan *p)
     free(p->empty);
 }
 
+/* active/<id>/fs (and work/ when written) become the upper and work
+ * directories overlayfs writes through by path: each step must be a
+ * directory of the state, not a symlink out of it. */
+static int active_dirs_check(cairn_state *st, const char *id, bool work, cairn_error *err)
+{
+    const char *const subs[] = {"fs", "work"};
+    for (size_t i = 0; i < (work ? 2u : 1u); i++) {
+        char rel[512];
+        if ((size_t)snprintf(rel, sizeof(rel), "active/%s/%s", id, subs[i]) >= sizeof(rel))
+            return cairn__err(err, -ENAMETOOLONG, "active snapshot %s: name too long", id);
+        int fd = cairn__open_beneath(st->dirfd, rel, O_RDONLY | O_DIRECTORY, 0);
+        if (fd == -ELOOP || fd == -EXDEV)
+            return cairn__err(err, CAIRN_E_UNSAFE,
+                              "active snapshot %s: %s/%s goes through a symlink; its "
+                              "directories must be the state's own",
+                              id, st->path, rel);
+        if (fd < 0)
+            return cairn__err(err, fd, "active snapshot %s: %s/%s: %m", id, st->path, rel);
+        close(fd);
+    }
+    return 0;
+}
+
 static int plan_get(cairn_state *st, const char *name, mount_plan *p, cairn_error *err)
 {
     memset(p, 0, sizeof(*p));
@@ -63,6 +86,13 @@ static int plan_get(cairn_state *st, const char *name, mount_plan *p, cairn_erro
         if (r < 0)
             return r;
         cairn__usage_touch(st, parent);
+    }
+    if (active) {
+        int r = active_dirs_check(st, name, !p->readonly, err);
+        if (r < 0) {
+            plan_free(p);
+            return r;
+        }
     }
     if (active && !p->readonly) {
         if (asprintf(&p->upper, "%s/active/%s/fs", st->path, name) < 0 ||

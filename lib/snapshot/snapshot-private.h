@@ -53,6 +53,10 @@ CAIRN_INTERNAL int cairn__snapshot_find(cairn_state *st, const char *chain_id,
                                         cairn__snaprow *out, cairn_error *err);
 /* Absolute path of a snapshot's directory (malloc'd). */
 CAIRN_INTERNAL char *cairn__snapshot_path(cairn_state *st, size_t layer, const char *chain_id);
+/* snapshots/<hex> of the layer is a directory, not a symlink (CAIRN_E_UNSAFE)
+ * nor another file (CAIRN_E_CORRUPT); missing is 0, left to the caller. */
+CAIRN_INTERNAL int cairn__snapshot_dir_check(cairn_state *st, size_t layer, const char *chain_id,
+                                             cairn_error *err);
 /* Publish a snapshot whose directory is staged at tmpfd/staged: under the
  * lock held shared, check the parent is (still) there, sync the filesystem,
  * rename it into snapshots/<hex> (one there that proves to be the same is

@@ -424,7 +424,7 @@ static int new_active_locked(cairn_state *st, const char *parent, const char *la
     r = cairn__random_id(id);
     if (r < 0)
         return cairn__err(err, r, "random id: %m");
-    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (afd < 0)
         return cairn__err(err, -errno, "%s/active: %m", st->path);
     if (mkdirat(afd, id, 0711) < 0)
@@ -691,7 +691,7 @@ done:
         return r;
     /* Committed: what is left of active/<id> (work/, the intent, our copy
      * of a diff that was there already) is no longer named by any row. */
-    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (afd >= 0)
         cairn__rm_rf_at(afd, id);
     if (out_chain_id)
@@ -743,7 +743,7 @@ static int discard_dir(cairn_state *st, int dirfd, const char *name, cairn_error
     if (tfd < 0)
         return tfd;
     char t[160];
-    int r = cairn__tmp_name(t, sizeof(t), "rm");
+    int r = cairn__tmp_name(st, t, sizeof(t), "rm");
     if (r < 0)
         return cairn__err(err, r, "staging name: %m");
     r = renameat(dirfd, name, tfd, t) < 0 ? -errno : 0;
@@ -769,7 +769,7 @@ static int remove_active(cairn_state *st, const char *id, cairn_error *err)
     r = active_delete(st, id, err);
     if (r < 0)
         return r;
-    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (afd < 0)
         return cairn__err(err, -errno, "%s/active: %m", st->path);
     return discard_dir(st, afd, id, err);
@@ -952,7 +952,7 @@ static int delete_snapshot_row(cairn_state *st, const char *chain, cairn_error *
 static int fsck_active(cairn__fsck *f, cairn_error *err)
 {
     cairn_state *st = f->st;
-    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int afd = openat(st->dirfd, "active", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (afd < 0)
         return cairn__err(err, -errno, "%s/active: %m", st->path);
     static const char sql[] = "SELECT id FROM active ORDER BY id";
@@ -1079,9 +1079,13 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
         const char *hex = cairn__digest_hex(c);
         _cleanup_close_ int dfd = openat(sfd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dfd < 0) {
+            int e = errno;
+            struct stat lsb;
+            bool link = e == ELOOP || (fstatat(sfd, hex, &lsb, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                       S_ISLNK(lsb.st_mode));
             cairn__fsck_report(f, "snapshot", c, "missing", f->opts.repair ? "dropped row" : "",
                                "recorded, but %s/snapshots/%s is %s", st->path, hex,
-                               strerror(errno));
+                               link ? "a symlink, not a directory of the state" : strerror(e));
             if (f->opts.repair)
                 r = delete_snapshot_row(st, c, err);
             continue;
@@ -1161,9 +1165,35 @@ typedef struct chain_ctx {
     cairn_error *err;
 } chain_ctx;
 
+int cairn__snapshot_dir_check(cairn_state *st, size_t layer, const char *chain_id,
+                              cairn_error *err)
+{
+    int sfd = cairn__layer_snapfd(st, layer, err);
+    if (sfd < 0)
+        return sfd;
+    const char *hex = cairn__digest_hex(chain_id);
+    struct stat sb;
+    if (fstatat(sfd, hex, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : cairn__err(err, -errno, "snapshot %s: %s/snapshots/%s: %m",
+                                                chain_id, st->layers[layer].root, hex);
+    if (S_ISLNK(sb.st_mode))
+        return cairn__err(err, CAIRN_E_UNSAFE,
+                          "snapshot %s: %s/snapshots/%s is a symlink, not a directory of the state",
+                          chain_id, st->layers[layer].root, hex);
+    if (!S_ISDIR(sb.st_mode))
+        return cairn__err(err, CAIRN_E_CORRUPT, "snapshot %s: %s/snapshots/%s is not a directory",
+                          chain_id, st->layers[layer].root, hex);
+    return 0;
+}
+
 static int chain_cb(void *ud, const cairn_snapshot_info *info)
 {
     chain_ctx *x = ud;
+    /* The paths go to overlayfs and to checkouts, which follow symlinks:
+     * each must be a directory of its layer's snapshots/. */
+    int r = cairn__snapshot_dir_check(x->st, (size_t)info->lower, info->chain_id, x->err);
+    if (r < 0)
+        return r;
     char **nd = realloc(x->c->dirs, (x->c->n + 1) * sizeof(char *));
     if (!nd)
         return cairn__err(x->err, -ENOMEM, "out of memory");

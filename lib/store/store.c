@@ -376,7 +376,7 @@ static int writer_new(cairn_blob_writer **out, cairn_state *st, cairn__pipe *pip
             return cairn__err(err, -ENOMEM, "out of memory");
         }
     }
-    r = cairn__tmp_name(w->s.tmpname, sizeof(w->s.tmpname), "blob");
+    r = cairn__tmp_name(st, w->s.tmpname, sizeof(w->s.tmpname), "blob");
     if (r == 0) {
         w->fd = openat(tfd, w->s.tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
         if (w->fd < 0)

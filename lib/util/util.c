@@ -3,7 +3,9 @@
 #include "util/util.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <linux/fs.h>
+#include <linux/openat2.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -346,6 +348,53 @@ static int rm_rf_children(int fd)
     }
     closedir(d);
     return r;
+}
+
+static int open_beneath_walk(int dirfd, const char *path, int flags, mode_t mode)
+{
+    if (path[0] == '/')
+        return -EXDEV;
+    _cleanup_close_ int cur = -1;
+    int at = dirfd;
+    const char *p = path;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        char comp[NAME_MAX + 1];
+        if (n == 0 || n > NAME_MAX)
+            return n ? -ENAMETOOLONG : -EINVAL;
+        memcpy(comp, p, n);
+        comp[n] = 0;
+        if (!strcmp(comp, ".."))
+            return -EXDEV;
+        if (!slash) {
+            int fd = openat(at, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+            return fd < 0 ? -errno : fd;
+        }
+        int fd = openat(at, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return errno == ENOTDIR ? -ELOOP : -errno;
+        if (cur >= 0)
+            close(cur);
+        cur = fd;
+        at = fd;
+        p = slash + 1;
+    }
+}
+
+int cairn__open_beneath(int dirfd, const char *path, int flags, mode_t mode)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    if (fd >= 0)
+        return (int)fd;
+    if (errno != ENOSYS && errno != EPERM) /* EPERM: a seccomp filter that predates it */
+        return -errno;
+    return open_beneath_walk(dirfd, path, flags, mode);
 }
 
 int cairn__rm_rf_at(int dirfd, const char *name)

@@ -128,6 +128,11 @@ CAIRN_INTERNAL int cairn__mkdir_p(const char *path, mode_t mode);
 CAIRN_INTERNAL int cairn__fsync_at(int dirfd, const char *name); /* name NULL: dirfd itself */
 CAIRN_INTERNAL int cairn__rename_noreplace(int olddirfd, const char *oldname, int newdirfd,
                                            const char *newname);
+/* Open `path` (relative, one or more components) beneath dirfd, following
+ * no symlink at any step (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or
+ * O_NOFOLLOW at every step where openat2 is missing). -ELOOP when a step
+ * is a symlink, -EXDEV when the path would leave dirfd. O_CLOEXEC is added. */
+CAIRN_INTERNAL int cairn__open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 /* Does dirfd/name hold the blob `digest` of `size` bytes: a regular file
  * (not a symlink, a FIFO, a device) of that size whose bytes hash to it?
  * 1 yes, 0 no, -errno (-ENOENT: not there). Proves an object found under a

@@ -1,9 +1,14 @@
 /* test-gc.c: garbage collection: roots, grace, snapshots and orphans, the
- * LRU policy, lowers, du, and a writer racing the collector (fork). */
+ * LRU policy, lowers, du, a writer racing the collector (fork), staging of
+ * a dead writer, and fsck beside gc. */
 #include "cache-fixtures.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -140,6 +145,144 @@ static void test_snapshots_and_orphans(void **unused)
     cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
     assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), 0);
     cairn_state_free(st);
+    t_scratch_free(dir);
+}
+
+static size_t tmp_entries(const char *sp)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/tmp", sp) > 0);
+    DIR *d = opendir(p);
+    free(p);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+struct gc_seen {
+    int staging;
+};
+
+static void on_gc_item(void *ud, const cairn_gc_item *it)
+{
+    struct gc_seen *g = ud;
+    if (!strcmp(it->kind, "file") && !strncmp(it->name, "tmp/", 4) &&
+        !strcmp(it->reason, "staging of a process that is gone"))
+        g->staging++;
+}
+
+/* Staging of a process that died, found by the gc of a state that was open
+ * before it died (a server: it opens once and collects often), and left
+ * alone while that process lives. */
+static void test_staging(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("gcstage");
+    cairn_state *st = t_state(dir, "s");
+    const char *sp = cairn_state_path(st);
+    int up[2], down[2];
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* A writer that stages 4 MiB, says so, and waits to be killed. */
+        cairn_state *cs = NULL;
+        cairn_blob_writer *w = NULL;
+        static char buf[1 << 20];
+        if (cairn_state_open(&cs, sp, 0, NULL) < 0 || cairn_blob_writer_new(&w, cs, NULL, NULL) < 0)
+            _exit(1);
+        for (int i = 0; i < 4; i++) /* past what the writer buffers */
+            if (cairn_blob_writer_write(w, buf, sizeof(buf), NULL) < 0)
+                _exit(1);
+        if (write(up[1], "x", 1) != 1)
+            _exit(1);
+        char c;
+        while (read(down[0], &c, 1) < 0)
+            ;
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(up[0], &c, 1), 1);
+    size_t staged = tmp_entries(sp);
+    assert_int_equal(staged, 1); /* the staged file, and nothing else */
+
+    cairn_gc_options o = CAIRN_GC_OPTIONS_INIT;
+    o.grace = 0;
+    cairn_gc_stats gs;
+    struct gc_seen seen = {0};
+    T_OK(cairn_gc(st, &o, on_gc_item, &seen, &gs, &t_err));
+    assert_int_equal(seen.staging, 0);
+    assert_int_equal(tmp_entries(sp), staged); /* alive: left alone */
+
+    kill(pid, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    o.dry_run = 1;
+    T_OK(cairn_gc(st, &o, on_gc_item, &seen, &gs, &t_err));
+    assert_int_equal(seen.staging, 1);
+    assert_int_equal(tmp_entries(sp), staged); /* a dry run removes nothing */
+    seen.staging = 0;
+    o.dry_run = 0;
+    T_OK(cairn_gc(st, &o, on_gc_item, &seen, &gs, &t_err));
+    assert_int_equal(seen.staging, 1);
+    assert_int_equal(tmp_entries(sp), 0);
+    close(up[0]);
+    close(up[1]);
+    close(down[0]);
+    close(down[1]);
+    cairn_state_free(st);
+    t_scratch_free(dir);
+}
+
+/* fsck beside gc: gc deletes rows and then objects under the state's lock
+ * held exclusive; fsck holds it shared from its first read to its last, so
+ * no deletion falls between a row it read and the look at the object. The
+ * probe takes the lock as gc would, from the fsck's progress callback. */
+struct probe {
+    const char *sp;
+    int calls, free_to_delete;
+};
+
+static void fsck_probe(void *ud, uint64_t done, uint64_t total)
+{
+    struct probe *p = ud;
+    char *lk = NULL;
+    assert_true(asprintf(&lk, "%s/lock", p->sp) > 0);
+    int fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    free(lk);
+    assert_true(fd >= 0);
+    p->calls++;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        p->free_to_delete++;
+    close(fd);
+}
+
+static void test_fsck_beside_gc(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("gcfsck");
+    cairn_state *st = t_state(dir, "s");
+    char d[CAIRN_DIGEST_LEN + 1];
+    T_OK(cairn_blob_put_buf(st, "one", 3, NULL, d, &t_err));
+    cairn_state_free(st);
+    char *sp = NULL;
+    assert_true(asprintf(&sp, "%s/s", dir) > 0);
+    /* read-only, as the command's fsck opens it */
+    T_OK(cairn_state_open(&st, sp, CAIRN_OPEN_READONLY, &t_err));
+    struct probe p = {cairn_state_path(st), 0, 0};
+    cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
+    fo.progress = fsck_probe;
+    fo.progress_userdata = &p;
+    assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), 0);
+    assert_true(p.calls > 0);
+    assert_int_equal(p.free_to_delete, 0);
+    cairn_state_free(st);
+    free(sp);
     t_scratch_free(dir);
 }
 
@@ -546,7 +689,8 @@ int main(void)
         cmocka_unit_test(test_roots),   cmocka_unit_test(test_snapshots_and_orphans),
         cmocka_unit_test(test_policy),  cmocka_unit_test(test_lower),
         cmocka_unit_test(test_du),      cmocka_unit_test(test_delta),
-        cmocka_unit_test(test_race),
+        cmocka_unit_test(test_race),    cmocka_unit_test(test_staging),
+        cmocka_unit_test(test_fsck_beside_gc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
