@@ -283,7 +283,15 @@ class Shell:
                 return found
             if v in ("eval", "trap") and rest:
                 if v == "trap":
-                    rest = rest[:1]
+                    # trap - SIG resets, trap -p/-l print: no command; trap -- CMD SIG
+                    if lits[0] == "--":
+                        rest = rest[1:2]
+                    elif lits[0] is not None and lits[0].startswith("-"):
+                        return found
+                    else:
+                        rest = rest[:1]
+                    if not rest:
+                        return found
                 self.run_string(" ".join(word_text(a) for a in rest), line, env)
                 return found
             if v in ("su", "script") or (v == "flock" and ("-c" in lits or "--command" in lits)):
