@@ -65,6 +65,12 @@ CAIRN_EXPORT int cairn_blob_writer_write(cairn_blob_writer *w, const void *buf, 
  * Returns the number of bytes read, 0 at the end of the input, or < 0. */
 CAIRN_EXPORT int64_t cairn_blob_writer_write_fd(cairn_blob_writer *w, int fd, uint64_t max,
                                                 cairn_error *err);
+/* Give the writer the digest (may be NULL) and size (<= 0: unknown) its
+ * data must have, when they are known only at the end (as for containerd's
+ * and the OCI distribution's writers): checked at commit like
+ * opts->expected. A digest other than one given earlier: CAIRN_E_MISMATCH. */
+CAIRN_EXPORT int cairn_blob_writer_expect(cairn_blob_writer *w, const char *expected,
+                                          int64_t expected_size, cairn_error *err);
 CAIRN_EXPORT int cairn_blob_writer_commit(cairn_blob_writer *w, char *out_digest,
                                           cairn_error *err);
 CAIRN_EXPORT void cairn_blob_writer_free(cairn_blob_writer *w);

@@ -692,6 +692,23 @@ static int publish_files(cairn_state *st, staged *s, size_t n, cairn_error *err)
     return 0;
 }
 
+int cairn_blob_writer_expect(cairn_blob_writer *w, const char *expected, int64_t expected_size,
+                             cairn_error *err)
+{
+    if (expected) {
+        int r = cairn_digest_check(expected, err);
+        if (r < 0)
+            return r;
+        if (w->expected[0] && strcmp(w->expected, expected) != 0)
+            return cairn__err(err, CAIRN_E_MISMATCH, "blob writer: expected %s, then %s",
+                              w->expected, expected);
+        memcpy(w->expected, expected, CAIRN_DIGEST_LEN + 1);
+    }
+    if (expected_size > 0)
+        w->expected_size = expected_size;
+    return 0;
+}
+
 int cairn_blob_writer_commit(cairn_blob_writer *w, char *out_digest, cairn_error *err)
 {
     cairn_state *st = w->st;
