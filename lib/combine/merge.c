@@ -90,13 +90,16 @@ static const merge_table merge_tables[] = {
      /* max: the module's own rule (lib/volume.c), the current version is
       * the newest by (created, version) */
      "DO UPDATE SET created = max(created, excluded.created) WHERE excluded.created > created"},
+    /* containerd's ChainIDs -> cairn's (lib/containerd/): a union */
+    {"containerd_names", "name, chain_id, created", "name, chain_id", "chain_id",
+     "DO UPDATE SET created = min(created, excluded.created) WHERE excluded.created < created"},
 };
 
 /* Local to one state: never merged, never frozen into a copy (but meta).
  * cache_result_refs is derived from cache_results by triggers: each
  * database keeps its own, and merged rows of cache_results update it. */
 static const char *const local_tables[] = {"meta", "active", "leases", "lease_resources",
-                                           "cache_result_refs"};
+                                           "cache_result_refs", "containerd_snapshots"};
 
 size_t cairn__merge_tables(const char ***merged, const char *const **local, size_t *n_local);
 size_t cairn__merge_tables(const char ***merged, const char *const **local, size_t *n_local)
@@ -882,6 +885,17 @@ static int stage_layer(merger *m, size_t k, cairn_error *err)
     int r = exec_fmt(db, err, "BEGIN");
     for (size_t i = 0; r == 0 && i < CAIRN_ARRAY_SIZE(merge_tables); i++) {
         const merge_table *t = &merge_tables[i];
+        /* A source of an older schema lacks the newer tables: none of their rows. */
+        sqlite3_stmt *q = NULL;
+        bool has = false;
+        if (sqlite3_prepare_v2(db, "SELECT 1 FROM cairn_src.sqlite_master WHERE type = 'table' "
+                                   "AND name = ?", -1, &q, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(q, 1, t->name, -1, SQLITE_STATIC);
+            has = sqlite3_step(q) == SQLITE_ROW;
+        }
+        sqlite3_finalize(q);
+        if (!has)
+            continue;
         r = exec_fmt(db, err,
                      "INSERT INTO temp.cairn_stage_%s(src, %s) SELECT %lld, %s FROM cairn_src.%s",
                      t->name, t->cols, (long long)k, t->cols, t->name);

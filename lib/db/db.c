@@ -136,6 +136,31 @@ static const char *const migrations[] = {
     "  kind TEXT NOT NULL,"
     "  name TEXT NOT NULL,"
     "  PRIMARY KEY (lease, kind, name)) WITHOUT ROWID;",
+    /* 1 -> 2: containerd's names (lib/containerd/). containerd_names maps
+     * the name containerd gave a committed snapshot, past its
+     * "<namespace>/<n>/" prefix (the ChainID as containerd computes it from
+     * the image), to the snapshot's cairn ChainID: a union, merged, so that
+     * any containerd over any merge of states finds what another unpacked. */
+    "CREATE TABLE containerd_names ("
+    "  name TEXT NOT NULL,"
+    "  chain_id TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  PRIMARY KEY (name, chain_id)) WITHOUT ROWID;"
+    "CREATE INDEX containerd_names_chain ON containerd_names(chain_id);"
+    /* the snapshots one containerd knows, by its backend key: kind 1 view,
+     * 2 active, 3 committed (containerd's Kind); target the active id or the
+     * chain id; parent the parent's key; labels a JSON object; times in unix
+     * ns. Local, never merged, like active snapshots. */
+    "CREATE TABLE containerd_snapshots ("
+    "  key TEXT PRIMARY KEY,"
+    "  kind INTEGER NOT NULL,"
+    "  target TEXT NOT NULL,"
+    "  parent TEXT NOT NULL DEFAULT '',"
+    "  labels TEXT NOT NULL DEFAULT '{}',"
+    "  created INTEGER NOT NULL,"
+    "  updated INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX containerd_snapshots_target ON containerd_snapshots(target);"
+    "CREATE INDEX containerd_snapshots_parent ON containerd_snapshots(parent);",
 };
 
 int cairn__db_schema(sqlite3 *db)

@@ -6,7 +6,7 @@
 
 #include "util/util.h"
 
-#define CAIRN_SCHEMA_VERSION 1
+#define CAIRN_SCHEMA_VERSION 2
 
 /* Migrate the schema of a writable database to CAIRN_SCHEMA_VERSION; create
  * it (from version 0) only when `create` (cairn init's new file): any other
