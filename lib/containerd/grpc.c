@@ -290,10 +290,11 @@ void cairn__grpc_finish(cairn__grpc_call *c, int code, const char *fmt, ...)
             {(uint8_t *)"grpc-status", (uint8_t *)st, 11, (size_t)sl, NGHTTP2_NV_FLAG_NONE},
             {(uint8_t *)"grpc-message", (uint8_t *)msg, 12, strlen(msg), NGHTTP2_NV_FLAG_NONE},
         };
+        /* No RST_STREAM after it, even when the client has more to send:
+         * nghttp2 would send the RST first, and the client would see a
+         * reset instead of the status. What it sends later is dropped. */
         if (nghttp2_submit_response(c->conn->session, c->id, hdrs, CAIRN_ARRAY_SIZE(hdrs), NULL) != 0)
             c->conn->dead = true;
-        else if (!c->remote_ended)
-            nghttp2_submit_rst_stream(c->conn->session, NGHTTP2_FLAG_NONE, c->id, NGHTTP2_NO_ERROR);
         return;
     }
     call_kick(c);
@@ -311,8 +312,6 @@ static void send_trailers(cairn__grpc_call *c)
     c->trailers_sent = true;
     if (nghttp2_submit_trailer(c->conn->session, c->id, tr, c->message ? 2 : 1) != 0)
         c->conn->dead = true;
-    else if (!c->remote_ended)
-        nghttp2_submit_rst_stream(c->conn->session, NGHTTP2_FLAG_NONE, c->id, NGHTTP2_NO_ERROR);
 }
 
 static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,

@@ -1,0 +1,86 @@
+# containerd-lib.sh: sourced by the tests that run Debian's containerd with
+# cairn as its proxy snapshotter and content store. Every daemon runs on a
+# private root, state dir and socket under $T; nothing touches the system's.
+#   serve_start STATE NAME     start `cairn serve containerd` on $T/NAME.sock
+#   serve_stop NAME            SIGTERM it, wait; fails unless it exited 0
+#   ctrd_start NAME SOCK       start a containerd using the cairn socket SOCK
+#   ctrd_stop NAME
+#   ctr NAME ARGS...           ctr against containerd NAME
+need containerd ctr runc
+declare -A SERVE_PID CTRD_PID
+
+serve_start() {
+    local state=$1 name=$2
+    "$CAIRN" -C "$state" serve containerd --socket "$T/$name.sock" 2>>"$T/$name.serve.log" &
+    SERVE_PID[$name]=$!
+    local i
+    for i in $(seq 1 600); do
+        [ -S "$T/$name.sock" ] && return 0
+        kill -0 "${SERVE_PID[$name]}" 2>/dev/null || { cat "$T/$name.serve.log" >&2; die "cairn serve $name exited"; }
+        sleep 0.1
+    done
+    die "cairn serve $name: no socket"
+}
+
+serve_stop() {
+    local name=$1 rc=0
+    kill -TERM "${SERVE_PID[$name]}"
+    wait "${SERVE_PID[$name]}" || rc=$?
+    unset "SERVE_PID[$name]"
+    [ "$rc" -eq 0 ] || { cat "$T/$name.serve.log" >&2; die "cairn serve $name exited $rc on SIGTERM"; }
+    [ ! -e "$T/$name.sock" ] || die "cairn serve $name left its socket"
+}
+
+ctrd_start() {
+    local name=$1 sock=$2
+    local dir=$T/ctrd-$name
+    mkdir -p "$dir"
+    {
+        "$CAIRN" serve containerd --socket "$sock" --print-config | sed '/^\[proxy_plugins\]/,$d'
+        cat <<CFG
+root = "$dir/root"
+state = "$dir/state"
+[grpc]
+  address = "$dir/containerd.sock"
+[ttrpc]
+  address = "$dir/containerd.sock.ttrpc"
+[debug]
+  level = "debug"
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    disable = true
+CFG
+        "$CAIRN" serve containerd --socket "$sock" --print-config | sed -n '/^\[proxy_plugins\]/,$p'
+    } >"$dir/config.toml"
+    # The disabled list: containerd's own content store, and what cannot run here.
+    sed -i 's|^disabled_plugins = \[\(.*\)\]|disabled_plugins = [\1, "io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]|' "$dir/config.toml"
+    containerd --config "$dir/config.toml" >>"$dir/log" 2>&1 &
+    CTRD_PID[$name]=$!
+    local i
+    for i in $(seq 1 600); do
+        ctr "$name" version >/dev/null 2>&1 && return 0
+        kill -0 "${CTRD_PID[$name]}" 2>/dev/null || { tail -30 "$dir/log" >&2; die "containerd $name exited"; }
+        sleep 0.1
+    done
+    die "containerd $name: not answering"
+}
+
+ctrd_stop() {
+    local name=$1
+    [ -n "${CTRD_PID[$name]:-}" ] || return 0
+    kill -TERM "${CTRD_PID[$name]}" 2>/dev/null || true
+    wait "${CTRD_PID[$name]}" 2>/dev/null || true
+    unset "CTRD_PID[$name]"
+}
+
+ctr() {
+    local name=$1
+    shift
+    command ctr --address "$T/ctrd-$name/containerd.sock" "$@"
+}
+
+ctrd_cleanup() {
+    local n
+    for n in "${!CTRD_PID[@]}"; do ctrd_stop "$n"; done
+    for n in "${!SERVE_PID[@]}"; do kill -TERM "${SERVE_PID[$n]}" 2>/dev/null || true; wait "${SERVE_PID[$n]}" 2>/dev/null || true; done
+}
