@@ -4,6 +4,8 @@
 #   serve_start STATE NAME     start `cairn serve containerd` on $T/NAME.sock
 #   serve_stop NAME            SIGTERM it, wait; fails unless it exited 0
 #   ctrd_start NAME SOCK       start a containerd using the cairn socket SOCK
+#                              (SOCK "": containerd's own content store and
+#                              snapshotters, for comparison)
 #   ctrd_stop NAME
 #   ctr NAME ARGS...           ctr against containerd NAME
 need containerd ctr runc
@@ -36,7 +38,11 @@ ctrd_start() {
     local dir=$T/ctrd-$name
     mkdir -p "$dir"
     {
-        "$CAIRN" serve containerd --socket "$sock" --print-config | sed '/^\[proxy_plugins\]/,$d'
+        if [ -n "$sock" ]; then
+            "$CAIRN" serve containerd --socket "$sock" --print-config | sed '/^\[proxy_plugins\]/,$d'
+        else
+            printf 'version = 2\ndisabled_plugins = []\n'
+        fi
         cat <<CFG
 root = "$dir/root"
 state = "$dir/state"
@@ -46,14 +52,11 @@ state = "$dir/state"
   address = "$dir/containerd.sock.ttrpc"
 [debug]
   level = "debug"
-[plugins]
-  [plugins."io.containerd.grpc.v1.cri"]
-    disable = true
 CFG
-        "$CAIRN" serve containerd --socket "$sock" --print-config | sed -n '/^\[proxy_plugins\]/,$p'
+        [ -z "$sock" ] || "$CAIRN" serve containerd --socket "$sock" --print-config | sed -n '/^\[proxy_plugins\]/,$p'
     } >"$dir/config.toml"
     # The disabled list: containerd's own content store, and what cannot run here.
-    sed -i 's|^disabled_plugins = \[\(.*\)\]|disabled_plugins = [\1, "io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]|' "$dir/config.toml"
+    sed -i 's|^disabled_plugins = \[\(.*\)\]|disabled_plugins = [\1, "io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]|; s|\[, |[|' "$dir/config.toml"
     containerd --config "$dir/config.toml" >>"$dir/log" 2>&1 &
     CTRD_PID[$name]=$!
     local i

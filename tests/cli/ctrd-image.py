@@ -4,13 +4,16 @@ an OCI layout directory and an OCI archive (tar) of it.
 
 Layers, lowest first: busybox and its applet links, with /lowest.txt; /etc
 files and /doomed.txt; a whiteout of /doomed.txt, an opaque /opq and
-/top.txt. Usage: ctrd-image.py BUSYBOX OUT_DIR OUT_TAR IMAGE_NAME
+/top.txt; then, with EXTRA=N:BYTES in the environment (benchmarks), N
+layers of BYTES of incompressible, repeatable data each.
+Usage: ctrd-image.py BUSYBOX OUT_DIR OUT_TAR IMAGE_NAME
 """
 import gzip
 import hashlib
 import io
 import json
 import os
+import random
 import sys
 import tarfile
 
@@ -76,8 +79,26 @@ def blob(data):
     return "sha256:" + d
 
 
+def extra(i, size):
+    def fill(t):
+        d = "data%d" % i
+        add(t, d, mode=0o755, kind=tarfile.DIRTYPE)
+        rnd = random.Random(i)
+        left, j = size, 0
+        while left > 0:
+            n = min(left, 1 << 20)
+            add(t, "%s/f%d" % (d, j), rnd.randbytes(n))
+            left -= n
+            j += 1
+    return fill
+
+
+fills = [l1, l2, l3]
+if os.environ.get("EXTRA"):
+    n, size = (int(x) for x in os.environ["EXTRA"].split(":"))
+    fills += [extra(i, size) for i in range(n)]
 layers, diff_ids = [], []
-for fill in (l1, l2, l3):
+for fill in fills:
     tar, gz = layer(fill)
     diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
     layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
