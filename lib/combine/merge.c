@@ -99,7 +99,8 @@ static const merge_table merge_tables[] = {
  * cache_result_refs is derived from cache_results by triggers: each
  * database keeps its own, and merged rows of cache_results update it. */
 static const char *const local_tables[] = {"meta", "active", "leases", "lease_resources",
-                                           "cache_result_refs", "containerd_snapshots"};
+                                           "cache_result_refs", "containerd_snapshots",
+                                           "containerd_content"};
 
 size_t cairn__merge_tables(const char ***merged, const char *const **local, size_t *n_local);
 size_t cairn__merge_tables(const char ***merged, const char *const **local, size_t *n_local)

@@ -365,12 +365,29 @@ static void m_list(cairn__grpc_call *c, const uint8_t *msg, size_t len)
     containerd__services__content__v1__list_content_request__free_unpacked(req, NULL);
 }
 
+static int hold(cairn_state *st, const char *digest, cairn_error *err)
+{
+    static const char sql[] = "INSERT INTO containerd_content(digest, created) VALUES (?, ?) "
+                              "ON CONFLICT DO NOTHING";
+    sqlite3_stmt *s;
+    int r = cairn__stmt(st, 0, sql, &s, err);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(s, 1, digest, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, cairn__now());
+    return cairn__step_done(st, 0, s, err);
+}
+
 static void m_delete(cairn__grpc_call *c, const uint8_t *msg, size_t len)
 {
     DECODE(DeleteContentRequest, delete_content_request, c, msg, len);
     cairn_error e = {0};
     if (digest_ok(c, "Delete", req->digest)) {
-        int r = cairn_blob_remove(ctx(c)->st, req->digest, &e);
+        /* containerd's hold first, then the blob. */
+        int r = cairn__exec_key(ctx(c)->st, "DELETE FROM containerd_content WHERE digest = ?1",
+                                req->digest, &e);
+        if (r == 0)
+            r = cairn_blob_remove(ctx(c)->st, req->digest, &e);
         if (r == -EROFS) {
             /* Only a lower holds it: not this state's to delete. */
             cairn__grpc_finish(c, CAIRN__GRPC_NOT_FOUND, "content %s: not in this state (a lower's)",
@@ -630,8 +647,15 @@ static void m_write(cairn__grpc_call *c, const uint8_t *msg, size_t len)
                                req->ref);
             goto out;
         }
-        if (!g && req->expected && req->expected[0] && cairn_blob_exists(st, req->expected, NULL) > 0) {
-            /* Already there (here or in a lower): nothing to write. */
+        cairn_blob_info have;
+        if (!g && req->expected && req->expected[0] &&
+            cairn_blob_stat(st, req->expected, &have, NULL) == 0) {
+            /* Already there (here or in a lower): nothing to write; one of
+             * this state's is held for containerd from now on. */
+            if (have.lower == 0 && hold(st, req->expected, &e) < 0) {
+                cairn__grpc_fail(c, e.code, &e);
+                goto out;
+            }
             cairn__grpc_finish(c, CAIRN__GRPC_ALREADY_EXISTS, "content %s: already exists",
                                req->expected);
             goto out;
@@ -737,6 +761,14 @@ static void m_write(cairn__grpc_call *c, const uint8_t *msg, size_t len)
         if (req->labels[i]->key && req->labels[i]->key[0] && req->labels[i]->value &&
             strlen(req->labels[i]->key) + strlen(req->labels[i]->value) <= CAIRN__CTRD_LABEL_MAX)
             cairn_blob_label_set(st, digest, req->labels[i]->key, req->labels[i]->value, NULL);
+    if (r < 0) {
+        w->g = NULL;
+        ingest_drop(x, g);
+        cairn__grpc_fail(c, r, &e);
+        goto out;
+    }
+    /* Held for containerd (a gc root of cairn's) until its gc deletes it. */
+    r = hold(st, digest, &e);
     if (r < 0) {
         w->g = NULL;
         ingest_drop(x, g);

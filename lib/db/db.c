@@ -160,7 +160,12 @@ static const char *const migrations[] = {
     "  created INTEGER NOT NULL,"
     "  updated INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX containerd_snapshots_target ON containerd_snapshots(target);"
-    "CREATE INDEX containerd_snapshots_parent ON containerd_snapshots(parent);",
+    "CREATE INDEX containerd_snapshots_parent ON containerd_snapshots(parent);"
+    /* the blobs a containerd wrote into this state: gc roots until its own
+     * gc deletes them; local, never merged */
+    "CREATE TABLE containerd_content ("
+    "  digest TEXT PRIMARY KEY,"
+    "  created INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 int cairn__db_schema(sqlite3 *db)

@@ -11,7 +11,7 @@
  *      Records are read through cache_result_refs (one row an object, kept
  *      by triggers), not one row a record.
  *   2. mark (no lock) from the hard roots: live leases, images, volumes'
- *      current versions, active snapshots' parents, containerd's committed snapshots, lowers' records and
+ *      current versions, active snapshots' parents, what a containerd holds, lowers' records and
  *      objects, objects created or used within the grace period; through
  *      parents and manifests.
  *   3. policy (no lock): records are soft roots. With a policy, the least
@@ -322,8 +322,11 @@ static int mark_small_roots(gc_run *R)
     /* What a containerd holds through `cairn serve containerd` is its to
      * collect (its own gc removes what it no longer references). */
     static const char ctrd[] = "SELECT target FROM containerd_snapshots WHERE kind = 3";
+    static const char ctrd_blobs[] = "SELECT 'blob', digest FROM containerd_content";
     if (r == 0)
         r = each_row(R, 0, 1, ctrd, 0, row_snapshot);
+    if (r == 0)
+        r = each_row(R, 0, 1, ctrd_blobs, 0, row_kind_name);
     /* Leased record keys and volumes may be held by lowers too. */
     if (r == 0 && st->n_layers > 1) {
         static const char keys[] =

@@ -28,7 +28,16 @@ PULL=$BUILD_ROOT/tests/ctrd-pull
     { echo "SKIP: golang-github-containerd-containerd-dev is not installed"; exit 77; }
 (cd "$SOURCE_ROOT/tests/cli/ctrd-pull" && GO111MODULE=off GOPATH=/usr/share/gocode \
     GOCACHE="$BUILD_ROOT/go-cache" go build -o "$PULL" .)
-trap 'rc=$?; ctrd_cleanup; reg_stop; [ -z "${KEEP_LOGS:-}" ] || for f in $T/*.log $T/ctrd-*/log; do cp "$f" "$KEEP_LOGS/$(basename $(dirname $f))-$(basename $f)"; done; cp $T/reg/log "$KEEP_LOGS"/ 2>/dev/null; (exit $rc); cleanup' EXIT
+# KEEP_LOGS=DIR: the daemons' logs are copied there at exit (to debug a failure).
+keep_logs() {
+    [ -n "${KEEP_LOGS:-}" ] || return 0
+    local f
+    for f in "$T"/*.log "$T"/ctrd-*/log "$T"/reg/log; do
+        [ -f "$f" ] && cp "$f" "$KEEP_LOGS/$(basename "$(dirname "$f")")-$(basename "$f")"
+    done
+    return 0
+}
+trap 'rc=$?; ctrd_cleanup; reg_stop; keep_logs; (exit $rc); cleanup' EXIT
 REG_PID=
 reg_stop() { [ -z "$REG_PID" ] || { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }; }
 # tree_sum DIR: a digest of every file's path, type, mode, size and bytes.
@@ -59,6 +68,9 @@ written" ] || die "ctr run printed: $out"
 [ "$(cairn -C "$T/s1" snapshot ls | grep -c '^sha256:')" -eq 3 ] || die "$(cairn -C "$T/s1" snapshot ls)"
 [ "$(ctr e1 snapshots --snapshotter cairn ls | grep -c Committed)" -eq 3 ] || die "ctr snapshots ls"
 cairn -C "$T/s1" fsck >/dev/null
+# cairn's own gc keeps what containerd holds (its gc is containerd's).
+cairn -C "$T/s1" gc --grace 0 >/dev/null
+[ "$(cairn -C "$T/s1" snapshot ls | grep -c '^sha256:')" -eq 3 ] || die "cairn gc removed containerd's snapshots"
 
 step "ctr snapshots prepare, mounts, commit, info, usage, ls, rm"
 top=$(ctr e1 snapshots --snapshotter cairn ls | awk '$3 == "Committed" {print $1}' | while read -r k; do
@@ -108,6 +120,19 @@ for i in $(seq 100); do
     sleep 0.1
 done
 ctr e1 snapshots --snapshotter cairn rm w2
+step "bytes that are not gRPC, a client that vanishes: the server goes on serving"
+python3 - "$T/s1.sock" <<'PY'
+import socket, sys
+def conn():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    return s
+s = conn(); s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"); s.recv(100); s.close()
+s = conn(); s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(range(256)) * 4); s.close()
+s = conn(); s.close()
+# a HEADERS frame cut in its middle, then gone
+s = conn(); s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x01\x00\x01"); s.close()
+PY
 out=$(ctr e1 run --snapshotter cairn --rm "$IMG" t2 cat /top.txt)
 [ "$out" = "from the top layer" ] || die "run after the restart: $out"
 ctrd_stop e1
