@@ -20,7 +20,8 @@
  * quarantine/<kind>.<name>.<unix-time> (core/fsck.c) before dropping its row, in one transaction
  * per object, so nothing is ever deleted silently.
  * Later phases (snapshots, records, images, volumes) live beside their
- * modules and are called from here.
+ * modules and are called from here; containerd's rows are checked here (by
+ * SQL on the schema: lib/containerd/ is above this folder).
  */
 #include "core/core.h"
 #include "core/fsck.h"
@@ -205,6 +206,63 @@ static int fsck_staging(cairn__fsck *f, cairn_error *err)
 }
 
 /* Checkers, in order. Modules add theirs here. */
+/* containerd's rows (lib/containerd/): a key names an active snapshot or a
+ * committed one that is there, a held blob is this state's. Repair drops
+ * the row (containerd then sees the key gone, as after a Remove). */
+static int fsck_containerd(cairn__fsck *f, cairn_error *err)
+{
+    cairn_state *st = f->st;
+    static const char keys[] =
+        "SELECT k.key, k.target, k.kind FROM containerd_snapshots k WHERE CASE k.kind "
+        "WHEN 3 THEN NOT EXISTS (SELECT 1 FROM snapshots WHERE chain_id = k.target) "
+        "ELSE NOT EXISTS (SELECT 1 FROM active WHERE id = k.target) END ORDER BY k.key";
+    static const char held[] = "SELECT c.digest, c.digest, 0 FROM containerd_content c WHERE "
+                               "NOT EXISTS (SELECT 1 FROM blobs WHERE digest = c.digest) "
+                               "ORDER BY c.digest";
+    static const char *const del[] = {"DELETE FROM containerd_snapshots WHERE key = ?1",
+                                      "DELETE FROM containerd_content WHERE digest = ?1"};
+    for (int q = 0; q < 2; q++) {
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, 0, q ? held : keys, &s, err);
+        if (r < 0)
+            return r;
+        cairn__strv names = {0}, targets = {0};
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            const char *t = cairn__col(s, 1);
+            /* A committed snapshot of a lower is there too. */
+            cairn_snapshot_info info;
+            if (q == 0 && sqlite3_column_int(s, 2) == 3 && cairn_snapshot_stat(st, t, &info, NULL) == 0)
+                continue;
+            if (cairn__strv_push(&names, cairn__col(s, 0)) < 0 || cairn__strv_push(&targets, t) < 0) {
+                sqlite3_reset(s);
+                cairn__strv_free(&names);
+                cairn__strv_free(&targets);
+                return cairn__err(err, -ENOMEM, "out of memory");
+            }
+        }
+        sqlite3_reset(s);
+        for (size_t i = 0; r == 0 && i < names.n; i++) {
+            const char *action = "";
+            if (f->opts.repair) {
+                r = cairn__exec_key(st, del[q], names.v[i], err);
+                action = "dropped row";
+            }
+            cairn__fsck_report(f, "containerd", names.v[i], "dangling", action,
+                               q ? "a blob held for containerd is not in the state"
+                                 : "containerd's key names %s, which is not in the state",
+                               targets.v[i]);
+        }
+        cairn__strv_free(&names);
+        cairn__strv_free(&targets);
+        if (r < 0)
+            return r;
+        if (rc != SQLITE_DONE)
+            return cairn__err_db(err, st->layers[0].db, rc, "fsck: containerd");
+    }
+    return 0;
+}
+
 static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     fsck_staging,
     fsck_blobs,
@@ -213,6 +271,7 @@ static int (*const checkers[])(cairn__fsck *, cairn_error *) = {
     cairn__fsck_records,
     cairn__fsck_leases,
     cairn__fsck_volumes,
+    fsck_containerd,
 };
 
 int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn, void *userdata,

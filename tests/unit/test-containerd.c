@@ -513,6 +513,21 @@ static void test_bad_input(void **unused)
     assert_true(gs.errors >= 10);
     client_free(&c);
     fsck_clean(st);
+
+    /* fsck finds containerd's rows that name nothing, and repair drops them. */
+    assert_int_equal(sqlite3_exec(st->layers[0].db,
+                                  "INSERT INTO containerd_snapshots(key, kind, target, created, updated) "
+                                  "VALUES ('default/7/gone', 3, 'sha256:"
+                                  "0000000000000000000000000000000000000000000000000000000000000000', 0, 0);"
+                                  "INSERT INTO containerd_content(digest, created) VALUES ('sha256:"
+                                  "1111111111111111111111111111111111111111111111111111111111111111', 0)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
+    assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), 2);
+    fo.repair = 1;
+    assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), 2);
+    fsck_clean(st);
     cairn_state_free(st);
     t_scratch_free(dir);
 }
