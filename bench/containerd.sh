@@ -33,12 +33,14 @@ need() { :; }
 source "$REPO/tests/cli/containerd-lib.sh"
 REG_PID=
 cleanup() {
+    local rc=$?
     ctrd_cleanup
     [ -z "$REG_PID" ] || { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }
     if command -v findmnt >/dev/null; then
-        findmnt -rn -o TARGET | grep "^$W" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        { findmnt -rn -o TARGET | grep "^$W" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done; } || true
     fi
     [ "$KEEP" -eq 1 ] || rm -rf "$W"
+    exit "$rc"
 }
 trap cleanup EXIT
 now() { date +%s%N; }
@@ -109,7 +111,7 @@ ms() { python3 -c "print(f'{$1 / 1e6:.0f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 bytes=$(du -sb "$W/oci/blobs" | cut -f1)
 echo "image: $((3 + LAYERS)) layers, $bytes bytes of blobs; $REPS runs each; load average $load0 -> $load1"
-printf '%-52s %10s %10s\n' "operation (median of $REPS)" "ms" "x native"
+printf '%-58s %10s %10s\n' "operation (median of $REPS)" "ms" "x native"
 np=$(median <<<"${PULLS[native]}") nr=$(median <<<"${RUNS[native]}")
 for kind in native cold warm; do
     p=$(median <<<"${PULLS[$kind]}")
@@ -118,10 +120,10 @@ for kind in native cold warm; do
         cold) label="pull + unpack: cairn, empty state (cold)" ;;
         warm) label="pull + unpack: cairn over a frozen lower with it (warm)" ;;
     esac
-    printf '%-52s %10s %10s\n' "$label" "$(ms "$p")" "$(ratio "$p" "$np")"
+    printf '%-58s %10s %10s\n' "$label" "$(ms "$p")" "$(ratio "$p" "$np")"
 done
 for kind in native cold; do
     r=$(median <<<"${RUNS[$kind]}")
     label="ctr run --rm true: $([ "$kind" = native ] && echo native overlayfs || echo cairn)"
-    printf '%-52s %10s %10s\n' "$label" "$(ms "$r")" "$(ratio "$r" "$nr")"
+    printf '%-58s %10s %10s\n' "$label" "$(ms "$r")" "$(ratio "$r" "$nr")"
 done
