@@ -37,8 +37,11 @@ rt_private_namespace() {
     local here
     here=$(readlink /proc/self/ns/mnt)
     [ "${CAIRN_RT_NS:-}" = "$here" ] && return 0
-    if ! unshare --mount --propagation private true 2>/dev/null; then
-        echo "SKIP: cannot make a private mount namespace (unshare --mount; needs root)"
+    local why
+    if ! why=$(unshare --mount --propagation private true 2>&1); then
+        # needs root, and / a mount point (in a chroot it is not: EINVAL);
+        # without it the tools' mounts would reach the machine's namespace
+        echo "SKIP: cannot make a private mount namespace (needs root, and / a mount point, which a chroot's is not): $why"
         exit 77
     fi
     trap - EXIT
