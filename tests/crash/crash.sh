@@ -275,8 +275,9 @@ template() {
     check --inv "$TPL/$e.pre" ${E_STATES[$e]} >"$W/problems"
     rm -f "$TPL/$e.counts"
     t0=$(now_ms)
-    env LD_PRELOAD="$SHIM" CAIRN_FAULT_COUNT="$TPL/$e.counts" \
-        timeout -k 5 $TMO "$CAIRN" "${args[@]}" >"$W/out" 2>"$W/err" || rc=$?
+    # The shim goes into cairn only (env runs it), not into timeout.
+    timeout -k 5 $TMO env LD_PRELOAD="$SHIM" CAIRN_FAULT_COUNT="$TPL/$e.counts" \
+        "$CAIRN" "${args[@]}" >"$W/out" 2>"$W/err" || rc=$?
     t1=$(now_ms)
     echo $((t1 - t0)) >"$TPL/$e.ms"
     [ -s "$TPL/$e.counts" ] || : >"$TPL/$e.counts"
@@ -327,8 +328,8 @@ run() {
     rm -f "$W/flog"
     if [ "$mode" = fault ]; then
         # (in braces: this shell says nothing of the kill)
-        { env LD_PRELOAD="$SHIM" CAIRN_FAULT="$spec" CAIRN_FAULT_LOG="$W/flog" \
-            timeout -k 5 $TMO "$CAIRN" "${args[@]}" >"$W/out" 2>"$W/err"; } 2>/dev/null || rc=$?
+        { timeout -k 5 $TMO env LD_PRELOAD="$SHIM" CAIRN_FAULT="$spec" CAIRN_FAULT_LOG="$W/flog" \
+            "$CAIRN" "${args[@]}" >"$W/out" 2>"$W/err"; } 2>/dev/null || rc=$?
         [ -s "$W/flog" ] && fired=yes || fired=no
     else
         "$CAIRN" "${args[@]}" >"$W/out" 2>"$W/err" &
