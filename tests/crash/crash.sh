@@ -3,8 +3,8 @@
 # writes, syncs, renames, links or unlinks and at random times, and check
 # the promises of docs/DESIGN.md ("Writes and crashes") after each crash.
 #
-# usage: crash.sh [--full] [--points N] [--kills N] [--seed N] [--all]
-#                 [--list] [--log FILE] [EXPERIMENT...]
+# usage: crash.sh [--full] [--points N] [--kills N] [--budget SECONDS]
+#                 [--seed N] [--all] [--list] [--log FILE] [EXPERIMENT...]
 #
 # An experiment is a command over a state made for it (see the table at the
 # end of this file). Its clean run, under the fault shim in counting mode
@@ -36,12 +36,16 @@
 #
 # In the suite (no --full): a deterministic sample of fault points (--points,
 # default 4; 2 under ASan) and of random kills (--kills, default 1) an
-# experiment. --full sweeps every point with every action and 20 random
-# kills, and prints the table experiment x runs x failures (by hand: it takes
-# a long time). --seed changes the random delays. --all also runs the
-# experiments that known-failures skips. --log FILE keeps every failure's
-# details. Exit 1 if a run failed in a class known-failures does not list
-# for its experiment (--full: if any run failed).
+# experiment, within a time budget (--budget, default 90 s; 300 s under
+# ASan; 0: none) shared out among the experiments: on a loaded machine an
+# experiment stops once it has spent its share, and says so (the sample is
+# the same; how much of it runs is not). --full sweeps every point with every
+# action and 20 random kills, with no budget, and prints the table experiment
+# x runs x failures (by hand: it takes hours). --seed changes the random
+# delays. --all also runs the experiments that known-failures skips. --log
+# FILE keeps every failure's details. Exit 1 if a run failed in a class
+# known-failures does not list for its experiment (--full: if any run
+# failed).
 #
 # Environment: CAIRN (the command), CAIRN_FAULTSHIM (faultshim.so); both
 # default to the build directory BUILD_ROOT (else build/ at the top).
@@ -55,7 +59,7 @@ CAIRN=$(realpath "$CAIRN")
 SHIM=$(realpath "$SHIM")
 [ -f "$SHIM" ] || die "no fault shim at $SHIM (build it: ninja -C BUILD tests/crash/faultshim.so)"
 
-full=0 points='' kills='' seed=1 all=0 list=0 log=''
+full=0 points='' kills='' seed=1 all=0 list=0 log='' budget=''
 only=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -63,6 +67,7 @@ while [ $# -gt 0 ]; do
     --points) points=$2; shift ;;
     --kills) kills=$2; shift ;;
     --seed) seed=$2; shift ;;
+    --budget) budget=$2; shift ;;
     --all) all=1 ;;
     --list) list=1 ;;
     --log) log=$(realpath -m "$2"); shift ;;
@@ -77,6 +82,7 @@ case "${SANITIZE:-}" in *address*) asan=1 ;; esac
 ldd "$CAIRN" 2>/dev/null | grep -q libasan && asan=1
 [ -n "$points" ] || points=$([ $asan = 1 ] && echo 2 || echo 4)
 [ -n "$kills" ] || kills=$([ $full = 1 ] && echo 20 || echo 1)
+[ -n "$budget" ] || budget=$([ $full = 1 ] && echo 0 || { [ $asan = 1 ] && echo 300 || echo 90; })
 TMO=120
 vmax=$([ $full = 1 ] && echo 1000000 || echo 2)   # blobs read back after a crash
 # The shim comes before ASan's runtime in the lookup order: let ASan start.
@@ -447,6 +453,10 @@ mv "$R" "$T/base"
 
 RANDOM=$seed
 t_start=$(now_ms)
+share=0 cut=0
+if [ "$budget" -gt 0 ]; then
+    share=$((budget * 1000 / ${#only[@]}))
+fi
 for e in "${only[@]}"; do
     if [ "${KNOWN[$e]:-}" = '*' ] && [ $all = 0 ]; then
         echo "SKIP $e: a known failure (tests/crash/known-failures); --all runs it"
@@ -456,11 +466,25 @@ for e in "${only[@]}"; do
     t0=$(now_ms)
     template "$e" || continue
     ms=$(cat "$TPL/$e.ms")
-    while read -r s; do
-        run "$e" fault "$s"
-    done < <(specs "$e")
+    # The first fault point, the random kills, the other points; once the
+    # experiment has spent its share of the budget, it stops.
+    todo=()
+    mapfile -t pts < <(specs "$e")
     for ((i = 0; i < kills; i++)); do
-        run "$e" kill $(((RANDOM * 32768 + RANDOM) % (ms * 11 / 10 + 1)))
+        todo+=("kill $(((RANDOM * 32768 + RANDOM) % (ms * 11 / 10 + 1)))")
+    done
+    [ ${#pts[@]} -eq 0 ] || todo=("fault ${pts[0]}" "${todo[@]}")
+    for p in "${pts[@]:1}"; do todo+=("fault $p"); done
+    n=0
+    for r in "${todo[@]}"; do
+        if [ $share -gt 0 ] && [ $n -gt 0 ] && [ $(($(now_ms) - t0)) -gt $share ]; then
+            cut=$((cut + ${#todo[@]} - n))
+            echo "    ($e: its share of the budget, $((share / 1000)) s, is spent: $((${#todo[@]} - n)) runs left out)"
+            break
+        fi
+        # shellcheck disable=SC2086
+        run "$e" $r
+        n=$((n + 1))
     done
     echo "--- $e: $(grep -c "^$e " "$results") runs, $(awk -v e="$e" '$1 == e && NF > 4' "$results" | wc -l) failed ($(($(now_ms) - t0)) ms; clean run $ms ms, $(awk '{s += $2} END {print s + 0}' "$TPL/$e.counts") fault points)"
 done
@@ -502,7 +526,7 @@ for e, r in runs.items():
         cl += (" " if cl else "") + "(%d points not reached)" % r["unreached"]
     print("%-18s %6d %8d %8d  %s" % (e, r["runs"], r["failed"], r["unknown"], cl))
 PY
-echo "crash: $(($(now_ms) - t_start)) ms"
+echo "crash: $(($(now_ms) - t_start)) ms$([ $cut = 0 ] || echo "; $cut runs left out for the budget (a loaded machine)")"
 unknown=0 anyfail=0
 while read -r e mode spec outcome classes; do
     [ -n "$classes" ] || continue
