@@ -103,9 +103,10 @@ results=$T/results  # one line a run: EXP MODE SPEC OUTCOME [CLASS...]
 # under $R). FLAGS, comma-separated: once (running it again after it is
 # done fails: commit, rm, create), random (it makes an active snapshot of a
 # random id, left out of the comparison), prints (the digests it prints are
-# what it made), aged (its clean run waits 2 s after the setup, since
-# what gc --grace 0 removes depends on the second). A function setup_NAME (dashes as underscores), when there,
-# runs in $R over a copy of the base state s and prints shell assignments.
+# what it made), aged (its clean run waits 2 s after the setup: what gc
+# --grace 0 removes depends on the second). A function setup_NAME (dashes as
+# underscores), when there, runs in $R over a copy of the base state s and
+# prints shell assignments.
 EXPS=()
 declare -A E_STATES E_FLAGS E_CMD
 exp() {
@@ -121,8 +122,8 @@ setup_snapshot_commit() {
     local a
     a=$(cairn -C s snapshot prepare "$CH2")
     fill_tree "s/active/$a/fs/extra" 3
-    mknod "s/active/$a/fs/usr/lib/lib1.so" c 0 0 2>/dev/null ||
-        { mkdir -p "s/active/$a/fs/usr/lib" && mknod "s/active/$a/fs/usr/lib/lib1.so" c 0 0; }
+    mkdir -p "s/active/$a/fs/usr/lib"
+    mknod "s/active/$a/fs/usr/lib/lib1.so" c 0 0     # a whiteout: deleted from the parent
     echo "A=$a"
 }
 setup_volume_save() {
