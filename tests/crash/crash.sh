@@ -412,10 +412,10 @@ points_all() {
     done <"$TPL/$1.counts"
 }
 # specs EXP: what to run at the fault points: everything (--full), or a
-# deterministic sample of $points: round robin over the ops (those of cairn
-# itself before SQLite's pwrite and fdatasync), taking each op's first call
-# killed, its last failed (EIO, or ENOSPC from there on for a write), its
-# middle one killed, and so on.
+# deterministic sample of $points: round robin over the ops, those that
+# publish first (renameat2, linkat, syncfs, fsync, ...; SQLite's pwrite and
+# fdatasync last), taking each op's first call killed, its last failed (EIO,
+# or ENOSPC from there on for a write), its middle one killed, and so on.
 specs() {
     local e=$1 op n
     if [ $full = 1 ]; then
@@ -426,10 +426,13 @@ specs() {
         done
         return
     fi
+    # The ops in the order above, then each op's candidates, round robin.
+    awk 'BEGIN { n = split("renameat2 linkat syncfs fsync unlinkat rename renameat copy_file_range ficlone link unlink write pwrite fdatasync", o, " ")
+                 for (i = 1; i <= n; i++) rank[o[i]] = i }
+         { print (($1 in rank) ? rank[$1] : 99), $0 }' "$TPL/$e.counts" | sort -n | cut -d' ' -f2- |
     awk -v k="$points" '
         function err(op, n) { return (op ~ /^(write|pwrite|copy_file_range)$/) ? op ":" n "+:ENOSPC" : op ":" n ":EIO" }
-        { prio = ($1 ~ /^(write|pwrite|fdatasync)$/) ? 1 : 0
-          ops[prio, ++nops[prio]] = $1
+        { ops[++nops] = $1
           c = $2; m = int((c + 1) / 2); i = 0
           cand[$1, ++i] = $1 ":1:kill"
           cand[$1, ++i] = err($1, c)
@@ -438,12 +441,9 @@ specs() {
           if (c != 1) cand[$1, ++i] = $1 ":" c ":kill"
           if (m != 1 && m != c) cand[$1, ++i] = err($1, m)
           ncand[$1] = i }
-        END { out = 0
-              for (r = 1; r <= 6 && out < k; r++)
-                  for (p = 0; p <= 1; p++)
-                      for (j = 1; j <= nops[p] && out < k; j++) {
-                          op = ops[p, j]
-                          if (r <= ncand[op]) { print cand[op, r]; out++ } } }' "$TPL/$e.counts"
+        END { for (r = 1; r <= 6 && out < k; r++)
+                  for (j = 1; j <= nops && out < k; j++)
+                      if (r <= ncand[ops[j]]) { print cand[ops[j], r]; out++ } }'
 }
 
 make_inputs "$IN"
