@@ -36,10 +36,10 @@
 #
 # In the suite (no --full): a deterministic sample of fault points (--points,
 # default 4; 2 under ASan) and of random kills (--kills, default 1) an
-# experiment, within a time budget (--budget, default 90 s; 300 s under
-# ASan; 0: none) shared out among the experiments: on a loaded machine an
-# experiment stops once it has spent its share, and says so (the sample is
-# the same; how much of it runs is not). --full sweeps every point with every
+# experiment, within a time budget for the runs (--budget, default 60 s; 240
+# s under ASan; 0: none) shared out among the experiments: on a loaded
+# machine an experiment stops once its runs have spent its share, and says
+# so (the sample is the same; how much of it runs is not). --full sweeps every point with every
 # action and 20 random kills, with no budget, and prints the table experiment
 # x runs x failures (by hand: it takes hours). --seed changes the random
 # delays. --all also runs the experiments that known-failures skips. --log
@@ -82,7 +82,7 @@ case "${SANITIZE:-}" in *address*) asan=1 ;; esac
 ldd "$CAIRN" 2>/dev/null | grep -q libasan && asan=1
 [ -n "$points" ] || points=$([ $asan = 1 ] && echo 2 || echo 4)
 [ -n "$kills" ] || kills=$([ $full = 1 ] && echo 20 || echo 1)
-[ -n "$budget" ] || budget=$([ $full = 1 ] && echo 0 || { [ $asan = 1 ] && echo 300 || echo 90; })
+[ -n "$budget" ] || budget=$([ $full = 1 ] && echo 0 || { [ $asan = 1 ] && echo 240 || echo 60; })
 TMO=120
 vmax=$([ $full = 1 ] && echo 1000000 || echo 2)   # blobs read back after a crash
 # The shim comes before ASan's runtime in the lookup order: let ASan start.
@@ -466,9 +466,10 @@ for e in "${only[@]}"; do
     fi
     t0=$(now_ms)
     template "$e" || continue
+    t1=$(now_ms)
     ms=$(cat "$TPL/$e.ms")
     # The first fault point, the random kills, the other points; once the
-    # experiment has spent its share of the budget, it stops.
+    # experiment's runs have spent its share of the budget, it stops.
     todo=()
     mapfile -t pts < <(specs "$e")
     for ((i = 0; i < kills; i++)); do
@@ -478,7 +479,7 @@ for e in "${only[@]}"; do
     for p in "${pts[@]:1}"; do todo+=("fault $p"); done
     n=0
     for r in "${todo[@]}"; do
-        if [ $share -gt 0 ] && [ $n -gt 0 ] && [ $(($(now_ms) - t0)) -gt $share ]; then
+        if [ $share -gt 0 ] && [ $n -gt 0 ] && [ $(($(now_ms) - t1)) -gt $share ]; then
             cut=$((cut + ${#todo[@]} - n))
             echo "    ($e: its share of the budget, $((share / 1000)) s, is spent: $((${#todo[@]} - n)) runs left out)"
             break
