@@ -235,7 +235,8 @@ coproc CHECK { exec python3 "$here/check.py" "$CAIRN" --serve; }
 CHECK_PID=$CHECK_PID
 # Copies of its pipes, which (unlike a coprocess's own) subshells inherit.
 exec {CK_W}>&"${CHECK[1]}" {CK_R}<&"${CHECK[0]}"
-trap 'rc=$?; kill "$CHECK_PID" 2>/dev/null || true; (exit $rc); cleanup' EXIT
+# (set +e: under errexit "(exit 1)" would end the trap before cleanup)
+trap 'rc=$?; set +e; kill "$CHECK_PID" 2>/dev/null; (exit $rc); cleanup' EXIT
 check() {
     local IFS=$'\t' line
     echo "$PWD"$'\t'"$*" >&"$CK_W"
@@ -296,6 +297,8 @@ template() {
     ls -A "$R" >"$TPL/$e.top"
     # shellcheck disable=SC2086
     check --gc --fsck strict ${E_STATES[$e]} | sed 's/^/baseline: /' >>"$W/problems"
+    norm "$e" "$TPL/$e.pre" >"$TPL/$e.npre"
+    norm "$e" "$TPL/$e.ref" >"$TPL/$e.nref"
     comm -23 "$TPL/$e.pre" "$TPL/$e.ref" >"$TPL/$e.gone"
     comm -12 "$TPL/$e.pre" "$TPL/$e.ref" >"$TPL/$e.keep"
     if [ -s "$W/problems" ]; then
@@ -367,14 +370,15 @@ run() {
     local l
     while read -r l; do
         grep -qxF -- "$l" "$W/inv1" || grep -qxF -- "$l" "$TPL/$e.gone" || echo "lost: $l" >>"$W/problems"
-    done < <(norm "$e" "$TPL/$e.pre")
+    done <"$TPL/$e.npre"
     if flag "$e" prints; then
         for l in $(grep -Eo 'sha256:[0-9a-f]{64}' "$W/out" | sort -u); do
             grep -q -- " $l" "$W/inv1" || echo "lost: printed $l, which is not there" >>"$W/problems"
         done
     fi
     if [ $rc -eq 0 ]; then
-        cmp -s <(norm "$e" "$W/inv1") <(norm "$e" "$TPL/$e.ref") ||
+        norm "$e" "$W/inv1" >"$W/n1"
+        cmp -s "$W/n1" "$TPL/$e.nref" ||
             echo "lie: exit 0, but not the clean run's state: $(differs "$e" "$W/inv1")" >>"$W/problems"
     elif [ $rc -eq 1 ] || [ $rc -eq 137 ]; then
         # A rerun completes, and leaves the clean run's state.
@@ -382,7 +386,8 @@ run() {
         timeout -k 5 $TMO "$CAIRN" "${args[@]}" >"$W/out2" 2>"$W/err2" || rc2=$?
         # shellcheck disable=SC2086
         check --inv "$W/inv2" --fsck lenient ${E_STATES[$e]} | sed 's/^[a-z-]*:/rerun-fsck:/' >>"$W/problems"
-        cmp -s <(norm "$e" "$W/inv2") <(norm "$e" "$TPL/$e.ref") && same=1 || same=0
+        norm "$e" "$W/inv2" >"$W/n2"
+        cmp -s "$W/n2" "$TPL/$e.nref" && same=1 || same=0
         # A command that cannot run twice may refuse, if its work is done.
         if [ $rc2 -ne 0 ] && ! { flag "$e" once && [ $same = 1 ]; }; then
             echo "rerun: exit $rc2: $(tail -c 300 "$W/err2")" >>"$W/problems"
@@ -391,8 +396,9 @@ run() {
             echo "rerun: not the clean run's state: $(differs "$e" "$W/inv2")" >>"$W/problems"
     fi
     # Nothing left beside the states; gc removes what the crash left.
-    cmp -s <(ls -A "$R") "$TPL/$e.top" ||
-        echo "litter: $(comm -13 "$TPL/$e.top" <(ls -A "$R") | tr '\n' ' ')beside the states" >>"$W/problems"
+    ls -A "$R" >"$W/top"
+    cmp -s "$W/top" "$TPL/$e.top" ||
+        echo "litter: $(comm -13 "$TPL/$e.top" "$W/top" | tr '\n' ' ')beside the states" >>"$W/problems"
     # shellcheck disable=SC2086
     check --gc --fsck strict ${E_STATES[$e]} >>"$W/problems"
     record "$e" "$mode" "$spec" "$outcome"
@@ -400,7 +406,8 @@ run() {
 
 # differs EXP INV: how an inventory differs from the clean run's, briefly.
 differs() {
-    diff <(norm "$1" "$TPL/$1.ref") <(norm "$1" "$2") | grep '^[<>]' | head -n 4 |
+    norm "$1" "$2" >"$W/nd"
+    diff "$TPL/$1.nref" "$W/nd" | grep '^[<>]' | head -n 4 |
         sed 's/^</missing/; s/^>/extra/' | tr '\n' ';'
 }
 
@@ -471,7 +478,8 @@ for e in "${only[@]}"; do
     # The first fault point, the random kills, the other points; once the
     # experiment's runs have spent its share of the budget, it stops.
     todo=()
-    mapfile -t pts < <(specs "$e")
+    specs "$e" >"$W/specs"
+    mapfile -t pts <"$W/specs"
     for ((i = 0; i < kills; i++)); do
         todo+=("kill $(((RANDOM * 32768 + RANDOM) % (ms * 11 / 10 + 1)))")
     done
