@@ -103,8 +103,9 @@ results=$T/results  # one line a run: EXP MODE SPEC OUTCOME [CLASS...]
 # under $R). FLAGS, comma-separated: once (running it again after it is
 # done fails: commit, rm, create), random (it makes an active snapshot of a
 # random id, left out of the comparison), prints (the digests it prints are
-# what it made), aged (its clean run waits 2 s after the setup: what gc
-# --grace 0 removes depends on the second). A function setup_NAME (dashes as
+# what it made), aged (its clean run waits 3.5 s after the setup: what gc
+# --grace 0 removes depends on the clock: its delta keeps what is younger
+# than 2 s, in whole seconds). A function setup_NAME (dashes as
 # underscores), when there, runs in $R over a copy of the base state s and
 # prints shell assignments.
 EXPS=()
@@ -275,8 +276,8 @@ template() {
     fi
     cd "$T"
     mv "$R" "$TPL/$e"
-    # gc --grace 0 spares what is of this second: let the setup's objects age.
-    ! flag "$e" aged || sleep 2.1
+    # gc --grace 0 keeps what is a few seconds young: let the setup age.
+    ! flag "$e" aged || sleep 3.5
     fresh "$e"
     : >"$W/err2"
     # shellcheck disable=SC2086
