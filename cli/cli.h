@@ -16,11 +16,13 @@ enum {
     EXIT_OK = 0,
     EXIT_FAIL = 1,     /* the operation failed; the message says why */
     EXIT_USAGE = 2,    /* bad command line */
-    EXIT_PROBLEMS = 3, /* fsck found problems it did not repair */
+    EXIT_PROBLEMS = 3, /* problems found and left: fsck, stack ls */
+    EXIT_BUSY = 4,     /* another process held the state past CAIRN_WAIT; the message names it */
 };
 
 typedef struct cli {
     const char *state_path; /* -C DIR, CAIRN_STATE, or "." */
+    bool state_given;       /* -C on the command line: positionals name no state */
     bool json;
     bool quiet;
     bool tty;               /* stderr is a terminal: draw progress */
@@ -83,6 +85,23 @@ int cli_parse_duration(const char *s, int64_t *out);
 /* Human size into buf ("1.5 GiB"). */
 const char *cli_human(uint64_t bytes, char *buf, size_t size);
 
+/* An output file named by the user (-o FILE). A regular file, a missing
+ * name or a symlink to either is written beside under a new name, synced
+ * and renamed onto FILE when complete, so a failure leaves FILE as it was
+ * (a symlink is replaced, its target is left alone). Anything else (a
+ * device, a FIFO, a terminal, a symlink to one) is written in place: never
+ * renamed over. A directory is refused. NULL or "-" is standard output. */
+typedef struct cli_out {
+    int fd;
+    const char *path; /* for messages: FILE or "stdout" */
+    char *tmp;        /* the staged name, or NULL when written in place */
+} cli_out;
+/* Open it; 0 or -errno, with a message printed ("cairn: FILE: cause"). */
+int cli_out_open(cli *c, cli_out *o, const char *path);
+/* Close it: when `ok`, publish a staged file (0, or -errno with a message
+ * printed); otherwise drop it. */
+int cli_out_close(cli *c, cli_out *o, bool ok);
+
 /* Command tables of each file, NULL-name terminated. */
 extern const cli_command cli_state_commands[];
 extern const cli_command cli_blob_commands[];
@@ -93,5 +112,19 @@ extern const cli_command cli_lease_commands[];
 extern const cli_command cli_gc_commands[];
 extern const cli_command cli_volume_commands[];
 extern const cli_command cli_combine_commands[];
+extern const cli_command cli_remote_commands[];
+
+/* What every `rm` prints: a line "removed KIND NAME[ (N WHAT)]" for each
+ * item, or with --json, once at the end, {"removed": [{"kind", "name"[,
+ * WHAT: N]}...]}. Failures are reported on stderr as they happen. */
+typedef struct cli_rm {
+    cli *c;
+    const char *kind;
+    json_t *list;
+} cli_rm;
+void cli_rm_init(cli_rm *r, cli *c, const char *kind);
+/* One item removed; `what` names the count (NULL: none). */
+void cli_rm_one(cli_rm *r, const char *name, const char *what, int count);
+void cli_rm_done(cli_rm *r);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHUNK (1u << 20)
@@ -235,21 +236,10 @@ static int cmd_get(cli *c, int argc, char **argv)
         return cli_fail(c, &err);
     }
     cairn_state_free(st);
-    int out = 1;
-    char *tmp = NULL;
-    if (output && strcmp(output, "-")) {
-        /* Write beside the target and rename, so a failure leaves no half file. */
-        if (asprintf(&tmp, "%s.cairn-tmp", output) < 0) {
-            close(fd);
-            return cli_failf(c, "out of memory");
-        }
-        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (out < 0) {
-            close(fd);
-            int e = errno;
-            free(tmp);
-            return cli_failf(c, "%s: %s", output, strerror(e));
-        }
+    cli_out out;
+    if (cli_out_open(c, &out, output) < 0) {
+        close(fd);
+        return EXIT_FAIL;
     }
     char *buf = malloc(CHUNK);
     int rc = EXIT_OK;
@@ -264,11 +254,11 @@ static int cmd_get(cli *c, int argc, char **argv)
         if (n == 0)
             break;
         for (ssize_t o = 0; o < n;) {
-            ssize_t w = write(out, buf + o, (size_t)(n - o));
+            ssize_t w = write(out.fd, buf + o, (size_t)(n - o));
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0) {
-                rc = cli_failf(c, "%s: write: %s", output ? output : "stdout", strerror(errno));
+                rc = cli_failf(c, "%s: write: %s", out.path, strerror(errno));
                 break;
             }
             o += w;
@@ -278,14 +268,8 @@ static int cmd_get(cli *c, int argc, char **argv)
     }
     free(buf);
     close(fd);
-    if (out != 1) {
-        if (rc == EXIT_OK && (fsync(out) < 0 || rename(tmp, output) < 0))
-            rc = cli_failf(c, "%s: %s", output, strerror(errno));
-        close(out);
-        if (rc)
-            unlink(tmp);
-        free(tmp);
-    }
+    if (cli_out_close(c, &out, rc == EXIT_OK) < 0)
+        rc = EXIT_FAIL;
     return rc;
 }
 
@@ -370,11 +354,15 @@ static int cmd_stat(cli *c, int argc, char **argv)
         return cli_fail(c, &err);
     }
     json_t *labels = c->json ? json_object() : NULL;
+    time_t t = (time_t)b.created; /* printed as image ls prints its dates; --json keeps seconds */
+    struct tm tm;
+    char when[32];
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
     if (!c->json)
-        printf("digest:     %s\nsize:       %llu\nmedia type: %s\ncreated:    %lld\nlayer:      "
+        printf("digest:     %s\nsize:       %llu\nmedia type: %s\ncreated:    %s\nlayer:      "
                "%s\n",
-               b.digest, (unsigned long long)b.size, b.media_type[0] ? b.media_type : "-",
-               (long long)b.created, b.lower ? "lower" : "this state");
+               b.digest, (unsigned long long)b.size, b.media_type[0] ? b.media_type : "-", when,
+               b.lower ? "lower" : "this state");
     r = cairn_blob_labels(st, b.digest, label_row, labels, &err);
     cairn_state_free(st);
     if (r < 0) {
@@ -400,14 +388,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if (r)
         return r;
     int rc = EXIT_OK;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "blob");
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
         if (cairn_blob_remove(st, argv[i], &err) < 0)
             rc = cli_fail(c, &err);
-        else if (!c->quiet && !c->json)
-            printf("removed %s\n", argv[i]);
+        else
+            cli_rm_one(&rm, argv[i], NULL, 0);
     }
     cairn_state_free(st);
+    cli_rm_done(&rm);
     return rc;
 }
 

@@ -36,9 +36,13 @@ static int cmd_freeze(cli *c, int argc, char **argv)
     int r = cli_common_only(c, argc, argv);
     if (r >= 0)
         return r;
-    if (argc - optind != 2)
-        return cli_usage_error(c, "expected SRC and DEST");
-    const char *src = argv[optind], *dest = argv[optind + 1];
+    /* cairn -C SRC freeze DEST, or cairn freeze SRC DEST. */
+    int want = c->state_given ? 1 : 2;
+    if (argc - optind != want)
+        return cli_usage_error(c, c->state_given ? "expected DEST (-C names SRC)"
+                                                 : "expected SRC and DEST");
+    const char *src = c->state_given ? c->state_path : argv[optind];
+    const char *dest = argv[argc - 1];
     cairn_error err = {0};
     cairn_merge_stats st = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
@@ -61,17 +65,21 @@ static int cmd_stack_add(cli *c, int argc, char **argv)
     int r = cli_common_only(c, argc, argv);
     if (r >= 0)
         return r;
-    if (argc - optind < 2)
-        return cli_usage_error(c, "expected DIR and at least one LOWER");
+    /* cairn -C DIR stack add LOWER..., or cairn stack add DIR LOWER...; one
+     * argument alone is a LOWER of the state ($CAIRN_STATE, else .). */
+    const char *dir = c->state_path;
+    if (!c->state_given && argc - optind >= 2)
+        dir = argv[optind++];
+    int n = argc - optind;
+    if (n < 1)
+        return cli_usage_error(c, "expected at least one LOWER");
     cairn_error err = {0};
-    if (cairn_stack_add(argv[optind], (const char *const *)argv + optind + 1,
-                        (size_t)(argc - optind - 1), &err) < 0)
+    if (cairn_stack_add(dir, (const char *const *)argv + optind, (size_t)n, &err) < 0)
         return cli_fail(c, &err);
     if (c->json)
-        cli_json_print(json_pack("{s:s, s:i}", "path", argv[optind], "added", argc - optind - 1));
+        cli_json_print(json_pack("{s:s, s:i}", "path", dir, "added", n));
     else if (!c->quiet)
-        printf("%s: %d lower%s added\n", argv[optind], argc - optind - 1,
-               argc - optind - 1 == 1 ? "" : "s");
+        printf("%s: %d lower%s added\n", dir, n, n == 1 ? "" : "s");
     return EXIT_OK;
 }
 
@@ -110,6 +118,12 @@ static int cmd_stack_ls(cli *c, int argc, char **argv)
     }
     if (x.list)
         cli_json_print(json_pack("{s:s, s:o}", "path", dir, "lowers", x.list));
+    /* A stack with a lower it cannot use does not open: say so in the status. */
+    if (x.bad) {
+        fprintf(stderr, "cairn %s: %s: %d lower%s not usable\n", c->cmd, dir, x.bad,
+                x.bad == 1 ? "" : "s");
+        return EXIT_PROBLEMS;
+    }
     return EXIT_OK;
 }
 
@@ -118,15 +132,20 @@ static int cmd_stack_rm(cli *c, int argc, char **argv)
     int r = cli_common_only(c, argc, argv);
     if (r >= 0)
         return r;
-    if (argc - optind != 2)
-        return cli_usage_error(c, "expected DIR and LOWER (a path or a state id)");
+    /* cairn -C DIR stack rm LOWER, or cairn stack rm DIR LOWER. */
+    const char *dir = c->state_path;
+    if (!c->state_given && argc - optind == 2)
+        dir = argv[optind++];
+    if (argc - optind != 1)
+        return cli_usage_error(c, "expected [DIR] LOWER (a path or a state id)");
+    const char *lower = argv[optind];
     cairn_error err = {0};
-    if (cairn_stack_remove(argv[optind], argv[optind + 1], &err) < 0)
+    if (cairn_stack_remove(dir, lower, &err) < 0)
         return cli_fail(c, &err);
-    if (c->json)
-        cli_json_print(json_pack("{s:s, s:s}", "path", argv[optind], "removed", argv[optind + 1]));
-    else if (!c->quiet)
-        printf("%s: lower %s removed\n", argv[optind], argv[optind + 1]);
+    cli_rm rm;
+    cli_rm_init(&rm, c, "lower");
+    cli_rm_one(&rm, lower, NULL, 0);
+    cli_rm_done(&rm);
     return EXIT_OK;
 }
 
@@ -182,18 +201,26 @@ static int cmd_merge(cli *c, int argc, char **argv)
 {
     static const struct option lo[] = {CLI_COMMON_LONGOPTS, MERGE_LONGOPTS,
                                        {"move", no_argument, NULL, 'm'},
+                                       {"drop-local", no_argument, NULL, 'L'},
                                        {NULL, 0, NULL, 0}};
     cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
     int opt;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
         if (merge_opt(opt, &mo))
             continue;
+        if (opt == 'L') {
+            mo.drop_local = 1;
+            continue;
+        }
         int r_ = cli_opt(c, opt);
         if (r_ >= 0)
             return r_;
     }
-    if (argc - optind < 2)
-        return cli_usage_error(c, "expected DEST and at least one SRC");
+    /* cairn -C DEST merge SRC..., or cairn merge DEST SRC.... */
+    const char *dest = c->state_given ? c->state_path : argv[optind++];
+    if (argc - optind < 1)
+        return cli_usage_error(c, c->state_given ? "expected at least one SRC (-C names DEST)"
+                                                 : "expected DEST and at least one SRC");
     struct problems x = {c, c->json ? json_array() : NULL};
     mo.problem = on_problem;
     mo.problem_userdata = &x;
@@ -203,8 +230,8 @@ static int cmd_merge(cli *c, int argc, char **argv)
     mo.progress_userdata = &p;
     cairn_error err = {0};
     cairn_merge_stats st = {0};
-    int r = cairn_merge(argv[optind], (const char *const *)argv + optind + 1,
-                        (size_t)(argc - optind - 1), &mo, &st, &err);
+    int r = cairn_merge(dest, (const char *const *)argv + optind, (size_t)(argc - optind), &mo,
+                        &st, &err);
     cli_progress_done(&p);
     if (r < 0) {
         json_decref(x.list);
@@ -212,7 +239,7 @@ static int cmd_merge(cli *c, int argc, char **argv)
     }
     if (c->json) {
         json_t *o = stats_json(&st);
-        json_object_set_new(o, "path", json_string(argv[optind]));
+        json_object_set_new(o, "path", json_string(dest));
         json_object_set_new(o, "problems", x.list);
         cli_json_print(o);
     } else if (!c->quiet) {
@@ -253,8 +280,9 @@ static int cmd_flatten(cli *c, int argc, char **argv)
     cairn_error err = {0};
     if (policy) {
         cairn_state *st = NULL;
-        if (cairn_state_open(&st, dir, 0, &err) < 0)
-            return cli_fail(c, &err);
+        c->state_path = dir;
+        if (cli_open(c, 0, &st))
+            return EXIT_FAIL;
         int r = strcmp(policy, "show") ? cairn_flatten_policy_set(st, policy, &err) : 0;
         char cur[64] = "";
         if (r == 0)
@@ -288,7 +316,13 @@ static int cmd_flatten(cli *c, int argc, char **argv)
     mo.problem = on_problem;
     mo.problem_userdata = &x;
     cairn_merge_stats st = {0};
-    if (cairn_flatten(dir, &mo, &st, &err) < 0) {
+    cli_progress p;
+    cli_progress_init(&p, c, "flatten", false);
+    mo.progress = cli_progress_cb;
+    mo.progress_userdata = &p;
+    int r = cairn_flatten(dir, &mo, &st, &err);
+    cli_progress_done(&p);
+    if (r < 0) {
         json_decref(x.list);
         return cli_fail(c, &err);
     }
@@ -305,14 +339,15 @@ static int cmd_flatten(cli *c, int argc, char **argv)
 }
 
 const cli_command cli_combine_commands[] = {
-    {"freeze", cmd_freeze, "SRC DEST",
+    {"freeze", cmd_freeze, "SRC DEST | -C SRC freeze DEST",
      "a consistent read-only copy of a state (even one being written to), usable as a lower"},
-    {"stack add", cmd_stack_add, "DIR LOWER...", "stack DIR on frozen states (read through, "
+    {"stack add", cmd_stack_add, "[DIR] LOWER... (DIR: -C, else the first of two or more)", "stack DIR on frozen states (read through, "
                                                  "writes to DIR only)"},
     {"stack ls", cmd_stack_ls, "[DIR]", "list the lowers of a stack and whether each is usable"},
-    {"stack rm", cmd_stack_rm, "DIR LOWER",
+    {"stack rm", cmd_stack_rm, "[DIR] LOWER",
      "remove a lower (a path or an id), even one that has vanished or been replaced"},
-    {"merge", cmd_merge, "[--link|--reflink|--copy|--move] [--verify] DEST SRC...",
+    {"merge", cmd_merge,
+     "[--link|--reflink|--copy|--move [--drop-local]] [--verify] DEST SRC... (or -C DEST ... SRC...)",
      "write the union of states into DEST (created when missing), objects linked, not copied"},
     {"flatten", cmd_flatten,
      "[--background] [--if-due] [--link|--reflink|--copy] [--policy never|on-open|lowers>N|"

@@ -30,6 +30,61 @@ static void gc_item(void *ud, const cairn_gc_item *it)
            it->size ? cli_human(it->size, h, sizeof(h)) : "-", it->reason);
 }
 
+/* The grace period as the options take it: 10m, 48h, 30s. */
+static const char *gc_duration(int64_t s, char *buf, size_t size)
+{
+    static const struct {
+        int64_t unit;
+        char c;
+    } u[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}};
+    for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++)
+        if (s > 0 && s % u[i].unit == 0) {
+            snprintf(buf, size, "%lld%c", (long long)(s / u[i].unit), u[i].c);
+            return buf;
+        }
+    snprintf(buf, size, "%llds", (long long)s);
+    return buf;
+}
+
+/* A run that removed nothing says why: what nothing keeps is young (du counts
+ * its bytes without a grace period; a dry run with no grace period counts the
+ * objects older than this second), or everything is kept. */
+static void gc_why_nothing(cairn_state *st, const cairn_gc_options *go)
+{
+    int64_t grace = go->grace == 0 ? CAIRN_GC_GRACE_DEFAULT : go->grace < 0 ? 0 : go->grace;
+    cairn_gc_stats y = {0};
+    cairn_gc_options dry = *go;
+    dry.dry_run = 1;
+    dry.grace = CAIRN_GC_GRACE_NONE;
+    dry.progress = NULL;
+    if (cairn_gc(st, &dry, NULL, NULL, &y, NULL) < 0)
+        memset(&y, 0, sizeof(y));
+    cairn_du_totals t = {0};
+    if (cairn_du(st, 0, &t, NULL, NULL, NULL) < 0)
+        t.unreferenced = 0;
+    uint64_t young = y.blobs + y.snapshots + y.records + y.volume_versions + y.files;
+    const char *what = go->dry_run ? "would remove nothing" : "nothing removed";
+    char g[32], h[32], n[48] = "";
+    if (young)
+        snprintf(n, sizeof(n), "%llu object%s, ", (unsigned long long)young, young == 1 ? "" : "s");
+    if (young || t.unreferenced)
+        printf("%s: what nothing keeps (%s%s) is younger than the grace period (%s; --grace 0 "
+               "takes what is older than a second)\n",
+               what, n,
+               cli_human(y.bytes_freed > t.unreferenced ? y.bytes_freed : t.unreferenced, h,
+                         sizeof(h)),
+               gc_duration(grace, g, sizeof(g)));
+    else if (!t.own_blobs.count && !t.own_snapshots.count)
+        printf("%s: this state holds no blob or snapshot of its own\n", what);
+    else
+        printf("%s: an image, volume, lease, record or lower keeps every object%s\n", what,
+               t.records && go->keep_duration < 0 && go->max_used < 0 && go->min_free < 0
+                   ? " (--keep-duration, --max-used or --min-free remove records)"
+                   : "");
+}
+
+_Static_assert(CAIRN_GC_GRACE_DEFAULT == 600, "gc --help says the grace period is 10m");
+
 static int cmd_gc(cli *c, int argc, char **argv)
 {
     static const struct option lo[] = {CLI_COMMON_LONGOPTS,
@@ -51,13 +106,19 @@ static int cmd_gc(cli *c, int argc, char **argv)
         case 'k':
         case 'g': {
             int64_t d;
-            if (cli_parse_duration(optarg, &d) < 0)
+            int r = cli_parse_duration(optarg, &d);
+            if (r == -ERANGE)
+                return cli_usage_error(c, "--%s '%s': too long (at most 9223372036854775807s)",
+                                       opt == 'k' ? "keep-duration" : "grace", optarg);
+            if (r < 0)
                 return cli_usage_error(c, "--%s '%s': expected a duration (30s, 15m, 48h, 7d)",
                                        opt == 'k' ? "keep-duration" : "grace", optarg);
+            /* 0 in the options means the default: a grace of 0 is
+             * none, a keep-duration of 0 the shortest there is. */
             if (opt == 'k')
-                go.keep_duration = d;
+                go.keep_duration = d > 0 ? d : 1;
             else
-                go.grace = d;
+                go.grace = d > 0 ? d : CAIRN_GC_GRACE_NONE;
             break;
         }
         case 'm':
@@ -91,10 +152,11 @@ static int cmd_gc(cli *c, int argc, char **argv)
         if (cli_parse_size(sizes[i], fs_total, &v) < 0 || v > INT64_MAX)
             return cli_usage_error(c, "--%s '%s': expected a size (10GB, 512MiB, 10%%)",
                                    names[i], sizes[i]);
-        *dst[i] = (int64_t)v;
+        /* 0 in the options means not set: a budget of 0 is 1 byte. */
+        *dst[i] = v > 0 ? (int64_t)v : i == 0 ? 1 : 0;
     }
     cairn_state *st = NULL;
-    int r = cli_open(c, go.dry_run ? CAIRN_OPEN_READONLY : 0, &st);
+    int r = cli_open(c, go.dry_run ? CAIRN_OPEN_READONLY : CAIRN_OPEN_FREE_RESERVE, &st);
     if (r)
         return r;
     cli_progress p;
@@ -106,8 +168,10 @@ static int cmd_gc(cli *c, int argc, char **argv)
     cairn_error err = {0};
     r = cairn_gc(st, &go, gc_item, &o, &s, &err);
     cli_progress_done(&p);
-    cairn_state_free(st);
+    bool none = r >= 0 && !(s.blobs + s.snapshots + s.records + s.links + s.volume_versions +
+                            s.leases + s.files);
     if (r < 0) {
+        cairn_state_free(st);
         json_decref(o.list);
         return cli_fail(c, &err);
     }
@@ -130,7 +194,10 @@ static int cmd_gc(cli *c, int argc, char **argv)
                (unsigned long long)s.leases, (unsigned long long)s.files,
                cli_human(s.bytes_freed, a, sizeof(a)), cli_human(s.used_before, b, sizeof(b)),
                cli_human(s.used_after, d, sizeof(d)));
+        if (none && !c->quiet)
+            gc_why_nothing(st, &go);
     }
+    cairn_state_free(st);
     return EXIT_OK;
 }
 
@@ -257,7 +324,9 @@ const cli_command cli_gc_commands[] = {
      "[--dry-run] [--keep-duration D] [--max-used SIZE] [--min-free SIZE] [--reserved SIZE] "
      "[--grace D]",
      "remove what nothing keeps (leases, images, volumes, records, lowers); with a policy, also "
-     "the least recently used cache records over budget. SIZE: 10GB, 512MiB, 10%"},
+     "the least recently used cache records over budget. SIZE: 10GB, 512MiB, 10%; D: 30s, 15m, "
+     "48h, 7d. --grace D: keep what was created or used within D (default 10m), so that a "
+     "writer racing gc loses nothing"},
     {"du", cmd_du, "[--limit N]",
      "disk usage by kind, and by image, volume and record, largest first (shared bytes counted "
      "once; UNIQUE: bytes only that one keeps)"},

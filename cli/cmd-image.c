@@ -169,19 +169,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if (r)
         return r;
     int rc = EXIT_OK;
-    json_t *removed = c->json ? json_array() : NULL;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "image");
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
         if (cairn_image_remove(st, argv[i], &err) < 0)
             rc = cli_fail(c, &err);
-        else if (removed)
-            json_array_append_new(removed, json_string(argv[i]));
-        else if (!c->quiet)
-            printf("removed %s\n", argv[i]);
+        else
+            cli_rm_one(&rm, argv[i], NULL, 0);
     }
     cairn_state_free(st);
-    if (removed)
-        cli_json_print(removed);
+    cli_rm_done(&rm);
     return rc;
 }
 
@@ -217,6 +215,7 @@ static int cmd_export(cli *c, int argc, char **argv)
             else
                 return cli_usage_error(c, "--compression '%s': expected gzip, zstd or none",
                                        optarg);
+            eo.recompress = 1; /* asked for: every layer is in it */
             break;
         default: {
             int r = cli_opt(c, opt);
@@ -252,13 +251,14 @@ static int cmd_export(cli *c, int argc, char **argv)
 
 const cli_command cli_image_commands[] = {
     {"image import", cmd_import, "PATH[:REF] [--name NAME] [--platform OS/ARCH[/VARIANT]] [--jobs N]",
-     "import an OCI image layout (directory or oci-archive tar): blobs into the store, layers "
-     "as snapshots, then the name"},
+     "import an OCI image layout or a docker-archive (a directory or a tar of one): blobs "
+     "into the store, layers as snapshots, then the names (REF: after the first colon)"},
     {"image ls", cmd_ls, "", "list images (with the lowers') sorted by name"},
     {"image show", cmd_show, "NAME", "print an image's manifest, config, top snapshot and size"},
     {"image rm", cmd_rm, "NAME...", "remove image names (blobs and snapshots stay until gc)"},
     {"image export", cmd_export,
      "NAME DEST [--format oci|oci-archive] [--ref REF] [--compression gzip|zstd|none]",
-     "write an image as an OCI image layout directory (or a tar of one)"},
+     "write an image as an OCI image layout directory (or a tar of one, with a manifest.json "
+     "for docker load); layers as stored unless --compression is given"},
     {NULL, NULL, NULL, NULL},
 };

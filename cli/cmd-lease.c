@@ -15,7 +15,11 @@ static int parse(cli *c, int argc, char **argv, bool want_ttl, int64_t *ttl)
     int opt;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
         if (opt == 't' && want_ttl) {
-            if (cli_parse_duration(optarg, ttl) < 0)
+            int r = cli_parse_duration(optarg, ttl);
+            if (r == -ERANGE)
+                return cli_usage_error(c, "--ttl '%s': too long (at most 9223372036854775807s)",
+                                       optarg);
+            if (r < 0)
                 return cli_usage_error(c, "--ttl '%s': expected a duration (30s, 15m, 2h, 7d)",
                                        optarg);
             continue;
@@ -153,12 +157,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if ((r = cli_open(c, 0, &st)))
         return r;
     int rc = EXIT_OK;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "lease");
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
         if (cairn_lease_remove(st, argv[i], &err) < 0)
             rc = cli_fail(c, &err);
+        else
+            cli_rm_one(&rm, argv[i], NULL, 0);
     }
     cairn_state_free(st);
+    cli_rm_done(&rm);
     return rc;
 }
 
@@ -216,6 +225,6 @@ const cli_command cli_lease_commands[] = {
     {"lease rm", cmd_rm, "ID...", "remove leases (what they kept becomes collectable)"},
     {"lease add", cmd_add, "ID KIND NAME...",
      "add resources to a lease: blob DIGEST, snapshot CHAINID, record KEY, volume NAME"},
-    {"lease remove", cmd_remove, "ID KIND NAME...", "remove resources from a lease"},
+    {"lease drop", cmd_remove, "ID KIND NAME...", "drop resources from a lease (the lease stays)"},
     {NULL, NULL, NULL, NULL},
 };

@@ -306,7 +306,8 @@ static int cmd_rm(cli *c, int argc, char **argv)
     int r = cli_open(c, 0, &st);
     if (r)
         return r;
-    json_t *out = c->json ? json_array() : NULL;
+    cli_rm rm;
+    cli_rm_init(&rm, c, by_result ? "result" : "record");
     int rc = EXIT_OK;
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
@@ -316,15 +317,10 @@ static int cmd_rm(cli *c, int argc, char **argv)
             rc = cli_fail(c, &err);
             continue;
         }
-        if (out)
-            json_array_append_new(out, json_pack("{s:s, s:i}", by_result ? "result" : "key",
-                                                 argv[i], "removed", r));
-        else if (!c->quiet)
-            printf("removed %s (%d row%s)\n", argv[i], r, r == 1 ? "" : "s");
+        cli_rm_one(&rm, argv[i], "rows", r);
     }
     cairn_state_free(st);
-    if (out)
-        cli_json_print(out);
+    cli_rm_done(&rm);
     return rc;
 }
 

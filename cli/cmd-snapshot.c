@@ -26,11 +26,15 @@ static int parse(cli *c, int argc, char **argv, const struct option *extra, size
 {
     struct option lo[16] = {CLI_COMMON_LONGOPTS};
     size_t n = 4;
-    for (size_t i = 0; i < nextra && n < 15; i++)
+    bool output = false; /* -o only where the command writes a file */
+    for (size_t i = 0; i < nextra && n < 15; i++) {
         lo[n++] = extra[i];
+        output |= extra[i].val == OPT_OUTPUT;
+    }
     memset(&lo[n], 0, sizeof(lo[n]));
+    const char *shortopts = output ? CLI_COMMON_SHORTOPTS "o:" : CLI_COMMON_SHORTOPTS;
     int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS "o:", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, shortopts, lo, NULL)) != -1) {
         switch (opt) {
         case OPT_LABEL:
             o->label = optarg;
@@ -73,7 +77,7 @@ static int parse(cli *c, int argc, char **argv, const struct option *extra, size
 }
 
 #define PARSE(extra, npos_min, npos_max)                                                           \
-    opts o = {0};                                                                                  \
+    opts o = {.compression = CAIRN_COMPRESSION_NONE}; /* a layer export is a plain tar */        \
     {                                                                                              \
         int pr_ = parse(c, argc, argv, extra, sizeof(extra) / sizeof(extra[0]), &o);               \
         if (pr_ >= 0)                                                                              \
@@ -199,17 +203,17 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if (r)
         return r;
     int rc = EXIT_OK;
-    json_t *out = c->json ? json_array() : NULL;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "snapshot");
     for (int i = 0; i < argc - optind; i++) {
         cairn_error err = {0};
         if (cairn_snapshot_remove(st, pos[i], &err) < 0)
             rc = cli_fail(c, &err);
-        else if (out)
-            json_array_append_new(out, json_string(pos[i]));
+        else
+            cli_rm_one(&rm, pos[i], NULL, 0);
     }
     cairn_state_free(st);
-    if (out)
-        cli_json_print(out);
+    cli_rm_done(&rm);
     return rc;
 }
 
@@ -398,44 +402,30 @@ static int cmd_export(cli *c, int argc, char **argv)
     PARSE(lo, 1, 1);
     if (!o.output && isatty(1))
         return cli_usage_error(c, "refusing to write a tar to a terminal; use -o FILE");
-    if (o.output && c->json == false && !strcmp(o.output, "-"))
+    if (o.output && !strcmp(o.output, "-"))
         o.output = NULL;
     if (!o.output && c->json)
         return cli_usage_error(c, "--json needs -o FILE (the tar would go to standard output)");
-    int fd = 1;
-    char tmp[4096] = "";
-    if (o.output) {
-        snprintf(tmp, sizeof(tmp), "%s.partial", o.output);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return cli_failf(c, "%s: %s", tmp, strerror(errno));
-    }
+    cli_out out;
+    if (cli_out_open(c, &out, o.output) < 0)
+        return EXIT_FAIL;
     cairn_state *st;
     int r = cli_open(c, CAIRN_OPEN_READONLY, &st);
     if (r) {
-        if (o.output) {
-            close(fd);
-            unlink(tmp);
-        }
+        cli_out_close(c, &out, false);
         return r;
     }
     cairn_error err = {0};
     char digest[CAIRN_DIGEST_LEN + 1];
     uint64_t size = 0;
-    r = cairn_layer_export(st, pos[0], fd, o.compression, digest, &size, &err);
+    r = cairn_layer_export(st, pos[0], out.fd, o.compression, digest, &size, &err);
     cairn_state_free(st);
-    if (o.output) {
-        if (r == 0 && (fsync(fd) < 0 || rename(tmp, o.output) < 0)) {
-            err.code = -errno;
-            snprintf(err.message, sizeof(err.message), "%s: %s", o.output, strerror(errno));
-            r = err.code;
-        }
-        close(fd);
-        if (r < 0)
-            unlink(tmp);
-    }
-    if (r < 0)
+    if (r < 0) {
+        cli_out_close(c, &out, false);
         return cli_fail(c, &err);
+    }
+    if (cli_out_close(c, &out, true) < 0)
+        return EXIT_FAIL;
     if (c->json)
         cli_json_print(json_pack("{s:s, s:s, s:I}", "chain_id", pos[0], "digest", digest, "size",
                                  (json_int_t)size));

@@ -6,15 +6,26 @@
 
 static int cmd_init(cli *c, int argc, char **argv)
 {
-    int r0 = cli_common_only(c, argc, argv);
-    if (r0 >= 0)
-        return r0;
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS,
+                                       {"over-frozen", no_argument, NULL, 'F'},
+                                       {NULL, 0, NULL, 0}};
+    unsigned flags = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        if (opt == 'F') {
+            flags |= CAIRN_INIT_OVER_FROZEN;
+            continue;
+        }
+        int r_ = cli_opt(c, opt);
+        if (r_ >= 0)
+            return r_;
+    }
     if (argc - optind > 1)
         return cli_usage_error(c, "expected at most one directory");
     const char *dir = optind < argc ? argv[optind] : c->state_path;
     cairn_error err = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
-    if (cairn_state_init(dir, id, &err) < 0)
+    if (cairn_state_init_with(dir, flags, id, &err) < 0)
         return cli_fail(c, &err);
     if (c->json)
         cli_json_print(json_pack("{s:s, s:s}", "id", id, "path", dir));
@@ -77,11 +88,13 @@ struct fsck_out {
     cli *c;
     json_t *list;
     cli_progress *p;
+    int left;
 };
 
 static void fsck_problem(void *ud, const cairn_fsck_problem *p)
 {
     struct fsck_out *o = ud;
+    o->left += !p->action[0]; /* what repair did not mend (or no repair) */
     if (o->list) {
         json_array_append_new(o->list,
                               json_pack("{s:s, s:s, s:s, s:s, s:s}", "kind", p->kind, "name",
@@ -99,6 +112,7 @@ static int cmd_fsck(cli *c, int argc, char **argv)
     static const struct option lo[] = {CLI_COMMON_LONGOPTS,
                                        {"repair", no_argument, NULL, 'r'},
                                        {"no-hash", no_argument, NULL, 'n'},
+                                       {"full-db", no_argument, NULL, 'D'},
                                        {NULL, 0, NULL, 0}};
     cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
     int opt;
@@ -109,6 +123,10 @@ static int cmd_fsck(cli *c, int argc, char **argv)
         }
         if (opt == 'n') {
             fo.no_hash = 1;
+            continue;
+        }
+        if (opt == 'D') {
+            fo.full_db = 1;
             continue;
         }
         int r_ = cli_opt(c, opt);
@@ -125,7 +143,7 @@ static int cmd_fsck(cli *c, int argc, char **argv)
     cli_progress_init(&p, c, "fsck", false);
     fo.progress = cli_progress_cb;
     fo.progress_userdata = &p;
-    struct fsck_out o = {c, c->json ? json_array() : NULL, &p};
+    struct fsck_out o = {c, c->json ? json_array() : NULL, &p, 0};
     cairn_error err = {0};
     int n = cairn_fsck(st, &fo, fsck_problem, &o, &err);
     cli_progress_done(&p);
@@ -135,20 +153,24 @@ static int cmd_fsck(cli *c, int argc, char **argv)
         return cli_fail(c, &err);
     }
     if (c->json)
-        cli_json_print(json_pack("{s:o, s:i, s:b}", "problems", o.list, "count", n, "repaired",
-                                 fo.repair));
+        cli_json_print(json_pack("{s:o, s:i, s:b, s:i}", "problems", o.list, "count", n,
+                                 "repaired", fo.repair, "left", o.left));
+    else if (!c->quiet && fo.repair && n)
+        printf("%d problem%s: %d repaired, %d left\n", n, n == 1 ? "" : "s", n - o.left, o.left);
     else if (!c->quiet)
-        printf("%d problem%s%s\n", n, n == 1 ? "" : "s",
-               n && fo.repair ? " (repaired as shown)" : "");
-    return n > 0 && !fo.repair ? EXIT_PROBLEMS : EXIT_OK;
+        printf("%d problem%s\n", n, n == 1 ? "" : "s");
+    /* 3 while any problem is left, repaired or not asked to be. */
+    return o.left > 0 ? EXIT_PROBLEMS : EXIT_OK;
 }
 
 const cli_command cli_state_commands[] = {
-    {"init", cmd_init, "[DIR]",
-     "create a state directory (DIR or -C); over a frozen state or an overlayfs view of states, "
-     "give it a writable identity of its own"},
+    {"init", cmd_init, "[DIR] [--over-frozen]",
+     "create a state directory (DIR or -C); over an overlayfs view of states, give it a writable "
+     "identity of its own (over a frozen directory in place, breaking the stacks that read it, "
+     "only with --over-frozen)"},
     {"info", cmd_info, "", "print the state's id, format and count and bytes per object kind"},
-    {"fsck", cmd_fsck, "[--repair] [--no-hash]",
-     "check every object against its name and every row against its object"},
+    {"fsck", cmd_fsck, "[--repair] [--no-hash] [--full-db]",
+     "check every database of the stack (SQLite's quick_check; integrity_check with --full-db), "
+     "every object against its name and every row against its object"},
     {NULL, NULL, NULL, NULL},
 };

@@ -158,7 +158,8 @@ static int cmd_rm(cli *c, int argc, char **argv)
     if ((r = cli_open(c, 0, &st)))
         return r;
     int rc = EXIT_OK;
-    json_t *a = c->json ? json_array() : NULL;
+    cli_rm rm;
+    cli_rm_init(&rm, c, "volume");
     for (int i = optind; i < argc; i++) {
         cairn_error err = {0};
         r = cairn_volume_remove(st, argv[i], &err);
@@ -166,14 +167,10 @@ static int cmd_rm(cli *c, int argc, char **argv)
             rc = cli_fail(c, &err);
             continue;
         }
-        if (a)
-            json_array_append_new(a, json_pack("{s:s, s:i}", "name", argv[i], "versions", r));
-        else if (!c->quiet)
-            printf("removed volume %s (%d version%s)\n", argv[i], r, r == 1 ? "" : "s");
+        cli_rm_one(&rm, argv[i], "versions", r);
     }
     cairn_state_free(st);
-    if (a)
-        cli_json_print(a);
+    cli_rm_done(&rm);
     return rc;
 }
 

@@ -18,6 +18,7 @@ static const cli_command *const tables[] = {
     cli_gc_commands,
     cli_volume_commands,
     cli_combine_commands,
+    cli_remote_commands,
 };
 
 static const cli_command *current;
@@ -59,7 +60,8 @@ static void help(FILE *f)
         }
     fprintf(f, "\n"
                "Exit status: 0 success, 1 failure (the message names the object and the\n"
-               "cause), 2 bad command line, 3 fsck found problems it did not repair.\n");
+               "cause), 2 bad command line, 3 problems found and left (fsck: not repaired;\n"
+               "stack ls: a lower not usable).\n");
 }
 
 int cli_common_opt(cli *c, int opt, const char *arg)
@@ -73,6 +75,7 @@ int cli_common_opt(cli *c, int opt, const char *arg)
         return 1;
     case 'C':
         c->state_path = arg;
+        c->state_given = true;
         return 1;
     case 'h':
         cli_usage(c, stdout);
@@ -129,7 +132,7 @@ int cli_fail(cli *c, const cairn_error *err)
 {
     fprintf(stderr, "cairn %s: %s\n", c->cmd ? c->cmd : "",
             err->message[0] ? err->message : cairn_strerror(err->code));
-    return EXIT_FAIL;
+    return err->code == CAIRN_E_BUSY ? EXIT_BUSY : EXIT_FAIL;
 }
 
 int cli_failf(cli *c, const char *fmt, ...)
@@ -148,6 +151,26 @@ int cli_open(cli *c, unsigned flags, cairn_state **out)
     cairn_error err = {0};
     if (cairn_state_open(out, c->state_path, flags, &err) < 0)
         return cli_fail(c, &err);
+    /* CAIRN_WAIT: seconds to wait for a busy state (the library's default
+     * otherwise), then fail naming what holds it. */
+    const char *wait = getenv("CAIRN_WAIT");
+    if (wait && *wait) {
+        char *end;
+        unsigned long s = strtoul(wait, &end, 10);
+        if (*end || s > 86400) {
+            cairn_state_free(*out);
+            *out = NULL;
+            return cli_usage_error(c, "CAIRN_WAIT '%s': expected seconds (0 to 86400)", wait);
+        }
+        cairn_state_set_timeout(*out, (unsigned)s * 1000);
+    }
+    /* The flatten policy of a stack opened to write (the library's open
+     * never flattens by itself). */
+    if (!(flags & CAIRN_OPEN_READONLY) && cairn_flatten_on_open(*out, NULL, NULL, &err) < 0) {
+        cairn_state_free(*out);
+        *out = NULL;
+        return cli_fail(c, &err);
+    }
     return EXIT_OK;
 }
 

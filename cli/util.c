@@ -50,29 +50,55 @@ int cli_parse_size(const char *s, uint64_t fs_total, uint64_t *out)
     return 0;
 }
 
+/* Durations are parsed in integers, not doubles: a double rounds
+ * 9223372036854775807 up to 2^63, whose conversion back to int64_t is
+ * undefined (it came out negative). A fraction ("1.5h") is kept to the
+ * second. -ERANGE: more seconds than an int64_t holds. */
 int cli_parse_duration(const char *s, int64_t *out)
 {
     if (!s || !*s)
         return -EINVAL;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0 || !isfinite(v))
+    const char *p = s;
+    int64_t whole = 0;
+    bool digits = false, range = false;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        digits = true;
+        if (__builtin_mul_overflow(whole, 10, &whole) ||
+            __builtin_add_overflow(whole, *p - '0', &whole))
+            range = true;
+    }
+    /* Up to 9 digits of fraction count; more cannot change whole seconds
+     * of any unit here (the largest is a week, 604800 s). */
+    int64_t frac = 0, scale = 1;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            digits = true;
+            if (scale < 1000000000) {
+                frac = frac * 10 + (*p - '0');
+                scale *= 10;
+            }
+        }
+    }
+    if (!digits)
         return -EINVAL;
-    double mult;
-    if (!*end || !strcmp(end, "s"))
+    int64_t mult;
+    if (!*p || !strcmp(p, "s"))
         mult = 1;
-    else if (!strcmp(end, "m"))
+    else if (!strcmp(p, "m"))
         mult = 60;
-    else if (!strcmp(end, "h"))
+    else if (!strcmp(p, "h"))
         mult = 3600;
-    else if (!strcmp(end, "d"))
+    else if (!strcmp(p, "d"))
         mult = 86400;
-    else if (!strcmp(end, "w"))
+    else if (!strcmp(p, "w"))
         mult = 604800;
     else
         return -EINVAL;
-    *out = (int64_t)(v * mult);
+    int64_t v;
+    if (range || __builtin_mul_overflow(whole, mult, &v) ||
+        __builtin_add_overflow(v, frac * mult / scale, &v))
+        return -ERANGE;
+    *out = v;
     return 0;
 }
 
@@ -90,4 +116,33 @@ const char *cli_human(uint64_t bytes, char *buf, size_t size)
     else
         snprintf(buf, size, "%.1f %s", v, unit[u]);
     return buf;
+}
+
+void cli_rm_init(cli_rm *r, cli *c, const char *kind)
+{
+    r->c = c;
+    r->kind = kind;
+    r->list = c->json ? json_array() : NULL;
+}
+
+void cli_rm_one(cli_rm *r, const char *name, const char *what, int count)
+{
+    if (r->list) {
+        json_t *o = json_pack("{s:s, s:s}", "kind", r->kind, "name", name);
+        if (what)
+            json_object_set_new(o, what, json_integer(count));
+        json_array_append_new(r->list, o);
+    } else if (!r->c->quiet) {
+        if (what)
+            printf("removed %s %s (%d %s)\n", r->kind, name, count, what);
+        else
+            printf("removed %s %s\n", r->kind, name);
+    }
+}
+
+void cli_rm_done(cli_rm *r)
+{
+    if (r->list)
+        cli_json_print(json_pack("{s:o}", "removed", r->list));
+    r->list = NULL;
 }

@@ -14,6 +14,7 @@
 #include <cairn/gc.h>
 #include <cairn/volume.h>
 #include <cairn/merge.h>
+#include <cairn/remote.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 

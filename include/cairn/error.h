@@ -37,7 +37,9 @@ enum {
     CAIRN_E_INUSE = -10010,     /* the object is in use (referenced, leased, mounted) */
     CAIRN_E_LOWER = -10011,     /* a lower state has vanished or been replaced */
     CAIRN_E_TRUNCATED = -10012, /* input ended before it was complete */
-    CAIRN_E_LAST = -10013,
+    CAIRN_E_BUSY = -10013,      /* another process held the state (its lock or its database)
+                                 * past the wait (cairn_state_set_timeout()) */
+    CAIRN_E_LAST = -10014,
 };
 
 #define CAIRN_ERROR_MESSAGE_MAX 1024

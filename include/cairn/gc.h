@@ -35,20 +35,23 @@ extern "C" {
 #endif
 
 #define CAIRN_GC_GRACE_DEFAULT 600 /* seconds */
+#define CAIRN_GC_GRACE_NONE (-1)   /* grace: no youth at all */
 
+/* Zero (or negative) past `version` means the default: no grace field set is
+ * CAIRN_GC_GRACE_DEFAULT, no policy field set keeps every record. */
 typedef struct cairn_gc_options {
     unsigned version;      /* CAIRN_GC_OPTIONS_VERSION */
     int dry_run;           /* report what would be removed, remove nothing */
-    int64_t grace;         /* seconds; < 0: CAIRN_GC_GRACE_DEFAULT */
-    int64_t keep_duration; /* seconds; < 0: not set */
-    int64_t max_used;      /* bytes; < 0: not set */
-    int64_t min_free;      /* bytes; < 0: not set */
-    int64_t reserved;      /* bytes; < 0: not set */
+    int64_t grace;         /* seconds; 0: CAIRN_GC_GRACE_DEFAULT; < 0: none */
+    int64_t keep_duration; /* seconds; 0: not set */
+    int64_t max_used;      /* bytes; 0: not set (1 evicts every record not kept otherwise) */
+    int64_t min_free;      /* bytes; 0: not set */
+    int64_t reserved;      /* bytes; 0: not set */
     cairn_progress_fn progress; /* objects removed of those to remove, or NULL */
     void *progress_userdata;
 } cairn_gc_options;
 #define CAIRN_GC_OPTIONS_VERSION 1
-#define CAIRN_GC_OPTIONS_INIT {CAIRN_GC_OPTIONS_VERSION, 0, -1, -1, -1, -1, -1, NULL, NULL}
+#define CAIRN_GC_OPTIONS_INIT {.version = CAIRN_GC_OPTIONS_VERSION}
 
 typedef struct cairn_gc_item {
     const char *kind;   /* "blob", "snapshot", "record", "volume", "lease", "file" */

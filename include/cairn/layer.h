@@ -25,7 +25,13 @@
 extern "C" {
 #endif
 
-enum { CAIRN_COMPRESSION_NONE = 0, CAIRN_COMPRESSION_GZIP = 1, CAIRN_COMPRESSION_ZSTD = 2 };
+/* DEFAULT (0, what a zeroed options struct says) is gzip. */
+enum {
+    CAIRN_COMPRESSION_DEFAULT = 0,
+    CAIRN_COMPRESSION_NONE = 1,
+    CAIRN_COMPRESSION_GZIP = 2,
+    CAIRN_COMPRESSION_ZSTD = 3,
+};
 
 typedef struct cairn_layer_import_options {
     unsigned version;             /* CAIRN_LAYER_IMPORT_OPTIONS_VERSION */
@@ -35,7 +41,7 @@ typedef struct cairn_layer_import_options {
     void *progress_userdata;
 } cairn_layer_import_options;
 #define CAIRN_LAYER_IMPORT_OPTIONS_VERSION 1
-#define CAIRN_LAYER_IMPORT_OPTIONS_INIT {CAIRN_LAYER_IMPORT_OPTIONS_VERSION, NULL, NULL, NULL}
+#define CAIRN_LAYER_IMPORT_OPTIONS_INIT {.version = CAIRN_LAYER_IMPORT_OPTIONS_VERSION}
 
 /* Apply a layer tarball (uncompressed, gzip or zstd, detected) read from fd
  * over `parent` (a chain id, or NULL for a base) as a new committed snapshot.

@@ -70,9 +70,13 @@ typedef struct cairn_merge_options {
     void *problem_userdata;
     cairn_progress_fn progress; /* objects placed of the total */
     void *progress_userdata;
+    /* MOVE: a source's active snapshots and leases are local (never merged)
+     * and go with the source; the merge is refused while a source holds any
+     * (-EBUSY, naming them), unless this is set. (version 2) */
+    int drop_local;
 } cairn_merge_options;
-#define CAIRN_MERGE_OPTIONS_VERSION 1
-#define CAIRN_MERGE_OPTIONS_INIT {CAIRN_MERGE_OPTIONS_VERSION, CAIRN_MERGE_AUTO, 0, 0, NULL, NULL, NULL, NULL}
+#define CAIRN_MERGE_OPTIONS_VERSION 2
+#define CAIRN_MERGE_OPTIONS_INIT {.version = CAIRN_MERGE_OPTIONS_VERSION}
 
 /* Freeze the state at `src` into a new state at `dest` (missing or an empty
  * directory). The copy holds everything committed in `src` before the call
@@ -118,8 +122,8 @@ CAIRN_EXPORT int cairn_flatten(const char *dir, const cairn_merge_options *opts,
                                cairn_merge_stats *stats, cairn_error *err);
 
 /* The flatten policy of a state (a row of its `meta` table, key
- * "flatten_policy"): "never" (default), "on-open" (a writable open flattens
- * a stack), "lowers>N" (a writable open flattens when more than N lowers),
+ * "flatten_policy"): "never" (default), "on-open" (cairn_flatten_on_open()
+ * flattens a stack), "lowers>N" (it does when more than N lowers),
  * "background" (flattened by `cairn flatten --background`, never on open). */
 CAIRN_EXPORT int cairn_flatten_policy_set(cairn_state *st, const char *policy, cairn_error *err);
 /* Copies the policy into buf (size >= 32). */
@@ -128,6 +132,15 @@ CAIRN_EXPORT int cairn_flatten_policy_get(cairn_state *st, char *buf, size_t siz
 /* 1 when the policy asks for a flatten now (for `background`: when there is
  * anything to flatten), 0 when not. */
 CAIRN_EXPORT int cairn_flatten_due(cairn_state *st, cairn_error *err);
+/* Apply the policy of a state just opened to write: flatten it now when the
+ * policy is "on-open", or "lowers>N" with more than N lowers. Opening a
+ * state never flattens it by itself (an open may not run a whole merge
+ * behind its caller's back); a program that wants the policy kept calls
+ * this after cairn_state_open(), as the command does. Returns 1 when it
+ * flattened, 0 when nothing was due (or the state is read-only). opts and
+ * stats may be NULL. */
+CAIRN_EXPORT int cairn_flatten_on_open(cairn_state *st, const cairn_merge_options *opts,
+                                       cairn_merge_stats *stats, cairn_error *err);
 
 #ifdef __cplusplus
 }

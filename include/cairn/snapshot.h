@@ -63,7 +63,9 @@ CAIRN_EXPORT int cairn_snapshot_view(cairn_state *st, const char *chain_id, cons
 /* Commit the active snapshot `id` (CAIRN_E_INUSE while mounted): its diff gets
  * its DiffID and ChainID, moves into snapshots/ and the active snapshot is
  * gone. Committing a diff that is already there (same ChainID) keeps the one
- * there. out_chain_id and out_diff_id (CAIRN_DIGEST_LEN + 1, may be NULL). */
+ * there. A commit that failed or was killed after its diff moved leaves the
+ * active snapshot; committing it again finishes the commit. out_chain_id and
+ * out_diff_id (CAIRN_DIGEST_LEN + 1, may be NULL). */
 CAIRN_EXPORT int cairn_snapshot_commit(cairn_state *st, const char *id, char *out_chain_id,
                                        char *out_diff_id, cairn_error *err);
 

@@ -34,10 +34,11 @@ typedef struct cairn_blob_put_options {
     const char *expected;       /* digest the data must have, or NULL */
     const char *media_type;     /* recorded with the blob, or NULL */
     const char *const *labels;  /* NULL-terminated "key=value" strings, or NULL */
-    int64_t expected_size;      /* -1 when unknown; else a shorter stream is truncated */
+    int64_t expected_size;      /* bytes; 0 (or < 0) when unknown; else a shorter stream is
+                                 * truncated, a longer one a mismatch */
 } cairn_blob_put_options;
 #define CAIRN_BLOB_PUT_OPTIONS_VERSION 1
-#define CAIRN_BLOB_PUT_OPTIONS_INIT {CAIRN_BLOB_PUT_OPTIONS_VERSION, NULL, NULL, NULL, -1}
+#define CAIRN_BLOB_PUT_OPTIONS_INIT {.version = CAIRN_BLOB_PUT_OPTIONS_VERSION}
 
 /* Ingest `len` bytes. `out_digest` (CAIRN_DIGEST_LEN + 1 bytes, may be NULL)
  * receives the digest. With opts->expected set, data of another digest is

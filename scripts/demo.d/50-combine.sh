@@ -32,7 +32,7 @@ run stack add "$C5/stacked" "$C5/frozen1" "$C5/frozen2"
 run stack ls "$C5/stacked"
 check "the stack lists the union" [ "$(union "$C5/stacked")" = "$UNION" ]
 check "a blob of the second engine reads through the stack, verified" \
-    cairn -C "$C5/stacked" blob get --verify "sha256:$(sha256sum "$W/data2/blob7" | cut -d' ' -f1)" -o /dev/null
+    cairn -C "$C5/stacked" blob get --verify "sha256:$(sha256sum "$W/data2/blob7" | cut -d' ' -f1)" -o "$C5/blob7.out"
 echo "written in the stacked state" >"$C5/top.txt"
 TOP=$(cairn -C "$C5/stacked" blob put "$C5/top.txt")
 check "a write lands in the top only" [ -f "$C5/stacked/blobs/sha256/${TOP#sha256:}" ]
@@ -59,7 +59,7 @@ run init "$C5/ovl/merged"
 run -C "$C5/ovl/merged" info
 check "the mount shows the union" [ "$(union "$C5/ovl/merged")" = "$UNION" ]
 check "the first engine's big blob reads back, verified" \
-    cairn -C "$C5/ovl/merged" blob get --verify "$BIG" -o /dev/null
+    cairn -C "$C5/ovl/merged" blob get --verify "$BIG" -o "$C5/big.out"
 NEW=$(cairn -C "$C5/ovl/merged" blob put "$C5/top.txt")
 check "a write lands in the upper only" [ -f "$C5/ovl/upper/blobs/sha256/${NEW#sha256:}" ]
 check "the mount passes fsck" cairn -C "$C5/ovl/merged" fsck -q

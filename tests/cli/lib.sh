@@ -1,7 +1,7 @@
 # lib.sh: sourced by the end-to-end tests of the command.
 #   CAIRN   the command under test (set by meson)
 #   T       a scratch directory, removed at exit
-# Helpers: ok, fails CODE PATTERN -- CMD..., die MESSAGE.
+# Helpers: ok, fails CODE PATTERN -- CMD..., die MESSAGE, need CMD...
 set -euo pipefail
 : "${CAIRN:?CAIRN must name the cairn command}"
 T=$(mktemp -d "${TMPDIR:-/tmp}/cairn-cli-XXXXXX")
@@ -18,6 +18,15 @@ cleanup() {
 trap cleanup EXIT
 cairn() { "$CAIRN" "$@"; }
 die() { echo "FAIL: $*" >&2; exit 1; }
+# need CMD...: skip the test (exit 77, meson's SKIP) unless each command is
+# installed. A test needs this only for a command scripts/deps does not install
+# (tests/cli/test-deps.sh counts it as checked for).
+need() {
+    local c
+    for c; do
+        command -v "$c" >/dev/null || { echo "SKIP: $c is not installed (scripts/deps installs what it lists)"; exit 77; }
+    done
+}
 step() { echo "--- $*"; }
 # fails CODE PATTERN -- CMD...: CMD must exit with CODE and print PATTERN (grep -E) on stderr.
 fails() {

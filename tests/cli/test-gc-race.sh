@@ -61,4 +61,51 @@ cairn fsck >/dev/null || die "fsck after the race: $(cairn fsck)"
 for i in $(seq 1 "$N"); do
     [ ! -e "$S/blobs/sha256/$(sha "$T/junk/$i")" ] || die "old junk $i was not collected"
 done
+
+step "layer imports over a parent that gc collects"
+# The parent is checked before the layer is applied; gc (--grace 0, the
+# parent aged and named by nothing) may remove it before the child's row is
+# in. The child must then be refused, never published over a missing
+# parent. The child is leased before it exists, so that a dangling one stays
+# for fsck to see.
+B=$T/build
+cairn init "$B" >/dev/null
+A=$(cairn -C "$B" snapshot prepare); echo base >"$B/active/$A/fs/base"
+P=$(cairn -C "$B" snapshot commit "$A")
+A=$(cairn -C "$B" snapshot prepare "$P"); echo child >"$B/active/$A/fs/child"
+C=$(cairn -C "$B" snapshot commit "$A")
+cairn -C "$B" layer export "$P" -o "$T/parent.tar" >/dev/null
+cairn -C "$B" layer export "$C" -o "$T/child.tar" >/dev/null
+cairn lease create imports >/dev/null
+cairn lease add imports snapshot "$C" >/dev/null
+M=${RACE_IMPORTS:-60}
+DB=$(db "$S")
+importer() {
+    set -e
+    for i in $(seq 1 "$M"); do
+        [ "$(cairn layer import "$T/parent.tar")" = "$P" ]
+        sqlite3 -cmd '.timeout 30000' "$DB" "UPDATE snapshots SET created = created - 60;
+            UPDATE usage SET last_used = last_used - 60" >/dev/null
+        if out=$(cairn layer import "$T/child.tar" --parent "$P" 2>&1); then
+            [ "$out" = "$C" ] || { echo "child import printed $out"; exit 1; }
+            echo published
+        else
+            grep -Eq "parent .*(is not there|was removed)" <<<"$out" || { echo "$out"; exit 1; }
+            echo refused
+        fi
+        cairn snapshot rm "$C" >/dev/null 2>&1 || true
+    done
+}
+importer >"$T/import.log" 2>&1 &
+W=$!
+runs=0
+while kill -0 "$W" 2>/dev/null; do
+    cairn gc --grace 0 >>"$T/gc.log" 2>&1 || die "gc failed: $(tail -3 "$T/gc.log")"
+    runs=$((runs + 1))
+    cairn fsck >"$T/fsck.out" 2>&1 || { grep -q dangling "$T/fsck.out" && die "a child was published over a missing parent: $(cat "$T/fsck.out")"; }
+done
+wait "$W" || die "the importer failed: $(tail -3 "$T/import.log")"
+echo "gc ran $runs times; imports: $(sort "$T/import.log" | uniq -c | tr '\n' ' ')"
+cairn fsck >"$T/fsck.out" || die "fsck after the import race: $(cat "$T/fsck.out")"
+cairn lease rm imports
 echo ok

@@ -24,8 +24,13 @@ fails 1 "expected blob, snapshot, record or volume" -- cairn lease add session f
 fails 1 "already exists" -- cairn lease create session
 fails 2 "--ttl 'soon'" -- cairn lease create x --ttl soon
 
-step "within the grace period nothing goes"
+step "within the grace period nothing goes, and gc says why"
 cairn gc --json | jq1 'j["counts"]["blobs"]' | grep -qx 0 || die "gc removed young objects"
+cairn gc --dry-run >"$T/young"
+grep -q "^would remove nothing: what nothing keeps (.*) is younger than the grace period (10m; --grace 0" "$T/young" ||
+    die "gc does not say that the grace period kept what it did not remove: $(cat "$T/young")"
+cairn gc --help | grep -q -- "--grace D: keep what was created or used within D (default 10m)" ||
+    die "gc --help does not give the grace period's default: $(cairn gc --help)"
 cairn lease create brief --ttl 1s >/dev/null
 cairn lease add brief blob "$G" >/dev/null
 
@@ -87,6 +92,9 @@ step "a file no row names (a crash between rename and row) goes after the grace 
 echo lost >"$S/blobs/sha256/$(printf lost | sha256sum | cut -d' ' -f1)"
 cairn gc --json | jq1 'j["counts"]["files"]' | grep -qx 0 || die "a young orphan went"
 cairn gc --grace 0 | grep -q "removed file blobs/sha256/" || die "the orphan file stayed"
+cairn gc --grace 0 >"$T/kept"
+grep -q "^nothing removed: an image, volume, lease, record or lower keeps every object" "$T/kept" ||
+    die "gc that removed nothing does not say what keeps it: $(cat "$T/kept")"
 cairn fsck >/dev/null || die "fsck at the end"
 cairn lease rm session
 fails 1 "not found" -- cairn lease rm session

@@ -5,9 +5,7 @@
 # refused naming the object, and records no image.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/image-lib.sh"
-for tool in umoci skopeo setfattr python3; do
-    command -v $tool >/dev/null || die "$tool is needed (scripts/deps installs it)"
-done
+need umoci skopeo setfattr python3
 cairn init "$T/s" >/dev/null
 export CAIRN_STATE=$T/s
 no_image() { ! cairn image ls --json | grep -q "\"name\": \"$1\"" || die "image $1 was recorded"; }

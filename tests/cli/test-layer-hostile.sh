@@ -96,7 +96,14 @@ refused "overlayfs xattr" "$T/ovlx.tar"
 step "device nodes when not root"
 gen dev "c:null:1,3"
 chmod 755 "$T"; chown -R 65534:65534 "$S" "$T/dev.tar"
-fails 1 "device node" -- setpriv --reuid=65534 --regid=65534 --clear-groups "$CAIRN" -C "$S" layer import "$T/dev.tar"
+# Another user runs a copy of the command: the checkout may be private (under /root).
+cp "$CAIRN" "$T/cairn"; chmod 755 "$T/cairn"
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+if nobody "$T/cairn" -C "$S" info >/dev/null 2>&1; then
+    fails 1 "device node" -- nobody "$T/cairn" -C "$S" layer import "$T/dev.tar"
+else
+    echo "skipped: another user cannot use a state here: $(nobody "$T/cairn" -C "$S" info 2>&1 | head -1)"
+fi
 chown -R 0:0 "$S"; chmod 700 "$T"
 [ -z "$(ls -A "$S/snapshots" "$S/tmp" | grep -v :)" ] || die "leftovers after a refused device node"
 D=$(cairn -C "$S" layer import "$T/dev.tar")

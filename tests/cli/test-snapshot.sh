@@ -138,6 +138,39 @@ assert ("active", "0123456789abcdef0123456789abcdef", "unreferenced") in got, go
 PY
 cairn -C "$S3" snapshot rm "$X"
 
+step "a directory already under a snapshot's name is proven before commit trusts it"
+# An orphan snapshots/<hex> (no row) with other files: commit quarantines it
+# and keeps the user's files; a good leftover (the same diff) is kept.
+S4=$T/s4
+cairn init "$S4" >/dev/null
+X=$(cairn -C "$S4" snapshot prepare)
+fill "$S4/active/$X/fs"
+mkdir -p "$S4/snapshots/${CH#sha256:}"; echo foreign >"$S4/snapshots/${CH#sha256:}/planted"
+[ "$(cairn -C "$S4" snapshot commit "$X")" = "$CH" ] || die "commit over a foreign directory named another chain"
+[ ! -e "$S4/snapshots/${CH#sha256:}/planted" ] || die "the foreign directory was kept as the snapshot"
+ls "$S4/quarantine" | grep -q "^snapshot\.${CH#sha256:}\." || die "the foreign directory was not quarantined"
+rm -rf "$T/co4"; cairn -C "$S4" snapshot checkout "$CH" "$T/co4"
+[ "$(cat "$T/co4/etc/hello")" = hello ] || die "the user's files are not in the snapshot"
+cairn -C "$S4" fsck >/dev/null || die "fsck after a commit over a foreign directory"
+# The same for a layer import over a planted file (publish, not commit).
+cairn -C "$S4" layer export "$CH" -o "$T/l4.tar"
+cairn -C "$S4" snapshot rm "$CH" >/dev/null
+printf 'planted' >"$S4/snapshots/${CH#sha256:}"
+[ "$(cairn -C "$S4" layer import "$T/l4.tar")" = "$CH" ] || die "import over a planted file"
+[ -d "$S4/snapshots/${CH#sha256:}" ] || die "the planted file was kept as the snapshot"
+cairn -C "$S4" fsck >/dev/null || die "fsck after an import over a planted file"
+# A good leftover: the same diff, named by no row, is kept as it is.
+cairn -C "$S4" snapshot rm "$CH" >/dev/null
+rm -rf "$S4/quarantine"/*
+X=$(cairn -C "$S4" snapshot prepare)
+fill "$S4/active/$X/fs"
+cp -a "$S4/active/$X/fs" "$S4/snapshots/${CH#sha256:}"
+ino=$(stat -c %i "$S4/snapshots/${CH#sha256:}")
+[ "$(cairn -C "$S4" snapshot commit "$X")" = "$CH" ] || die "commit over a good leftover"
+[ "$(stat -c %i "$S4/snapshots/${CH#sha256:}")" = "$ino" ] || die "a good leftover was replaced"
+[ -z "$(ls "$S4/quarantine")" ] || die "a good leftover was quarantined"
+cairn -C "$S4" fsck >/dev/null || die "fsck after a commit over a good leftover"
+
 step "usage errors and --help"
 cairn snapshot prepare --help | grep -c "usage: cairn snapshot prepare" >/dev/null || die "no help"
 fails 2 "expected" -- cairn -C "$S1" snapshot commit

@@ -57,6 +57,31 @@ rm -f "$T/baddb/db/$id.sqlite-wal" "$T/baddb/db/$id.sqlite-shm"
 head -c 8192 /dev/urandom >"$T/baddb/db/$id.sqlite"
 fails 1 "$id.sqlite: not a cairn database" -- cairn -C "$T/baddb" info
 
+step "an empty, foreign or schemaless database is refused, read-only and writable alike"
+# SQLite opens such a file as a valid database of version 0: migrating it
+# would rebuild an empty schema under the state's id, and gc would then
+# delete every object the lost rows named.
+for kind in empty foreign schemaless; do
+    cp -a "$T/s" "$T/db-$kind"
+    db="$T/db-$kind/db/$id.sqlite"
+    rm -f "$db-wal" "$db-shm"
+    case $kind in
+    empty) : >"$db" ;;
+    foreign) rm "$db"; sqlite3 "$db" 'CREATE TABLE t(x); INSERT INTO t VALUES (1)' ;;
+    schemaless) rm "$db"; sqlite3 "$db" 'CREATE TABLE meta(key, value); PRAGMA user_version = 1' ;;
+    esac
+    echo blob >"$T/db-$kind/blobs/sha256/$(printf blob | sha256sum | cut -d' ' -f1)"
+    before=$(cd "$T/db-$kind" && find . -exec stat -c '%n %s %Y' {} + | sort)
+    for cmd in "info" "fsck" "blob ls" "blob put /etc/hostname" "gc --grace 0" "snapshot prepare" \
+        "record put k sha256:$(printf blob | sha256sum | cut -d' ' -f1)"; do
+        # shellcheck disable=SC2086
+        fails 1 "db/$id.sqlite: not a cairn database" -- cairn -C "$T/db-$kind" $cmd
+    done
+    after=$(cd "$T/db-$kind" && find . -exec stat -c '%n %s %Y' {} + | sort)
+    [ "$before" = "$after" ] || die "$kind database: a refused command changed the state"
+done
+[ ! -s "$T/db-empty/db/$id.sqlite" ] || die "the empty database was given a schema"
+
 step "usage errors exit 2, --help exits 0"
 fails 2 "not a command" -- cairn frobnicate
 fails 2 "unexpected argument" -- cairn -C "$T/s" info extra

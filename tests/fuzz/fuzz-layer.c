@@ -26,10 +26,14 @@ typedef struct fuzz_seed {
 #define ONE_FILE_TAR (512 * 2 + 1024)
 #define LINKS_TAR (512 * 6 + 1024) /* d, d/f and its data, d/s, d/h, d/.wh.gone */
 static unsigned char seed_file[ONE_FILE_TAR], seed_links[LINKS_TAR];
+/* The first cut where its last entry's data ends (no padding, no end
+ * blocks), as umoci 0.4.7 writes layers: whole, so imported. */
+static unsigned char seed_short[512 + sizeof("hello world") - 1];
 
 const fuzz_seed fuzz_seeds[] = {
     {seed_file, sizeof(seed_file)},
     {seed_links, sizeof(seed_links)},
+    {seed_short, sizeof(seed_short)},
     {NULL, 0},
 };
 
@@ -92,6 +96,7 @@ __attribute__((constructor)) static void make_seeds(void)
 {
     build(seed_file, sizeof(seed_file), 0);
     build(seed_links, sizeof(seed_links), 1);
+    memcpy(seed_short, seed_file, sizeof(seed_short));
 }
 
 static char *root, *state, *outside;

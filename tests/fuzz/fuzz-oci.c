@@ -9,7 +9,7 @@
  * message or succeed; a success records an image whose objects are there. */
 #include <cairn/cairn.h>
 
-#include "oci-private.h"
+#include "image/oci-private.h"
 
 #include <fcntl.h>
 #include <stdint.h>

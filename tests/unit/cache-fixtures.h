@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cairn-private.h"
+#include "core/core.h"
 
 /* The digest of a string (for keys and ops). */
 static inline void fx_digest(const char *s, char out[CAIRN_DIGEST_LEN + 1])

@@ -1,9 +1,15 @@
 /* test-gc.c: garbage collection: roots, grace, snapshots and orphans, the
- * LRU policy, lowers, du, and a writer racing the collector (fork). */
+ * LRU policy, lowers, du, a writer racing the collector (fork), staging of
+ * a dead writer, and fsck beside gc. */
 #include "cache-fixtures.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -132,7 +138,7 @@ static void test_snapshots_and_orphans(void **unused)
     gc_ok(st, &o, &s);
     assert_int_equal(s.files, 0);
     assert_true(fx_exists(sp, "blobs/sha256", orphan));
-    o.grace = 0;
+    o.grace = CAIRN_GC_GRACE_NONE;
     gc_ok(st, &o, &s);
     assert_int_equal(s.files, 2);
     assert_false(fx_exists(sp, "blobs/sha256", orphan));
@@ -140,6 +146,144 @@ static void test_snapshots_and_orphans(void **unused)
     cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
     assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), 0);
     cairn_state_free(st);
+    t_scratch_free(dir);
+}
+
+static size_t tmp_entries(const char *sp)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/tmp", sp) > 0);
+    DIR *d = opendir(p);
+    free(p);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+struct gc_seen {
+    int staging;
+};
+
+static void on_gc_item(void *ud, const cairn_gc_item *it)
+{
+    struct gc_seen *g = ud;
+    if (!strcmp(it->kind, "file") && !strncmp(it->name, "tmp/", 4) &&
+        !strcmp(it->reason, "staging of a process that is gone"))
+        g->staging++;
+}
+
+/* Staging of a process that died, found by the gc of a state that was open
+ * before it died (a server: it opens once and collects often), and left
+ * alone while that process lives. */
+static void test_staging(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("gcstage");
+    cairn_state *st = t_state(dir, "s");
+    const char *sp = cairn_state_path(st);
+    int up[2], down[2];
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* A writer that stages 4 MiB, says so, and waits to be killed. */
+        cairn_state *cs = NULL;
+        cairn_blob_writer *w = NULL;
+        static char buf[1 << 20];
+        if (cairn_state_open(&cs, sp, 0, NULL) < 0 || cairn_blob_writer_new(&w, cs, NULL, NULL) < 0)
+            _exit(1);
+        for (int i = 0; i < 4; i++) /* past what the writer buffers */
+            if (cairn_blob_writer_write(w, buf, sizeof(buf), NULL) < 0)
+                _exit(1);
+        if (write(up[1], "x", 1) != 1)
+            _exit(1);
+        char c;
+        while (read(down[0], &c, 1) < 0)
+            ;
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(up[0], &c, 1), 1);
+    size_t staged = tmp_entries(sp);
+    assert_int_equal(staged, 1); /* the staged file, and nothing else */
+
+    cairn_gc_options o = CAIRN_GC_OPTIONS_INIT;
+    o.grace = 0;
+    cairn_gc_stats gs;
+    struct gc_seen seen = {0};
+    T_OK(cairn_gc(st, &o, on_gc_item, &seen, &gs, &t_err));
+    assert_int_equal(seen.staging, 0);
+    assert_int_equal(tmp_entries(sp), staged); /* alive: left alone */
+
+    kill(pid, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    o.dry_run = 1;
+    T_OK(cairn_gc(st, &o, on_gc_item, &seen, &gs, &t_err));
+    assert_int_equal(seen.staging, 1);
+    assert_int_equal(tmp_entries(sp), staged); /* a dry run removes nothing */
+    seen.staging = 0;
+    o.dry_run = 0;
+    T_OK(cairn_gc(st, &o, on_gc_item, &seen, &gs, &t_err));
+    assert_int_equal(seen.staging, 1);
+    assert_int_equal(tmp_entries(sp), 0);
+    close(up[0]);
+    close(up[1]);
+    close(down[0]);
+    close(down[1]);
+    cairn_state_free(st);
+    t_scratch_free(dir);
+}
+
+/* fsck beside gc: gc deletes rows and then objects under the state's lock
+ * held exclusive; fsck holds it shared from its first read to its last, so
+ * no deletion falls between a row it read and the look at the object. The
+ * probe takes the lock as gc would, from the fsck's progress callback. */
+struct probe {
+    const char *sp;
+    int calls, free_to_delete;
+};
+
+static void fsck_probe(void *ud, uint64_t done, uint64_t total)
+{
+    struct probe *p = ud;
+    char *lk = NULL;
+    assert_true(asprintf(&lk, "%s/lock", p->sp) > 0);
+    int fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    free(lk);
+    assert_true(fd >= 0);
+    p->calls++;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        p->free_to_delete++;
+    close(fd);
+}
+
+static void test_fsck_beside_gc(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("gcfsck");
+    cairn_state *st = t_state(dir, "s");
+    char d[CAIRN_DIGEST_LEN + 1];
+    T_OK(cairn_blob_put_buf(st, "one", 3, NULL, d, &t_err));
+    cairn_state_free(st);
+    char *sp = NULL;
+    assert_true(asprintf(&sp, "%s/s", dir) > 0);
+    /* read-only, as the command's fsck opens it */
+    T_OK(cairn_state_open(&st, sp, CAIRN_OPEN_READONLY, &t_err));
+    struct probe p = {cairn_state_path(st), 0, 0};
+    cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
+    fo.progress = fsck_probe;
+    fo.progress_userdata = &p;
+    assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), 0);
+    assert_true(p.calls > 0);
+    assert_int_equal(p.free_to_delete, 0);
+    cairn_state_free(st);
+    free(sp);
     t_scratch_free(dir);
 }
 
@@ -191,7 +335,7 @@ static void test_policy(void **unused)
     set_used(st, "blob", b[2], 2 * 86400);
     set_used(st, "blob", b[3], 1 * 86400);
     /* Reserved space: never below 1000 bytes. */
-    o.max_used = 0;
+    o.max_used = 1;
     o.reserved = 1000;
     gc_ok(st, &o, &s);
     assert_int_equal(s.records, 1);
@@ -452,17 +596,41 @@ static void test_race(void **unused)
     t_scratch_free(dir);
 }
 
-/* Is some process waiting for a lock (a "->" line in /proc/locks)? */
-static bool lock_waiter(void)
+/* Has process `pid` opened the state's lock file to take the lock? The
+ * library opens it read-write on the first cairn__lock(); a collector does so
+ * only once it has marked, to take the lock exclusive, and then waits
+ * (polling) while we hold it. (The sweep of staging at open reads the file's
+ * byte locks through a read-only open of its own.) */
+static bool lock_waiter(pid_t pid, const char *lock)
 {
-    FILE *f = fopen("/proc/locks", "r");
-    if (!f)
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
         return false;
-    char line[256];
     bool w = false;
-    while (!w && fgets(line, sizeof(line), f))
-        w = strstr(line, "->") != NULL;
-    fclose(f);
+    struct dirent *de;
+    while (!w && (de = readdir(d))) {
+        char p[PATH_MAX], target[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        ssize_t n = readlink(p, target, sizeof(target) - 1);
+        if (n <= 0)
+            continue;
+        target[n] = 0;
+        if (strcmp(target, lock) != 0)
+            continue;
+        char info[400], buf[512];
+        snprintf(info, sizeof(info), "/proc/%d/fdinfo/%s", (int)pid, de->d_name);
+        FILE *f = fopen(info, "r");
+        unsigned flags = 0;
+        while (f && fgets(buf, sizeof(buf), f))
+            if (sscanf(buf, "flags: %o", &flags) == 1)
+                break;
+        if (f)
+            fclose(f);
+        w = (flags & O_ACCMODE) == O_RDWR;
+    }
+    closedir(d);
     return w;
 }
 
@@ -485,6 +653,8 @@ static void test_delta(void **unused)
     char *lp = NULL;
     assert_true(asprintf(&lp, "%s/lock", path) > 0);
     int lfd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    char lock[PATH_MAX];
+    assert_non_null(realpath(lp, lock));
     free(lp);
     assert_true(lfd >= 0);
     assert_int_equal(flock(lfd, LOCK_SH), 0);
@@ -504,9 +674,9 @@ static void test_delta(void **unused)
     /* Wait (bounded) until the collector blocks on the lock. */
     struct timespec ts = {0, 10 * 1000 * 1000};
     int waited = 0;
-    while (!lock_waiter() && waited++ < 500)
+    while (!lock_waiter(pid, lock) && waited++ < 500)
         nanosleep(&ts, NULL);
-    assert_true(lock_waiter());
+    assert_true(lock_waiter(pid, lock));
     cairn_state *w = NULL;
     T_OK(cairn_state_open(&w, path, 0, &t_err));
     char d[72];
@@ -540,13 +710,48 @@ static void test_delta(void **unused)
     t_scratch_free(dir);
 }
 
+/* Options with only `version` set are the defaults: a grace period, and
+ * records kept (no policy); versions 1 up to the library's are accepted. */
+static void test_options_defaults(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("gcopts");
+    cairn_state *st = t_state(dir, "s");
+    char old[72], young[72], key[72];
+    fx_blob(st, "an old recorded blob", NULL, old);
+    fx_digest("k", key);
+    T_OK(cairn_record_add_result(st, key, CAIRN_RESULT_BLOB, old, 0, &t_err));
+    fx_age_by(st, 30 * 86400); /* a month old, never used */
+    fx_blob(st, "a young unreferenced blob", NULL, young);
+
+    cairn_gc_options o;
+    memset(&o, 0, sizeof(o));
+    o.version = CAIRN_GC_OPTIONS_VERSION;
+    cairn_gc_stats s;
+    T_OK(cairn_gc(st, &o, NULL, NULL, &s, &t_err));
+    assert_int_equal(s.records + s.blobs, 0);
+    assert_int_equal(cairn_blob_exists(st, young, &t_err), 1);
+    cairn_record_result res;
+    T_OK(cairn_record_load(st, key, NULL, &res, &t_err));
+
+    o.version = 0;
+    assert_int_equal(cairn_gc(st, &o, NULL, NULL, &s, &t_err), -EINVAL);
+    o.version = CAIRN_GC_OPTIONS_VERSION + 1;
+    assert_int_equal(cairn_gc(st, &o, NULL, NULL, &s, &t_err), -EINVAL);
+    cairn_fsck_options fo = {.version = CAIRN_FSCK_OPTIONS_VERSION + 1};
+    assert_int_equal(cairn_fsck(st, &fo, NULL, NULL, &t_err), -EINVAL);
+    cairn_state_free(st);
+    t_scratch_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roots),   cmocka_unit_test(test_snapshots_and_orphans),
         cmocka_unit_test(test_policy),  cmocka_unit_test(test_lower),
         cmocka_unit_test(test_du),      cmocka_unit_test(test_delta),
-        cmocka_unit_test(test_race),
+        cmocka_unit_test(test_race),    cmocka_unit_test(test_staging),
+        cmocka_unit_test(test_fsck_beside_gc), cmocka_unit_test(test_options_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cairn-private.h"
-#include "oci-private.h"
+#include "core/core.h"
+#include "image/oci-private.h"
 
 /* ---- making layouts by hand ------------------------------------------- */
 
@@ -242,20 +242,34 @@ static void test_platforms(void **unused)
     assert_string_equal(in.manifest, !strcmp(arch, "arm64") ? m2 : m1);
     assert_int_equal(cairn_blob_exists(st, idig, &t_err), 1);
 
-    /* A layout with two names and no choice: refused, naming both. */
+    /* A layout with two images under two names and no choice: refused,
+     * naming both. */
     char *two = NULL;
     assert_true(asprintf(&two, "%s/two", dir) > 0);
     make_image(two, "linux", arch, "a", false, d1, sizeof(d1), m1);
-    make_image(two, "linux", arch, "b", false, d2, sizeof(d2), m2);
+    make_image(two, "linux", "mips64le", "b", false, d2, sizeof(d2), m2);
     snprintf(descs, sizeof(descs), "%s,%s", d1, d2);
     write_index(two, descs);
     assert_int_equal(cairn_image_import(st, two, &o, &in, &t_err), -EINVAL);
     assert_non_null(strstr(t_err.message, "several images ('a', 'b')"));
     char *tworef = NULL;
-    assert_true(asprintf(&tworef, "%s:b", two) > 0);
+    assert_true(asprintf(&tworef, "%s:a", two) > 0);
     T_OK(cairn_image_import(st, tworef, &o, &in, &t_err));
-    assert_string_equal(in.name, "b");
-    assert_string_equal(in.manifest, m2);
+    assert_string_equal(in.name, "a");
+    assert_string_equal(in.manifest, m1);
+    /* One manifest under two names is no choice to make: both are recorded. */
+    char *same = NULL;
+    assert_true(asprintf(&same, "%s/same", dir) > 0);
+    make_image(same, "linux", arch, "same:1", false, d1, sizeof(d1), m1);
+    make_image(same, "linux", arch, "same:latest", false, d2, sizeof(d2), m2);
+    assert_string_equal(m1, m2);
+    snprintf(descs, sizeof(descs), "%s,%s", d1, d2);
+    write_index(same, descs);
+    T_OK(cairn_image_import(st, same, &o, &in, &t_err));
+    assert_string_equal(in.name, "same:1");
+    T_OK(cairn_image_get(st, "same:latest", &in, &t_err));
+    assert_string_equal(in.manifest, m1);
+    free(same);
 
     /* No ref name and no --name: refused. A foreign platform without a
      * platform in the index: refused unless asked for. */
@@ -273,7 +287,7 @@ static void test_platforms(void **unused)
     assert_non_null(strstr(t_err.message, "give it a name"));
     o.name = "anon";
     T_OK(cairn_image_import(st, anon, &o, &in, &t_err));
-    assert_int_equal(n_images(st), 5);
+    assert_int_equal(n_images(st), 7);
 
     cairn_state_free(st);
     free(lay);

@@ -5,8 +5,8 @@
  * writer dropped before commit. */
 #include "helpers.h"
 
-#include "cairn-private.h"
-#include "ingest-private.h"
+#include "core/core.h"
+#include "store/ingest-private.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -129,7 +129,7 @@ static void test_round_trip(void **unused)
     t_write_file(p, "content", 7);
     free(p);
     T_OK(cairn_snapshot_commit(a, id, c1, d1, &t_err));
-    for (int comp = 0; comp <= 2; comp++) {
+    for (int comp = CAIRN_COMPRESSION_NONE; comp <= CAIRN_COMPRESSION_ZSTD; comp++) {
         out = memfd_create("out", 0);
         char dg[CAIRN_DIGEST_LEN + 1], c2[CAIRN_DIGEST_LEN + 1], d2[CAIRN_DIGEST_LEN + 1];
         uint64_t size = 0;

@@ -15,7 +15,7 @@
  */
 #include "helpers.h"
 
-#include "cairn-private.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -567,7 +567,7 @@ static void test_every_table_has_a_rule(void **unused)
         for (size_t i = 0; i < n_local; i++)
             found |= !strcmp(local[i], t);
         if (!found)
-            fail_msg("table %s has no merge rule in lib/merge.c and is not declared local", t);
+            fail_msg("table %s has no merge rule in lib/combine/merge.c and is not declared local", t);
     }
     sqlite3_finalize(s);
     cairn_state_free(st);
@@ -803,6 +803,38 @@ static void test_flatten_background_batches(void **unused)
     t_scratch_free(dir);
 }
 
+/* Opening a stack never flattens it, whatever its policy: the caller
+ * applies the policy with cairn_flatten_on_open(), as the command does. */
+static void test_open_never_flattens(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("merge-open");
+    cairn_state *lo = t_state(dir, "lo");
+    T_OK(cairn_blob_put_buf(lo, "lower", 5, NULL, NULL, &t_err));
+    cairn_state_free(lo);
+    char *plo = path_of(dir, "lo"), *flo = path_of(dir, "lo.f"), *top = path_of(dir, "top");
+    T_OK(cairn_freeze(plo, flo, NULL, NULL, &t_err));
+    cairn_state *t = t_state(dir, "top");
+    cairn_state_free(t);
+    T_OK(cairn_stack_add(top, (const char *const[]){flo}, 1, &t_err));
+    cairn_state *s = NULL;
+    T_OK(cairn_state_open(&s, top, 0, &t_err));
+    T_OK(cairn_flatten_policy_set(s, "on-open", &t_err));
+    cairn_state_free(s);
+    T_OK(cairn_state_open(&s, top, 0, &t_err));
+    assert_int_equal(s->n_layers, 2); /* the open left the stack as it is */
+    assert_int_equal(cairn_flatten_due(s, &t_err), 1);
+    cairn_merge_stats st = {0};
+    assert_int_equal(cairn_flatten_on_open(s, NULL, &st, &t_err), 1);
+    assert_int_equal(s->n_layers, 1);
+    assert_int_equal(st.objects, 1);
+    assert_int_equal(cairn_flatten_on_open(s, NULL, NULL, &t_err), 0); /* nothing left */
+    assert_int_equal(cairn_fsck(s, NULL, NULL, NULL, &t_err), 0);
+    cairn_state_free(s);
+    free(plo), free(flo), free(top);
+    t_scratch_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -813,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_stack_open_is_lazy),
         cmocka_unit_test(test_label_newest_across_layers),
         cmocka_unit_test(test_flatten_background_batches),
+        cmocka_unit_test(test_open_never_flattens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "snapshot-private.h"
+#include "snapshot/snapshot-private.h"
 
 static char *fs_path(const char *dir, const char *state, const char *id, const char *rel)
 {

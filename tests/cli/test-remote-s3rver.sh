@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The s3:// backend against s3rver (npm; it runs on Debian's nodejs, so this
+# test runs everywhere; it does not check signatures, see
+# test-remote-s3-moto.sh for that): every operation, multipart, boto3 reading
+# what was stored, and the fault proxy in between.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/s3-lib.sh"
+need node npm
+: "${BUILD_ROOT:?}"
+
+# s3rver in a cache under the build directory, installed once
+CACHE=$BUILD_ROOT/test-cache/s3rver
+S3RVER=$CACHE/node_modules/.bin/s3rver
+if [ ! -x "$S3RVER" ]; then
+    mkdir -p "$CACHE"
+    if ! (cd "$CACHE" && timeout 240 npm install --no-audit --no-fund --loglevel=error s3rver@3) >"$T/npm.log" 2>&1; then
+        if grep -Eqi 'ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|network|registry' "$T/npm.log"; then
+            echo "SKIP: npm cannot reach its registry to install s3rver: $(tail -3 "$T/npm.log")"
+            exit 77
+        fi
+        cat "$T/npm.log"; die "npm install s3rver failed"
+    fi
+fi
+
+mkdir -p "$T/s3rver"
+timeout 280 "$S3RVER" -d "$T/s3rver" -a 127.0.0.1 -p 0 --configure-bucket cairn-test >"$T/s3rver.log" 2>&1 &
+PIDS+=($!)
+for i in $(seq 150); do grep -q 'listening on' "$T/s3rver.log" && break; sleep 0.2; done
+PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$T/s3rver.log" | head -1 | cut -d: -f2)
+[ -n "$PORT" ] || { cat "$T/s3rver.log"; die "s3rver did not start"; }
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
+BUCKET=cairn-test PREFIX=ci/run
+s3_scenario "s3://$BUCKET/$PREFIX"
+
+step "no credentials: refused before any request"
+fails 1 "no credentials" -- env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY HOME="$T" \
+    "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" ls
+fails 1 "plain http to another host" -- env AWS_ENDPOINT_URL=http://example.com "$REMOTE_TOOL" "s3://$BUCKET/x" ls
+
+step "~/.aws/credentials, [default] and AWS_PROFILE"
+mkdir -p "$T/home/.aws"
+printf '[default]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n[other]\naws_access_key_id=S3RVER\naws_secret_access_key=S3RVER\n' >"$T/home/.aws/credentials"
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY HOME="$T/home" "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" states main >/dev/null
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY HOME="$T/home" AWS_PROFILE=other "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" states main >/dev/null
+fails 1 "profile nope: not in" -- env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY HOME="$T/home" AWS_PROFILE=nope \
+    "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" ls
+
+step "the fault proxy: 500, 429, resets, stalls, truncated and wrong bytes"
+# each fault alone (so each is surely met), then all of them mixed
+seed=0
+for f in 500 429 reset stall truncate corrupt all; do
+    seed=$((seed + 1))
+    faults=$f; [ "$f" != all ] || faults=500,429,reset,stall,truncate,corrupt
+    start_proxy "$PORT" --seed "$seed" --rate 0.4 --faults "$faults" --stall 4 --log "$T/proxy.$f.log"
+    AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT s3_faults "s3://$BUCKET/$PREFIX" 2
+    stop_proxy
+    [ "$f" = all ] || grep -q " $f\$" "$T/proxy.$f.log" || die "the proxy never injected $f"
+done
+s3_verify_all "s3://$BUCKET/$PREFIX"
+
+step "a server that always fails: a clear error after the retries"
+start_proxy "$PORT" --rate 1 --faults 500
+fails 1 "remote blob sha256:.*GET http://127.0.0.1:$PROXY_PORT/cairn-test/ci/run/blobs/sha256/.*500 \(InternalError: injected by the fault proxy\) \(4 attempts\)" -- \
+    env AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT CAIRN_HTTP_RETRIES=3 CAIRN_HTTP_BACKOFF_MS=5 \
+    "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" get "$(dg "$T/a")" "$T/x"
+stop_proxy
+start_proxy "$PORT" --rate 1 --faults corrupt
+fails 1 "remote blob sha256:.*the server sent bytes that hash to sha256:" -- \
+    env AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT CAIRN_HTTP_RETRIES=2 CAIRN_HTTP_BACKOFF_MS=5 \
+    "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" get "$(dg "$T/a")" "$T/x"
+[ ! -e "$T/x" ] || die "wrong bytes were kept"
+stop_proxy
+step "the core end to end: push to s3://, pull into an empty state, the same content"
+j() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+cairn init "$T/sa" >/dev/null
+mkdir -p "$T/sin"; for i in 1 2 3 4 5; do head -c $((i * 30000)) /dev/urandom >"$T/sin/$i"; done
+cairn -C "$T/sa" blob put "$T/sin"/* >/dev/null
+act=$(cairn -C "$T/sa" snapshot prepare)
+mkdir -p "$T/sa/active/$act/fs/etc"; echo base >"$T/sa/active/$act/fs/etc/f"
+base=$(cairn -C "$T/sa" snapshot commit "$act")
+act=$(cairn -C "$T/sa" snapshot prepare "$base")
+mkdir -p "$T/sa/active/$act/fs/srv"; head -c 40000 /dev/urandom >"$T/sa/active/$act/fs/srv/g"
+top=$(cairn -C "$T/sa" snapshot commit "$act")
+cairn -C "$T/sa" record put "sha256:$(echo k | sha256sum | cut -d' ' -f1)" "$top" >/dev/null
+E2E=s3://$BUCKET/e2e
+cairn -C "$T/sa" remote add origin "$E2E"
+out=$(cairn -C "$T/sa" push --json origin main)
+[ "$(echo "$out" | j 'd["objects_moved"]')" -gt 0 ] || die "push sent nothing: $out"
+out=$(cairn -C "$T/sa" push --json origin main)
+[ "$(echo "$out" | j 'd["objects_moved"]')" = 0 ] || die "an unchanged push sent objects: $out"
+cairn init "$T/sb" >/dev/null
+cairn -C "$T/sb" pull "$E2E" main >/dev/null
+content() {
+    { cairn -C "$1" blob ls --json | j '"\n".join(sorted(b["digest"]+" "+str(b["size"]) for b in d))'
+      cairn -C "$1" snapshot ls --json | j '"\n".join(sorted(s["chain_id"] for s in d))'
+    } | sort
+}
+[ "$(content "$T/sa")" = "$(content "$T/sb")" ] || die "the pulled state differs from the pushed one"
+cairn -C "$T/sb" fsck >/dev/null || die "fsck after pull: $(cairn -C "$T/sb" fsck)"
+cairn -C "$T/sb" remote states "$E2E" main | grep -q main || die "remote states: $(cairn -C "$T/sb" remote states "$E2E" main)"
+echo "s3rver: ok"
