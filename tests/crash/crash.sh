@@ -189,7 +189,7 @@ setup_init_frozen() {
 setup_init() { rm -rf s; }
 
 exp init            new        once     'init new'
-exp init-frozen     fz         once     'init fz'
+exp init-frozen     fz         once     'init --over-frozen fz'
 exp blob-put-small  s          prints   '-C s blob put "$IN/small1" "$IN/junk1" "$IN/junk2"'
 exp blob-put-large  s          prints   '-C s blob put "$IN/big" "$IN/junk2"'
 exp blob-rm         s          once     '-C s blob rm "$J1" "$J2"'
