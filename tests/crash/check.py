@@ -20,8 +20,12 @@
                a directory without an identity "<state> nostate". Times and
                counters are left out: they change on every run.
 --fsck MODE    run `cairn fsck` (full hash) on every STATE that is a state:
-               lenient lets "unreferenced" through (DESIGN.md: a crash leaves at
-               worst an unreferenced object, which gc removes), strict does not.
+               lenient lets through what a crash may leave (DESIGN.md): an
+               "unreferenced" object, which gc removes, and an "interrupted"
+               commit, an active row whose diff is in snapshots/ under the name
+               its intent file gives (lib/snapshot/snapshot.c), which a rerun of
+               the commit finishes (crash.sh checks that it does); strict lets
+               nothing through.
 --verify FILE  read back with `blob get --verify` the blobs named by lines
                "<state> blob <digest> ..." of FILE (an earlier inventory) whose
                state is among STATE (--verify-max N: the first N only).
@@ -117,7 +121,7 @@ def fsck(cairn, state, strict, problems):
         problems.append("fsck: %s: fsck printed no JSON: %s" % (state, err.strip()))
         return
     for p in found:
-        if not strict and p.get("problem") == "unreferenced":
+        if not strict and p.get("problem") in ("unreferenced", "interrupted"):
             continue
         problems.append("fsck: %s: %s %s: %s: %s" % (state, p.get("kind"), p.get("name"),
                                                     p.get("problem"), p.get("detail")))

@@ -4,7 +4,8 @@
 # the promises of docs/DESIGN.md ("Writes and crashes") after each crash.
 #
 # usage: crash.sh [--full] [--points N] [--kills N] [--budget SECONDS]
-#                 [--seed N] [--all] [--list] [--log FILE] [EXPERIMENT...]
+#                 [--seed N] [--all] [--list] [--log FILE] [--jobs N]
+#                 [--results FILE] [EXPERIMENT...]
 #
 # An experiment is a command over a state made for it (see the table at the
 # end of this file). Its clean run, under the fault shim in counting mode
@@ -20,7 +21,9 @@
 #   [crash] it died of anything but our kill (a signal, a sanitizer report,
 #   exit 2), [hang] it ran past the timeout, [status] it failed with no fault;
 #   [fsck] `cairn fsck` (full hash) of every state finds a problem other than
-#   an unreferenced object (a crash may leave those; gc removes them);
+#   an unreferenced object (a crash may leave those; gc removes them) or an
+#   interrupted commit (its diff moved, its intent naming where: the rerun
+#   below must finish it);
 #   [lost] everything there before is still there, except what the command
 #   removes, every blob still reads back with `blob get --verify`, and what
 #   the command printed as done is there; [lie] if it exited 0 the state is
@@ -42,8 +45,12 @@
 # so (the sample is the same; how much of it runs is not). --full sweeps every point with every
 # action and 20 random kills, with no budget, and prints the table experiment
 # x runs x failures (by hand: it takes hours). --seed changes the random
-# delays. --all also runs the experiments that known-failures skips. --log
-# FILE keeps every failure's details. Exit 1 if a run failed in a class
+# delays (each experiment's own, the same whatever runs beside it). --all
+# also runs the experiments that known-failures skips. --log FILE keeps every
+# failure's details. --jobs N runs N experiments at once, each in a crash.sh
+# of its own (its own states, so nothing is shared but the machine), and
+# prints their outputs as they end and then one table. --results FILE keeps
+# the lines the table is made of. Exit 1 if a run failed in a class
 # known-failures does not list for its experiment (--full: if any run
 # failed).
 #
@@ -59,11 +66,14 @@ CAIRN=$(realpath "$CAIRN")
 SHIM=$(realpath "$SHIM")
 [ -f "$SHIM" ] || die "no fault shim at $SHIM (build it: ninja -C BUILD tests/crash/faultshim.so)"
 
-full=0 points='' kills='' seed=1 all=0 list=0 log='' budget=''
+full=0 points='' kills='' seed=1 all=0 list=0 log='' budget='' jobs=1 keep=''
 only=()
+argv=("$@")
 while [ $# -gt 0 ]; do
     case $1 in
     --full) full=1 ;;
+    --jobs) jobs=$2; shift ;;
+    --results) keep=$(realpath -m "$2"); shift ;;
     --points) points=$2; shift ;;
     --kills) kills=$2; shift ;;
     --seed) seed=$2; shift ;;
@@ -454,19 +464,78 @@ specs() {
                       if (r <= ncand[ops[j]]) { print cand[ops[j], r]; out++ } }'
 }
 
-make_inputs "$IN"
-mkdir -p "$R"
-# The base state is made at $R, so that the paths it records are $R's.
-make_base "$R/s" "$IN" >"$T/base.vars"
-mv "$R" "$T/base"
+# --jobs: the experiments in crash.sh's of their own, N at once; each
+# child's output is shown when it ends, less its table (one is made of all).
+parallel() {
+    local pass=() e p running=0 b
+    declare -A pids
+    set -- "${argv[@]}"
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --jobs | --results | --log | --budget) shift ;;
+        --points | --kills | --seed) pass+=("$1" "$2"); shift ;;
+        -*) pass+=("$1") ;;
+        esac
+        shift
+    done
+    # The budget is the wall time: each experiment gets jobs/n of it.
+    if [ "$budget" -gt 0 ]; then
+        b=$((budget * jobs / ${#only[@]}))
+        pass+=(--budget $((b > 0 ? b : 1)))
+    else
+        pass+=(--budget 0)
+    fi
+    reap() {
+        local x
+        for x in "${!pids[@]}"; do
+            kill -0 "${pids[$x]}" 2>/dev/null && continue
+            wait "${pids[$x]}" 2>/dev/null || true
+            unset "pids[$x]"
+            sed '/^$/,$d' "$T/out.$x"
+            running=$((running - 1))
+        done
+    }
+    for e in "${only[@]}"; do
+        while [ $running -ge "$jobs" ]; do
+            sleep 1   # (not wait -n: it also waits for the check coprocess)
+            reap
+        done
+        bash "$0" "${pass[@]}" --results "$T/res.$e" ${log:+--log "$T/log.$e"} "$e" \
+            >"$T/out.$e" 2>&1 &
+        pids[$e]=$!
+        running=$((running + 1))
+    done
+    while [ $running -gt 0 ]; do
+        sleep 1
+        reap
+    done
+    for e in "${only[@]}"; do
+        if [ ! -f "$T/res.$e" ]; then
+            echo "FAIL $e: its crash.sh stopped: $(tail -n 3 "$T/out.$e" | tr '\n' ' ')"
+            echo "$e clean - failed driver" >"$T/res.$e"
+        fi
+        cat "$T/res.$e" >>"$results"
+        [ -z "$log" ] || cat "$T/log.$e" >>"$log" 2>/dev/null || true
+    done
+}
 
-RANDOM=$seed
 t_start=$(now_ms)
 share=0 cut=0
-if [ "$budget" -gt 0 ]; then
+if [ "$jobs" -gt 1 ] && [ ${#only[@]} -gt 1 ]; then
+    parallel
+    only=()
+else
+    make_inputs "$IN"
+    mkdir -p "$R"
+    # The base state is made at $R, so that the paths it records are $R's.
+    make_base "$R/s" "$IN" >"$T/base.vars"
+    mv "$R" "$T/base"
+fi
+if [ "$budget" -gt 0 ] && [ ${#only[@]} -gt 0 ]; then
     share=$((budget * 1000 / ${#only[@]}))
 fi
 for e in "${only[@]}"; do
+    RANDOM=$seed
     if [ "${KNOWN[$e]:-}" = '*' ] && [ $all = 0 ]; then
         echo "SKIP $e: a known failure (tests/crash/known-failures); --all runs it"
         echo "$e skip - skipped" >>"$results"
@@ -501,6 +570,7 @@ for e in "${only[@]}"; do
 done
 
 # ---- the table ----------------------------------------------------------
+[ -z "$keep" ] || cp "$results" "$keep"
 echo
 python3 - "$results" "$here/known-failures" <<'PY'
 import collections, sys
