@@ -1231,6 +1231,35 @@ int cairn__tmp_name(cairn_state *st, char *out, size_t size, const char *tag)
     return 0;
 }
 
+int cairn__owner_token(cairn_state *st, char *out, size_t size)
+{
+    int r = stage_owner(st);
+    if (r < 0)
+        return r;
+    char boot[40];
+    if (cairn__boot_id(boot) < 0)
+        strcpy(boot, "noboot");
+    if ((size_t)snprintf(out, size, "%s-%s", boot, st->stage_owner) >= size)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+bool cairn__owner_live(cairn_state *st, const char *token)
+{
+    char boot[40];
+    if (cairn__boot_id(boot) < 0)
+        return false;
+    size_t blen = strlen(boot);
+    if (strncmp(token, boot, blen) != 0 || token[blen] != '-' ||
+        strlen(token + blen + 1) != OWNER_LEN || !hex_n(token + blen + 1, OWNER_LEN))
+        return false;
+    int lockfd = openat(st->dirfd, "lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    bool live = lockfd >= 0 && !owner_gone(lockfd, token + blen + 1);
+    if (lockfd >= 0)
+        close(lockfd);
+    return live;
+}
+
 int cairn__lock(cairn_state *st, bool exclusive, cairn_error *err)
 {
     if (st->lockdepth > 0 && !exclusive) {
