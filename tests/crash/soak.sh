@@ -44,7 +44,7 @@ EXPECTED='busy|database is locked'
 TMO=120
 
 S=$T/s
-mkdir -p "$T/fail" "$T/kept" "$T/work"
+mkdir -p "$T/fail" "$T/kept" "$T/work" "$T/runs"
 make_inputs "$T/in"
 cairn init "$S" >/dev/null
 cairn -C "$S" lease create keep >/dev/null
@@ -58,6 +58,7 @@ try() {
     shift
     err=$(mktemp "$T/work/err.XXXXXX")
     timeout -k 5 $TMO "$CAIRN" "$@" 2>"$err" || rc=$?
+    echo $rc >>"$T/runs/$w"
     if [ $rc -ne 0 ] && ! grep -Eq "$EXPECTED${ALSO:+|$ALSO}" "$err"; then
         echo "$w: exit $rc: cairn $*: $(head -c 400 "$err")" >>"$T/fail/$w"
     fi
@@ -143,7 +144,7 @@ importer() {
         a=$(try import -C "$S" snapshot prepare) || continue
         echo "base $i" >"$S/active/$a/fs/base"
         p=$(try import -C "$S" snapshot commit "$a") || continue
-        ch=$(ALSO="snapshot $p.*(not there|not found)" try import -C "$S" layer import "$T/in/layer.tgz" --parent "$p") ||
+        ch=$(ALSO="snapshot $p.*(not there|not found)|parent $p was removed" try import -C "$S" layer import "$T/in/layer.tgz" --parent "$p") ||
             continue
         keep snapshot "$ch" import
     done
@@ -217,6 +218,7 @@ fsck_live() {
         # puts its object in place before the row that names it.
         rc=0
         out=$(timeout -k 5 $TMO "$CAIRN" -C "$S" fsck --no-hash 2>&1) || rc=$?
+        echo $rc >>"$T/runs/fsck-live"
         out=$(grep -v -e ': unreferenced: ' -e '^[0-9]* problems\{0,1\}$' <<<"$out" || true)
         if [ $rc -ne 0 ] && [ -n "$out" ] && ! grep -Eq "$EXPECTED" <<<"$out"; then
             problems fsck-live "live" <<<"$out"
@@ -254,20 +256,35 @@ done
 
 step "soak: what was kept is there; fsck of the state, its copies and merges"
 for b in $(sort -u "$T/kept/blob" 2>/dev/null); do
+    echo 0 >>"$T/runs/lost"
     "$CAIRN" -C "$S" blob get "$b" --verify >/dev/null 2>"$T/work/err" ||
         echo "lost: blob $b (kept): $(head -c 300 "$T/work/err")" >>"$T/fail/lost"
 done
 for s in $(sort -u "$T/kept/snapshot" 2>/dev/null); do
+    echo 0 >>"$T/runs/lost"
     "$CAIRN" -C "$S" snapshot stat "$s" >/dev/null 2>"$T/work/err" ||
         echo "lost: snapshot $s (kept): $(head -c 300 "$T/work/err")" >>"$T/fail/lost"
 done
 for d in "$S" "$T"/fz.* "$T"/m.*; do
     [ -e "$d/cairn-state" ] || continue
+    echo 0 >>"$T/runs/fsck"
+    echo 0 >>"$T/runs/dangling"
     out=$("$CAIRN" -C "$d" fsck 2>&1) || problems fsck "${d#"$T"/}" <<<"$out"
 done
 [ -z "$(ls -A "$S/tmp")" ] || echo "fsck: tmp/ holds $(ls -A "$S/tmp" | wc -l) entries" >>"$T/fail/fsck"
 cairn -C "$S" info | sed -n '/^KIND/,$p'
 echo "kept: $(sort -u "$T/kept/blob" 2>/dev/null | wc -l) blobs, $(sort -u "$T/kept/snapshot" 2>/dev/null | wc -l) snapshots; frozen copies and merges checked: $(ls -d "$T"/fz.* "$T"/m.* 2>/dev/null | wc -l)"
+
+# The table: a worker's commands (or, for lost, fsck and dangling, the
+# checks at the end: kept objects read back, states checked) and its
+# failures.
+echo
+printf '%-10s %8s %8s\n' class runs failures
+for c in put commit import record volume gc freeze merge read fsck-live lost fsck dangling hang; do
+    printf '%-10s %8s %8s\n' "$c" "$(cat "$T/runs/$c" 2>/dev/null | wc -l)" \
+        "$(cat "$T/fail/$c" 2>/dev/null | wc -l)"
+done
+echo
 
 known=$(awk '$1 == "soak" { print $2 }' "$here/known-failures")
 unknown=0
