@@ -6,6 +6,7 @@
 # usage: crash.sh [--full] [--points N] [--kills N] [--budget SECONDS]
 #                 [--seed N] [--all] [--list] [--log FILE] [--jobs N]
 #                 [--results FILE] [EXPERIMENT...]
+#        crash.sh --table RESULTS-FILE...
 #
 # An experiment is a command over a state made for it (see the table at the
 # end of this file). Its clean run, under the fault shim in counting mode
@@ -50,7 +51,8 @@
 # failure's details. --jobs N runs N experiments at once, each in a crash.sh
 # of its own (its own states, so nothing is shared but the machine), and
 # prints their outputs as they end and then one table. --results FILE keeps
-# the lines the table is made of. Exit 1 if a run failed in a class
+# the lines the table is made of; --table prints the table of such files
+# (sweeps run apart, one table), with the exit status of a --full sweep. Exit 1 if a run failed in a class
 # known-failures does not list for its experiment (--full: if any run
 # failed).
 #
@@ -66,7 +68,7 @@ CAIRN=$(realpath "$CAIRN")
 SHIM=$(realpath "$SHIM")
 [ -f "$SHIM" ] || die "no fault shim at $SHIM (build it: ninja -C BUILD tests/crash/faultshim.so)"
 
-full=0 points='' kills='' seed=1 all=0 list=0 log='' budget='' jobs=1 keep=''
+full=0 points='' kills='' seed=1 all=0 list=0 log='' budget='' jobs=1 keep='' table=0
 only=()
 argv=("$@")
 while [ $# -gt 0 ]; do
@@ -74,6 +76,7 @@ while [ $# -gt 0 ]; do
     --full) full=1 ;;
     --jobs) jobs=$2; shift ;;
     --results) keep=$(realpath -m "$2"); shift ;;
+    --table) table=1 ;;
     --points) points=$2; shift ;;
     --kills) kills=$2; shift ;;
     --seed) seed=$2; shift ;;
@@ -226,10 +229,16 @@ if [ $list = 1 ]; then
     printf '%s\n' "${EXPS[@]}"
     exit 0
 fi
+tables=()
+if [ $table = 1 ]; then
+    tables=("${only[@]}")
+    only=()
+    full=1
+fi
 for e in "${only[@]}"; do
     [ -n "${E_CMD[$e]+x}" ] || die "no experiment '$e' (crash.sh --list)"
 done
-[ ${#only[@]} -gt 0 ] || only=("${EXPS[@]}")
+[ ${#only[@]} -gt 0 ] || [ $table = 1 ] || only=("${EXPS[@]}")
 
 # known-failures: "EXPERIMENT CLASS[,CLASS...]  # why"; CLASS * skips it.
 declare -A KNOWN
@@ -521,7 +530,9 @@ parallel() {
 
 t_start=$(now_ms)
 share=0 cut=0
-if [ "$jobs" -gt 1 ] && [ ${#only[@]} -gt 1 ]; then
+if [ $table = 1 ]; then
+    cat "${tables[@]}" >"$results"
+elif [ "$jobs" -gt 1 ] && [ ${#only[@]} -gt 1 ]; then
     parallel
     only=()
 else
