@@ -1027,10 +1027,50 @@ static int merge_rows(merger *m, cairn_error *err)
     return 0;
 }
 
+/* Hold the lock of every live source shared, as its writers do, from
+ * before its rows are staged until its objects are placed: its gc deletes
+ * (rows, then files) only with the lock exclusive, so an object whose row
+ * was staged is still there when it is linked or copied. A frozen source
+ * has no gc; one whose lock file cannot be opened (a source only read) is
+ * read without. Returns how many are held (into held[]), or < 0. */
+static int lock_sources(merger *m, cairn_state **held, cairn_error *err)
+{
+    int n = 0;
+    for (size_t k = 0; k < m->n_layers; k++) {
+        cairn_state *s = m->layers[k].st;
+        bool seen = s->frozen || s->rofs || s == m->dst;
+        for (int i = 0; i < n && !seen; i++)
+            seen = held[i] == s;
+        if (seen)
+            continue;
+        cairn_error e2 = {0};
+        int r = cairn__lock(s, false, &e2);
+        if (r == -EACCES || r == -EPERM || r == -EROFS)
+            continue;
+        if (r < 0) {
+            for (int i = 0; i < n; i++)
+                cairn__unlock(held[i]);
+            if (err)
+                *err = e2;
+            return r;
+        }
+        held[n++] = s;
+    }
+    return n;
+}
+
 /* Stage every source layer, place the objects, merge the rows. */
 static int merge_run(merger *m, cairn_error *err)
 {
     sqlite3 *db = m->dst->layers[0].db;
+    cairn_state **held = calloc(m->n_layers ? m->n_layers : 1, sizeof(*held));
+    if (!held)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    int n_held = lock_sources(m, held, err);
+    if (n_held < 0) {
+        free(held);
+        return n_held;
+    }
     int r = stage_create(db, err);
     for (size_t k = 0; r == 0 && k < m->n_layers; k++)
         r = stage_layer(m, k, err);
@@ -1043,6 +1083,9 @@ static int merge_run(merger *m, cairn_error *err)
             cairn__unlock(m->dst);
         }
     }
+    for (int i = 0; i < n_held; i++)
+        cairn__unlock(held[i]);
+    free(held);
     sqlite3_finalize(m->refuse_ins);
     sqlite3_finalize(m->refuse_del);
     m->refuse_ins = m->refuse_del = NULL;

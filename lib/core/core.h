@@ -63,6 +63,15 @@ CAIRN_INTERNAL int cairn__quarantine(cairn_state *st, int dirfd, const char *nam
  * cairn_state_free). A sweep tells a live process's staging from a dead
  * one's by asking for that lock. */
 CAIRN_INTERNAL int cairn__tmp_name(cairn_state *st, char *out, size_t size, const char *tag);
+/* This process's token as an owner of st, "<boot-id>-<owner>" (the lock
+ * byte cairn__tmp_name takes, taken here too), for a file that says a
+ * process is at work on the state (a commit's intent): cairn__owner_live
+ * tells whether that process still is. */
+CAIRN_INTERNAL int cairn__owner_token(cairn_state *st, char *out, size_t size);
+/* Does the process that wrote token (cairn__owner_token) still hold the
+ * state open: a token of this boot whose lock byte is held? false for a
+ * malformed token. */
+CAIRN_INTERNAL bool cairn__owner_live(cairn_state *st, const char *token);
 /* An unowned name, "<boot-id>-<tag>-<random>", for staging inside a
  * directory that is removed whole when its builder fails (freeze's side
  * directory): sweeps of this boot leave such names alone. */

@@ -27,6 +27,7 @@
  */
 #include "core/core.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <limits.h>
 #include <sys/file.h>
@@ -866,8 +867,72 @@ const char *cairn_state_path(const cairn_state *st)
     return st->path;
 }
 
-/* Is the directory empty but for the layout's own (empty) folders? */
-static int dir_is_fresh(int dirfd, bool *fresh)
+/* Init builds its database as db/<id>.sqlite.init, which no open reads
+ * (add_sibling_layers takes "<id>.sqlite" only), and renames it to
+ * db/<id>.sqlite once complete. */
+#define INIT_STAGE ".sqlite.init"
+
+/* A name init writes before it publishes the identity: the identity's
+ * temporary (".cairn-state.<rnd>.tmp", cairn__write_file_atomic) at the
+ * top, or one database's files ("<id>.sqlite" or "<id>.sqlite.init", and
+ * their -journal, -wal, -shm) in db/. */
+static bool init_leftover_top(const char *name)
+{
+    size_t n = strlen(name);
+    return !strncmp(name, "." IDENTITY_FILE ".", sizeof(IDENTITY_FILE) + 1) && n > 4 &&
+           !strcmp(name + n - 4, ".tmp") && !strchr(name, '/');
+}
+
+static bool init_leftover_db(const char *name, char id[CAIRN_STATE_ID_LEN + 1])
+{
+    for (size_t i = 0; i < CAIRN_STATE_ID_LEN; i++)
+        if (!isxdigit((unsigned char)name[i]))
+            return false;
+    const char *rest = name + CAIRN_STATE_ID_LEN;
+    if (!strncmp(rest, INIT_STAGE, strlen(INIT_STAGE)))
+        rest += strlen(INIT_STAGE);
+    else if (!strncmp(rest, ".sqlite", 7))
+        rest += 7;
+    else
+        return false;
+    if (*rest && strcmp(rest, "-journal") && strcmp(rest, "-wal") && strcmp(rest, "-shm"))
+        return false;
+    if (*id && strncmp(id, name, CAIRN_STATE_ID_LEN))
+        return false; /* a second database: more than one init's */
+    memcpy(id, name, CAIRN_STATE_ID_LEN);
+    id[CAIRN_STATE_ID_LEN] = 0;
+    return true;
+}
+
+/* Remove the staged databases of inits killed before they published
+ * (db/<id>.sqlite.init*): over a frozen state, where db/ holds other
+ * databases than the init's own. */
+static void remove_init_stages(int dirfd)
+{
+    int fd = openat(dirfd, "db", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strlen(de->d_name) > CAIRN_STATE_ID_LEN &&
+            is_state_id(de->d_name, CAIRN_STATE_ID_LEN) &&
+            !strncmp(de->d_name + CAIRN_STATE_ID_LEN, INIT_STAGE, strlen(INIT_STAGE)))
+            unlinkat(fd, de->d_name, 0);
+    closedir(d);
+}
+
+/* Is the directory, which has no identity, empty but for the layout's own
+ * folders and what an init killed before it published left (its database,
+ * the identity's temporary)? Such an init never named its database
+ * anywhere, so a rerun removes them (removing is true) rather than refuse
+ * the directory: a killed `cairn init` is finished by running it again.
+ * A db/ holding anything else (another state's database) is not fresh. */
+static int dir_is_fresh(int dirfd, bool removing, bool *fresh)
 {
     int fd = dup(dirfd);
     if (fd < 0)
@@ -878,21 +943,54 @@ static int dir_is_fresh(int dirfd, bool *fresh)
         return -errno;
     }
     *fresh = true;
+    int r = 0;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    while (*fresh && (de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
+        if (init_leftover_top(de->d_name)) {
+            if (removing && unlinkat(dirfd, de->d_name, 0) < 0 && errno != ENOENT)
+                r = -errno;
+            continue;
+        }
         bool known = false;
         for (size_t i = 0; i < CAIRN_ARRAY_SIZE(layout_dirs); i++)
             if (!strcmp(de->d_name, layout_dirs[i]))
                 known = true;
-        if (!known || !strcmp(de->d_name, "db")) {
+        if (!known)
             *fresh = false;
-            break;
-        }
     }
     closedir(d);
-    return 0;
+    if (r < 0 || !*fresh)
+        return r;
+
+    _cleanup_close_ int dbfd = openat(dirfd, "db", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dbfd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    fd = dup(dbfd);
+    if (fd < 0)
+        return -errno;
+    d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    char id[CAIRN_STATE_ID_LEN + 1] = "";
+    while (*fresh && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (!init_leftover_db(de->d_name, id))
+            *fresh = false;
+    }
+    if (*fresh && removing) {
+        rewinddir(d);
+        while ((de = readdir(d)))
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+                unlinkat(dbfd, de->d_name, 0) < 0 && errno != ENOENT)
+                r = -errno;
+    }
+    closedir(d);
+    return r;
 }
 
 int cairn_state_init(const char *path, char *out_id, cairn_error *err)
@@ -918,6 +1016,7 @@ int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_
     identity old;
     cairn_error tmp = {0};
     r = identity_read(dirfd, path, &old, &tmp);
+    bool had_old = r == 0;
     if (r == 0 && !old.frozen)
         return cairn__err(err, -EEXIST, "%s: already a cairn state (id %s)", path, old.id);
     /* On overlayfs the new identity goes to the upper layer and the frozen
@@ -939,7 +1038,7 @@ int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_
     }
     if (r == CAIRN_E_NOTSTATE) {
         bool fresh = false;
-        r = dir_is_fresh(dirfd, &fresh);
+        r = dir_is_fresh(dirfd, false, &fresh);
         if (r < 0)
             return cairn__err(err, r, "%s: %m", path);
         if (!fresh)
@@ -947,6 +1046,13 @@ int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_
                               "%s: the directory is not empty and not a cairn state; "
                               "refusing to create a state in it",
                               path);
+        /* What a killed init left goes before this one writes anything:
+         * its database would otherwise be read as a lower of this state. */
+        r = dir_is_fresh(dirfd, true, &fresh);
+        if (r < 0)
+            return cairn__err(err, r, "%s: removing what an earlier init left: %m", path);
+    } else {
+        remove_init_stages(dirfd);
     }
 
     for (size_t i = 0; i < CAIRN_ARRAY_SIZE(layout_dirs); i++) {
@@ -968,8 +1074,13 @@ int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_
         return cairn__err(err, r, "random id: %m");
     snprintf(id.database, sizeof(id.database), "db/%s.sqlite", id.id);
 
+    /* Built under a name no open reads, renamed into place once complete,
+     * then named by the identity: a killed init leaves no database that a
+     * state would read as a lower, and the rerun removes what it left. */
+    char stage[160];
+    snprintf(stage, sizeof(stage), "db/%s" INIT_STAGE, id.id);
     _cleanup_free_ char *dbpath = NULL;
-    if (asprintf(&dbpath, "%s/%s", path, id.database) < 0)
+    if (asprintf(&dbpath, "%s/%s", path, stage) < 0)
         return cairn__err(err, -ENOMEM, "out of memory");
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(dbpath, &db,
@@ -996,12 +1107,26 @@ int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_
         if (rc != SQLITE_OK)
             r = cairn__err_db(err, db, rc, "init");
     }
-    sqlite3_close(db);
+    if (sqlite3_close(db) != SQLITE_OK && r == 0)
+        r = cairn__err(err, -EIO, "%s/%s: close", path, stage);
     if (r < 0)
         goto fail;
-    r = cairn__fsync_at(dirfd, "db");
+    /* The last connection's close checkpoints the WAL into the file and
+     * removes it: the file alone is the database. */
+    char side[192];
+    snprintf(side, sizeof(side), "%s-wal", stage);
+    struct stat sb;
+    if (fstatat(dirfd, side, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+        r = cairn__err(err, -EIO, "%s/%s: left behind by its close", path, side);
+        goto fail;
+    }
+    r = cairn__fsync_at(dirfd, stage);
+    if (r == 0)
+        r = cairn__rename_noreplace(dirfd, stage, dirfd, id.database);
+    if (r == 0)
+        r = cairn__fsync_at(dirfd, "db");
     if (r < 0) {
-        cairn__err(err, r, "%s/db: fsync: %m", path);
+        cairn__err(err, r, "%s/%s: publish: %m", path, id.database);
         goto fail;
     }
     /* Publish last: the identity names a database that exists. */
@@ -1012,13 +1137,31 @@ int cairn_state_init_with(const char *path, unsigned flags, char *out_id, cairn_
         memcpy(out_id, id.id, CAIRN_STATE_ID_LEN + 1);
     return 0;
 fail:
+    /* The identity may be in place though its write failed (at the fsync of
+     * the directory after its rename): it goes first, or it would name the
+     * database removed below. */
+    {
+        identity now;
+        cairn_error ignored = {0};
+        if (identity_read(dirfd, path, &now, &ignored) == 0 && !strcmp(now.id, id.id)) {
+            /* Over a frozen state, its own identity goes back; if even
+             * that fails, the new one stays with the database it names. */
+            if (!had_old)
+                unlinkat(dirfd, IDENTITY_FILE, 0);
+            else if (identity_write(dirfd, &old, &ignored, path) < 0)
+                return r;
+        }
+    }
     unlinkat(dirfd, id.database, 0);
     {
-        char side[160];
-        snprintf(side, sizeof(side), "%s-wal", id.database);
-        unlinkat(dirfd, side, 0);
-        snprintf(side, sizeof(side), "%s-shm", id.database);
-        unlinkat(dirfd, side, 0);
+        static const char *const sides[] = {"", "-journal", "-wal", "-shm"};
+        char name[192];
+        for (size_t i = 0; i < CAIRN_ARRAY_SIZE(sides); i++) {
+            snprintf(name, sizeof(name), "%s%s", id.database, sides[i]);
+            unlinkat(dirfd, name, 0);
+            snprintf(name, sizeof(name), "%s%s", stage, sides[i]);
+            unlinkat(dirfd, name, 0);
+        }
     }
     return r;
 }
@@ -1086,6 +1229,35 @@ int cairn__tmp_name(cairn_state *st, char *out, size_t size, const char *tag)
     if ((size_t)snprintf(out, size, "%s-%s-%s-%.16s", boot, st->stage_owner, tag, rnd) >= size)
         return -ENAMETOOLONG;
     return 0;
+}
+
+int cairn__owner_token(cairn_state *st, char *out, size_t size)
+{
+    int r = stage_owner(st);
+    if (r < 0)
+        return r;
+    char boot[40];
+    if (cairn__boot_id(boot) < 0)
+        strcpy(boot, "noboot");
+    if ((size_t)snprintf(out, size, "%s-%s", boot, st->stage_owner) >= size)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+bool cairn__owner_live(cairn_state *st, const char *token)
+{
+    char boot[40];
+    if (cairn__boot_id(boot) < 0)
+        return false;
+    size_t blen = strlen(boot);
+    if (strncmp(token, boot, blen) != 0 || token[blen] != '-' ||
+        strlen(token + blen + 1) != OWNER_LEN || !hex_n(token + blen + 1, OWNER_LEN))
+        return false;
+    int lockfd = openat(st->dirfd, "lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    bool live = lockfd >= 0 && !owner_gone(lockfd, token + blen + 1);
+    if (lockfd >= 0)
+        close(lockfd);
+    return live;
 }
 
 int cairn__lock(cairn_state *st, bool exclusive, cairn_error *err)

@@ -482,6 +482,10 @@ int cairn_snapshot_active_stat(cairn_state *st, const char *id, cairn_active_inf
 
 #define COMMIT_INTENT "commit"
 
+/* The intent, active/<id>/commit: the chain id the commit moves fs to, a
+ * line, then the committer's owner token (cairn__owner_token), a line, so
+ * that fsck tells a commit in progress from one a crash stopped. */
+
 /* The chain id a pending commit of active/<id> (idfd) moves its fs to: 1
  * read, 0 none, <0 error. */
 static int intent_read(cairn_state *st, int idfd, const char *id, char out[CAIRN_DIGEST_LEN + 1],
@@ -496,14 +500,31 @@ static int intent_read(cairn_state *st, int idfd, const char *id, char out[CAIRN
         return cairn__err(err, r == CAIRN_E_FORMAT ? CAIRN_E_CORRUPT : r,
                           "active snapshot %s: %s/active/%s/%s: %s", id, st->path, id,
                           COMMIT_INTENT, r == CAIRN_E_FORMAT ? "not a regular file" : cairn_strerror(r));
-    if (len && buf[len - 1] == '\n')
-        buf[--len] = 0;
+    char *nl = memchr(buf, '\n', len);
+    if (nl)
+        *nl = 0;
     if (cairn_digest_check(buf, NULL) < 0)
         return cairn__err(err, CAIRN_E_CORRUPT,
                           "active snapshot %s: %s/active/%s/%s does not hold a chain id", id,
                           st->path, id, COMMIT_INTENT);
     memcpy(out, buf, CAIRN_DIGEST_LEN + 1);
     return 1;
+}
+
+/* Is the process that wrote the intent of active/<id> (idfd) at work on
+ * it still (its commit in progress, not stopped)? */
+static bool intent_live(cairn_state *st, int idfd)
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    if (cairn__read_file_at(idfd, COMMIT_INTENT, 256, &buf, &len) < 0)
+        return false;
+    char *owner = memchr(buf, '\n', len);
+    if (!owner)
+        return false;
+    owner++;
+    owner[strcspn(owner, "\n")] = 0;
+    return cairn__owner_live(st, owner);
 }
 
 int cairn__snapshot_pending(cairn_state *st, cairn__strset *out, cairn_error *err)
@@ -667,9 +688,13 @@ int cairn__snapshot_commit(cairn_state *st, const char *id, cairn__commit_fn fn,
         /* The intent first, durable: from the rename on, the active row
          * names where its diff went, so a rerun finishes the commit and
          * gc keeps the directory (cairn__snapshot_pending). */
-        char line[CAIRN_DIGEST_LEN + 2];
-        snprintf(line, sizeof(line), "%s\n", chain);
-        r = cairn__write_file_atomic(idfd, COMMIT_INTENT, line, strlen(line), 0600);
+        char line[CAIRN_DIGEST_LEN + 128], owner[96];
+        r = cairn__owner_token(st, owner, sizeof(owner));
+        if (r < 0)
+            r = cairn__err(err, r, "active snapshot %s: the lock of %s: %m", id, st->path);
+        snprintf(line, sizeof(line), "%s\n%s\n", chain, r == 0 ? owner : "");
+        if (r == 0)
+            r = cairn__write_file_atomic(idfd, COMMIT_INTENT, line, strlen(line), 0600);
         if (r < 0)
             r = cairn__err(err, r, "active snapshot %s: write %s: %m", id, COMMIT_INTENT);
         if (r == 0)
@@ -947,6 +972,21 @@ static int delete_snapshot_row(cairn_state *st, const char *chain, cairn_error *
     return cairn__exec_key(st, sql, chain, err);
 }
 
+/* Is the active row still there, read now? fsck beside a commit read the
+ * rows a moment ago: a commit that ended since (its row deleted, then
+ * active/<id> removed, then its owner's lock dropped) is no problem. */
+static bool active_row_now(cairn_state *st, const char *id)
+{
+    static const char sql[] = "SELECT 1 FROM active WHERE id = ?";
+    sqlite3_stmt *s;
+    if (cairn__stmt(st, 0, sql, &s, NULL) < 0)
+        return true; /* cannot tell: report */
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    bool there = sqlite3_step(s) != SQLITE_DONE;
+    sqlite3_reset(s);
+    return there;
+}
+
 /* Active snapshots: each row names active/<id>/fs; each directory of
  * active/ is named by a row. */
 static int fsck_active(cairn__fsck *f, cairn_error *err)
@@ -992,10 +1032,17 @@ static int fsck_active(cairn__fsck *f, cairn_error *err)
         cairn_error e2 = {0};
         _cleanup_close_ int idfd = openat(afd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (idfd < 0 || intent_read(st, idfd, id, chain, &e2) != 1) {
-            cairn__fsck_report(f, "active", id, "missing", "",
-                               "recorded, but %s/active/%s/fs is not a directory", st->path, id);
+            if (active_row_now(st, id))
+                cairn__fsck_report(f, "active", id, "missing", "",
+                                   "recorded, but %s/active/%s/fs is not a directory", st->path,
+                                   id);
             continue;
         }
+        /* A commit at work now (beside this fsck) is no problem: its rows
+         * come next. Its owner's lock is dropped after its row is gone, so
+         * a row read after the lock is seen free tells a stopped commit. */
+        if (intent_live(st, idfd) || !active_row_now(st, id))
+            continue;
         bool fixed = false;
         if (f->opts.repair) {
             e2 = (cairn_error){0};

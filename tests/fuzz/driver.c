@@ -4,6 +4,8 @@
  *
  *   fuzz-NAME FILE...          run the target on each file
  *   fuzz-NAME [-n N] [-s SEED] run N inputs mutated from the target's seeds
+ *   fuzz-NAME -d DIR           write the target's seeds into DIR (a corpus
+ *                              for the libFuzzer build: scripts/fuzz)
  *
  * Mutations: bit flips, byte changes to boundary values, insertions and
  * deletions, truncation, duplication of a slice, splicing of two seeds. The
@@ -104,6 +106,26 @@ static size_t mutate(uint8_t *buf, size_t len, size_t cap, const fuzz_seed *seed
     return len;
 }
 
+static int dump_seeds(const char *dir)
+{
+    const fuzz_seed *seeds = fuzz_seeds_get ? fuzz_seeds_get() : fuzz_seeds;
+    for (size_t i = 0; seeds[i].data; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/seed-%zu", dir, i);
+        FILE *f = fopen(path, "wb");
+        int bad = !f;
+        if (f) {
+            bad = fwrite(seeds[i].data, 1, seeds[i].size, f) != seeds[i].size;
+            bad |= fclose(f) != 0;
+        }
+        if (bad) {
+            perror(path);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     long iterations = 1000;
@@ -114,6 +136,8 @@ int main(int argc, char **argv)
             iterations = strtol(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "-s") && i + 1 < argc) {
             seed = strtoull(argv[++i], NULL, 0);
+        } else if (!strcmp(argv[i], "-d") && i + 1 < argc) {
+            return dump_seeds(argv[++i]);
         } else {
             FILE *f = fopen(argv[i], "rb");
             if (!f) {
