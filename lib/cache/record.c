@@ -741,7 +741,7 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         f->total++;
-        cairn__fsck_tick(f);
+        (void)cairn__fsck_tick(f, err); /* a stop: at the end of the checker */
         const char *res = cairn__col(s, 0), *kind = cairn__col(s, 1);
         cairn_result_kind k;
         int present = 0;

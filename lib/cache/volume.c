@@ -369,7 +369,7 @@ int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err)
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         f->total++;
-        cairn__fsck_tick(f);
+        (void)cairn__fsck_tick(f, err); /* a stop: at the end of the checker */
         const char *nm = cairn__col(s, 0), *ver = cairn__col(s, 1);
         int p = cairn__object_present(st, "snapshot", ver, NULL, err);
         if (p < 0) {

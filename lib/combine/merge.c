@@ -313,11 +313,15 @@ static void report(merger *m, const char *kind, const char *name, const char *pr
     }
 }
 
-static void tick(merger *m)
+/* Objects are placed before any row names them: a stop here leaves
+ * unnamed objects only, which a rerun takes and gc removes. */
+static int tick(merger *m, cairn_error *err)
 {
     m->done++;
-    if (m->opts.progress && (m->done % 1024 == 0 || m->done == m->total))
-        m->opts.progress(m->opts.progress_userdata, m->done, m->total);
+    if (m->done % 1024 == 0 || m->done == m->total)
+        return cairn__progress(m->opts.progress, m->opts.progress_userdata, m->done, m->total,
+                               "merge", err);
+    return 0;
 }
 
 static int step_name(merger *m, sqlite3_stmt **sp, const char *sql, const char *name,
@@ -929,7 +933,8 @@ static int place_objects(merger *m, cairn_error *err)
                 r = place_blob(m, &m->layers[li], name, (uint64_t)sqlite3_column_int64(s, 2), err);
             else
                 r = place_snapshot(m, &m->layers[li], name, cairn__col(s, 2), err);
-            tick(m);
+            if (r == 0)
+                r = tick(m, err);
         }
         sqlite3_finalize(s);
         if (r < 0)

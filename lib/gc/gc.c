@@ -980,10 +980,13 @@ static int delta(gc_run *R)
 
 /* ---- the run ---------------------------------------------------------- */
 
-static void progress(gc_run *R, uint64_t done, uint64_t total)
+/* Called while objects are removed, their rows gone already: a stop leaves
+ * files no row names, which the next gc removes. */
+static int progress(gc_run *R, uint64_t done, uint64_t total)
 {
-    if (R->o.progress && (done % 256 == 0 || done == total))
-        R->o.progress(R->o.progress_userdata, done, total);
+    if (done % 256 == 0 || done == total)
+        return cairn__progress(R->o.progress, R->o.progress_userdata, done, total, "gc", R->err);
+    return 0;
 }
 
 static int cmp_ino(const void *a, const void *b, void *ud)
@@ -1111,7 +1114,7 @@ static int run(gc_run *R)
         R->stats.bytes_freed += o->size;
         report(R, kind_name(o->kind), d, o->size, soft[del[k]] == SOFT_GONE ? "policy"
                                                                             : "unreferenced");
-        progress(R, ++done, total);
+        r = progress(R, ++done, total);
     }
     for (size_t k = 0; r == 0 && k < n_orph; k++) {
         orphan *o = &orph[k];
@@ -1139,7 +1142,7 @@ static int run(gc_run *R)
         R->stats.files++;
         R->stats.bytes_freed += o->size;
         report(R, "file", name, o->size, "orphan file");
-        progress(R, ++done, total);
+        r = progress(R, ++done, total);
     }
     if (r == 0 && (locked || R->o.dry_run))
         r = sweep_active(R);

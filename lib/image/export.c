@@ -58,11 +58,13 @@ typedef struct out {
     uint64_t done, total;
 } out;
 
-static void progress(out *o, uint64_t n)
+/* A stop is an error like any other: DEST is built beside and never
+ * renamed into place. */
+static int progress(out *o, uint64_t n, cairn_error *err)
 {
     o->done += n;
-    if (o->opts->progress)
-        o->opts->progress(o->opts->progress_userdata, o->done, o->total);
+    return cairn__progress(o->opts->progress, o->opts->progress_userdata, o->done, o->total,
+                           "image export", err);
 }
 
 static int copy_fd(int in, int outfd)
@@ -196,8 +198,7 @@ static int put_buf(out *o, const char *digest, const void *buf, size_t len, cair
         if (r < 0)
             return r;
     }
-    progress(o, len);
-    return 0;
+    return progress(o, len, err);
 }
 
 /* A blob of the store, copied as it is. */
@@ -234,8 +235,7 @@ static int put_store_blob(out *o, const char *digest, int64_t size, cairn_error 
         if (r < 0)
             return r;
     }
-    progress(o, (uint64_t)size);
-    return 0;
+    return progress(o, (uint64_t)size, err);
 }
 
 /* A new temporary file for a layer: beside DEST for an archive (it is
@@ -277,7 +277,7 @@ static int layer_publish(out *o, int fd, int dfd, const char *tmp, const char *d
         r = layout_publish(o, fd, tmp, digest, err);
     }
     if (r == 0)
-        progress(o, size);
+        r = progress(o, size, err);
     return r;
 }
 

@@ -358,7 +358,7 @@ int cairn__fsck_images(cairn__fsck *f, cairn_error *err)
             if (f->opts.repair)
                 r = drop_row(st, in->name, err);
         }
-        cairn__fsck_tick(f);
+        (void)cairn__fsck_tick(f, err); /* a stop: at the end of the checker */
     }
     free(rows);
     return r;

@@ -90,6 +90,10 @@ CAIRN_INTERNAL int cairn__err_db(cairn_error *err, sqlite3 *db, int rc, const ch
  * fields an older caller does not have) means each field's default. */
 CAIRN_INTERNAL int cairn__opts_version(unsigned version, unsigned max, const char *what,
                                        cairn_error *err);
+/* Report progress to `fn` (may be NULL): 0 to go on, or CAIRN_E_USER (in
+ * err, naming `what`) when the callback asked to stop. */
+CAIRN_INTERNAL int cairn__progress(cairn_progress_fn fn, void *ud, uint64_t done, uint64_t total,
+                                   const char *what, cairn_error *err);
 
 /* ---- small helpers ---------------------------------------------------- */
 
