@@ -18,6 +18,7 @@ enum {
     EXIT_USAGE = 2,    /* bad command line */
     EXIT_PROBLEMS = 3, /* problems found and left: fsck, stack ls */
     EXIT_BUSY = 4,     /* another process held the state past CAIRN_WAIT; the message names it */
+    EXIT_INTERRUPTED = 130, /* stopped by Ctrl-C (128 + SIGINT, as a shell says) */
 };
 
 typedef struct cli {
@@ -72,9 +73,18 @@ typedef struct cli_progress {
     bool bytes;
     int64_t last_ns;
     bool drawn;
+    bool stoppable;
 } cli_progress;
 void cli_progress_init(cli_progress *p, cli *c, const char *label, bool bytes);
-void cli_progress_cb(void *ud, uint64_t done, uint64_t total);
+/* For an operation that stops when its progress callback says so: from now
+ * to cli_progress_done(), the first Ctrl-C makes cli_progress_cb() return
+ * non-zero (the library then fails with CAIRN_E_USER, cli_fail() exits
+ * EXIT_INTERRUPTED); a second one kills as usual. */
+void cli_progress_stoppable(cli_progress *p);
+int cli_progress_cb(void *ud, uint64_t done, uint64_t total);
+/* Clear the bar (before printing a line); it is drawn again by the next report. */
+void cli_progress_clear(cli_progress *p);
+/* The operation is over: clear the bar, Ctrl-C kills again. */
 void cli_progress_done(cli_progress *p);
 
 /* Sizes: "10GB", "512MiB", "1.5G", "1024"; percentages ("10%") of `fs_total`

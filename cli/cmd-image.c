@@ -68,6 +68,7 @@ static int cmd_import(cli *c, int argc, char **argv)
         return r;
     cli_progress p;
     cli_progress_init(&p, c, "import", true);
+    cli_progress_stoppable(&p);
     io.progress = cli_progress_cb;
     io.progress_userdata = &p;
     cairn_image_info in;
@@ -232,6 +233,7 @@ static int cmd_export(cli *c, int argc, char **argv)
         return r;
     cli_progress p;
     cli_progress_init(&p, c, "export", true);
+    cli_progress_stoppable(&p);
     eo.progress = cli_progress_cb;
     eo.progress_userdata = &p;
     cairn_error err = {0};

@@ -378,6 +378,7 @@ static int cmd_import(cli *c, int argc, char **argv)
     if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > (64 << 20)) {
         io.progress = cli_progress_cb;
         io.progress_userdata = &p;
+        cli_progress_stoppable(&p);
     }
     cairn_error err = {0};
     char chain[CAIRN_DIGEST_LEN + 1], diff[CAIRN_DIGEST_LEN + 1];
