@@ -267,20 +267,7 @@ static int key_alive(cairn_state *st, const char *key, cairn_error *err)
 {
     static const char sql[] = "SELECT 1 FROM cache_results WHERE key = ?1 UNION ALL "
                               "SELECT 1 FROM cache_links WHERE parent = ?1 LIMIT 1";
-    for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s;
-        int r = cairn__stmt(st, i, sql, &s, err);
-        if (r < 0)
-            return r;
-        sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
-        int rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc == SQLITE_ROW)
-            return 1;
-        if (rc != SQLITE_DONE)
-            return cairn__err_db(err, st->layers[i].db, rc, "record lookup");
-    }
-    return 0;
+    return cairn__layers_have(st, sql, key, NULL, err);
 }
 
 int cairn__record_prune(cairn_state *st, const char *const *keys, size_t n, cairn_error *err)
