@@ -151,8 +151,7 @@ static int link_objects(freezer *f, sqlite3 *db, size_t layer, bool prune, cairn
         int rc = sqlite3_prepare_v2(db, kinds[k].list, -1, &s, NULL);
         if (rc != SQLITE_OK)
             return cairn__err_db(err, db, rc, "freeze");
-        char **gone = NULL;
-        size_t n_gone = 0;
+        cairn__strv gone = {0}; /* rows whose object is missing */
         int r = 0;
         while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
             const char *name = cairn__col(s, 0);
@@ -162,33 +161,23 @@ static int link_objects(freezer *f, sqlite3 *db, size_t layer, bool prune, cairn
                 int t = tick(f, err);
                 r = t < 0 ? t : r;
             }
-            if (r == 1) {
-                r = 0;
-                char **ng = realloc(gone, (n_gone + 1) * sizeof(*ng));
-                if (!ng || !(ng[n_gone] = strdup(name))) {
-                    free(ng ? ng : gone);
-                    return cairn__err(err, -ENOMEM, "out of memory");
-                }
-                gone = ng;
-                n_gone++;
-            }
+            if (r == 1 && (r = cairn__strv_push(&gone, name)) < 0)
+                r = cairn__err(err, r, "out of memory");
         }
         if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
             r = cairn__err_db(err, db, rc, "freeze");
         _cleanup_stmt_ sqlite3_stmt *d = NULL;
-        if (r == 0 && n_gone && prune) {
+        if (r == 0 && gone.n && prune) {
             rc = sqlite3_prepare_v2(db, kinds[k].del, -1, &d, NULL);
-            for (size_t i = 0; rc == SQLITE_OK && i < n_gone; i++) {
-                sqlite3_bind_text(d, 1, gone[i], -1, SQLITE_STATIC);
+            for (size_t i = 0; rc == SQLITE_OK && i < gone.n; i++) {
+                sqlite3_bind_text(d, 1, gone.v[i], -1, SQLITE_STATIC);
                 rc = sqlite3_step(d) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
                 sqlite3_reset(d);
             }
             if (rc != SQLITE_OK)
                 r = cairn__err_db(err, db, rc, "freeze: drop rows of missing objects");
         }
-        for (size_t i = 0; i < n_gone; i++)
-            free(gone[i]);
-        free(gone);
+        cairn__strv_free(&gone);
         if (r < 0)
             return r;
     }
