@@ -903,8 +903,8 @@ static int build_db(session *s, const char *path, bool own, cairn_error *err)
         }
         /* own: the snapshots its own build on, from the lowers, so that the
          * state names no snapshot whose parent it lacks */
-        _cleanup_free_ char *uri = NULL;
-        if (asprintf(&uri, "file:%s?mode=ro&immutable=1", st->layers[i].db_path) < 0)
+        _cleanup_free_ char *uri = cairn__db_uri(st->layers[i].db_path, true);
+        if (!uri)
             return cairn__err(err, -ENOMEM, "out of memory");
         char *sql = sqlite3_mprintf("ATTACH %Q AS low", uri);
         r = db_exec(db, sql, "push: attach a lower", err);
