@@ -136,5 +136,13 @@ void cli_rm_init(cli_rm *r, cli *c, const char *kind);
 /* One item removed; `what` names the count (NULL: none). */
 void cli_rm_one(cli_rm *r, const char *name, const char *what, int count);
 void cli_rm_done(cli_rm *r);
+/* `rm` of each of names[0..n) by `rm` (cairn_blob_remove, ...), reported as
+ * above; EXIT_OK, or the exit code of the last failure. */
+int cli_rm_each(cli *c, cairn_state *st, const char *kind, char *const *names, int n,
+                int (*rm)(cairn_state *, const char *, cairn_error *));
+/* A whole `KIND rm NAME...` that takes only the common options: `expected`
+ * says what the names are when there is none ("one or more digests"). */
+int cli_rm_command(cli *c, int argc, char **argv, const char *kind, const char *expected,
+                   int (*rm)(cairn_state *, const char *, cairn_error *));
 
 #endif

@@ -202,18 +202,8 @@ static int cmd_rm(cli *c, int argc, char **argv)
     int r = cli_open(c, 0, &st);
     if (r)
         return r;
-    int rc = EXIT_OK;
-    cli_rm rm;
-    cli_rm_init(&rm, c, "snapshot");
-    for (int i = 0; i < argc - optind; i++) {
-        cairn_error err = {0};
-        if (cairn_snapshot_remove(st, pos[i], &err) < 0)
-            rc = cli_fail(c, &err);
-        else
-            cli_rm_one(&rm, pos[i], NULL, 0);
-    }
+    int rc = cli_rm_each(c, st, "snapshot", pos, argc - optind, cairn_snapshot_remove);
     cairn_state_free(st);
-    cli_rm_done(&rm);
     return rc;
 }
 
