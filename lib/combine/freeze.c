@@ -56,8 +56,10 @@ static int tick(freezer *f, cairn_error *err)
 static int count_objects(sqlite3 *db, uint64_t *n, cairn_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM blobs) + "
-                                    "(SELECT count(*) FROM snapshots)", -1, &s, NULL);
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT (SELECT count(*) FROM blobs) + "
+                                "(SELECT count(*) FROM snapshots)",
+                                -1, &s, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         *n += (uint64_t)sqlite3_column_int64(s, 0);
         return 0;
@@ -312,8 +314,8 @@ int cairn_freeze_with(const char *src_path, const char *dest, const cairn_freeze
         return cairn__err(err, -EINVAL, "freeze: a source and a destination are needed");
     cairn_freeze_options o = CAIRN_FREEZE_OPTIONS_INIT;
     if (opts) {
-        int r = cairn__opts_version(opts->version, CAIRN_FREEZE_OPTIONS_VERSION,
-                                    "freeze options", err);
+        int r =
+            cairn__opts_version(opts->version, CAIRN_FREEZE_OPTIONS_VERSION, "freeze options", err);
         if (r < 0)
             return r;
         o = *opts;

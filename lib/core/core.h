@@ -184,8 +184,8 @@ CAIRN_INTERNAL int cairn__exec_key(cairn_state *st, const char *sql, const char 
                                    cairn_error *err);
 /* Does any layer (0 first) hold a row for `sql` (a literal, ?1 = key)?
  * 1 (*layer, when not NULL, set to the first that does), 0, or < 0. */
-CAIRN_INTERNAL int cairn__layers_have(cairn_state *st, const char *sql, const char *key,
-                                      int *layer, cairn_error *err);
+CAIRN_INTERNAL int cairn__layers_have(cairn_state *st, const char *sql, const char *key, int *layer,
+                                      cairn_error *err);
 /* Run SQL without results on layer i. */
 CAIRN_INTERNAL int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err);
 /* Step a statement that returns no row (or whose rows are ignored); resets it. */

@@ -31,8 +31,8 @@ int cairn__fsck_tick(cairn__fsck *f, cairn_error *err)
 {
     f->done++;
     if (!f->stopped && (f->done % 256 == 0 || f->done == f->total))
-        f->stopped = cairn__progress(f->opts.progress, f->opts.progress_userdata, f->done,
-                                     f->total, "fsck", err);
+        f->stopped = cairn__progress(f->opts.progress, f->opts.progress_userdata, f->done, f->total,
+                                     "fsck", err);
     return f->stopped;
 }
 

@@ -104,7 +104,8 @@ int cairn__object_present(cairn_state *st, const char *kind, const char *name, i
     int r = cairn__layers_have(st, blob ? blob_sql : snap_sql, name, &i, err);
     if (r <= 0)
         return r;
-    int dfd = blob ? cairn__layer_blobfd(st, (size_t)i, NULL) : cairn__layer_snapfd(st, (size_t)i, NULL);
+    int dfd =
+        blob ? cairn__layer_blobfd(st, (size_t)i, NULL) : cairn__layer_snapfd(st, (size_t)i, NULL);
     struct stat sb;
     if (dfd < 0 || fstatat(dfd, cairn__digest_hex(name), &sb, AT_SYMLINK_NOFOLLOW) < 0)
         return 0; /* the row names a missing object: a miss */

@@ -341,7 +341,8 @@ static int mark_small_roots(gc_run *R)
         for (size_t k = 0; r == 0 && k + 1 < names.n; k += 2) {
             for (size_t li = 1; r == 0 && li < st->n_layers; li++) {
                 sqlite3_stmt *q;
-                r = cairn__stmt(st, li, !strcmp(names.v[k], "record") ? by_key : by_vol, &q, R->err);
+                r = cairn__stmt(st, li, !strcmp(names.v[k], "record") ? by_key : by_vol, &q,
+                                R->err);
                 if (r < 0)
                     break;
                 sqlite3_bind_text(q, 1, names.v[k + 1], -1, SQLITE_TRANSIENT);

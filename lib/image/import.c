@@ -109,7 +109,7 @@ typedef struct import {
     /* progress, shared by the threads */
     pthread_mutex_t lock;
     uint64_t done, total;
-    int stopped;              /* CAIRN_E_USER once the progress callback asked to stop */
+    int stopped; /* CAIRN_E_USER once the progress callback asked to stop */
 } import;
 
 static int add_doc(import *im, const cairn__oci_desc *d, const char *mt, char *buf, size_t len,

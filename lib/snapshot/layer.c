@@ -111,8 +111,8 @@ static int fill(importer *im)
         im->in_pos = 0;
         im->in_bytes += (uint64_t)n;
         if (n > 0) {
-            int r = cairn__progress(im->opts->progress, im->opts->progress_userdata,
-                                    im->in_bytes, 0, "layer import", im->err);
+            int r = cairn__progress(im->opts->progress, im->opts->progress_userdata, im->in_bytes,
+                                    0, "layer import", im->err);
             if (r < 0)
                 return r;
         }

@@ -162,8 +162,8 @@ int cairn__opts_version(unsigned version, unsigned max, const char *what, cairn_
     return 0;
 }
 
-int cairn__progress(cairn_progress_fn fn, void *ud, uint64_t done, uint64_t total,
-                    const char *what, cairn_error *err)
+int cairn__progress(cairn_progress_fn fn, void *ud, uint64_t done, uint64_t total, const char *what,
+                    cairn_error *err)
 {
     if (!fn || fn(ud, done, total) == 0)
         return 0;
