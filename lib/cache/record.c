@@ -85,28 +85,17 @@ int cairn_record_add_result(cairn_state *st, const char *key, cairn_result_kind 
     r = cairn__tx_begin(st, err);
     if (r < 0)
         goto out;
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, ins, &q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        goto out;
-    }
-    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, result, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, kname, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 4, created > 0 ? created : cairn__now());
-    r = cairn__step_done(st, 0, q, err);
-    int added = r == 0 && sqlite3_changes(st->layers[0].db) > 0;
+    int added = cairn__exec_args(st, err, ins, "sssi", key, result, kname,
+                                 (int64_t)(created > 0 ? created : cairn__now()));
     /* A (re)recorded result counts as a use: a gc running now sees it. */
-    if (r == 0)
-        r = cairn__usage_mark(st, kname, result, 0, err);
+    r = added < 0 ? added : cairn__usage_mark(st, kname, result, 0, err);
     if (r < 0) {
         cairn__tx_rollback(st);
         goto out;
     }
     r = cairn__tx_commit(st, err);
     if (r == 0)
-        r = added;
+        r = added > 0;
 out:
     cairn__unlock(st);
     return r;
