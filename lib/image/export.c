@@ -67,36 +67,6 @@ static int progress(out *o, uint64_t n, cairn_error *err)
                            "image export", err);
 }
 
-static int copy_fd(int in, int outfd)
-{
-    for (;;) {
-        ssize_t n = copy_file_range(in, NULL, outfd, NULL, 1u << 30, 0);
-        if (n == 0)
-            return 0;
-        if (n > 0)
-            continue;
-        if (errno == EINTR)
-            continue;
-        if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS)
-            return -errno;
-        break;
-    }
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return 0;
-        int r = cairn__write_all(outfd, buf, (size_t)n);
-        if (r < 0)
-            return r;
-    }
-}
-
 /* Layout: a new file in blobs/sha256 under a temporary name; publish with
  * layout_publish (fsync, rename). */
 static int layout_tmp(out *o, char *name, size_t size, cairn_error *err)
@@ -226,7 +196,7 @@ static int put_store_blob(out *o, const char *digest, int64_t size, cairn_error 
         _cleanup_close_ int fd = layout_tmp(o, tmp, sizeof(tmp), err);
         if (fd < 0)
             return fd;
-        r = copy_fd(in, fd);
+        r = cairn__copy_fd(in, fd, (off_t)size);
         if (r < 0) {
             unlinkat(o->blobfd, tmp, 0);
             return cairn__err(err, r, "%s/%s: copy: %m", o->dest, path);

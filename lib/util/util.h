@@ -156,6 +156,10 @@ CAIRN_INTERNAL int cairn__rm_rf_at(int dirfd, const char *name);
  * -errno. `how`: 0 any, 'l' link only, 'r' reflink or copy, 'c' copy. */
 CAIRN_INTERNAL int cairn__clone_file_at(int srcdirfd, const char *src, int dstdirfd,
                                         const char *dst, int how);
+/* Copy from in's offset to its end into out: copy_file_range for `size`
+ * bytes (the length expected), then read and write for what is left, or
+ * all of it where the kernel cannot. 0 or -errno. */
+CAIRN_INTERNAL int cairn__copy_fd(int in, int out, off_t size);
 
 /* A text column, "" for NULL. */
 static inline const char *cairn__col(sqlite3_stmt *s, int i)
