@@ -434,29 +434,10 @@ int cairn_record_add_link(cairn_state *st, const char *parent, const cairn_recor
     r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
-    r = cairn__tx_begin(st, err);
-    if (r < 0) {
-        cairn__unlock(st);
-        return r;
-    }
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, ins, &q, err);
-    if (r == 0) {
-        sqlite3_bind_text(q, 1, parent, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, link->input);
-        sqlite3_bind_int64(q, 3, link->output);
-        sqlite3_bind_text(q, 4, link->op, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 5, link->selector, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 6, child, -1, SQLITE_STATIC);
-        r = cairn__step_done(st, 0, q, err);
-    }
-    int added = r == 0 && sqlite3_changes(st->layers[0].db) > 0;
-    if (r == 0)
-        r = cairn__tx_commit(st, err);
-    else
-        cairn__tx_rollback(st);
+    r = cairn__exec_args(st, err, ins, "siisss", parent, (int64_t)link->input,
+                         (int64_t)link->output, link->op, link->selector, child);
     cairn__unlock(st);
-    return r < 0 ? r : added;
+    return r < 0 ? r : r > 0;
 }
 
 struct link_ctx {
