@@ -213,28 +213,9 @@ static int freeze_into(freezer *f, const char *new_id, cairn_error *err)
     if (asprintf(&dbpath, "%s/db/%s.sqlite", f->side, new_id) < 0)
         return cairn__err(err, -ENOMEM, "out of memory");
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(dbpath, &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXCLUSIVE,
-                             NULL);
-    if (rc != SQLITE_OK) {
-        r = cairn__err_db(err, db, rc, "freeze: create the copy's database");
-        sqlite3_close(db);
-        return r;
-    }
-    sqlite3_backup *b = sqlite3_backup_init(db, "main", src->layers[0].db, "main");
-    if (!b) {
-        r = cairn__err_db(err, db, sqlite3_errcode(db), "freeze: backup");
-        sqlite3_close(db);
-        return r;
-    }
-    rc = sqlite3_backup_step(b, -1);
-    int rc2 = sqlite3_backup_finish(b);
-    if (rc != SQLITE_DONE || rc2 != SQLITE_OK) {
-        r = cairn__err_db(err, db, rc != SQLITE_DONE ? rc : rc2, NULL);
-        r = cairn__err_prefix(err, r, "freeze: copy the database of %s", src->path);
-        sqlite3_close(db);
-        return r;
-    }
+    r = cairn__db_copy(src->layers[0].db, dbpath, &db, err);
+    if (r < 0)
+        return cairn__err_prefix(err, r, "freeze %s", src->path);
     char *sql = sqlite3_mprintf(
         "PRAGMA journal_mode = DELETE;"
         "BEGIN;"

@@ -302,6 +302,34 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
     return 0;
 }
 
+int cairn__db_copy(sqlite3 *src, const char *path, sqlite3 **out, cairn_error *err)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXCLUSIVE,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        int r = cairn__err_db(err, db, rc, "create the copy's database");
+        sqlite3_close(db);
+        return r;
+    }
+    sqlite3_backup *b = sqlite3_backup_init(db, "main", src, "main");
+    if (!b) {
+        int r = cairn__err_db(err, db, sqlite3_errcode(db), "backup");
+        sqlite3_close(db);
+        return r;
+    }
+    rc = sqlite3_backup_step(b, -1);
+    int rc2 = sqlite3_backup_finish(b);
+    if (rc != SQLITE_DONE || rc2 != SQLITE_OK) {
+        int r = cairn__err_db(err, db, rc != SQLITE_DONE ? rc : rc2, "copy the database");
+        sqlite3_close(db);
+        return r;
+    }
+    *out = db;
+    return 0;
+}
+
 char *cairn__db_uri(const char *path, bool immutable)
 {
     size_t n = strlen(path);
