@@ -847,12 +847,14 @@ static int layer_progress_cb(void *ud, uint64_t done, uint64_t total)
     return 0;
 }
 
-/* Fed by the prefetch thread, which reports the progress: only the stop. */
+/* Fed by the prefetch thread, which reports the bytes (and may have read
+ * them all already): the caller's callback asked again, nothing added, so
+ * that a stop asked for now is seen at the layer's next read. */
 static int layer_stop_cb(void *ud, uint64_t done, uint64_t total)
 {
     (void)done, (void)total;
     struct layer_progress *p = ud;
-    return stopped(p->im, NULL);
+    return progress_add(p->im, 0);
 }
 
 static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Ctrl-C: a long command (freeze, merge, gc, image import) stopped by a
+# Ctrl-C: a long command (freeze, merge, gc) stopped by a
 # SIGINT stops at its next progress report, says so, exits 130, and leaves
 # its state as valid as a crash there would: freeze leaves no DEST and
 # nothing beside it; merge leaves the sources as they were and a DEST a
 # rerun completes; gc leaves only files no row names, which the next gc
 # removes. The SIGINT comes from the fault shim at a sync of the command
-# (a point it always reaches before its last report), so no timing is
-# involved. Also: freeze draws a progress bar on a terminal, none when piped.
+# (a point it always reaches before its last report, in one thread), so
+# no timing is involved. (Image import overlaps its phases in threads: no
+# sync comes surely before its last report; unit-engine stops it through
+# the callback.) Also: freeze draws a progress bar on a terminal, none when piped.
 source "$(dirname "$0")/lib.sh"
 SHIM=${FAULT_SHIM:?FAULT_SHIM must name the fault shim}
 # Under ASan the shim is not first in the link order; that is fine here.
@@ -58,6 +60,10 @@ fsck_clean "$T/m"
 
 step "gc, interrupted: only unnamed files left, and the next gc removes them"
 cp -a "$T/s" "$T/g"
+# A day old: gc keeps what was used in the seconds before it.
+gid=$(sed -n 's/^id=//p' "$T/g/cairn-state")
+sqlite3 "$T/g/db/$gid.sqlite" "UPDATE blobs SET created = created - 86400;
+    UPDATE usage SET last_used = last_used - 86400"
 interrupted fdatasync:1:int cairn -C "$T/g" gc --grace 0
 rc=0
 cairn -C "$T/g" fsck >"$T/fsck.out" || rc=$?
@@ -70,19 +76,4 @@ cairn -C "$T/g" gc --grace 0 >/dev/null
 fsck_clean "$T/g"
 [ "$(cairn -C "$T/g" blob ls | wc -l)" = 0 ] || die "gc kept blobs no root holds"
 
-step "image import, interrupted: no image, no active snapshot, the state clean"
-# One layer of 8 MiB: read in several pieces, so a report comes after the sync.
-umoci init --layout "$T/lay" >/dev/null
-umoci new --image "$T/lay:img" >/dev/null
-umoci unpack --image "$T/lay:img" "$T/bundle" >/dev/null
-for i in 1 2 3 4 5 6 7 8; do head -c $((1 << 20)) /dev/urandom >"$T/bundle/rootfs/r$i"; done
-umoci repack --image "$T/lay:img" "$T/bundle" >/dev/null
-cairn init "$T/i" >/dev/null
-interrupted fdatasync:1:int cairn -C "$T/i" image import "$T/lay:img"
-[ -z "$(cairn -C "$T/i" image ls -q 2>/dev/null | grep img)" ] || die "an interrupted import recorded its image"
-[ -z "$(ls "$T/i/active")" ] || die "an interrupted import left an active snapshot"
-fsck_clean "$T/i"
-cairn -C "$T/i" image import "$T/lay:img" >/dev/null
-cairn -C "$T/i" image ls | grep -q img || die "the rerun import recorded no image"
-fsck_clean "$T/i"
 echo ok
