@@ -18,6 +18,7 @@ enum {
     EXIT_USAGE = 2,    /* bad command line */
     EXIT_PROBLEMS = 3, /* problems found and left: fsck, stack ls */
     EXIT_BUSY = 4,     /* another process held the state past CAIRN_WAIT; the message names it */
+    EXIT_INTERRUPTED = 130, /* stopped by Ctrl-C (128 + SIGINT, as a shell says) */
 };
 
 typedef struct cli {
@@ -72,9 +73,18 @@ typedef struct cli_progress {
     bool bytes;
     int64_t last_ns;
     bool drawn;
+    bool stoppable;
 } cli_progress;
 void cli_progress_init(cli_progress *p, cli *c, const char *label, bool bytes);
-void cli_progress_cb(void *ud, uint64_t done, uint64_t total);
+/* For an operation that stops when its progress callback says so: from now
+ * to cli_progress_done(), the first Ctrl-C makes cli_progress_cb() return
+ * non-zero (the library then fails with CAIRN_E_USER, cli_fail() exits
+ * EXIT_INTERRUPTED); a second one kills as usual. */
+void cli_progress_stoppable(cli_progress *p);
+int cli_progress_cb(void *ud, uint64_t done, uint64_t total);
+/* Clear the bar (before printing a line); it is drawn again by the next report. */
+void cli_progress_clear(cli_progress *p);
+/* The operation is over: clear the bar, Ctrl-C kills again. */
 void cli_progress_done(cli_progress *p);
 
 /* Sizes: "10GB", "512MiB", "1.5G", "1024"; percentages ("10%") of `fs_total`
@@ -127,5 +137,13 @@ void cli_rm_init(cli_rm *r, cli *c, const char *kind);
 /* One item removed; `what` names the count (NULL: none). */
 void cli_rm_one(cli_rm *r, const char *name, const char *what, int count);
 void cli_rm_done(cli_rm *r);
+/* `rm` of each of names[0..n) by `rm` (cairn_blob_remove, ...), reported as
+ * above; EXIT_OK, or the exit code of the last failure. */
+int cli_rm_each(cli *c, cairn_state *st, const char *kind, char *const *names, int n,
+                int (*rm)(cairn_state *, const char *, cairn_error *));
+/* A whole `KIND rm NAME...` that takes only the common options: `expected`
+ * says what the names are when there is none ("one or more digests"). */
+int cli_rm_command(cli *c, int argc, char **argv, const char *kind, const char *expected,
+                   int (*rm)(cairn_state *, const char *, cairn_error *));
 
 #endif

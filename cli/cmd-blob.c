@@ -378,28 +378,7 @@ static int cmd_stat(cli *c, int argc, char **argv)
 
 static int cmd_rm(cli *c, int argc, char **argv)
 {
-    int r0 = cli_common_only(c, argc, argv);
-    if (r0 >= 0)
-        return r0;
-    if (argc - optind < 1)
-        return cli_usage_error(c, "expected one or more digests");
-    cairn_state *st = NULL;
-    int r = cli_open(c, 0, &st);
-    if (r)
-        return r;
-    int rc = EXIT_OK;
-    cli_rm rm;
-    cli_rm_init(&rm, c, "blob");
-    for (int i = optind; i < argc; i++) {
-        cairn_error err = {0};
-        if (cairn_blob_remove(st, argv[i], &err) < 0)
-            rc = cli_fail(c, &err);
-        else
-            cli_rm_one(&rm, argv[i], NULL, 0);
-    }
-    cairn_state_free(st);
-    cli_rm_done(&rm);
-    return rc;
+    return cli_rm_command(c, argc, argv, "blob", "one or more digests", cairn_blob_remove);
 }
 
 static int cmd_label(cli *c, int argc, char **argv)

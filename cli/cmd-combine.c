@@ -46,7 +46,15 @@ static int cmd_freeze(cli *c, int argc, char **argv)
     cairn_error err = {0};
     cairn_merge_stats st = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
-    if (cairn_freeze(src, dest, &st, id, &err) < 0)
+    cli_progress p;
+    cli_progress_init(&p, c, "freeze", false);
+    cli_progress_stoppable(&p);
+    cairn_freeze_options fo = CAIRN_FREEZE_OPTIONS_INIT;
+    fo.progress = cli_progress_cb;
+    fo.progress_userdata = &p;
+    r = cairn_freeze_with(src, dest, &fo, &st, id, &err);
+    cli_progress_done(&p);
+    if (r < 0)
         return cli_fail(c, &err);
     if (c->json) {
         json_t *o = stats_json(&st);
@@ -226,6 +234,7 @@ static int cmd_merge(cli *c, int argc, char **argv)
     mo.problem_userdata = &x;
     cli_progress p;
     cli_progress_init(&p, c, "merge", false);
+    cli_progress_stoppable(&p);
     mo.progress = cli_progress_cb;
     mo.progress_userdata = &p;
     cairn_error err = {0};
@@ -318,6 +327,7 @@ static int cmd_flatten(cli *c, int argc, char **argv)
     cairn_merge_stats st = {0};
     cli_progress p;
     cli_progress_init(&p, c, "flatten", false);
+    cli_progress_stoppable(&p);
     mo.progress = cli_progress_cb;
     mo.progress_userdata = &p;
     int r = cairn_flatten(dir, &mo, &st, &err);

@@ -24,7 +24,7 @@ static void gc_item(void *ud, const cairn_gc_item *it)
     }
     if (o->c->quiet)
         return;
-    cli_progress_done(o->p);
+    cli_progress_clear(o->p);
     char h[32];
     printf("%s %s %s %s (%s)\n", o->dry ? "would remove" : "removed", it->kind, it->name,
            it->size ? cli_human(it->size, h, sizeof(h)) : "-", it->reason);
@@ -161,6 +161,7 @@ static int cmd_gc(cli *c, int argc, char **argv)
         return r;
     cli_progress p;
     cli_progress_init(&p, c, "gc", false);
+    cli_progress_stoppable(&p);
     go.progress = cli_progress_cb;
     go.progress_userdata = &p;
     struct gc_out o = {c, c->json ? json_array() : NULL, go.dry_run != 0, &p};

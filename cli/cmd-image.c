@@ -68,6 +68,7 @@ static int cmd_import(cli *c, int argc, char **argv)
         return r;
     cli_progress p;
     cli_progress_init(&p, c, "import", true);
+    cli_progress_stoppable(&p);
     io.progress = cli_progress_cb;
     io.progress_userdata = &p;
     cairn_image_info in;
@@ -159,28 +160,7 @@ static int cmd_show(cli *c, int argc, char **argv)
 
 static int cmd_rm(cli *c, int argc, char **argv)
 {
-    int r0 = cli_common_only(c, argc, argv);
-    if (r0 >= 0)
-        return r0;
-    if (argc - optind < 1)
-        return cli_usage_error(c, "expected one or more image names");
-    cairn_state *st = NULL;
-    int r = cli_open(c, 0, &st);
-    if (r)
-        return r;
-    int rc = EXIT_OK;
-    cli_rm rm;
-    cli_rm_init(&rm, c, "image");
-    for (int i = optind; i < argc; i++) {
-        cairn_error err = {0};
-        if (cairn_image_remove(st, argv[i], &err) < 0)
-            rc = cli_fail(c, &err);
-        else
-            cli_rm_one(&rm, argv[i], NULL, 0);
-    }
-    cairn_state_free(st);
-    cli_rm_done(&rm);
-    return rc;
+    return cli_rm_command(c, argc, argv, "image", "one or more image names", cairn_image_remove);
 }
 
 static int cmd_export(cli *c, int argc, char **argv)
@@ -232,6 +212,7 @@ static int cmd_export(cli *c, int argc, char **argv)
         return r;
     cli_progress p;
     cli_progress_init(&p, c, "export", true);
+    cli_progress_stoppable(&p);
     eo.progress = cli_progress_cb;
     eo.progress_userdata = &p;
     cairn_error err = {0};

@@ -156,18 +156,8 @@ static int cmd_rm(cli *c, int argc, char **argv)
     cairn_state *st = NULL;
     if ((r = cli_open(c, 0, &st)))
         return r;
-    int rc = EXIT_OK;
-    cli_rm rm;
-    cli_rm_init(&rm, c, "lease");
-    for (int i = optind; i < argc; i++) {
-        cairn_error err = {0};
-        if (cairn_lease_remove(st, argv[i], &err) < 0)
-            rc = cli_fail(c, &err);
-        else
-            cli_rm_one(&rm, argv[i], NULL, 0);
-    }
+    int rc = cli_rm_each(c, st, "lease", argv + optind, argc - optind, cairn_lease_remove);
     cairn_state_free(st);
-    cli_rm_done(&rm);
     return rc;
 }
 

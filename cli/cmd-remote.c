@@ -133,28 +133,7 @@ static int cmd_remote_ls(cli *c, int argc, char **argv)
 
 static int cmd_remote_rm(cli *c, int argc, char **argv)
 {
-    int r0 = cli_common_only(c, argc, argv);
-    if (r0 >= 0)
-        return r0;
-    if (argc - optind < 1)
-        return cli_usage_error(c, "expected at least one NAME");
-    cairn_state *st = NULL;
-    int r = cli_open(c, 0, &st);
-    if (r)
-        return r;
-    cli_rm rm;
-    cli_rm_init(&rm, c, "remote");
-    int rc = EXIT_OK;
-    for (int i = optind; i < argc; i++) {
-        cairn_error err = {0};
-        if (cairn_remote_remove(st, argv[i], &err) < 0)
-            rc = cli_fail(c, &err);
-        else
-            cli_rm_one(&rm, argv[i], NULL, 0);
-    }
-    cli_rm_done(&rm);
-    cairn_state_free(st);
-    return rc;
+    return cli_rm_command(c, argc, argv, "remote", "at least one NAME", cairn_remote_remove);
 }
 
 /* ---- push, pull ------------------------------------------------------- */

@@ -202,18 +202,8 @@ static int cmd_rm(cli *c, int argc, char **argv)
     int r = cli_open(c, 0, &st);
     if (r)
         return r;
-    int rc = EXIT_OK;
-    cli_rm rm;
-    cli_rm_init(&rm, c, "snapshot");
-    for (int i = 0; i < argc - optind; i++) {
-        cairn_error err = {0};
-        if (cairn_snapshot_remove(st, pos[i], &err) < 0)
-            rc = cli_fail(c, &err);
-        else
-            cli_rm_one(&rm, pos[i], NULL, 0);
-    }
+    int rc = cli_rm_each(c, st, "snapshot", pos, argc - optind, cairn_snapshot_remove);
     cairn_state_free(st);
-    cli_rm_done(&rm);
     return rc;
 }
 
@@ -378,6 +368,7 @@ static int cmd_import(cli *c, int argc, char **argv)
     if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > (64 << 20)) {
         io.progress = cli_progress_cb;
         io.progress_userdata = &p;
+        cli_progress_stoppable(&p);
     }
     cairn_error err = {0};
     char chain[CAIRN_DIGEST_LEN + 1], diff[CAIRN_DIGEST_LEN + 1];

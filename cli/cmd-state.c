@@ -102,7 +102,7 @@ static void fsck_problem(void *ud, const cairn_fsck_problem *p)
                                         "action", p->action));
         return;
     }
-    cli_progress_done(o->p);
+    cli_progress_clear(o->p);
     printf("%s %s: %s%s%s%s%s\n", p->kind, p->name, p->problem, p->detail[0] ? ": " : "",
            p->detail, p->action[0] ? " -> " : "", p->action);
 }
@@ -141,6 +141,7 @@ static int cmd_fsck(cli *c, int argc, char **argv)
         return r;
     cli_progress p;
     cli_progress_init(&p, c, "fsck", false);
+    cli_progress_stoppable(&p);
     fo.progress = cli_progress_cb;
     fo.progress_userdata = &p;
     struct fsck_out o = {c, c->json ? json_array() : NULL, &p, 0};

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,8 +132,11 @@ int cli_usage_error(cli *c, const char *fmt, ...)
 
 int cli_fail(cli *c, const cairn_error *err)
 {
-    fprintf(stderr, "cairn %s: %s\n", c->cmd ? c->cmd : "",
+    fprintf(stderr, "cairn %s: %s%s\n", c->cmd ? c->cmd : "",
+            err->code == CAIRN_E_USER ? "interrupted: " : "",
             err->message[0] ? err->message : cairn_strerror(err->code));
+    if (err->code == CAIRN_E_USER)
+        return EXIT_INTERRUPTED;
     return err->code == CAIRN_E_BUSY ? EXIT_BUSY : EXIT_FAIL;
 }
 
@@ -197,14 +201,33 @@ void cli_progress_init(cli_progress *p, cli *c, const char *label, bool bytes)
     p->bytes = bytes;
 }
 
-void cli_progress_cb(void *ud, uint64_t done, uint64_t total)
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    interrupted = sig;
+}
+
+void cli_progress_stoppable(cli_progress *p)
+{
+    /* SA_RESETHAND: a second Ctrl-C kills. SA_RESTART: a call blocked in
+     * the library goes on; the next progress report stops it. */
+    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESETHAND | SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    interrupted = 0;
+    sigaction(SIGINT, &sa, NULL);
+    p->stoppable = true;
+}
+
+int cli_progress_cb(void *ud, uint64_t done, uint64_t total)
 {
     cli_progress *p = ud;
-    if (!p->c->tty || p->c->quiet)
-        return;
+    int stop = p->stoppable && interrupted;
+    if (!p->c->tty || p->c->quiet || stop)
+        return stop;
     int64_t now = mono_ns();
     if (p->drawn && now - p->last_ns < 100000000 && done != total)
-        return;
+        return 0;
     p->last_ns = now;
     p->drawn = true;
     char a[32], b[32];
@@ -226,12 +249,21 @@ void cli_progress_cb(void *ud, uint64_t done, uint64_t total)
         fprintf(stderr, "\r%s %s ", p->label, a);
     }
     fflush(stderr);
+    return 0;
+}
+
+void cli_progress_clear(cli_progress *p)
+{
+    if (p->drawn)
+        fprintf(stderr, "\r\033[K");
 }
 
 void cli_progress_done(cli_progress *p)
 {
-    if (p->drawn)
-        fprintf(stderr, "\r\033[K");
+    cli_progress_clear(p);
+    if (p->stoppable)
+        signal(SIGINT, SIG_DFL);
+    p->stoppable = false;
 }
 
 int main(int argc, char **argv)

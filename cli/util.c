@@ -146,3 +146,36 @@ void cli_rm_done(cli_rm *r)
         cli_json_print(json_pack("{s:o}", "removed", r->list));
     r->list = NULL;
 }
+
+int cli_rm_each(cli *c, cairn_state *st, const char *kind, char *const *names, int n,
+                int (*rm)(cairn_state *, const char *, cairn_error *))
+{
+    int rc = EXIT_OK;
+    cli_rm r;
+    cli_rm_init(&r, c, kind);
+    for (int i = 0; i < n; i++) {
+        cairn_error err = {0};
+        if (rm(st, names[i], &err) < 0)
+            rc = cli_fail(c, &err);
+        else
+            cli_rm_one(&r, names[i], NULL, 0);
+    }
+    cli_rm_done(&r);
+    return rc;
+}
+
+int cli_rm_command(cli *c, int argc, char **argv, const char *kind, const char *expected,
+                   int (*rm)(cairn_state *, const char *, cairn_error *))
+{
+    int r = cli_common_only(c, argc, argv);
+    if (r >= 0)
+        return r;
+    if (argc - optind < 1)
+        return cli_usage_error(c, "expected %s", expected);
+    cairn_state *st = NULL;
+    if ((r = cli_open(c, 0, &st)))
+        return r;
+    r = cli_rm_each(c, st, kind, argv + optind, argc - optind, rm);
+    cairn_state_free(st);
+    return r;
+}

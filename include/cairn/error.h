@@ -39,7 +39,8 @@ enum {
     CAIRN_E_TRUNCATED = -10012, /* input ended before it was complete */
     CAIRN_E_BUSY = -10013,      /* another process held the state (its lock or its database)
                                  * past the wait (cairn_state_set_timeout()) */
-    CAIRN_E_LAST = -10014,
+    CAIRN_E_USER = -10014,      /* a callback of the caller returned non-zero: stopped */
+    CAIRN_E_LAST = -10015,
 };
 
 #define CAIRN_ERROR_MESSAGE_MAX 1024

@@ -47,7 +47,8 @@ typedef struct cairn_gc_options {
     int64_t max_used;      /* bytes; 0: not set (1 evicts every record not kept otherwise) */
     int64_t min_free;      /* bytes; 0: not set */
     int64_t reserved;      /* bytes; 0: not set */
-    cairn_progress_fn progress; /* objects removed of those to remove, or NULL */
+    cairn_progress_fn progress; /* objects removed of those to remove, or NULL; a stop
+                                 * leaves files no row names, the next gc's to remove */
     void *progress_userdata;
 } cairn_gc_options;
 #define CAIRN_GC_OPTIONS_VERSION 1

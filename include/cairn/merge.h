@@ -68,7 +68,8 @@ typedef struct cairn_merge_options {
     int background;       /* flatten: short transactions, never block a writer for long */
     cairn_merge_problem_fn problem;
     void *problem_userdata;
-    cairn_progress_fn progress; /* objects placed of the total */
+    cairn_progress_fn progress; /* objects placed of the total; non-zero stops (CAIRN_E_USER):
+                                 * no row is in yet, a rerun completes */
     void *progress_userdata;
     /* MOVE: a source's active snapshots and leases are local (never merged)
      * and go with the source; the merge is refused while a source holds any
@@ -84,6 +85,20 @@ typedef struct cairn_merge_options {
  * `out_id` (CAIRN_STATE_ID_LEN + 1, or NULL) receives the new id. */
 CAIRN_EXPORT int cairn_freeze(const char *src, const char *dest, cairn_merge_stats *stats,
                               char *out_id, cairn_error *err);
+
+typedef struct cairn_freeze_options {
+    unsigned version;           /* CAIRN_FREEZE_OPTIONS_VERSION */
+    cairn_progress_fn progress; /* objects linked of the total; non-zero stops (CAIRN_E_USER) */
+    void *progress_userdata;
+} cairn_freeze_options;
+#define CAIRN_FREEZE_OPTIONS_VERSION 1
+#define CAIRN_FREEZE_OPTIONS_INIT {.version = CAIRN_FREEZE_OPTIONS_VERSION}
+
+/* cairn_freeze() with options (NULL: the defaults). Stopped by its progress
+ * callback, or failing anywhere, it leaves `dest` as it was. */
+CAIRN_EXPORT int cairn_freeze_with(const char *src, const char *dest,
+                                   const cairn_freeze_options *opts, cairn_merge_stats *stats,
+                                   char *out_id, cairn_error *err);
 
 /* Merge the states `srcs[0..n)` (each may be a stack: its whole union is
  * taken) into `dest`, created when missing. A source of a newer format or

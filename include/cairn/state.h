@@ -40,8 +40,13 @@ enum {
 };
 
 /* Progress of a long operation: `done` of `total` units (bytes or objects,
- * as the operation documents); total is 0 when unknown. */
-typedef void (*cairn_progress_fn)(void *userdata, uint64_t done, uint64_t total);
+ * as the operation documents); total is 0 when unknown. Return 0 to go on;
+ * anything else stops the operation (merge, freeze, flatten, gc, fsck,
+ * image import and export, layer import) at its next safe point, and it
+ * fails with CAIRN_E_USER, leaving the state as valid as a crash there would
+ * (its staging removed, nothing half-written that a row names). Remote push
+ * and pull report through it but do not stop yet. */
+typedef int (*cairn_progress_fn)(void *userdata, uint64_t done, uint64_t total);
 
 /* Create a state at `path` (created if missing, must be empty or an
  * overlayfs view of states: see docs/DESIGN.md). Creating a state over one

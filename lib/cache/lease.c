@@ -42,40 +42,6 @@ static int check_resource(const char *kind, const char *name, cairn_error *err)
     return 0;
 }
 
-/* Run one statement on layer 0 in a transaction; returns changes or < 0. */
-static int exec1(cairn_state *st, const char *sql, const char *a, const char *b, const char *c,
-                 int64_t x, int64_t y, cairn_error *err)
-{
-    int r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, sql, &q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    int i = 1;
-    if (a)
-        sqlite3_bind_text(q, i++, a, -1, SQLITE_TRANSIENT);
-    if (b)
-        sqlite3_bind_text(q, i++, b, -1, SQLITE_TRANSIENT);
-    if (c)
-        sqlite3_bind_text(q, i++, c, -1, SQLITE_TRANSIENT);
-    if (i <= sqlite3_bind_parameter_count(q))
-        sqlite3_bind_int64(q, i++, x);
-    if (i <= sqlite3_bind_parameter_count(q))
-        sqlite3_bind_int64(q, i++, y);
-    r = cairn__step_done(st, 0, q, err);
-    int changes = sqlite3_changes(st->layers[0].db);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    r = cairn__tx_commit(st, err);
-    return r < 0 ? r : changes;
-}
-
 /* When a lease of `ttl` seconds taken at `now` expires: 0 (never) for no
  * ttl; a ttl past the end of time saturates rather than wrap negative
  * (an expiry in the past would let gc take what the lease holds). */
@@ -108,7 +74,7 @@ int cairn_lease_create(cairn_state *st, const char *id, int64_t ttl, char *out_i
     static const char sql[] = "INSERT INTO leases(id, created, expires) VALUES (?, ?, ?) "
                               "ON CONFLICT(id) DO NOTHING";
     int64_t now = cairn__now();
-    r = exec1(st, sql, id, NULL, NULL, now, expiry(now, ttl), err);
+    r = cairn__exec_args(st, err, sql, "sii", id, now, expiry(now, ttl));
     if (r < 0)
         return r;
     if (r == 0)
@@ -129,7 +95,7 @@ int cairn_lease_renew(cairn_state *st, const char *id, int64_t ttl, cairn_error 
     r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
-    r = exec1(st, sql, id, NULL, NULL, expiry(cairn__now(), ttl), 0, err);
+    r = cairn__exec_args(st, err, sql, "si", id, expiry(cairn__now(), ttl));
     cairn__unlock(st);
     if (r == 0)
         return cairn__err(err, -ENOENT, "lease %s: not found", id);
@@ -142,7 +108,7 @@ int cairn_lease_remove(cairn_state *st, const char *id, cairn_error *err)
     if (r < 0)
         return r;
     static const char sql[] = "DELETE FROM leases WHERE id = ?";
-    r = exec1(st, sql, id, NULL, NULL, 0, 0, err);
+    r = cairn__exec_args(st, err, sql, "s", id);
     if (r == 0)
         return cairn__err(err, -ENOENT, "lease %s: not found", id);
     return r < 0 ? r : 0;
@@ -180,7 +146,7 @@ int cairn_lease_add(cairn_state *st, const char *id, const char *kind, const cha
             r = cairn__err_db(err, st->layers[0].db, rc, "lease lookup");
     }
     if (r == 0)
-        r = exec1(st, sql, id, kind, name, 0, 0, err);
+        r = cairn__exec_args(st, err, sql, "sss", id, kind, name);
     if (r >= 0) {
         int c = cairn__tx_commit(st, err);
         if (c < 0)
@@ -201,7 +167,7 @@ int cairn_lease_remove_resource(cairn_state *st, const char *id, const char *kin
     if (r < 0)
         return r;
     static const char sql[] = "DELETE FROM lease_resources WHERE lease = ? AND kind = ? AND name = ?";
-    r = exec1(st, sql, id, kind, name, 0, 0, err);
+    r = cairn__exec_args(st, err, sql, "sss", id, kind, name);
     return r < 0 ? r : (r > 0);
 }
 
@@ -370,7 +336,7 @@ int cairn__fsck_leases(cairn__fsck *f, cairn_error *err)
             r = cairn__err(err, -ENOMEM, "out of memory");
             break;
         }
-        int c = exec1(st, del, bad[i], bad[i + 1], bad[i + 2], 0, 0, err);
+        int c = cairn__exec_args(st, err, del, "sss", bad[i], bad[i + 1], bad[i + 2]);
         r = c < 0 ? c : 0;
     }
     for (size_t i = 0; i < n; i++)

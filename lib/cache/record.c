@@ -85,28 +85,17 @@ int cairn_record_add_result(cairn_state *st, const char *key, cairn_result_kind 
     r = cairn__tx_begin(st, err);
     if (r < 0)
         goto out;
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, ins, &q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        goto out;
-    }
-    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, result, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, kname, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 4, created > 0 ? created : cairn__now());
-    r = cairn__step_done(st, 0, q, err);
-    int added = r == 0 && sqlite3_changes(st->layers[0].db) > 0;
+    int added = cairn__exec_args(st, err, ins, "sssi", key, result, kname,
+                                 (int64_t)(created > 0 ? created : cairn__now()));
     /* A (re)recorded result counts as a use: a gc running now sees it. */
-    if (r == 0)
-        r = cairn__usage_mark(st, kname, result, 0, err);
+    r = added < 0 ? added : cairn__usage_mark(st, kname, result, 0, err);
     if (r < 0) {
         cairn__tx_rollback(st);
         goto out;
     }
     r = cairn__tx_commit(st, err);
     if (r == 0)
-        r = added;
+        r = added > 0;
 out:
     cairn__unlock(st);
     return r;
@@ -267,20 +256,7 @@ static int key_alive(cairn_state *st, const char *key, cairn_error *err)
 {
     static const char sql[] = "SELECT 1 FROM cache_results WHERE key = ?1 UNION ALL "
                               "SELECT 1 FROM cache_links WHERE parent = ?1 LIMIT 1";
-    for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s;
-        int r = cairn__stmt(st, i, sql, &s, err);
-        if (r < 0)
-            return r;
-        sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
-        int rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc == SQLITE_ROW)
-            return 1;
-        if (rc != SQLITE_DONE)
-            return cairn__err_db(err, st->layers[i].db, rc, "record lookup");
-    }
-    return 0;
+    return cairn__layers_have(st, sql, key, NULL, err);
 }
 
 int cairn__record_prune(cairn_state *st, const char *const *keys, size_t n, cairn_error *err)
@@ -458,29 +434,10 @@ int cairn_record_add_link(cairn_state *st, const char *parent, const cairn_recor
     r = cairn__lock(st, false, err);
     if (r < 0)
         return r;
-    r = cairn__tx_begin(st, err);
-    if (r < 0) {
-        cairn__unlock(st);
-        return r;
-    }
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, ins, &q, err);
-    if (r == 0) {
-        sqlite3_bind_text(q, 1, parent, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, link->input);
-        sqlite3_bind_int64(q, 3, link->output);
-        sqlite3_bind_text(q, 4, link->op, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 5, link->selector, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 6, child, -1, SQLITE_STATIC);
-        r = cairn__step_done(st, 0, q, err);
-    }
-    int added = r == 0 && sqlite3_changes(st->layers[0].db) > 0;
-    if (r == 0)
-        r = cairn__tx_commit(st, err);
-    else
-        cairn__tx_rollback(st);
+    r = cairn__exec_args(st, err, ins, "siisss", parent, (int64_t)link->input,
+                         (int64_t)link->output, link->op, link->selector, child);
     cairn__unlock(st);
-    return r < 0 ? r : added;
+    return r < 0 ? r : r > 0;
 }
 
 struct link_ctx {
@@ -741,7 +698,7 @@ int cairn__fsck_records(cairn__fsck *f, cairn_error *err)
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         f->total++;
-        cairn__fsck_tick(f);
+        (void)cairn__fsck_tick(f, err); /* a stop: at the end of the checker */
         const char *res = cairn__col(s, 0), *kind = cairn__col(s, 1);
         cairn_result_kind k;
         int present = 0;

@@ -317,25 +317,9 @@ int cairn_volume_remove(cairn_state *st, const char *name, cairn_error *err)
     if (r < 0)
         return r;
     static const char del[] = "DELETE FROM volume_versions WHERE name = ?";
-    r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, del, &q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-    r = cairn__step_done(st, 0, q, err);
-    int n = r == 0 ? sqlite3_changes(st->layers[0].db) : 0;
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    r = cairn__tx_commit(st, err);
-    if (r < 0)
-        return r;
+    int n = cairn__exec_args(st, err, del, "s", name);
+    if (n < 0)
+        return n;
     if (n == 0) {
         vers vs = {0};
         r = load_versions(st, name, &vs, err);
@@ -369,7 +353,7 @@ int cairn__fsck_volumes(cairn__fsck *f, cairn_error *err)
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         f->total++;
-        cairn__fsck_tick(f);
+        (void)cairn__fsck_tick(f, err); /* a stop: at the end of the checker */
         const char *nm = cairn__col(s, 0), *ver = cairn__col(s, 1);
         int p = cairn__object_present(st, "snapshot", ver, NULL, err);
         if (p < 0) {

@@ -21,6 +21,8 @@
  *      the same states);
  *   6. one syncfs, the identity file (frozen=1), then rename into place.
  * Its cost grows with the number of objects, not with their bytes.
+ * Progress counts the objects of step 4; a stop there (the callback, or any
+ * failure) removes the side directory: DEST is as it was.
  */
 #include "core/core.h"
 
@@ -33,11 +35,37 @@ static const char *const layout[] = {"blobs", "blobs/sha256", "snapshots", "acti
 
 typedef struct freezer {
     cairn_state *src;
+    cairn_freeze_options opts;
     int sidefd;
     int blobfd, snapfd, tmpfd;
     const char *side;
     cairn_merge_stats stats;
+    uint64_t done, total; /* objects, for the progress */
 } freezer;
+
+static int tick(freezer *f, cairn_error *err)
+{
+    f->done++;
+    if (f->done % 256 == 0 || f->done == f->total)
+        return cairn__progress(f->opts.progress, f->opts.progress_userdata, f->done, f->total,
+                               "freeze", err);
+    return 0;
+}
+
+/* The objects the rows of `db` name: blobs and snapshots. */
+static int count_objects(sqlite3 *db, uint64_t *n, cairn_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT (SELECT count(*) FROM blobs) + "
+                                "(SELECT count(*) FROM snapshots)",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        *n += (uint64_t)sqlite3_column_int64(s, 0);
+        return 0;
+    }
+    return cairn__err_db(err, db, rc, "freeze: count objects");
+}
 
 static int link_blob(freezer *f, size_t layer, const char *digest, cairn_error *err)
 {
@@ -125,40 +153,33 @@ static int link_objects(freezer *f, sqlite3 *db, size_t layer, bool prune, cairn
         int rc = sqlite3_prepare_v2(db, kinds[k].list, -1, &s, NULL);
         if (rc != SQLITE_OK)
             return cairn__err_db(err, db, rc, "freeze");
-        char **gone = NULL;
-        size_t n_gone = 0;
+        cairn__strv gone = {0}; /* rows whose object is missing */
         int r = 0;
         while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
             const char *name = cairn__col(s, 0);
             r = kinds[k].blob ? link_blob(f, layer, name, err)
                               : link_snapshot(f, layer, name, cairn__col(s, 1), err);
-            if (r == 1) {
-                r = 0;
-                char **ng = realloc(gone, (n_gone + 1) * sizeof(*ng));
-                if (!ng || !(ng[n_gone] = strdup(name))) {
-                    free(ng ? ng : gone);
-                    return cairn__err(err, -ENOMEM, "out of memory");
-                }
-                gone = ng;
-                n_gone++;
+            if (r >= 0) {
+                int t = tick(f, err);
+                r = t < 0 ? t : r;
             }
+            if (r == 1 && (r = cairn__strv_push(&gone, name)) < 0)
+                r = cairn__err(err, r, "out of memory");
         }
         if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
             r = cairn__err_db(err, db, rc, "freeze");
         _cleanup_stmt_ sqlite3_stmt *d = NULL;
-        if (r == 0 && n_gone && prune) {
+        if (r == 0 && gone.n && prune) {
             rc = sqlite3_prepare_v2(db, kinds[k].del, -1, &d, NULL);
-            for (size_t i = 0; rc == SQLITE_OK && i < n_gone; i++) {
-                sqlite3_bind_text(d, 1, gone[i], -1, SQLITE_STATIC);
+            for (size_t i = 0; rc == SQLITE_OK && i < gone.n; i++) {
+                sqlite3_bind_text(d, 1, gone.v[i], -1, SQLITE_STATIC);
                 rc = sqlite3_step(d) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
                 sqlite3_reset(d);
             }
             if (rc != SQLITE_OK)
                 r = cairn__err_db(err, db, rc, "freeze: drop rows of missing objects");
         }
-        for (size_t i = 0; i < n_gone; i++)
-            free(gone[i]);
-        free(gone);
+        cairn__strv_free(&gone);
         if (r < 0)
             return r;
     }
@@ -192,28 +213,9 @@ static int freeze_into(freezer *f, const char *new_id, cairn_error *err)
     if (asprintf(&dbpath, "%s/db/%s.sqlite", f->side, new_id) < 0)
         return cairn__err(err, -ENOMEM, "out of memory");
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(dbpath, &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXCLUSIVE,
-                             NULL);
-    if (rc != SQLITE_OK) {
-        r = cairn__err_db(err, db, rc, "freeze: create the copy's database");
-        sqlite3_close(db);
-        return r;
-    }
-    sqlite3_backup *b = sqlite3_backup_init(db, "main", src->layers[0].db, "main");
-    if (!b) {
-        r = cairn__err_db(err, db, sqlite3_errcode(db), "freeze: backup");
-        sqlite3_close(db);
-        return r;
-    }
-    rc = sqlite3_backup_step(b, -1);
-    int rc2 = sqlite3_backup_finish(b);
-    if (rc != SQLITE_DONE || rc2 != SQLITE_OK) {
-        r = cairn__err_db(err, db, rc != SQLITE_DONE ? rc : rc2, NULL);
-        r = cairn__err_prefix(err, r, "freeze: copy the database of %s", src->path);
-        sqlite3_close(db);
-        return r;
-    }
+    r = cairn__db_copy(src->layers[0].db, dbpath, &db, err);
+    if (r < 0)
+        return cairn__err_prefix(err, r, "freeze %s", src->path);
     char *sql = sqlite3_mprintf(
         "PRAGMA journal_mode = DELETE;"
         "BEGIN;"
@@ -225,7 +227,17 @@ static int freeze_into(freezer *f, const char *new_id, cairn_error *err)
     r = sql ? exec_db(db, sql, err) : cairn__err(err, -ENOMEM, "out of memory");
     sqlite3_free(sql);
 
-    /* 4. the objects its rows name */
+    /* 4. the objects its rows name, and those of the databases side by
+     * side (an overlayfs view), counted first for the progress */
+    if (r == 0)
+        r = count_objects(db, &f->total, err);
+    for (size_t i = 1; r == 0 && i < src->n_layers; i++) {
+        if (src->layers[i].dirfd != src->dirfd)
+            continue;
+        r = cairn__layer_open(src, i, err);
+        if (r == 0)
+            r = count_objects(src->layers[i].db, &f->total, err);
+    }
     if (r == 0)
         r = link_objects(f, db, 0, true, err);
     if (r == 0)
@@ -273,8 +285,22 @@ static int freeze_into(freezer *f, const char *new_id, cairn_error *err)
 int cairn_freeze(const char *src_path, const char *dest, cairn_merge_stats *stats, char *out_id,
                  cairn_error *err)
 {
+    return cairn_freeze_with(src_path, dest, NULL, stats, out_id, err);
+}
+
+int cairn_freeze_with(const char *src_path, const char *dest, const cairn_freeze_options *opts,
+                      cairn_merge_stats *stats, char *out_id, cairn_error *err)
+{
     if (!src_path || !dest || !*dest)
         return cairn__err(err, -EINVAL, "freeze: a source and a destination are needed");
+    cairn_freeze_options o = CAIRN_FREEZE_OPTIONS_INIT;
+    if (opts) {
+        int r =
+            cairn__opts_version(opts->version, CAIRN_FREEZE_OPTIONS_VERSION, "freeze options", err);
+        if (r < 0)
+            return r;
+        o = *opts;
+    }
     struct stat sb;
     bool dest_exists = stat(dest, &sb) == 0;
     if (dest_exists) {
@@ -295,7 +321,7 @@ int cairn_freeze(const char *src_path, const char *dest, cairn_merge_stats *stat
     int r = cairn_state_open(&src, src_path, CAIRN_OPEN_READONLY, err);
     if (r < 0)
         return r;
-    freezer f = {.src = src, .sidefd = -1, .blobfd = -1, .snapfd = -1, .tmpfd = -1};
+    freezer f = {.src = src, .opts = o, .sidefd = -1, .blobfd = -1, .snapfd = -1, .tmpfd = -1};
     char id[CAIRN_STATE_ID_LEN + 1];
     r = cairn__random_id(id);
     if (r < 0) {

@@ -116,24 +116,6 @@ size_t cairn__merge_tables(const char ***merged, const char *const **local, size
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static char *db_uri(const char *path, bool immutable)
-{
-    size_t n = strlen(path);
-    char *u = malloc(n * 3 + 64);
-    if (!u)
-        return NULL;
-    char *o = stpcpy(u, "file:");
-    for (const char *p = path; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '%' || c == '?' || c == '#' || c < 32 || c >= 127)
-            o += sprintf(o, "%%%02X", c);
-        else
-            *o++ = (char)c;
-    }
-    strcpy(o, immutable ? "?mode=ro&immutable=1" : "?mode=ro");
-    return u;
-}
-
 static int exec_fmt(sqlite3 *db, cairn_error *err, const char *fmt, ...) CAIRN_PRINTF(3, 4);
 static int exec_fmt(sqlite3 *db, cairn_error *err, const char *fmt, ...)
 {
@@ -198,7 +180,7 @@ static int hash_is(int fd, const char *hex)
 
 int cairn__merge_db_rows(sqlite3 *db, const char *src_path, cairn_error *err)
 {
-    _cleanup_free_ char *uri = db_uri(src_path, true);
+    _cleanup_free_ char *uri = cairn__db_uri(src_path, true);
     if (!uri)
         return cairn__err(err, -ENOMEM, "out of memory");
     sqlite3_stmt *s = NULL;
@@ -317,11 +299,15 @@ static void report(merger *m, const char *kind, const char *name, const char *pr
     }
 }
 
-static void tick(merger *m)
+/* Objects are placed before any row names them: a stop here leaves
+ * unnamed objects only, which a rerun takes and gc removes. */
+static int tick(merger *m, cairn_error *err)
 {
     m->done++;
-    if (m->opts.progress && (m->done % 1024 == 0 || m->done == m->total))
-        m->opts.progress(m->opts.progress_userdata, m->done, m->total);
+    if (m->done % 1024 == 0 || m->done == m->total)
+        return cairn__progress(m->opts.progress, m->opts.progress_userdata, m->done, m->total,
+                               "merge", err);
+    return 0;
 }
 
 static int step_name(merger *m, sqlite3_stmt **sp, const char *sql, const char *name,
@@ -416,20 +402,8 @@ static int resolve_conflict(merger *m, const char *digest, int sfd, int dfd, int
     report(m, "blob", digest, "corrupt", dpath, spath,
            "two copies differ; %s does not hash to its name and was quarantined, %s replaces it",
            dpath, spath);
-    int qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (qfd < 0 && errno == ENOENT) {
-        cairn__mkdir_at(m->dst->dirfd, "quarantine", 0700);
-        qfd = openat(m->dst->dirfd, "quarantine", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    }
-    if (qfd < 0)
-        return cairn__err(err, -errno, "%s/quarantine: %m", m->dst->path);
-    char q[256];
-    snprintf(q, sizeof(q), "blob.%s.%lld", hex, (long long)cairn__now());
-    int r = cairn__rename_noreplace(dbfd, hex, qfd, q);
-    close(qfd);
-    if (r < 0)
-        return cairn__err(err, r, "blob %s: quarantine %s: %m", digest, dpath);
-    return 0;
+    int r = cairn__quarantine(m->dst, dbfd, hex, "blob", err);
+    return r < 0 ? cairn__err_prefix(err, r, "blob %s: %s", digest, dpath) : 0;
 }
 
 static int place_blob(merger *m, src_layer *sl, const char *digest, uint64_t size,
@@ -868,7 +842,7 @@ static int stage_layer(merger *m, size_t k, cairn_error *err)
     sqlite3 *db = m->dst->layers[0].db;
     cairn__layer *L = &m->layers[k].st->layers[m->layers[k].li];
     bool immutable = m->layers[k].li > 0 || m->layers[k].st->frozen;
-    _cleanup_free_ char *uri = db_uri(L->db_path, immutable);
+    _cleanup_free_ char *uri = cairn__db_uri(L->db_path, immutable);
     if (!uri)
         return cairn__err(err, -ENOMEM, "out of memory");
     sqlite3_stmt *s = NULL;
@@ -944,7 +918,8 @@ static int place_objects(merger *m, cairn_error *err)
                 r = place_blob(m, &m->layers[li], name, (uint64_t)sqlite3_column_int64(s, 2), err);
             else
                 r = place_snapshot(m, &m->layers[li], name, cairn__col(s, 2), err);
-            tick(m);
+            if (r == 0)
+                r = tick(m, err);
         }
         sqlite3_finalize(s);
         if (r < 0)

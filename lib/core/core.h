@@ -182,10 +182,19 @@ CAIRN_INTERNAL int cairn__tx_begin(cairn_state *st, cairn_error *err);
 CAIRN_INTERNAL int cairn__tx_commit(cairn_state *st, cairn_error *err);
 CAIRN_INTERNAL void cairn__tx_rollback(cairn_state *st);
 
-/* Run one statement with one text parameter (?1 = key) on layer 0 in a
- * transaction of its own (nested in one already open). `sql`: a literal. */
+/* Run one statement on layer 0 in a transaction of its own (nested in one
+ * already open), its parameters bound in order as `types` says: 's' a
+ * const char * (NULL binds SQL NULL), 'i' an int64_t. `sql`: a literal.
+ * Returns the number of rows it changed, or < 0. */
+CAIRN_INTERNAL int cairn__exec_args(cairn_state *st, cairn_error *err, const char *sql,
+                                    const char *types, ...);
+/* cairn__exec_args() of one text parameter (?1 = key); 0 or < 0. */
 CAIRN_INTERNAL int cairn__exec_key(cairn_state *st, const char *sql, const char *key,
                                    cairn_error *err);
+/* Does any layer (0 first) hold a row for `sql` (a literal, ?1 = key)?
+ * 1 (*layer, when not NULL, set to the first that does), 0, or < 0. */
+CAIRN_INTERNAL int cairn__layers_have(cairn_state *st, const char *sql, const char *key, int *layer,
+                                      cairn_error *err);
 /* Run SQL without results on layer i. */
 CAIRN_INTERNAL int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err);
 /* Step a statement that returns no row (or whose rows are ignored); resets it. */

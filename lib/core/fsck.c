@@ -27,11 +27,13 @@ void cairn__fsck_report(cairn__fsck *f, const char *kind, const char *name, cons
         f->fn(f->ud, &p);
 }
 
-void cairn__fsck_tick(cairn__fsck *f)
+int cairn__fsck_tick(cairn__fsck *f, cairn_error *err)
 {
     f->done++;
-    if (f->opts.progress && (f->done % 256 == 0 || f->done == f->total))
-        f->opts.progress(f->opts.progress_userdata, f->done, f->total);
+    if (!f->stopped && (f->done % 256 == 0 || f->done == f->total))
+        f->stopped = cairn__progress(f->opts.progress, f->opts.progress_userdata, f->done, f->total,
+                                     "fsck", err);
+    return f->stopped;
 }
 
 int cairn__quarantine(cairn_state *st, int dirfd, const char *name, const char *tag,

@@ -11,13 +11,17 @@ typedef struct cairn__fsck {
     void *ud;
     uint64_t problems;
     uint64_t done, total; /* progress: checkers add to total as they learn it */
+    int stopped;          /* CAIRN_E_USER once the progress callback asked to stop */
 } cairn__fsck;
 
 /* Report one problem. `action` is what repair did ("" or NULL for none). */
 CAIRN_INTERNAL void cairn__fsck_report(cairn__fsck *f, const char *kind, const char *name,
                                        const char *problem, const char *action, const char *fmt,
                                        ...) CAIRN_PRINTF(6, 7);
-CAIRN_INTERNAL void cairn__fsck_tick(cairn__fsck *f);
+/* One object checked. CAIRN_E_USER (kept in f->stopped, in err) when the
+ * progress callback asks to stop: the long checkers (blobs, snapshots) stop
+ * at once, the others at their end, and the run returns it. */
+CAIRN_INTERNAL int cairn__fsck_tick(cairn__fsck *f, cairn_error *err);
 /* Move dirfd/name to quarantine/<tag>.<name>.<time> (never deletes). */
 CAIRN_INTERNAL int cairn__fsck_quarantine(cairn__fsck *f, int dirfd, const char *name,
                                           const char *tag, cairn_error *err);

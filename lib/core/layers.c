@@ -186,7 +186,7 @@ int cairn__step_done(cairn_state *st, size_t i, sqlite3_stmt *s, cairn_error *er
 
 /* ---- transactions on the state's own database -------------------------- */
 
-int cairn__exec_key(cairn_state *st, const char *sql, const char *key, cairn_error *err)
+int cairn__exec_args(cairn_state *st, cairn_error *err, const char *sql, const char *types, ...)
 {
     int r = cairn__tx_begin(st, err);
     if (r < 0)
@@ -194,13 +194,60 @@ int cairn__exec_key(cairn_state *st, const char *sql, const char *key, cairn_err
     sqlite3_stmt *q;
     r = cairn__stmt(st, 0, sql, &q, err);
     if (r == 0) {
-        sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+        va_list ap;
+        va_start(ap, types);
+        for (int i = 0; types[i]; i++) {
+            assert(types[i] == 's' || types[i] == 'i');
+            if (types[i] == 'i') {
+                sqlite3_bind_int64(q, i + 1, va_arg(ap, int64_t));
+            } else {
+                const char *v = va_arg(ap, const char *);
+                if (v)
+                    sqlite3_bind_text(q, i + 1, v, -1, SQLITE_STATIC);
+                else
+                    sqlite3_bind_null(q, i + 1);
+            }
+        }
+        va_end(ap);
         r = cairn__step_done(st, 0, q, err);
+        /* The strings are the caller's: no cached statement keeps them. */
+        sqlite3_clear_bindings(q);
     }
+    int changes = sqlite3_changes(st->layers[0].db);
     if (r == 0)
-        return cairn__tx_commit(st, err);
-    cairn__tx_rollback(st);
-    return r;
+        r = cairn__tx_commit(st, err);
+    else
+        cairn__tx_rollback(st);
+    return r < 0 ? r : changes;
+}
+
+int cairn__exec_key(cairn_state *st, const char *sql, const char *key, cairn_error *err)
+{
+    int r = cairn__exec_args(st, err, sql, "s", key);
+    return r < 0 ? r : 0;
+}
+
+int cairn__layers_have(cairn_state *st, const char *sql, const char *key, int *layer,
+                       cairn_error *err)
+{
+    for (size_t i = 0; i < st->n_layers; i++) {
+        sqlite3_stmt *s;
+        int r = cairn__stmt(st, i, sql, &s, err);
+        if (r < 0)
+            return r;
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        if (rc == SQLITE_ROW) {
+            if (layer)
+                *layer = (int)i;
+            return 1;
+        }
+        if (rc != SQLITE_DONE)
+            return cairn__err_db(err, st->layers[i].db, rc, "lookup");
+    }
+    return 0;
 }
 
 int cairn__tx_begin(cairn_state *st, cairn_error *err)

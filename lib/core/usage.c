@@ -29,25 +29,8 @@ int cairn__usage_mark(cairn_state *st, const char *kind, const char *name, unsig
         "INSERT INTO usage(object, state, last_used, hits) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(object, state) DO UPDATE SET "
         "last_used = max(last_used, excluded.last_used), hits = hits + excluded.hits";
-    r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, sql, &q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    sqlite3_bind_text(q, 1, obj, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(q, 2, st->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 3, cairn__now());
-    sqlite3_bind_int64(q, 4, hits);
-    r = cairn__step_done(st, 0, q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    return cairn__tx_commit(st, err);
+    r = cairn__exec_args(st, err, sql, "ssii", obj, st->id, (int64_t)cairn__now(), (int64_t)hits);
+    return r < 0 ? r : 0;
 }
 
 int cairn__usage_get(cairn_state *st, const char *kind, const char *name, int64_t *last_used,
@@ -117,25 +100,16 @@ int cairn__object_present(cairn_state *st, const char *kind, const char *name, i
     bool blob = !strcmp(kind, "blob");
     if (cairn_digest_check(name, NULL) < 0)
         return 0;
-    for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s;
-        int r = cairn__stmt(st, i, blob ? blob_sql : snap_sql, &s, err);
-        if (r < 0)
-            return r;
-        sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
-        int rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            continue;
-        if (rc != SQLITE_ROW)
-            return cairn__err_db(err, st->layers[i].db, rc, "lookup");
-        int dfd = blob ? cairn__layer_blobfd(st, i, NULL) : cairn__layer_snapfd(st, i, NULL);
-        struct stat sb;
-        if (dfd < 0 || fstatat(dfd, cairn__digest_hex(name), &sb, AT_SYMLINK_NOFOLLOW) < 0)
-            return 0; /* the row names a missing object: a miss */
-        if (layer)
-            *layer = (int)i;
-        return 1;
-    }
-    return 0;
+    int i;
+    int r = cairn__layers_have(st, blob ? blob_sql : snap_sql, name, &i, err);
+    if (r <= 0)
+        return r;
+    int dfd =
+        blob ? cairn__layer_blobfd(st, (size_t)i, NULL) : cairn__layer_snapfd(st, (size_t)i, NULL);
+    struct stat sb;
+    if (dfd < 0 || fstatat(dfd, cairn__digest_hex(name), &sb, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0; /* the row names a missing object: a miss */
+    if (layer)
+        *layer = i;
+    return 1;
 }

@@ -332,6 +332,52 @@ int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
     return 0;
 }
 
+int cairn__db_copy(sqlite3 *src, const char *path, sqlite3 **out, cairn_error *err)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXCLUSIVE,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        int r = cairn__err_db(err, db, rc, "create the copy's database");
+        sqlite3_close(db);
+        return r;
+    }
+    sqlite3_backup *b = sqlite3_backup_init(db, "main", src, "main");
+    if (!b) {
+        int r = cairn__err_db(err, db, sqlite3_errcode(db), "backup");
+        sqlite3_close(db);
+        return r;
+    }
+    rc = sqlite3_backup_step(b, -1);
+    int rc2 = sqlite3_backup_finish(b);
+    if (rc != SQLITE_DONE || rc2 != SQLITE_OK) {
+        int r = cairn__err_db(err, db, rc != SQLITE_DONE ? rc : rc2, "copy the database");
+        sqlite3_close(db);
+        return r;
+    }
+    *out = db;
+    return 0;
+}
+
+char *cairn__db_uri(const char *path, bool immutable)
+{
+    size_t n = strlen(path);
+    char *u = malloc(n * 3 + 64);
+    if (!u)
+        return NULL;
+    char *o = stpcpy(u, "file:");
+    for (const char *p = path; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '%' || c == '?' || c == '#' || c < 32 || c >= 127)
+            o += sprintf(o, "%%%02X", c);
+        else
+            *o++ = (char)c;
+    }
+    strcpy(o, immutable ? "?mode=ro&immutable=1" : "?mode=ro");
+    return u;
+}
+
 static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
 {
     sqlite3 *db = NULL;
@@ -341,21 +387,11 @@ static int db_open(const char *path, int mode, sqlite3 **out, cairn_error *err)
         rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
                              NULL); /* URI: ATTACH of immutable lowers (merge.c) */
     } else {
-        size_t n = strlen(path);
-        _cleanup_free_ char *u = malloc(n * 3 + 64);
-        if (!u)
-            return cairn__err(err, -ENOMEM, "%s: out of memory", path);
-        char *o = stpcpy(u, "file:");
-        for (const char *p = path; *p; p++) {
-            unsigned char c = (unsigned char)*p;
-            if (c == '%' || c == '?' || c == '#' || c < 32 || c >= 127)
-                o += sprintf(o, "%%%02X", c);
-            else
-                *o++ = (char)c;
-        }
         /* A live state read by another process: read-only, with locks. A
          * frozen one: immutable, no locks, nothing written beside it. */
-        strcpy(o, mode == CAIRN__DB_IMMUTABLE ? "?mode=ro&immutable=1" : "?mode=ro");
+        _cleanup_free_ char *u = cairn__db_uri(path, mode == CAIRN__DB_IMMUTABLE);
+        if (!u)
+            return cairn__err(err, -ENOMEM, "%s: out of memory", path);
         rc = sqlite3_open_v2(u, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
                              NULL);
     }

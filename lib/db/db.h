@@ -22,6 +22,14 @@ CAIRN_INTERNAL int cairn__db_schema(sqlite3 *db);
  * state id): CAIRN_E_CORRUPT, naming the file. */
 enum { CAIRN__DB_RW, CAIRN__DB_RO, CAIRN__DB_IMMUTABLE, CAIRN__DB_CREATE };
 CAIRN_INTERNAL int cairn__db_open(const char *path, int mode, sqlite3 **out, cairn_error *err);
+/* The SQLite URI of a database file opened read-only ("file:PATH?mode=ro"),
+ * and immutable (no locks, nothing written beside it) when asked; the path
+ * escaped, so a '?', '#' or '%' in it stays part of it. malloc'd, or NULL. */
+CAIRN_INTERNAL char *cairn__db_uri(const char *path, bool immutable);
+/* A new database file at `path` (refused when it exists) holding a copy of
+ * `src` at one point in time (SQLite's backup API in one step: one read
+ * transaction of src). On success *out is the copy, open read-write. */
+CAIRN_INTERNAL int cairn__db_copy(sqlite3 *src, const char *path, sqlite3 **out, cairn_error *err);
 /* Run SQL without results on db. */
 CAIRN_INTERNAL int cairn__db_exec(sqlite3 *db, const char *sql, cairn_error *err);
 

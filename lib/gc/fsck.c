@@ -79,7 +79,8 @@ static int fsck_blobs(cairn__fsck *f, cairn_error *err)
     f->total += n;
     for (size_t i = 0; i < n && r == 0; i++) {
         const char *d = rows[i].digest;
-        cairn__fsck_tick(f);
+        if ((r = cairn__fsck_tick(f, err)) < 0)
+            break;
         if (cairn_digest_check(d, NULL) < 0) {
             cairn__fsck_report(f, "blob", d, "corrupt", f->opts.repair ? "dropped row" : "",
                                "the row's digest is malformed");
@@ -304,8 +305,10 @@ int cairn_fsck(cairn_state *st, const cairn_fsck_options *opts, cairn_fsck_fn fn
     if (f.opts.repair && !locked)
         return err ? err->code : -EIO;
     int r = fsck_databases(&f, err);
-    for (size_t i = 0; r == 0 && i < CAIRN_ARRAY_SIZE(checkers); i++)
+    for (size_t i = 0; r == 0 && !f.stopped && i < CAIRN_ARRAY_SIZE(checkers); i++)
         r = checkers[i](&f, err);
+    if (r == 0 && f.stopped)
+        r = f.stopped;
     if (locked)
         cairn__unlock(st);
     if (r < 0)

@@ -337,38 +337,29 @@ static int mark_small_roots(gc_run *R)
         if (r < 0)
             return r;
         sqlite3_bind_int64(s, 1, R->now);
-        char **names = NULL;
-        size_t n = 0;
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-            char **nn = realloc(names, (n + 2) * sizeof(*nn));
-            if (!nn)
-                break;
-            names = nn;
-            names[n++] = strdup(cairn__col(s, 0));
-            names[n++] = strdup(cairn__col(s, 1));
-        }
+        cairn__strv names = {0}; /* pairs: kind, name */
+        while (r == 0 && sqlite3_step(s) == SQLITE_ROW)
+            if ((r = cairn__strv_push(&names, cairn__col(s, 0))) < 0 ||
+                (r = cairn__strv_push(&names, cairn__col(s, 1))) < 0)
+                r = cairn__err(R->err, r, "out of memory");
         sqlite3_reset(s);
         static const char by_key[] = "SELECT kind, result FROM cache_results WHERE key = ?";
         static const char by_vol[] =
             "SELECT 'snapshot', version FROM volume_versions WHERE name = ?";
-        for (size_t k = 0; r == 0 && k + 1 < n; k += 2) {
-            if (!names[k] || !names[k + 1])
-                continue;
+        for (size_t k = 0; r == 0 && k + 1 < names.n; k += 2) {
             for (size_t li = 1; r == 0 && li < st->n_layers; li++) {
                 sqlite3_stmt *q;
-                r = cairn__stmt(st, li, !strcmp(names[k], "record") ? by_key : by_vol, &q, R->err);
+                r = cairn__stmt(st, li, !strcmp(names.v[k], "record") ? by_key : by_vol, &q,
+                                R->err);
                 if (r < 0)
                     break;
-                sqlite3_bind_text(q, 1, names[k + 1], -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(q, 1, names.v[k + 1], -1, SQLITE_TRANSIENT);
                 while (r == 0 && sqlite3_step(q) == SQLITE_ROW)
                     r = row_kind_name(R, q);
                 sqlite3_reset(q);
             }
         }
-        for (size_t k = 0; k < n; k++)
-            free(names[k]);
-        free(names);
+        cairn__strv_free(&names);
         if (r < 0)
             return r;
     }
@@ -792,36 +783,8 @@ static int step_bind1(gc_run *R, const char *sql, const char *a, const char *b)
     return cairn__step_done(R->st, 0, q, R->err);
 }
 
-typedef struct keylist {
-    char **v;
-    size_t n, cap;
-} keylist;
-
-static int kl_push(keylist *k, const char *s)
-{
-    if (k->n == k->cap) {
-        size_t nc = k->cap ? k->cap * 2 : 256;
-        char **nv = realloc(k->v, nc * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        k->v = nv;
-        k->cap = nc;
-    }
-    if (!(k->v[k->n] = strdup(s)))
-        return -ENOMEM;
-    k->n++;
-    return 0;
-}
-
-static void kl_free(keylist *k)
-{
-    for (size_t i = 0; i < k->n; i++)
-        free(k->v[i]);
-    free(k->v);
-}
-
 /* The records of a result the policy let go: delete (or list, dry run). */
-static int drop_records(gc_run *R, int32_t i, keylist *keys)
+static int drop_records(gc_run *R, int32_t i, cairn__strv *keys)
 {
     static const char del[] =
         "DELETE FROM cache_results WHERE result = ? AND kind = ? RETURNING key";
@@ -841,7 +804,7 @@ static int drop_records(gc_run *R, int32_t i, keylist *keys)
         snprintf(name, sizeof(name), "%s %s", cairn__col(q, 0), d);
         R->stats.records++;
         report(R, "record", name, 0, "policy");
-        if (keys && (r = kl_push(keys, cairn__col(q, 0))) < 0)
+        if (keys && (r = cairn__strv_push(keys, cairn__col(q, 0))) < 0)
             break;
     }
     sqlite3_reset(q);
@@ -892,7 +855,7 @@ static int drop_small(gc_run *R)
     int r = volumes_current(R, &cur, &ncur);
     if (r < 0)
         return r;
-    keylist old = {0};
+    cairn__strv old = {0};
     sqlite3_stmt *s;
     r = cairn__stmt(R->st, 0, vers, &s, R->err);
     if (r < 0) {
@@ -908,7 +871,7 @@ static int drop_small(gc_run *R)
             current = !strcmp(cur[k].name, nm) && !strcmp(cur[k].version, ver);
         if (current)
             continue;
-        if ((r = kl_push(&old, nm)) < 0 || (r = kl_push(&old, ver)) < 0)
+        if ((r = cairn__strv_push(&old, nm)) < 0 || (r = cairn__strv_push(&old, ver)) < 0)
             break;
     }
     sqlite3_reset(s);
@@ -925,7 +888,7 @@ static int drop_small(gc_run *R)
         R->stats.volume_versions++;
         report(R, "volume", name, 0, "old version");
     }
-    kl_free(&old);
+    cairn__strv_free(&old);
     if (r < 0)
         return r;
     r = cairn__stmt(R->st, 0, exp_sel, &s, R->err);
@@ -988,10 +951,13 @@ static int delta(gc_run *R)
 
 /* ---- the run ---------------------------------------------------------- */
 
-static void progress(gc_run *R, uint64_t done, uint64_t total)
+/* Called while objects are removed, their rows gone already: a stop leaves
+ * files no row names, which the next gc removes. */
+static int progress(gc_run *R, uint64_t done, uint64_t total)
 {
-    if (R->o.progress && (done % 256 == 0 || done == total))
-        R->o.progress(R->o.progress_userdata, done, total);
+    if (done % 256 == 0 || done == total)
+        return cairn__progress(R->o.progress, R->o.progress_userdata, done, total, "gc", R->err);
+    return 0;
 }
 
 static int cmp_ino(const void *a, const void *b, void *ud)
@@ -1041,7 +1007,7 @@ static int run(gc_run *R)
         r = scan_orphans(R, CAIRN__OBJ_SNAPSHOT, &orph, &n_orph, &cap_orph);
 
     bool locked = false, in_tx = false;
-    keylist keys = {0};
+    cairn__strv keys = {0};
     int32_t *del = NULL;
     size_t n_del = 0;
     /* 5. lock, delta (a dry run reads the delta too, unlocked). */
@@ -1119,7 +1085,7 @@ static int run(gc_run *R)
         R->stats.bytes_freed += o->size;
         report(R, kind_name(o->kind), d, o->size, soft[del[k]] == SOFT_GONE ? "policy"
                                                                             : "unreferenced");
-        progress(R, ++done, total);
+        r = progress(R, ++done, total);
     }
     for (size_t k = 0; r == 0 && k < n_orph; k++) {
         orphan *o = &orph[k];
@@ -1147,7 +1113,7 @@ static int run(gc_run *R)
         R->stats.files++;
         R->stats.bytes_freed += o->size;
         report(R, "file", name, o->size, "orphan file");
-        progress(R, ++done, total);
+        r = progress(R, ++done, total);
     }
     if (r == 0 && (locked || R->o.dry_run))
         r = sweep_active(R);
@@ -1170,7 +1136,7 @@ static int run(gc_run *R)
     for (size_t i = 0; i < R->g.n; i++)
         R->stats.kept_objects += R->g.objs[i].in0;
     R->stats.kept_objects -= n_del;
-    kl_free(&keys);
+    cairn__strv_free(&keys);
     cairn__strset_free(R->pending);
     R->pending = NULL;
     free(R->ino);

@@ -58,41 +58,13 @@ typedef struct out {
     uint64_t done, total;
 } out;
 
-static void progress(out *o, uint64_t n)
+/* A stop is an error like any other: DEST is built beside and never
+ * renamed into place. */
+static int progress(out *o, uint64_t n, cairn_error *err)
 {
     o->done += n;
-    if (o->opts->progress)
-        o->opts->progress(o->opts->progress_userdata, o->done, o->total);
-}
-
-static int copy_fd(int in, int outfd)
-{
-    for (;;) {
-        ssize_t n = copy_file_range(in, NULL, outfd, NULL, 1u << 30, 0);
-        if (n == 0)
-            return 0;
-        if (n > 0)
-            continue;
-        if (errno == EINTR)
-            continue;
-        if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS)
-            return -errno;
-        break;
-    }
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return 0;
-        int r = cairn__write_all(outfd, buf, (size_t)n);
-        if (r < 0)
-            return r;
-    }
+    return cairn__progress(o->opts->progress, o->opts->progress_userdata, o->done, o->total,
+                           "image export", err);
 }
 
 /* Layout: a new file in blobs/sha256 under a temporary name; publish with
@@ -196,8 +168,7 @@ static int put_buf(out *o, const char *digest, const void *buf, size_t len, cair
         if (r < 0)
             return r;
     }
-    progress(o, len);
-    return 0;
+    return progress(o, len, err);
 }
 
 /* A blob of the store, copied as it is. */
@@ -225,7 +196,7 @@ static int put_store_blob(out *o, const char *digest, int64_t size, cairn_error 
         _cleanup_close_ int fd = layout_tmp(o, tmp, sizeof(tmp), err);
         if (fd < 0)
             return fd;
-        r = copy_fd(in, fd);
+        r = cairn__copy_fd(in, fd, (off_t)size);
         if (r < 0) {
             unlinkat(o->blobfd, tmp, 0);
             return cairn__err(err, r, "%s/%s: copy: %m", o->dest, path);
@@ -234,8 +205,7 @@ static int put_store_blob(out *o, const char *digest, int64_t size, cairn_error 
         if (r < 0)
             return r;
     }
-    progress(o, (uint64_t)size);
-    return 0;
+    return progress(o, (uint64_t)size, err);
 }
 
 /* A new temporary file for a layer: beside DEST for an archive (it is
@@ -277,7 +247,7 @@ static int layer_publish(out *o, int fd, int dfd, const char *tmp, const char *d
         r = layout_publish(o, fd, tmp, digest, err);
     }
     if (r == 0)
-        progress(o, size);
+        r = progress(o, size, err);
     return r;
 }
 

@@ -33,20 +33,7 @@ int cairn_image_name_check(const char *name, cairn_error *err)
 int cairn__image_snapshot_exists(cairn_state *st, const char *chain_id, cairn_error *err)
 {
     static const char sql[] = "SELECT 1 FROM snapshots WHERE chain_id = ?";
-    for (size_t i = 0; i < st->n_layers; i++) {
-        sqlite3_stmt *s;
-        int r = cairn__stmt(st, i, sql, &s, err);
-        if (r < 0)
-            return r;
-        sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc == SQLITE_ROW)
-            return 1;
-        if (rc != SQLITE_DONE)
-            return cairn__err_db(err, st->layers[i].db, rc, "snapshot lookup");
-    }
-    return 0;
+    return cairn__layers_have(st, sql, chain_id, NULL, err);
 }
 
 /* ---- the images table ------------------------------------------------- */
@@ -101,26 +88,9 @@ static int record_locked(cairn_state *st, const char *name, const char *manifest
         "INSERT INTO images(name, manifest, config, top, updated) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT(name) DO UPDATE SET manifest = excluded.manifest, config = excluded.config, "
         "top = excluded.top, updated = max(excluded.updated, images.updated + 1)";
-    int r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, sql, &q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, manifest, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, config, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 4, top, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 5, cairn__now_ns());
-    r = cairn__step_done(st, 0, q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    return cairn__tx_commit(st, err);
+    int r = cairn__exec_args(st, err, sql, "ssssi", name, manifest, config, top,
+                             (int64_t)cairn__now_ns());
+    return r < 0 ? r : 0;
 }
 
 static void row_info(sqlite3_stmt *s, size_t layer, cairn_image_info *out)
@@ -358,7 +328,7 @@ int cairn__fsck_images(cairn__fsck *f, cairn_error *err)
             if (f->opts.repair)
                 r = drop_row(st, in->name, err);
         }
-        cairn__fsck_tick(f);
+        (void)cairn__fsck_tick(f, err); /* a stop: at the end of the checker */
     }
     free(rows);
     return r;

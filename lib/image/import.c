@@ -109,6 +109,7 @@ typedef struct import {
     /* progress, shared by the threads */
     pthread_mutex_t lock;
     uint64_t done, total;
+    int stopped; /* CAIRN_E_USER once the progress callback asked to stop */
 } import;
 
 static int add_doc(import *im, const cairn__oci_desc *d, const char *mt, char *buf, size_t len,
@@ -405,14 +406,30 @@ static int resolve(import *im, cairn_error *err)
 
 /* ---- ingest ----------------------------------------------------------- */
 
-static void progress_add(import *im, uint64_t n)
+/* From any thread: CAIRN_E_USER once the callback asked to stop (it is not
+ * called again then). The threads that ingest or apply stop at their next
+ * call; the prefetch thread is stopped by the apply loop's end. A stop
+ * leaves staged blobs (removed with their batch or writer) and committed
+ * blobs and snapshots no image row names yet: a rerun takes them. */
+static int progress_add(import *im, uint64_t n)
 {
     if (!im->opts->progress)
-        return;
+        return 0;
     pthread_mutex_lock(&im->lock);
     im->done += n;
-    im->opts->progress(im->opts->progress_userdata, im->done, im->total);
+    if (!im->stopped && im->opts->progress(im->opts->progress_userdata, im->done, im->total))
+        im->stopped = CAIRN_E_USER;
+    int r = im->stopped;
     pthread_mutex_unlock(&im->lock);
+    return r;
+}
+
+static int stopped(import *im, cairn_error *err)
+{
+    pthread_mutex_lock(&im->lock);
+    int r = im->stopped;
+    pthread_mutex_unlock(&im->lock);
+    return r ? cairn__err(err, r, "image import: stopped by the caller") : 0;
 }
 
 static int ingest_layer_fd(import *im, cairn_blob_batch *b, layer_job *j, size_t idx,
@@ -441,8 +458,7 @@ static int ingest_layer_fd(import *im, cairn_blob_batch *b, layer_job *j, size_t
     int r = cairn_blob_batch_put_fd(b, fd, &po, NULL, err);
     if (r < 0)
         return cairn__err_prefix(err, r, "layer %zu of manifest %s", idx, im->chosen.d.digest);
-    progress_add(im, (uint64_t)j->desc.size);
-    return 0;
+    return progress_add(im, (uint64_t)j->desc.size) ? stopped(im, err) : 0;
 }
 
 /* Second read of an archive: stream the layer blobs the store lacks. */
@@ -508,9 +524,10 @@ static int ingest_layers_archive(import *im, cairn_error *err)
             if (n == 0)
                 break;
             r = cairn_blob_writer_write(w, buf, (size_t)n, err);
+            if (r == 0 && progress_add(im, (uint64_t)n))
+                r = stopped(im, err);
             if (r < 0)
                 break;
-            progress_add(im, (uint64_t)n);
         }
         if (r == 0)
             r = cairn_blob_writer_commit(w, NULL, err);
@@ -751,12 +768,12 @@ static void *inflate_main(void *arg)
             }
             int64_t in = archive_filter_bytes(a, -1);
             if (in > 0 && (uint64_t)in > reported) {
-                progress_add(im, (uint64_t)in - reported);
+                (void)progress_add(im, (uint64_t)in - reported);
                 reported = (uint64_t)in;
             }
         }
         if (code == 0 && reported < (uint64_t)im->jobs[i].desc.size)
-            progress_add(im, (uint64_t)im->jobs[i].desc.size - reported);
+            (void)progress_add(im, (uint64_t)im->jobs[i].desc.size - reported);
         ra_finish(ra, i, code, msg);
         archive_read_free(a);
     }
@@ -818,13 +835,26 @@ struct layer_progress {
     uint64_t last;
 };
 
-static void layer_progress_cb(void *ud, uint64_t done, uint64_t total)
+static int layer_progress_cb(void *ud, uint64_t done, uint64_t total)
 {
+    (void)total;
     struct layer_progress *p = ud;
     if (done > p->last) {
-        progress_add(p->im, done - p->last);
+        int r = progress_add(p->im, done - p->last);
         p->last = done;
+        return r;
     }
+    return 0;
+}
+
+/* Fed by the prefetch thread, which reports the bytes (and may have read
+ * them all already): the caller's callback asked again, nothing added, so
+ * that a stop asked for now is seen at the layer's next read. */
+static int layer_stop_cb(void *ud, uint64_t done, uint64_t total)
+{
+    (void)done, (void)total;
+    struct layer_progress *p = ud;
+    return progress_add(p->im, 0);
 }
 
 static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
@@ -851,6 +881,10 @@ static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
             return cairn__err(err, -e, "layer %zu: starting a thread: %m", i);
         }
         pumping = true;
+        if (im->opts->progress) {
+            lo.progress = layer_stop_cb;
+            lo.progress_userdata = &lp;
+        }
     } else {
         r = open_layer(im, st, i, &fd, err);
         if (r < 0)
@@ -875,7 +909,8 @@ static int apply_one(import *im, prefetch *ra, size_t i, cairn_error *err)
         if (code)
             r = cairn__err(err, code, "the compressed stream is corrupt (%s)", msg);
     } else if (r == 0 && lp.last < (uint64_t)j->desc.size) {
-        progress_add(im, (uint64_t)j->desc.size - lp.last);
+        if (progress_add(im, (uint64_t)j->desc.size - lp.last))
+            r = stopped(im, err);
     }
     if (r < 0)
         return cairn__err_prefix(err, r, "layer %zu (%s) of manifest %s", i, j->desc.digest,

@@ -871,26 +871,9 @@ static int build_db(session *s, const char *path, bool own, cairn_error *err)
     if (r < 0)
         return r;
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    if (rc != SQLITE_OK) {
-        r = cairn__err_db(err, db, rc, "push: create the database");
-        sqlite3_close(db);
-        return r;
-    }
-    sqlite3_backup *b = sqlite3_backup_init(db, "main", st->layers[0].db, "main");
-    if (!b) {
-        r = cairn__err_db(err, db, sqlite3_errcode(db), "push: backup");
-        sqlite3_close(db);
-        return r;
-    }
-    rc = sqlite3_backup_step(b, -1);
-    int rc2 = sqlite3_backup_finish(b);
-    if (rc != SQLITE_DONE || rc2 != SQLITE_OK) {
-        r = cairn__err_db(err, db, rc != SQLITE_DONE ? rc : rc2, NULL);
-        r = cairn__err_prefix(err, r, "push: copy the database of %s", st->path);
-        sqlite3_close(db);
-        return r;
-    }
+    r = cairn__db_copy(st->layers[0].db, path, &db, err);
+    if (r < 0)
+        return cairn__err_prefix(err, r, "push %s", st->path);
     r = db_exec(db, "PRAGMA journal_mode = DELETE", "push", err);
     for (size_t i = 1; r == 0 && i < st->n_layers; i++) {
         r = cairn__layer_open(st, i, err);
@@ -903,8 +886,8 @@ static int build_db(session *s, const char *path, bool own, cairn_error *err)
         }
         /* own: the snapshots its own build on, from the lowers, so that the
          * state names no snapshot whose parent it lacks */
-        _cleanup_free_ char *uri = NULL;
-        if (asprintf(&uri, "file:%s?mode=ro&immutable=1", st->layers[i].db_path) < 0)
+        _cleanup_free_ char *uri = cairn__db_uri(st->layers[i].db_path, true);
+        if (!uri)
             return cairn__err(err, -ENOMEM, "out of memory");
         char *sql = sqlite3_mprintf("ATTACH %Q AS low", uri);
         r = db_exec(db, sql, "push: attach a lower", err);

@@ -110,8 +110,12 @@ static int fill(importer *im)
         im->in_len = (size_t)n;
         im->in_pos = 0;
         im->in_bytes += (uint64_t)n;
-        if (n > 0 && im->opts->progress)
-            im->opts->progress(im->opts->progress_userdata, im->in_bytes, 0);
+        if (n > 0) {
+            int r = cairn__progress(im->opts->progress, im->opts->progress_userdata, im->in_bytes,
+                                    0, "layer import", im->err);
+            if (r < 0)
+                return r;
+        }
         return (int)(n > 0);
     }
 }
@@ -556,6 +560,8 @@ static int tar_error(importer *im, const char *what)
 {
     if (im->raw_err == CAIRN_E_TRUNCATED)
         return cairn__err(im->err, CAIRN_E_TRUNCATED, "layer: truncated: %s", im->raw_msg);
+    if (im->raw_err == CAIRN_E_USER)
+        return cairn__err(im->err, CAIRN_E_USER, "layer import: stopped by the caller");
     if (im->raw_err)
         return cairn__err(im->err, im->raw_err < 0 && im->raw_err > -4096 ? im->raw_err
                                                                          : CAIRN_E_FORMAT,

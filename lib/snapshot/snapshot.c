@@ -1113,7 +1113,8 @@ int cairn__fsck_snapshots(cairn__fsck *f, cairn_error *err)
     for (size_t i = 0; i < n && r == 0; i++) {
         cairn__snaprow *w = &rows[i];
         const char *c = w->info.chain_id;
-        cairn__fsck_tick(f);
+        if ((r = cairn__fsck_tick(f, err)) < 0)
+            break;
         if (cairn_digest_check(c, NULL) < 0) {
             cairn__fsck_report(f, "snapshot", c, "corrupt", f->opts.repair ? "dropped row" : "",
                                "the row's chain id is malformed");

@@ -1036,28 +1036,8 @@ int cairn_blob_label_set(cairn_state *st, const char *digest, const char *key, c
     static const char sql[] =
         "INSERT INTO blob_labels(digest, key, value, updated) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(digest, key) DO UPDATE SET value = excluded.value, updated = excluded.updated";
-    r = cairn__tx_begin(st, err);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *q;
-    r = cairn__stmt(st, 0, sql, &q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, key, -1, SQLITE_STATIC);
-    if (value)
-        sqlite3_bind_text(q, 3, value, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(q, 3);
-    sqlite3_bind_int64(q, 4, cairn__now_ns());
-    r = cairn__step_done(st, 0, q, err);
-    if (r < 0) {
-        cairn__tx_rollback(st);
-        return r;
-    }
-    return cairn__tx_commit(st, err);
+    r = cairn__exec_args(st, err, sql, "sssi", digest, key, value, (int64_t)cairn__now_ns());
+    return r < 0 ? r : 0;
 }
 
 struct labels_ctx {

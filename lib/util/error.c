@@ -32,6 +32,8 @@ const char *cairn_strerror(int code)
         return "truncated input";
     case CAIRN_E_BUSY:
         return "state busy";
+    case CAIRN_E_USER:
+        return "stopped by the caller";
     default:
         if (code < 0 && code > CAIRN_E_BASE) {
             /* Not strerror(): its buffer for an unknown value is shared by
@@ -158,4 +160,13 @@ int cairn__opts_version(unsigned version, unsigned max, const char *what, cairn_
         return cairn__err(err, -EINVAL, "%s: options version %u is not supported (1 to %u)",
                           what, version, max);
     return 0;
+}
+
+int cairn__progress(cairn_progress_fn fn, void *ud, uint64_t done, uint64_t total, const char *what,
+                    cairn_error *err)
+{
+    if (!fn || fn(ud, done, total) == 0)
+        return 0;
+    return cairn__err(err, CAIRN_E_USER, "%s: stopped by the caller at %llu of %llu", what,
+                      (unsigned long long)done, (unsigned long long)total);
 }

@@ -412,7 +412,7 @@ int cairn__rm_rf_at(int dirfd, const char *name)
     return r;
 }
 
-static int copy_fd(int in, int out, off_t size)
+int cairn__copy_fd(int in, int out, off_t size)
 {
     off_t left = size;
     while (left > 0) {
@@ -476,7 +476,7 @@ int cairn__clone_file_at(int srcdirfd, const char *src, int dstdirfd, const char
     if (how != 'c' && ioctl(out, FICLONE, in) == 0)
         kind = 1;
     else
-        r = copy_fd(in, out, sb.st_size);
+        r = cairn__copy_fd(in, out, sb.st_size);
     if (r == 0 && fsync(out) < 0)
         r = -errno;
     if (r == 0)

@@ -90,6 +90,10 @@ CAIRN_INTERNAL int cairn__err_db(cairn_error *err, sqlite3 *db, int rc, const ch
  * fields an older caller does not have) means each field's default. */
 CAIRN_INTERNAL int cairn__opts_version(unsigned version, unsigned max, const char *what,
                                        cairn_error *err);
+/* Report progress to `fn` (may be NULL): 0 to go on, or CAIRN_E_USER (in
+ * err, naming `what`) when the callback asked to stop. */
+CAIRN_INTERNAL int cairn__progress(cairn_progress_fn fn, void *ud, uint64_t done, uint64_t total,
+                                   const char *what, cairn_error *err);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -152,6 +156,10 @@ CAIRN_INTERNAL int cairn__rm_rf_at(int dirfd, const char *name);
  * -errno. `how`: 0 any, 'l' link only, 'r' reflink or copy, 'c' copy. */
 CAIRN_INTERNAL int cairn__clone_file_at(int srcdirfd, const char *src, int dstdirfd,
                                         const char *dst, int how);
+/* Copy from in's offset to its end into out: copy_file_range for `size`
+ * bytes (the length expected), then read and write for what is left, or
+ * all of it where the kernel cannot. 0 or -errno. */
+CAIRN_INTERNAL int cairn__copy_fd(int in, int out, off_t size);
 
 /* A text column, "" for NULL. */
 static inline const char *cairn__col(sqlite3_stmt *s, int i)

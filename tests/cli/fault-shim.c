@@ -7,7 +7,9 @@
  * CAIRN_TEST_FAULT=OP:N:ACTION   OP: syncfs, fsync, fdatasync (SQLite's
  *                                commits), rename (renameat, renameat2 and
  *                                syscall(SYS_renameat2), which is what
- *                                lib/util/util.c calls); ACTION: EIO or kill.
+ *                                lib/util/util.c calls); ACTION: EIO, kill,
+ *                                or int (a Ctrl-C: SIGINT, then the call
+ *                                goes on).
  * CAIRN_TEST_FAULT_LOG=FILE      "OP N ACTION" is appended when it fires,
  *                                so the test knows the point was reached.
  */
@@ -53,6 +55,10 @@ static int fault(int op)
     }
     if (!strcmp(action, "kill"))
         raise(SIGKILL);
+    if (!strcmp(action, "int")) {
+        raise(SIGINT);
+        return 0;
+    }
     errno = EIO;
     return -1;
 }

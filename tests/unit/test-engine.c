@@ -4,6 +4,7 @@
  * flatten between rounds. Only the public API is used, as an engine would. */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -600,6 +601,170 @@ static void commit_without_begin(cairn_state *st)
     cairn__tx_commit(st, NULL);
 }
 
+/* ---- stopping a long call ---------------------------------------------- */
+
+struct stopper {
+    uint64_t calls, last, total;
+    uint64_t stop_at; /* the call that says stop (1: the first); 0: never */
+    bool backwards;
+};
+
+static int stopper_cb(void *ud, uint64_t done, uint64_t total)
+{
+    struct stopper *s = ud;
+    s->backwards |= done < s->last;
+    s->last = done;
+    s->total = total;
+    return ++s->calls == s->stop_at;
+}
+
+static int dir_entries(const char *path)
+{
+    int n = 0;
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+static void assert_fsck_clean(const char *path)
+{
+    cairn_error t_err = {0};
+    cairn_state *st = NULL;
+    T_OK(cairn_state_open(&st, path, CAIRN_OPEN_READONLY, &t_err));
+    cairn_fsck_options fo = CAIRN_FSCK_OPTIONS_INIT;
+    int problems = 0;
+    assert_int_equal(cairn_fsck(st, &fo, fsck_cb, &problems, &t_err), 0);
+    assert_int_equal(problems, 0);
+    cairn_state_free(st);
+}
+
+/* Every long call an engine makes stops when its progress callback says so:
+ * CAIRN_E_USER, and the state stays valid. 600 blobs: more than one report
+ * (every 256 objects and at the end). */
+static void test_stop(void **unused)
+{
+    cairn_error t_err = {0};
+    char *dir = t_scratch("engine-stop");
+    char *src = NULL, *fz = NULL, *merged = NULL, *ep = NULL, *layout = NULL;
+    assert_true(asprintf(&src, "%s/s", dir) > 0);
+    assert_true(asprintf(&fz, "%s/frozen", dir) > 0);
+    assert_true(asprintf(&merged, "%s/merged", dir) > 0);
+    assert_true(asprintf(&ep, "%s/export", dir) > 0);
+    assert_true(asprintf(&layout, "%s/layout", dir) > 0);
+    cairn_state *st = t_state(dir, "s");
+    make_layout(st, layout);
+    cairn_blob_batch *b = NULL;
+    T_OK(cairn_blob_batch_new(&b, st, &t_err));
+    for (int i = 0; i < 600; i++) {
+        char buf[64];
+        snprintf(buf, sizeof(buf), "blob %d of the engine", i);
+        T_OK(cairn_blob_batch_put_buf(b, buf, strlen(buf), NULL, NULL, &t_err));
+    }
+    T_OK(cairn_blob_batch_commit(b, &t_err));
+    cairn_blob_batch_free(b);
+    int entries = dir_entries(dir);
+
+    /* freeze: stopped, nothing at DEST and nothing beside it */
+    struct stopper sp = {.stop_at = 1};
+    cairn_freeze_options fo = CAIRN_FREEZE_OPTIONS_INIT;
+    fo.progress = stopper_cb;
+    fo.progress_userdata = &sp;
+    assert_int_equal(cairn_freeze_with(src, fz, &fo, NULL, NULL, &t_err), CAIRN_E_USER);
+    assert_int_equal(t_err.code, CAIRN_E_USER);
+    assert_int_equal(access(fz, F_OK), -1);
+    assert_int_equal(dir_entries(dir), entries);
+    /* not stopped: every object counted, up to the total */
+    sp = (struct stopper){0};
+    cairn_merge_stats ms;
+    T_OK(cairn_freeze_with(src, fz, &fo, &ms, NULL, &t_err));
+    assert_true(sp.calls >= 3);
+    assert_false(sp.backwards);
+    assert_int_equal(sp.last, sp.total);
+    assert_int_equal(sp.total, ms.objects);
+    assert_fsck_clean(fz);
+    /* a version the library does not know is refused */
+    fo.version = CAIRN_FREEZE_OPTIONS_VERSION + 1;
+    assert_int_equal(cairn_freeze_with(src, merged, &fo, NULL, NULL, &t_err), -EINVAL);
+    fo.version = CAIRN_FREEZE_OPTIONS_VERSION;
+
+    /* merge: stopped before any row; a rerun completes */
+    cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
+    mo.progress = stopper_cb;
+    mo.progress_userdata = &sp;
+    sp = (struct stopper){.stop_at = 1};
+    assert_int_equal(cairn_merge(merged, (const char *const[]){fz}, 1, &mo, NULL, &t_err),
+                     CAIRN_E_USER);
+    mo.progress = NULL;
+    T_OK(cairn_merge(merged, (const char *const[]){fz}, 1, &mo, NULL, &t_err));
+    assert_fsck_clean(merged);
+
+    /* fsck */
+    cairn_fsck_options ko = CAIRN_FSCK_OPTIONS_INIT;
+    ko.progress = stopper_cb;
+    ko.progress_userdata = &sp;
+    sp = (struct stopper){.stop_at = 1};
+    assert_int_equal(cairn_fsck(st, &ko, NULL, NULL, &t_err), CAIRN_E_USER);
+
+    /* image export: stopped, no DEST */
+    cairn_image_export_options eo = CAIRN_IMAGE_EXPORT_OPTIONS_INIT;
+    cairn_image_import_options io = CAIRN_IMAGE_IMPORT_OPTIONS_INIT;
+    T_OK(cairn_image_import(st, layout, &io, NULL, &t_err));
+    eo.progress = stopper_cb;
+    eo.progress_userdata = &sp;
+    sp = (struct stopper){.stop_at = 1};
+    assert_int_equal(cairn_image_export(st, "engine:base", ep, &eo, &t_err), CAIRN_E_USER);
+    assert_int_equal(access(ep, F_OK), -1);
+
+    /* image import (and its layer import): stopped, no image recorded */
+    cairn_state *st2 = t_state(dir, "s2");
+    io.progress = stopper_cb;
+    io.progress_userdata = &sp;
+    sp = (struct stopper){.stop_at = 1};
+    assert_int_equal(cairn_image_import(st2, layout, &io, NULL, &t_err), CAIRN_E_USER);
+    int n = 0;
+    T_OK(cairn_image_list(st2, image_cb, &n, &t_err));
+    assert_int_equal(n, 0);
+    n = 0;
+    T_OK(cairn_snapshot_active_list(st2, active_cb, &n, &t_err));
+    assert_int_equal(n, 0);
+    cairn_state_free(st2);
+    char *s2 = NULL;
+    assert_true(asprintf(&s2, "%s/s2", dir) > 0);
+    assert_fsck_clean(s2);
+    free(s2);
+
+    /* gc: 600 unnamed blobs to remove; stopped, then a second run ends it.
+     * Made a day old: gc keeps what was used in the seconds before it. */
+    T_OK(cairn_image_remove(st, "engine:base", &t_err));
+    assert_int_equal(sqlite3_exec(st->layers[0].db,
+                                  "UPDATE blobs SET created = created - 86400;"
+                                  "UPDATE usage SET last_used = last_used - 86400",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    cairn_gc_options go = CAIRN_GC_OPTIONS_INIT;
+    go.grace = -1;
+    go.progress = stopper_cb;
+    go.progress_userdata = &sp;
+    sp = (struct stopper){.stop_at = 1};
+    assert_int_equal(cairn_gc(st, &go, NULL, NULL, NULL, &t_err), CAIRN_E_USER);
+    go.progress = NULL;
+    cairn_gc_stats gs;
+    T_OK(cairn_gc(st, &go, NULL, NULL, &gs, &t_err));
+    assert_true(gs.blobs + gs.files > 0);
+    cairn_state_free(st);
+    assert_fsck_clean(src);
+
+    free(src);
+    free(fz);
+    free(merged);
+    free(ep);
+    free(layout);
+    t_scratch_free(dir);
+}
+
 static void test_asserts(void **unused)
 {
 #ifdef NDEBUG
@@ -641,6 +806,7 @@ int main(void)
         cmocka_unit_test(test_one_handle),
         cmocka_unit_test(test_stack),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_stop),
         cmocka_unit_test(test_asserts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

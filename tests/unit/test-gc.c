@@ -249,7 +249,7 @@ struct probe {
     int calls, free_to_delete;
 };
 
-static void fsck_probe(void *ud, uint64_t done, uint64_t total)
+static int fsck_probe(void *ud, uint64_t done, uint64_t total)
 {
     struct probe *p = ud;
     char *lk = NULL;
@@ -261,6 +261,7 @@ static void fsck_probe(void *ud, uint64_t done, uint64_t total)
     if (flock(fd, LOCK_EX | LOCK_NB) == 0)
         p->free_to_delete++;
     close(fd);
+    return 0;
 }
 
 static void test_fsck_beside_gc(void **unused)

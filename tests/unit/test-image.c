@@ -509,7 +509,7 @@ struct prog {
     bool backwards;
 };
 
-static void prog_cb(void *ud, uint64_t done, uint64_t total)
+static int prog_cb(void *ud, uint64_t done, uint64_t total)
 {
     struct prog *p = ud;
     if (done < p->last)
@@ -517,6 +517,7 @@ static void prog_cb(void *ud, uint64_t done, uint64_t total)
     p->last = done;
     p->total = total;
     p->calls++;
+    return 0;
 }
 
 /* Run `body` in directory `dir` with the shell. */
