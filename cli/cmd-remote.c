@@ -263,6 +263,8 @@ static int cmd_pull(cli *c, int argc, char **argv)
     }
     if (argc - optind != 2)
         return cli_usage_error(c, "expected REMOTE and TAG");
+    if (cache && !lazy)
+        return cli_usage_error(c, "--cache is for --lazy");
     cairn_state *st = NULL;
     int r = cli_open(c, 0, &st);
     if (r)
@@ -273,8 +275,6 @@ static int cmd_pull(cli *c, int argc, char **argv)
     o.progress_userdata = &p;
     cairn_error err = {0};
     cairn_remote_stats s = {0};
-    if (cache && !lazy)
-        return cli_usage_error(c, "--cache is for --lazy");
     r = lazy ? cairn_remote_pull_lazy(st, argv[optind], argv[optind + 1], &o, cache, &s, &err)
              : cairn_remote_pull(st, argv[optind], argv[optind + 1], &o, &s, &err);
     cli_progress_done(&p);
