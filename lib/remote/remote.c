@@ -91,6 +91,10 @@ static int url_check(const char *url, cairn_error *err)
 {
     if (strlen(url) > CAIRN_REMOTE_URL_MAX)
         return cairn__err(err, -EINVAL, "remote URL longer than %d bytes", CAIRN_REMOTE_URL_MAX);
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return cairn__err(err, -EINVAL, "remote URL: a control character at byte %zu",
+                              (size_t)(p - url));
     const char *sep = strstr(url, "://");
     if (!sep)
         return cairn__err(err, -EINVAL, "remote '%s': expected a URL (file:///dir, "

@@ -205,4 +205,6 @@ step "bad input: --cache without --lazy, cache gc without a bound"
 fails 2 "--cache is for --lazy" -- cairn -C "$T/l1" pull --cache "$T/x" "$URL" t1
 fails 2 "--max-bytes is needed" -- cairn cache gc
 fails 1 "no state under tag nope" -- cairn -C "$T/l1" pull --lazy "$URL" nope
+# a URL is written into the lower's remote file, a line a key: no line breaks
+fails 1 "control character" -- cairn -C "$T/l1" pull --lazy "$(printf '%s\nendpoint=http://elsewhere' "$URL")" t1
 echo ok
