@@ -216,23 +216,34 @@ static int cmd_pull(cli *c, int argc, char **argv)
 {
     static const struct option lo[] = {CLI_COMMON_LONGOPTS, REMOTE_LONGOPTS,
                                        {"lazy", no_argument, NULL, 'L'},
+                                       {"cache", required_argument, NULL, 'K'},
                                        {NULL, 0, NULL, 0}};
     cairn_remote_options o = CAIRN_REMOTE_OPTIONS_INIT;
     int opt;
+    bool lazy = false;
+    const char *cache = NULL;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
         int h = remote_opt(c, opt, &o);
         if (h < 0)
             return EXIT_USAGE;
         if (h)
             continue;
-        if (opt == 'L')
-            return cli_usage_error(c, "--lazy: remote lowers are not there yet; pull eagerly");
+        if (opt == 'L') {
+            lazy = true;
+            continue;
+        }
+        if (opt == 'K') {
+            cache = optarg;
+            continue;
+        }
         int r_ = cli_opt(c, opt);
         if (r_ >= 0)
             return r_;
     }
     if (argc - optind != 2)
         return cli_usage_error(c, "expected REMOTE and TAG");
+    if (cache && !lazy)
+        return cli_usage_error(c, "--cache is for --lazy");
     cairn_state *st = NULL;
     int r = cli_open(c, 0, &st);
     if (r)
@@ -243,7 +254,8 @@ static int cmd_pull(cli *c, int argc, char **argv)
     o.progress_userdata = &p;
     cairn_error err = {0};
     cairn_remote_stats s = {0};
-    r = cairn_remote_pull(st, argv[optind], argv[optind + 1], &o, &s, &err);
+    r = lazy ? cairn_remote_pull_lazy(st, argv[optind], argv[optind + 1], &o, cache, &s, &err)
+             : cairn_remote_pull(st, argv[optind], argv[optind + 1], &o, &s, &err);
     cli_progress_done(&p);
     cairn_state_free(st);
     if (r < 0)
@@ -251,7 +263,14 @@ static int cmd_pull(cli *c, int argc, char **argv)
     if (c->json) {
         json_t *j = stats_json(&s);
         json_object_set_new(j, "tag", json_string(argv[optind + 1]));
+        json_object_set_new(j, "lazy", json_boolean(lazy));
         cli_json_print(j);
+    } else if (lazy && !c->quiet) {
+        char h[32];
+        printf("stacked %s lazily: %llu state%s naming %llu objects (metadata %s; objects "
+               "fetched on first use)\n", argv[optind + 1], (unsigned long long)s.states,
+               s.states == 1 ? "" : "s", (unsigned long long)s.objects,
+               cli_human(s.meta_bytes, h, sizeof(h)));
     } else if (!c->quiet) {
         printf("pulled %s: %llu state%s merged, %llu rows\n", argv[optind + 1],
                (unsigned long long)s.states, s.states == 1 ? "" : "s",
@@ -447,6 +466,57 @@ static int cmd_remote_gc(cli *c, int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_cache_gc(cli *c, int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS,
+                                       {"cache", required_argument, NULL, 'K'},
+                                       {"max-bytes", required_argument, NULL, 'B'},
+                                       {"dry-run", no_argument, NULL, 'n'},
+                                       {NULL, 0, NULL, 0}};
+    const char *cache = NULL;
+    uint64_t max = 0;
+    bool have_max = false;
+    int dry = 0, opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        if (opt == 'K') {
+            cache = optarg;
+        } else if (opt == 'n') {
+            dry = 1;
+        } else if (opt == 'B') {
+            if (cli_parse_size(optarg, 0, &max) < 0)
+                return cli_usage_error(c, "--max-bytes '%s': expected a size (N, NK, NM, NG)",
+                                       optarg);
+            have_max = true;
+        } else {
+            int r_ = cli_opt(c, opt);
+            if (r_ >= 0)
+                return r_;
+        }
+    }
+    if (argc != optind)
+        return cli_usage_error(c, "unexpected argument '%s'", argv[optind]);
+    if (!have_max)
+        return cli_usage_error(c, "--max-bytes is needed (0 removes every fetched object)");
+    cairn_error err = {0};
+    cairn_remote_stats s = {0};
+    int r = cairn_remote_cache_gc(cache, max, dry, &s, &err);
+    if (r < 0)
+        return cli_fail(c, &err);
+    if (c->json) {
+        cli_json_print(json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "lowers", (json_int_t)s.states,
+                                 "objects", (json_int_t)s.objects, "objects_removed",
+                                 (json_int_t)s.objects_moved, "bytes_removed",
+                                 (json_int_t)s.bytes_moved, "bytes_kept",
+                                 (json_int_t)s.bytes_skipped, "dry_run", dry));
+    } else if (!c->quiet) {
+        char h[32], k[32];
+        printf("%s%llu of %llu fetched objects (%s); %s kept\n", dry ? "would remove " : "removed ",
+               (unsigned long long)s.objects_moved, (unsigned long long)s.objects,
+               cli_human(s.bytes_moved, h, sizeof(h)), cli_human(s.bytes_skipped, k, sizeof(k)));
+    }
+    return EXIT_OK;
+}
+
 const cli_command cli_remote_commands[] = {
     {"remote add", cmd_remote_add, "NAME URL",
      "name a remote (file:///dir; no credentials in it: they come from the environment)"},
@@ -456,8 +526,11 @@ const cli_command cli_remote_commands[] = {
      "[--own] [--compression zstd|gzip|none] [--objects-per-manifest N] REMOTE TAG",
      "publish the state (with its lowers' union, or --own alone) under TAG, sending only what "
      "the remote lacks"},
-    {"pull", cmd_pull, "REMOTE TAG",
-     "fetch every state under TAG into the state (only what it lacks, verified) and merge them"},
+    {"pull", cmd_pull, "[--lazy [--cache DIR]] REMOTE TAG",
+     "fetch every state under TAG into the state (only what it lacks, verified) and merge them; "
+     "--lazy: stack them as lowers, objects fetched on first use into a cache"},
+    {"cache gc", cmd_cache_gc, "[--cache DIR] [--dry-run] --max-bytes N[K|M|G]",
+     "bound the cache of lazy lowers: the objects fetched longest ago go first"},
     {"remote states", cmd_remote_states, "REMOTE [TAG]",
      "the states of a remote, with their objects, sizes and times"},
     {"remote compact", cmd_remote_compact, "REMOTE TAG",

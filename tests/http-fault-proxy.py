@@ -4,15 +4,20 @@ forwards to one upstream server and injects faults at random, seeded points.
 
   http-fault-proxy.py --upstream HOST:PORT [--port-file F] [--seed N]
       [--rate P] [--faults 500,429,reset,stall,truncate,corrupt]
-      [--stall S] [--hold REGEX] [--log F] [--timeout S]
+      [--stall S] [--hold REGEX] [--retry-after S] [--log F] [--timeout S]
 
 Each request is read whole (Content-Length or chunked), then with
 probability P one fault is drawn from --faults:
   500, 429   answer that status (an S3-style XML error) without forwarding;
+  400        answer 400 (BadRequest): a client must not send it again;
   reset      close the connection at once (RST), without forwarding;
   stall      say nothing for S seconds, then close;
   truncate   forward, then send the headers and half of the body, and close;
   corrupt    forward, then flip one byte of a 2xx body.
+With --retry-after S a 429 says "Retry-After: S", and the same request
+line coming back sooner than S seconds after it is answered 400 (TooEarly,
+logged "early"), which a client does not retry: so a client that ignores
+Retry-After fails, whatever the speed of the machine.
 A request whose request line matches --hold is never answered (a process
 killed in the middle of it). --log appends "METHOD TARGET FAULT" a request.
 It listens on an ephemeral port of 127.0.0.1 (written to --port-file) and
@@ -34,6 +39,7 @@ p.add_argument("--rate", type=float, default=0.0)
 p.add_argument("--faults", default="500,429,reset,stall,truncate,corrupt")
 p.add_argument("--stall", type=float, default=5.0)
 p.add_argument("--hold")
+p.add_argument("--retry-after", type=int)
 p.add_argument("--log")
 p.add_argument("--timeout", type=float, default=600)
 a = p.parse_args()
@@ -42,6 +48,7 @@ faults = [f for f in a.faults.split(",") if f]
 rng = random.Random(a.seed)
 lock = threading.Lock()
 hold = re.compile(a.hold) if a.hold else None
+told = {}  # request line -> when a 429 told it to come back
 
 
 def log(line):
@@ -94,12 +101,12 @@ def rst(conn):
     conn.close()
 
 
-def error(status, code):
+def error(status, code, extra=""):
     body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code>"
             "<Message>injected by the fault proxy</Message></Error>" % code).encode()
-    reason = {500: "Internal Server Error", 429: "Too Many Requests"}[status]
-    return (("HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
-             "Connection: close\r\n\r\n") % (status, reason, len(body))).encode() + body
+    reason = {500: "Internal Server Error", 429: "Too Many Requests", 400: "Bad Request"}[status]
+    return (("HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n%s"
+             "Connection: close\r\n\r\n") % (status, reason, len(body), extra)).encode() + body
 
 
 def forward(lines, body):
@@ -161,11 +168,24 @@ def serve(conn):
             conn.close()
             return
         with lock:
+            early = reqline in told and time.monotonic() < told[reqline]
+            told.pop(reqline, None)
             fault = rng.choice(faults) if faults and rng.random() < a.rate else "none"
+            if early:
+                fault = "early"
+            elif fault == "429" and a.retry_after is not None:
+                told[reqline] = time.monotonic() + a.retry_after
             cut = rng.random()
         log("%s %s %s" % (method, target, fault))
-        if fault in ("500", "429"):
-            conn.sendall(error(int(fault), "InternalError" if fault == "500" else "SlowDown"))
+        if fault == "early":
+            conn.sendall(error(400, "TooEarly"))
+            conn.close()
+            return
+        if fault in ("500", "429", "400"):
+            extra = ("Retry-After: %d\r\n" % a.retry_after
+                     if fault == "429" and a.retry_after is not None else "")
+            conn.sendall(error(int(fault), {"500": "InternalError", "429": "SlowDown",
+                                            "400": "BadRequest"}[fault], extra))
             conn.close()
             return
         if fault == "reset":

@@ -102,6 +102,33 @@ CAIRN_EXPORT int cairn_remote_pull(cairn_state *st, const char *remote, const ch
                                    const cairn_remote_options *opts, cairn_remote_stats *stats,
                                    cairn_error *err);
 
+/* Pull `tag` lazily: each member becomes a lower of the state (its
+ * `lowers` file) and nothing but metadata is fetched: the members'
+ * manifests, configs and databases, each verified. A blob is fetched on
+ * its first read, a snapshot on its first mount, checkout or export, into
+ * the lower's directory in `cache_dir`, shared by the states of the
+ * machine that pull the same member; each byte is hashed against its name
+ * before the object's file appears, and a remote that is down or lies
+ * fails that read (naming the remote and the object), storing nothing.
+ * Lookups answer as after an eager pull (the rules of stacking).
+ * cache_dir NULL: $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else
+ * ~/.cache/cairn. The cache's lowers must stay while a state stacks them
+ * (cairn_remote_cache_gc removes fetched objects, never a lower). stats:
+ * states = members stacked, objects = objects they name, meta_bytes. */
+CAIRN_EXPORT int cairn_remote_pull_lazy(cairn_state *st, const char *remote, const char *tag,
+                                        const cairn_remote_options *opts, const char *cache_dir,
+                                        cairn_remote_stats *stats, cairn_error *err);
+
+/* Bound the cache of lazy lowers (cache_dir as above) to max_bytes: the
+ * objects fetched longest ago are removed first (a later read fetches them
+ * again); a snapshot that an overlay mount reads is kept, and so is every
+ * lower's metadata. Staging older than an hour is removed. stats->states:
+ * lowers in the cache; objects: objects fetched; objects_moved /
+ * bytes_moved: removed (or, dry_run, that would be); bytes_skipped: what
+ * stays. */
+CAIRN_EXPORT int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
+                                       cairn_remote_stats *stats, cairn_error *err);
+
 typedef struct cairn_remote_state {
     const char *tag;
     const char *digest;   /* the manifest's: the member's name */

@@ -139,6 +139,8 @@ typedef struct cairn__layer {
     int snapfd;      /* snapshots/ of root, opened lazily (-1) */
     sqlite3 *db;     /* opened lazily for lowers */
     cairn__stmt_cache stmts;
+    bool lazy;       /* a remote lower: its objects are fetched on first use
+                      * (its root holds a `remote` file; see below) */
 } cairn__layer;
 
 struct cairn_state {
@@ -171,6 +173,26 @@ CAIRN_INTERNAL int cairn__stmt(cairn_state *st, size_t i, const char *sql, sqlit
 /* The fds of a layer's object directories, opened on first use. */
 CAIRN_INTERNAL int cairn__layer_blobfd(cairn_state *st, size_t i, cairn_error *err);
 CAIRN_INTERNAL int cairn__layer_snapfd(cairn_state *st, size_t i, cairn_error *err);
+/* Lazy lowers. A lower whose root holds a file named `remote` is a state
+ * pulled lazily (cairn pull --lazy): its database is there, its objects are
+ * fetched on first use into its own blobs/ and snapshots/ (a cache shared
+ * by the states of the machine). Core cannot call lib/remote (it is above):
+ * remote registers a provider at load time, and the readers of objects
+ * (store, snapshot) call cairn__lower_fetch() when a lazy layer lacks the
+ * file of an object its rows name. The provider verifies every byte
+ * against its name before the object's file appears. */
+enum { CAIRN__LOWER_BLOB, CAIRN__LOWER_SNAPSHOT };
+typedef struct cairn__lower_provider {
+    /* Make layers[layer]'s file of the object `name` (a blob's digest, a
+     * snapshot's chain id) exist, verified; 0 or a negative code with err
+     * set. Called only for a lazy layer. */
+    int (*fetch)(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err);
+} cairn__lower_provider;
+CAIRN_INTERNAL void cairn__lower_provider_set(const cairn__lower_provider *p);
+/* Fetch through the registered provider; without one, a clear error. */
+CAIRN_INTERNAL int cairn__lower_fetch(cairn_state *st, size_t layer, int kind, const char *name,
+                                      cairn_error *err);
+
 /* tmp/ of the state, for staging. */
 CAIRN_INTERNAL int cairn__tmpfd(cairn_state *st, cairn_error *err);
 /* Fail with CAIRN_E_FROZEN / -EROFS when the state may not be written. */

@@ -82,6 +82,27 @@ int cairn__layer_snapfd(cairn_state *st, size_t i, cairn_error *err)
     return layer_subdir(st, i, &st->layers[i].snapfd, "snapshots", err);
 }
 
+/* ---- lazy lowers: the provider (core.h) ------------------------------- */
+
+static const cairn__lower_provider *lower_provider;
+
+void cairn__lower_provider_set(const cairn__lower_provider *p)
+{
+    __atomic_store_n(&lower_provider, p, __ATOMIC_RELEASE);
+}
+
+int cairn__lower_fetch(cairn_state *st, size_t layer, int kind, const char *name,
+                       cairn_error *err)
+{
+    const cairn__lower_provider *p = __atomic_load_n(&lower_provider, __ATOMIC_ACQUIRE);
+    if (!p)
+        return cairn__err(err, -ENOTSUP, "%s %s: in lazy lower %s, which this program cannot "
+                          "fetch from (built without remotes)",
+                          kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name,
+                          st->layers[layer].root);
+    return p->fetch(st, layer, kind, name, err);
+}
+
 /* ---- per-layer statement cache ---------------------------------------- */
 
 /* The slot of `sql` in a table of cap entries (a power of two): where it is,

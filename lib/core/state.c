@@ -380,6 +380,7 @@ static int add_lower_state(cairn_state *st, const char *path, const char *want_i
         close(fd);
         return r;
     }
+    st->layers[st->n_layers - 1].lazy = faccessat(fd, "remote", F_OK, AT_SYMLINK_NOFOLLOW) == 0;
     r = add_sibling_layers(st, path, fd, id.id, err);
     if (r < 0)
         return r;

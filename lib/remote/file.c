@@ -12,8 +12,14 @@
  *
  * Invariants:
  * - a file under blobs/ holds the bytes of its name: written under tmp/,
- *   fsynced, renamed without replacing (EEXIST: the same content is there),
- *   the directory fsynced;
+ *   made durable, renamed without replacing (EEXIST: the same content is
+ *   there), the directory fsynced. Blobs are synced in batches, as OSTree
+ *   does: blob_put stages a blob without an fsync of its own; a flush (one
+ *   syncfs() of the remote's file system, every PENDING_MAX blobs or
+ *   PENDING_BYTES bytes, before a state is published, and at close) makes
+ *   the batch durable, and only then renames it into blobs/. So no name in
+ *   blobs/ ever holds bytes a crash could lose, and a push of many small
+ *   objects costs one sync a batch instead of two fsyncs an object;
  * - a state file is written the same way, after its manifest's blob, and
  *   only once the caller stored every object it names (publish last); so a
  *   writer killed at any point leaves at most files no state names;
@@ -37,7 +43,16 @@ struct cairn__remote {
     int dirfd;   /* the root, -1 until it exists */
     int blobfd;  /* blobs/sha256 */
     bool swept;  /* tmp/ swept by this handle's first write */
+    int tmpfd;   /* tmp/, -1 until the first staged blob */
+    /* blobs staged in tmp/, not yet synced nor renamed (see the invariants) */
+    char (*pending)[2][128]; /* {staging name, hex} */
+    size_t n_pending, cap_pending;
+    uint64_t pending_bytes;
+    cairn__strset *pending_set; /* their hex, for blobs_have */
 };
+
+#define PENDING_MAX 1024
+#define PENDING_BYTES (32ull << 20)
 
 #define STALE_NS (24LL * 3600 * 1000000000)
 
@@ -131,14 +146,23 @@ static int file_open(const cairn__remote_conf *conf, cairn__remote **out, cairn_
         return e;
     }
     r->blobfd = -1;
+    r->tmpfd = -1;
     *out = r;
     return 0;
 }
+
+static int flush(cairn__remote *r, cairn_error *err);
 
 static void file_close(cairn__remote *r)
 {
     if (!r)
         return;
+    /* what a failed push sent stays useful to its rerun */
+    flush(r, NULL);
+    cairn__strset_free(r->pending_set);
+    free(r->pending);
+    if (r->tmpfd >= 0)
+        close(r->tmpfd);
     if (r->blobfd >= 0)
         close(r->blobfd);
     if (r->dirfd >= 0)
@@ -165,8 +189,9 @@ static int file_blobs_have(cairn__remote *r, const char *const *digests, size_t 
     for (size_t i = 0; i < n; i++) {
         const char *hex = hex_of(digests[i]);
         struct stat sb;
-        present[i] = hex && fstatat(r->blobfd, hex, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
-                     S_ISREG(sb.st_mode);
+        present[i] = hex && ((r->pending_set && cairn__strset_has(r->pending_set, hex)) ||
+                             (fstatat(r->blobfd, hex, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+                              S_ISREG(sb.st_mode)));
         /* a use: gc's grace period now covers the push relying on it */
         if (present[i])
             utimensat(r->blobfd, hex, NULL, AT_SYMLINK_NOFOLLOW);
@@ -252,6 +277,32 @@ static int stage_put(cairn__remote *r, int dirfd, const char *name, int in, uint
     return e;
 }
 
+/* Make the staged blobs durable (one syncfs), then rename them into
+ * blobs/ and sync the directory: data before names. */
+static int flush(cairn__remote *r, cairn_error *err)
+{
+    if (!r->n_pending)
+        return 0;
+    int e = syncfs(r->tmpfd) < 0 ? -errno : 0;
+    for (size_t i = 0; i < r->n_pending; i++) {
+        const char *tmp = r->pending[i][0], *hex = r->pending[i][1];
+        int k = e < 0 ? e : cairn__rename_noreplace(r->tmpfd, tmp, r->blobfd, hex);
+        if (k < 0)
+            unlinkat(r->tmpfd, tmp, 0); /* EEXIST: the same bytes are there */
+        if (k < 0 && k != -EEXIST && e == 0)
+            e = k;
+    }
+    if (e == 0 && fsync(r->blobfd) < 0)
+        e = -errno;
+    r->n_pending = 0;
+    r->pending_bytes = 0;
+    cairn__strset_free(r->pending_set);
+    r->pending_set = NULL;
+    if (e < 0)
+        return cairn__err(err, e, "remote %s: store the blobs sent: %m", r->root);
+    return 0;
+}
+
 static int file_blob_put(cairn__remote *r, const char *digest, int fd, uint64_t size,
                          const char *media_type, cairn__remote_progress fn, void *ud,
                          cairn_error *err)
@@ -263,9 +314,44 @@ static int file_blob_put(cairn__remote *r, const char *digest, int fd, uint64_t 
     int e = file_layout(r, true, err);
     if (e < 0)
         return e;
-    e = stage_put(r, r->blobfd, hex, fd, size, NULL, 0, fn, ud);
-    if (e < 0)
+    if (r->pending_set && cairn__strset_has(r->pending_set, hex))
+        return 0;
+    if (r->tmpfd < 0 && (r->tmpfd = openat(r->dirfd, "tmp", O_RDONLY | O_DIRECTORY |
+                                           O_CLOEXEC)) < 0)
+        return cairn__err(err, -errno, "remote %s/tmp: %m", r->root);
+    if (r->n_pending == r->cap_pending) {
+        size_t cap = r->cap_pending ? r->cap_pending * 2 : 256;
+        void *nv = realloc(r->pending, cap * sizeof(*r->pending));
+        if (!nv)
+            return cairn__err(err, -ENOMEM, "out of memory");
+        r->pending = nv;
+        r->cap_pending = cap;
+    }
+    if (!r->pending_set && !(r->pending_set = cairn__strset_new()))
+        return cairn__err(err, -ENOMEM, "out of memory");
+    char *tmp = r->pending[r->n_pending][0];
+    e = cairn__tmp_name_unowned(tmp, 128, "put");
+    int out = e < 0 ? -1 : openat(r->tmpfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (e == 0 && out < 0)
+        e = -errno;
+    if (e == 0 && lseek(fd, 0, SEEK_SET) < 0)
+        e = -errno;
+    if (e == 0)
+        e = copy_fd(fd, out, size, fn, ud);
+    if (out >= 0 && close(out) < 0 && e == 0)
+        e = -errno;
+    if (e == 0 && cairn__strset_add(r->pending_set, hex) < 0)
+        e = -ENOMEM;
+    if (e < 0) {
+        if (out >= 0)
+            unlinkat(r->tmpfd, tmp, 0);
         return cairn__err(err, e, "remote %s: blob %s: write: %m", r->root, digest);
+    }
+    snprintf(r->pending[r->n_pending][1], 128, "%s", hex);
+    r->n_pending++;
+    r->pending_bytes += size;
+    if (r->n_pending >= PENDING_MAX || r->pending_bytes >= PENDING_BYTES)
+        return flush(r, err);
     return 0;
 }
 
@@ -275,6 +361,9 @@ static int file_blob_get(cairn__remote *r, const char *digest, int fd, cairn__re
     const char *hex = hex_of(digest);
     if (!hex)
         return cairn__err(err, CAIRN_E_DIGEST, "remote %s: bad digest %s", r->root, digest);
+    int f = r->n_pending ? flush(r, err) : 0;
+    if (f < 0)
+        return f;
     int e = file_layout(r, false, err);
     if (e == -ENOENT)
         return cairn__err(err, -ENOENT, "remote %s: blob %s: not stored", r->root, digest);
@@ -512,6 +601,8 @@ static int file_state_put(cairn__remote *r, const char *tag, const char *manifes
         return cairn__err(err, CAIRN_E_DIGEST, "remote %s: bad digest %s", r->root,
                           manifest_digest);
     int e = file_layout(r, true, err);
+    if (e == 0)
+        e = flush(r, err); /* publish last: every blob it names is stored */
     if (e < 0)
         return e;
     /* the manifest as a blob first (an OCI layout's index names blobs) */

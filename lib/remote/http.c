@@ -11,7 +11,9 @@
  *   retried once bytes went into it), the headers prepared (signed) again;
  * - the backoff doubles from CAIRN_HTTP_BACKOFF_MS up to 10 s, each delay
  *   drawn between half and all of it (jitter), so writers that failed
- *   together do not retry together;
+ *   together do not retry together; a 429 or 503 with a Retry-After
+ *   (seconds or an HTTP date) waits at least that long (at most
+ *   CAIRN_HTTP_RETRY_AFTER_MAX_S), as the server asked;
  * - an error names the object, the method and URL (without its query), the
  *   status and the body's error code and message (S3's XML, a registry's
  *   JSON), and never a string given to cairn__http_redact();
@@ -33,7 +35,7 @@ struct cairn__http {
     CURLM *multi;
     unsigned jobs;
     unsigned retries;
-    int64_t backoff_ms, stall_s;
+    int64_t backoff_ms, stall_s, retry_after_max_s;
     uint64_t rng;
     cairn__strv secrets;
 };
@@ -80,6 +82,7 @@ int cairn__http_new(unsigned jobs, cairn__http **out, cairn_error *err)
     h->retries = (unsigned)env_num("CAIRN_HTTP_RETRIES", 5, 100);
     h->backoff_ms = env_num("CAIRN_HTTP_BACKOFF_MS", 200, 60000);
     h->stall_s = env_num("CAIRN_HTTP_STALL_S", 60, 3600);
+    h->retry_after_max_s = env_num("CAIRN_HTTP_RETRY_AFTER_MAX_S", 300, 86400);
     if (h->stall_s == 0)
         h->stall_s = 1;
     h->rng = (uint64_t)cairn__now_ns() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)h;
@@ -524,6 +527,26 @@ static int status_errno(long s)
     return -EIO;
 }
 
+/* Retry-After of the answer: delta-seconds or an HTTP date; -1 when none
+ * or unreadable. */
+static int64_t retry_after_ms(const cairn__http_req *q)
+{
+    _cleanup_free_ char *v = cairn__http_header(q, "Retry-After");
+    if (!v || !*v)
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (!*end && !errno && end != v)
+        return n < 0 ? -1 : n > INT64_MAX / 1000 ? INT64_MAX / 1000 : n * 1000;
+    struct tm tm = {0};
+    const char *e = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!e || *e)
+        return -1;
+    int64_t at = (int64_t)timegm(&tm) * 1000, now = cairn__now_ns() / 1000000;
+    return at > now ? at - now : 0;
+}
+
 /* An attempt ended with curl's code c: 1 to retry, 0 when final (rc, err set). */
 static int attempt_done(cairn__http *h, cairn__http_req *q, CURLcode c)
 {
@@ -535,6 +558,7 @@ static int attempt_done(cairn__http *h, cairn__http_req *q, CURLcode c)
     bool can_retry = q->attempts <= h->retries;
     if (can_retry && q->out_fd >= 0 && q->out_start_ < 0 && q->got > 0)
         can_retry = false; /* the bytes went into a pipe */
+    q->retry_after_ms_ = (status == 429 || status == 503) ? retry_after_ms(q) : -1;
     char digest[CAIRN_DIGEST_LEN + 1] = "";
     if (c == CURLE_OK && q->hash_ && is_2xx(status))
         cairn__sha256_final(q->hash_, digest);
@@ -662,8 +686,20 @@ int cairn__http_run(cairn__http *h, cairn__http_req **reqs, size_t n, cairn_erro
                 if (d > 10000)
                     d = 10000;
                 d = d / 2 + (d > 1 ? (int64_t)(rnd(h) % (uint64_t)(d / 2 + 1)) : 0);
+                /* the server said when: no sooner (and not past our bound) */
+                if (q->retry_after_ms_ >= 0) {
+                    int64_t ra = q->retry_after_ms_;
+                    if (ra > h->retry_after_max_s * 1000)
+                        ra = h->retry_after_max_s * 1000;
+                    if (ra > d)
+                        d = ra;
+                }
                 q->not_before_ = mono_ms() + d;
                 q->state_ = Q_PENDING;
+                /* wake for it: the wait below would otherwise sleep out the
+                 * loop's full second (found by the Retry-After test) */
+                if (q->not_before_ < wake)
+                    wake = q->not_before_;
                 continue;
             }
             q->state_ = Q_DONE;

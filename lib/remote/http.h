@@ -8,6 +8,9 @@
  *   CAIRN_HTTP_BACKOFF_MS  the first backoff (default 200; doubles, to 10 s)
  *   CAIRN_HTTP_STALL_S     a transfer moving no byte this long is a timeout
  *                          (default 60); connecting: 10 s
+ *   CAIRN_HTTP_RETRY_AFTER_MAX_S  the longest Retry-After honoured (default
+ *                          300): a 429 or 503 that says when to come back
+ *                          is retried no sooner, nor later than this
  */
 #ifndef CAIRN_REMOTE_HTTP_H
 #define CAIRN_REMOTE_HTTP_H
@@ -56,6 +59,7 @@ struct cairn__http_req {
     /* private to http.c */
     int state_;
     int64_t not_before_;
+    int64_t retry_after_ms_; /* the server's Retry-After of the last attempt, -1: none */
     off_t out_start_;
     uint64_t read_pos_;
     bool werr_;

@@ -46,7 +46,9 @@
 #include "combine/combine.h"
 #include "image/oci-private.h"
 #include "remote/backend.h"
+#include "snapshot/snapshot-private.h"
 
+#include <dirent.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -89,6 +91,10 @@ static int url_check(const char *url, cairn_error *err)
 {
     if (strlen(url) > CAIRN_REMOTE_URL_MAX)
         return cairn__err(err, -EINVAL, "remote URL longer than %d bytes", CAIRN_REMOTE_URL_MAX);
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return cairn__err(err, -EINVAL, "remote URL: a control character at byte %zu",
+                              (size_t)(p - url));
     const char *sep = strstr(url, "://");
     if (!sep)
         return cairn__err(err, -EINVAL, "remote '%s': expected a URL (file:///dir, "
@@ -254,8 +260,9 @@ static void xfer_cb(void *ud, uint64_t done)
     progress(x->s);
 }
 
-static int session_open(session *s, cairn_state *st, const char *remote,
-                        const cairn_remote_options *opts, cairn_error *err)
+/* The backend of `remote`, opened; no scratch directory (session_open). */
+static int session_connect(session *s, cairn_state *st, const char *remote,
+                           const cairn_remote_options *opts, cairn_error *err)
 {
     cairn_remote_options def = CAIRN_REMOTE_OPTIONS_INIT;
     *s = (session){.st = st, .o = opts ? *opts : def};
@@ -278,7 +285,13 @@ static int session_open(session *s, cairn_state *st, const char *remote,
                           "(it has file:// and oci://)", s->url);
     cairn__remote_conf conf = {s->url, s->o.jobs, s->o.insecure, s->o.region, s->o.endpoint,
                                s->o.auth_file};
-    r = s->ops->open(&conf, &s->r, err);
+    return s->ops->open(&conf, &s->r, err);
+}
+
+static int session_open(session *s, cairn_state *st, const char *remote,
+                        const cairn_remote_options *opts, cairn_error *err)
+{
+    int r = session_connect(s, st, remote, opts, err);
     if (r < 0)
         return r;
     /* Scratch: under the state's tmp/ when it can be written (same
@@ -1784,4 +1797,593 @@ int cairn_remote_gc(cairn_state *st, const char *remote, const cairn_remote_opti
     cairn__strset_free(live);
     session_close(&s);
     return r;
+}
+
+/* ---- lazy lowers ------------------------------------------------------- *
+ *
+ * pull --lazy makes each member of the tag a lower of the state without
+ * fetching an object: the member's database (verified) becomes a frozen
+ * state in the cache, CACHE/lowers/<manifest hex>/, whose `remote` file
+ * names where its objects are and whose `objects` file maps its snapshots
+ * to the layers that carry them. Core opens it as any lower, sees the
+ * `remote` file, and on the first read of an object whose file is missing
+ * calls the provider below (registered at load time: core.h, lazy lowers),
+ * which fetches it into that lower's blobs/ or snapshots/: staged in its
+ * tmp/, hashed against its name (and its size, and a layer's DiffID),
+ * synced, renamed into place without replacing. Nothing else is ever
+ * written in a lower; the states of the machine that pull the same member
+ * share its directory, and so what was fetched for it. A blob fetched for
+ * another member is linked from there (and hashed) instead of fetched.
+ * cairn_remote_cache_gc() bounds the cache: the objects fetched longest
+ * ago go first; a database stays (it is what makes the lower a state).
+ */
+
+#define LAZY_REMOTE "remote"
+#define LAZY_OBJECTS "objects"
+
+static int cache_dir_get(const char *given, char **out, cairn_error *err)
+{
+    _cleanup_free_ char *d = NULL;
+    const char *e;
+    if (given && *given)
+        d = strdup(given);
+    else if ((e = getenv("CAIRN_CACHE_DIR")) && *e)
+        d = strdup(e);
+    else if ((e = getenv("XDG_CACHE_HOME")) && *e == '/')
+        (void)!asprintf(&d, "%s/cairn", e);
+    else if ((e = getenv("HOME")) && *e == '/')
+        (void)!asprintf(&d, "%s/.cache/cairn", e);
+    else
+        return cairn__err(err, -EINVAL, "lazy pull: no cache directory (give one, or set "
+                          "CAIRN_CACHE_DIR)");
+    if (!d)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    int r = cairn__mkdir_p(d, 0755);
+    if (r < 0 && r != -EEXIST)
+        return cairn__err(err, r, "cache %s: %m", d);
+    char *real = realpath(d, NULL);
+    if (!real)
+        return cairn__err(err, -errno, "cache %s: %m", d);
+    static const char *const sub[] = {"lowers", "tmp"};
+    for (size_t i = 0; i < CAIRN_ARRAY_SIZE(sub); i++) {
+        _cleanup_free_ char *p = NULL;
+        if (asprintf(&p, "%s/%s", real, sub[i]) < 0 || (r = cairn__mkdir_p(p, 0755)) < 0) {
+            r = p ? cairn__err(err, r, "cache %s: %m", p) : cairn__err(err, -ENOMEM, "out of memory");
+            free(real);
+            return r;
+        }
+    }
+    *out = real;
+    return 0;
+}
+
+static int write_text(int dfd, const char *name, const char *text, cairn_error *err,
+                      const char *dir)
+{
+    int r = cairn__write_file_atomic(dfd, name, text, strlen(text), 0644);
+    return r < 0 ? cairn__err(err, r, "%s/%s: %m", dir, name) : 0;
+}
+
+/* The member rs as a lazy lower in the cache (made, or there already): its
+ * path in out. */
+static int lazy_lower_make(session *s, const char *cache, const rstate *rs, char *out,
+                           size_t size, cairn_error *err)
+{
+    snprintf(out, size, "%s/lowers/%s", cache, cairn__digest_hex(rs->digest));
+    _cleanup_close_ int have = open(out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    char id[CAIRN_STATE_ID_LEN + 1];
+    /* its identity is written last: when it reads, the lower is whole */
+    if (have >= 0 && cairn__identity_get(have, out, id, NULL, NULL) == 0)
+        return 0;
+    if (have >= 0)
+        cairn__rm_rf_at(AT_FDCWD, out); /* a partial one: made before a crash */
+    char name[128], side[REMOTE_PATH_MAX];
+    int r = cairn__tmp_name_unowned(name, sizeof(name), "lower");
+    if (r < 0)
+        return cairn__err(err, r, "staging name: %m");
+    snprintf(side, sizeof(side), "%s/tmp/%s", cache, name);
+    if (mkdir(side, 0755) < 0)
+        return cairn__err(err, -errno, "%s: %m", side);
+    _cleanup_close_ int dfd = open(side, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        r = cairn__err(err, -errno, "%s: %m", side);
+    static const char *const layout[] = {"db", "blobs", "blobs/sha256", "snapshots", "tmp"};
+    for (size_t i = 0; r == 0 && i < CAIRN_ARRAY_SIZE(layout); i++)
+        if ((r = cairn__mkdir_at(dfd, layout[i], i >= 3 ? 0700 : 0755)) < 0)
+            cairn__err(err, r, "%s/%s: %m", side, layout[i]);
+    if (r == 0)
+        r = cairn__random_id(id) < 0 ? cairn__err(err, -EIO, "random id: %m") : 0;
+    if (r == 0) {
+        char db[64];
+        snprintf(db, sizeof(db), "db/%s.sqlite", id);
+        int fd = openat(dfd, db, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        r = fd < 0 ? cairn__err(err, -errno, "%s/%s: %m", side, db)
+                   : fetch_verified(s, rs->db, rs->db_size, fd, err);
+        s->stats.meta_bytes += (uint64_t)rs->db_size;
+        if (fd >= 0)
+            close(fd);
+    }
+    /* where its objects are: the URL and the options that reach it, never
+     * a credential (the backend takes those from the environment) */
+    if (r == 0) {
+        _cleanup_free_ char *t = NULL;
+        if (asprintf(&t, "url=%s\ntag=%s\nmember=%s\ninsecure=%d\nregion=%s\nendpoint=%s\n"
+                     "auth-file=%s\n", s->url, rs->tag, rs->digest, s->o.insecure,
+                     s->o.region ? s->o.region : "", s->o.endpoint ? s->o.endpoint : "",
+                     s->o.auth_file ? s->o.auth_file : "") < 0)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+        else
+            r = write_text(dfd, LAZY_REMOTE, t, err, side);
+    }
+    if (r == 0) {
+        /* "<chain id> <layer digest> <size> <diff id> <parent or ->" a line */
+        size_t cap = 64 + rs->objs.n * 320;
+        _cleanup_free_ char *t = malloc(cap);
+        size_t n = 0;
+        if (!t)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; t && i < rs->objs.n; i++) {
+            const obj *o = &rs->objs.v[i];
+            if (o->kind == OBJ_SNAPSHOT)
+                n += (size_t)snprintf(t + n, cap - n, "%s %s %llu %s %s\n", o->name, o->digest,
+                                      (unsigned long long)o->size, o->diff_id,
+                                      o->parent[0] ? o->parent : "-");
+        }
+        if (t) {
+            t[n] = 0;
+            r = write_text(dfd, LAZY_OBJECTS, t, err, side);
+        }
+    }
+    if (r == 0 && syncfs(dfd) < 0)
+        r = cairn__err(err, -errno, "%s: sync: %m", side);
+    if (r == 0)
+        r = cairn__identity_new(dfd, side, id, true, err);
+    if (r == 0) {
+        r = cairn__rename_noreplace(AT_FDCWD, side, AT_FDCWD, out);
+        if (r == -EEXIST || r == -ENOTEMPTY) { /* another pull made it meanwhile */
+            cairn__rm_rf_at(AT_FDCWD, side);
+            r = 0;
+        } else if (r < 0) {
+            cairn__err(err, r, "%s: %m", out);
+        }
+    }
+    if (r < 0)
+        cairn__rm_rf_at(AT_FDCWD, side);
+    return r;
+}
+
+int cairn_remote_pull_lazy(cairn_state *st, const char *remote, const char *tag,
+                           const cairn_remote_options *opts, const char *cache_dir,
+                           cairn_remote_stats *stats, cairn_error *err)
+{
+    if (!st || !tag || !*tag)
+        return cairn__err(err, -EINVAL, "pull: a state and a tag are needed");
+    int r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *cache = NULL;
+    r = cache_dir_get(cache_dir, &cache, err);
+    if (r < 0)
+        return r;
+    session s;
+    r = session_connect(&s, st, remote, opts, err);
+    memberv mv = {0};
+    cairn__strv dirs = {0};
+    if (r == 0)
+        r = members_list(&s, tag, &mv, err);
+    if (r == 0 && mv.n == 0)
+        r = cairn__err(err, -ENOENT, "remote %s: no state under tag %s", s.url, tag);
+    for (size_t i = 0; r == 0 && i < mv.n; i++) {
+        rstate rs;
+        r = load_state(&s, mv.v[i].tag, mv.v[i].digest, mv.v[i].mtime, &rs, err);
+        if (r < 0)
+            break;
+        char dir[REMOTE_PATH_MAX];
+        r = lazy_lower_make(&s, cache, &rs, dir, sizeof(dir), err);
+        if (r == 0 && cairn__strv_push(&dirs, dir) < 0)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+        s.stats.objects += rs.objs.n;
+        rstate_clear(&rs);
+    }
+    /* the lowers already stacked stay (a tag pulled again adds its new
+     * members only) */
+    size_t keep = 0;
+    for (size_t i = 0; r == 0 && i < dirs.n; i++) {
+        bool listed = false;
+        for (size_t k = 1; k < st->n_layers && !listed; k++)
+            listed = !strcmp(st->layers[k].root, dirs.v[i]);
+        if (!listed)
+            dirs.v[keep++] = dirs.v[i];
+        else
+            free(dirs.v[i]);
+    }
+    if (r == 0)
+        dirs.n = keep;
+    if (r == 0 && dirs.n)
+        r = cairn_stack_add(st->path, (const char *const *)dirs.v, dirs.n, err);
+    if (r == 0) {
+        s.stats.states = mv.n;
+        if (stats)
+            *stats = s.stats;
+    }
+    free(mv.v);
+    cairn__strv_free(&dirs);
+    session_close(&s);
+    return r;
+}
+
+/* key=value lines of a lazy lower's remote file. */
+static const char *kv(char *buf, const char *key, char *out, size_t size)
+{
+    size_t kl = strlen(key);
+    for (char *l = buf; l && *l;) {
+        char *nl = strchr(l, '\n');
+        size_t len = nl ? (size_t)(nl - l) : strlen(l);
+        if (len > kl && l[kl] == '=' && !strncmp(l, key, kl)) {
+            snprintf(out, size, "%.*s", (int)(len - kl - 1), l + kl + 1);
+            return out;
+        }
+        l = nl ? nl + 1 : NULL;
+    }
+    out[0] = 0;
+    return out;
+}
+
+/* Link a blob another lower of the cache fetched already into tfd/tmp. */
+static bool lazy_link_sibling(const char *root, const char *hex, int tfd, const char *tmp)
+{
+    _cleanup_free_ char *lowers = strdup(root);
+    char *slash = lowers ? strrchr(lowers, '/') : NULL;
+    if (!slash)
+        return false;
+    *slash = 0;
+    DIR *d = opendir(lowers);
+    if (!d)
+        return false;
+    bool ok = false;
+    struct dirent *de;
+    while (!ok && (de = readdir(d))) {
+        if (de->d_name[0] == '.' || !strcmp(de->d_name, slash + 1))
+            continue;
+        char p[REMOTE_PATH_MAX];
+        snprintf(p, sizeof(p), "%s/blobs/sha256/%s", de->d_name, hex);
+        ok = linkat(dirfd(d), p, tfd, tmp, 0) == 0;
+    }
+    closedir(d);
+    return ok;
+}
+
+static int lazy_fetch_blob(session *s, cairn_state *st, size_t layer, const char *digest,
+                           int tfd, cairn_error *err)
+{
+    cairn__layer *L = &st->layers[layer];
+    static const char sql[] = "SELECT size FROM blobs WHERE digest = ?";
+    sqlite3_stmt *q;
+    int r = cairn__stmt(st, layer, sql, &q, err);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
+    int64_t size = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+    sqlite3_reset(q);
+    if (size < 0)
+        return cairn__err(err, -ENOENT, "blob %s: not a blob of lazy lower %s", digest, L->root);
+    int bfd = cairn__layer_blobfd(st, layer, err);
+    if (bfd < 0)
+        return bfd;
+    const char *hex = cairn__digest_hex(digest);
+    char tmp[128];
+    r = cairn__tmp_name_unowned(tmp, sizeof(tmp), "blob");
+    if (r < 0)
+        return cairn__err(err, r, "staging name: %m");
+    _cleanup_close_ int fd = -1;
+    if (lazy_link_sibling(L->root, hex, tfd, tmp)) {
+        fd = openat(tfd, tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        char got[CAIRN_DIGEST_LEN + 1];
+        if (fd < 0 || cairn__sha256_fd(fd, got) != size || strcmp(got, digest) != 0) {
+            /* not what its name says: fetch it instead */
+            if (fd >= 0)
+                close(fd);
+            fd = -1;
+            unlinkat(tfd, tmp, 0);
+        }
+    }
+    if (fd < 0) {
+        fd = openat(tfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return cairn__err(err, -errno, "%s/tmp/%s: %m", L->root, tmp);
+        r = fetch_verified(s, digest, size, fd, err);
+        if (r == 0 && fsync(fd) < 0)
+            r = cairn__err(err, -errno, "%s/tmp/%s: fsync: %m", L->root, tmp);
+        if (r < 0) {
+            unlinkat(tfd, tmp, 0);
+            return r;
+        }
+        s->stats.objects_moved++;
+        s->stats.bytes_moved += (uint64_t)size;
+    }
+    r = cairn__rename_noreplace(tfd, tmp, bfd, hex);
+    if (r == -EEXIST) {
+        unlinkat(tfd, tmp, 0);
+        return 0;
+    }
+    if (r < 0) {
+        unlinkat(tfd, tmp, 0);
+        return cairn__err(err, r, "%s/blobs/sha256/%s: %m", L->root, hex);
+    }
+    fsync(bfd);
+    return 0;
+}
+
+static int lazy_fetch_snapshot(session *s, cairn_state *st, size_t layer, const char *chain,
+                               int tfd, cairn_error *err)
+{
+    cairn__layer *L = &st->layers[layer];
+    _cleanup_free_ char *objs = NULL;
+    int r = cairn__read_file_at(L->dirfd, LAZY_OBJECTS, 64u << 20, &objs, NULL);
+    if (r < 0)
+        return cairn__err(err, r, "%s/%s: %m", L->root, LAZY_OBJECTS);
+    char ldigest[CAIRN_DIGEST_LEN + 1] = "", diff[CAIRN_DIGEST_LEN + 1], parent[CAIRN_DIGEST_LEN + 1];
+    unsigned long long size = 0;
+    size_t cl = strlen(chain);
+    for (char *l = objs; l && *l;) {
+        char *nl = strchr(l, '\n');
+        if (nl)
+            *nl = 0;
+        if (!strncmp(l, chain, cl) && l[cl] == ' ' &&
+            sscanf(l + cl + 1, "%71s %llu %71s %71s", ldigest, &size, diff, parent) == 4)
+            break;
+        ldigest[0] = 0;
+        l = nl ? nl + 1 : NULL;
+    }
+    if (!ldigest[0] || cairn_digest_check(ldigest, NULL) < 0 || cairn_digest_check(diff, NULL) < 0)
+        return cairn__err(err, CAIRN_E_CORRUPT, "snapshot %s: lazy lower %s carries no layer "
+                          "for it (%s)", chain, L->root, LAZY_OBJECTS);
+    const char *par = strcmp(parent, "-") ? parent : NULL;
+    if (par) { /* parents first: the layer applies over them */
+        cairn__snaprow prow;
+        r = cairn__snapshot_find(st, par, &prow, err);
+        if (r == 0)
+            r = cairn__err(err, -ENOENT, "snapshot %s: its parent %s is not in the stack", chain,
+                           par);
+        if (r > 0)
+            r = cairn__snapshot_ensure(st, prow.layer, par, err);
+        if (r < 0)
+            return r;
+    }
+    cairn__snaprow row;
+    r = cairn__snapshot_find(st, chain, &row, err);
+    if (r <= 0)
+        return r < 0 ? r : cairn__err(err, -ENOENT, "snapshot %s: not in the stack", chain);
+    if (strcmp(row.info.diff_id, diff) != 0)
+        return cairn__err(err, CAIRN_E_CORRUPT, "snapshot %s: lazy lower %s: its layer's DiffID "
+                          "%s is not the row's %s", chain, L->root, diff, row.info.diff_id);
+    int sfd = cairn__layer_snapfd(st, layer, err);
+    if (sfd < 0)
+        return sfd;
+    char tmp[128];
+    r = cairn__tmp_name_unowned(tmp, sizeof(tmp), "layer");
+    if (r < 0)
+        return cairn__err(err, r, "staging name: %m");
+    _cleanup_close_ int fd = openat(tfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return cairn__err(err, -errno, "%s/tmp/%s: %m", L->root, tmp);
+    r = fetch_verified(s, ldigest, (int64_t)size, fd, err);
+    if (r == 0) {
+        s->stats.objects_moved++;
+        s->stats.bytes_moved += size;
+        r = cairn__layer_apply(st, par, fd, diff, tfd, sfd, cairn__digest_hex(chain), err);
+        if (r < 0)
+            cairn__err_prefix(err, r, "snapshot %s (layer %s)", chain, ldigest);
+    }
+    unlinkat(tfd, tmp, 0);
+    return r;
+}
+
+static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err)
+{
+    cairn__layer *L = &st->layers[layer];
+    _cleanup_free_ char *conf = NULL;
+    int r = cairn__read_file_at(L->dirfd, LAZY_REMOTE, 64u << 10, &conf, NULL);
+    if (r < 0)
+        return cairn__err(err, r, "lazy lower %s: %s: %m", L->root, LAZY_REMOTE);
+    char url[CAIRN_REMOTE_URL_MAX + 1], ins[8], region[256], endpoint[1024], auth[1024];
+    cairn_remote_options o = CAIRN_REMOTE_OPTIONS_INIT;
+    kv(conf, "url", url, sizeof(url));
+    o.insecure = atoi(kv(conf, "insecure", ins, sizeof(ins)));
+    o.region = *kv(conf, "region", region, sizeof(region)) ? region : NULL;
+    o.endpoint = *kv(conf, "endpoint", endpoint, sizeof(endpoint)) ? endpoint : NULL;
+    o.auth_file = *kv(conf, "auth-file", auth, sizeof(auth)) ? auth : NULL;
+    _cleanup_close_ int tfd = cairn__open_beneath(L->dirfd, "tmp", O_RDONLY | O_DIRECTORY, 0);
+    if (tfd < 0)
+        return cairn__err(err, tfd, "lazy lower %s/tmp: %m", L->root);
+    session s;
+    r = session_connect(&s, NULL, url, &o, err);
+    if (r == 0)
+        r = kind == CAIRN__LOWER_BLOB ? lazy_fetch_blob(&s, st, layer, name, tfd, err)
+                                      : lazy_fetch_snapshot(&s, st, layer, name, tfd, err);
+    session_close(&s);
+    if (r < 0)
+        cairn__err_prefix(err, r, "%s %s: fetch from lazy lower %s (%s)",
+                          kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root, url);
+    return r;
+}
+
+static const cairn__lower_provider lazy_provider = {.fetch = lazy_fetch};
+
+/* Registered when the library is loaded: core calls down into nothing
+ * above it, it calls what was registered (core.h, lazy lowers). */
+__attribute__((constructor)) static void lazy_register(void)
+{
+    cairn__lower_provider_set(&lazy_provider);
+}
+
+/* ---- the cache's gc ---------------------------------------------------- */
+
+typedef struct cobj {
+    char *path;
+    uint64_t bytes;
+    int64_t mtime;
+} cobj;
+
+typedef struct cobjv {
+    cobj *v;
+    size_t n, cap;
+} cobjv;
+
+static uint64_t du_at(int at, const char *name, int depth)
+{
+    struct stat sb;
+    if (fstatat(at, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0;
+    if (!S_ISDIR(sb.st_mode))
+        return S_ISREG(sb.st_mode) ? (uint64_t)sb.st_blocks * 512 : 0;
+    int fd = depth < 64 ? openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    uint64_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            n += du_at(dirfd(d), de->d_name, depth + 1);
+    closedir(d);
+    return n;
+}
+
+static int cobj_add(cobjv *cv, const char *dir, const char *name, uint64_t bytes, int64_t mtime)
+{
+    if (cv->n == cv->cap) {
+        size_t cap = cv->cap ? cv->cap * 2 : 256;
+        cobj *nv = realloc(cv->v, cap * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        cv->v = nv;
+        cv->cap = cap;
+    }
+    cobj *c = &cv->v[cv->n];
+    if (asprintf(&c->path, "%s/%s", dir, name) < 0)
+        return -ENOMEM;
+    c->bytes = bytes;
+    c->mtime = mtime;
+    cv->n++;
+    return 0;
+}
+
+static int cobj_cmp(const void *a, const void *b)
+{
+    const cobj *x = a, *y = b;
+    return x->mtime < y->mtime ? -1 : x->mtime > y->mtime ? 1 : strcmp(x->path, y->path);
+}
+
+/* Objects of one kind (blobs/sha256 or snapshots) of a lower of the cache;
+ * staging older than an hour removed (a fetch in flight is younger). */
+static int cache_scan(const char *dir, bool snapshots, cobjv *cv, int64_t now)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(d))) {
+        struct stat sb;
+        if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        int64_t mt = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+        if (cv == NULL) { /* staging */
+            if (now - mt > 3600LL * 1000000000)
+                cairn__rm_rf_at(dirfd(d), de->d_name);
+            continue;
+        }
+        uint64_t bytes = snapshots ? du_at(dirfd(d), de->d_name, 0) : (uint64_t)sb.st_blocks * 512;
+        r = cobj_add(cv, dir, de->d_name, bytes, mt);
+    }
+    closedir(d);
+    return r;
+}
+
+/* Is path a lowerdir of a mount this process can see? */
+static bool mounted(const char *path)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return true; /* cannot tell: keep it */
+    size_t pl = strlen(path);
+    char *line = NULL;
+    size_t cap = 0;
+    bool hit = false;
+    while (!hit && getline(&line, &cap, f) > 0)
+        for (char *p = strstr(line, path); p && !hit; p = strstr(p + 1, path))
+            hit = p[pl] == ':' || p[pl] == ',' || p[pl] == ' ' || p[pl] == '\n' || p[pl] == '/';
+    free(line);
+    fclose(f);
+    return hit;
+}
+
+int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
+                          cairn_remote_stats *stats, cairn_error *err)
+{
+    _cleanup_free_ char *cache = NULL;
+    int r = cache_dir_get(cache_dir, &cache, err);
+    if (r < 0)
+        return r;
+    int64_t now = cairn__now_ns();
+    char p[REMOTE_PATH_MAX];
+    snprintf(p, sizeof(p), "%s/tmp", cache);
+    if (!dry_run)
+        cache_scan(p, false, NULL, now);
+    snprintf(p, sizeof(p), "%s/lowers", cache);
+    DIR *d = opendir(p);
+    if (!d)
+        return cairn__err(err, -errno, "cache %s: %m", p);
+    cobjv cv = {0};
+    cairn__strv lowers = {0};
+    struct dirent *de;
+    while (r == 0 && (de = readdir(d)))
+        if (de->d_name[0] != '.' && cairn__strv_push(&lowers, de->d_name) < 0)
+            r = -ENOMEM;
+    closedir(d);
+    cairn_remote_stats st = {0};
+    for (size_t i = 0; r == 0 && i < lowers.n; i++) {
+        char sub[REMOTE_PATH_MAX];
+        snprintf(sub, sizeof(sub), "%s/lowers/%s/tmp", cache, lowers.v[i]);
+        if (!dry_run)
+            cache_scan(sub, false, NULL, now);
+        snprintf(sub, sizeof(sub), "%s/lowers/%s/blobs/sha256", cache, lowers.v[i]);
+        r = cache_scan(sub, false, &cv, now);
+        snprintf(sub, sizeof(sub), "%s/lowers/%s/snapshots", cache, lowers.v[i]);
+        if (r == 0)
+            r = cache_scan(sub, true, &cv, now);
+        st.states++;
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < cv.n; i++)
+        total += cv.v[i].bytes;
+    st.objects = cv.n;
+    if (cv.n > 1)
+        qsort(cv.v, cv.n, sizeof(*cv.v), cobj_cmp);
+    /* oldest fetched first, until the cache fits; a snapshot an overlay
+     * mount reads stays */
+    for (size_t i = 0; r == 0 && i < cv.n && total > max_bytes; i++) {
+        if (strstr(cv.v[i].path, "/snapshots/") && mounted(cv.v[i].path))
+            continue;
+        if (!dry_run && cairn__rm_rf_at(AT_FDCWD, cv.v[i].path) < 0)
+            continue;
+        total -= cv.v[i].bytes;
+        st.objects_moved++;
+        st.bytes_moved += cv.v[i].bytes;
+    }
+    st.bytes_skipped = total;
+    st.objects_skipped = cv.n - st.objects_moved;
+    for (size_t i = 0; i < cv.n; i++)
+        free(cv.v[i].path);
+    free(cv.v);
+    cairn__strv_free(&lowers);
+    if (r < 0)
+        return cairn__err(err, r, "cache %s: %m", cache);
+    if (stats)
+        *stats = st;
+    return 0;
 }

@@ -927,6 +927,9 @@ static int open_chain(importer *im, const char *parent)
         if (r == 0)
             return cairn__err(im->err, -ENOENT, "layer import: snapshot %s of the parent chain "
                               "is not there", cur);
+        r = cairn__snapshot_ensure(im->st, row.layer, cur, im->err);
+        if (r < 0)
+            return r;
         _cleanup_free_ char *path = cairn__snapshot_path(im->st, row.layer, cur);
         if (!path)
             return cairn__err(im->err, -ENOMEM, "out of memory");
@@ -1053,6 +1056,50 @@ fail:
     return r;
 }
 
+int cairn__layer_apply(cairn_state *st, const char *parent, int fd,
+                       const char *expected_diff_id, int tfd, int dsfd, const char *name,
+                       cairn_error *err)
+{
+    char staged[160];
+    int r = cairn__tmp_name_unowned(staged, sizeof(staged), "lazy");
+    if (r < 0)
+        return cairn__err(err, r, "staging name: %m");
+    if (mkdirat(tfd, staged, 0755) < 0)
+        return cairn__err(err, -errno, "staging %s: %m", staged);
+    cairn_layer_import_options opts = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
+    importer im = {.st = st, .opts = &opts, .err = err, .in_fd = fd, .root = -1, .data_end = -1};
+    locale_t old_locale = cairn__utf8_locale_enter();
+    im.privileged = geteuid() == 0;
+    char diff_id[CAIRN_DIGEST_LEN + 1];
+    r = open_chain(&im, parent);
+    if (r == 0) {
+        im.root = openat(tfd, staged, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (im.root < 0)
+            r = cairn__err(err, -errno, "staging %s: %m", staged);
+    }
+    if (r == 0)
+        r = import_stream(&im, diff_id);
+    if (r == 0 && strcmp(diff_id, expected_diff_id) != 0)
+        r = cairn__err(err, CAIRN_E_MISMATCH, "layer: its DiffID is %s, expected %s", diff_id,
+                       expected_diff_id);
+    /* data before the name that says it is there */
+    if (r == 0 && syncfs(tfd) < 0)
+        r = cairn__err(err, -errno, "sync: %m");
+    if (r == 0) {
+        r = cairn__rename_noreplace(tfd, staged, dsfd, name);
+        if (r == -EEXIST)
+            r = 0;
+        else if (r < 0)
+            cairn__err(err, r, "snapshot %s: rename: %m", name);
+        else
+            fsync(dsfd);
+    }
+    cairn__utf8_locale_leave(old_locale);
+    importer_clear(&im);
+    cairn__rm_rf_at(tfd, staged);
+    return r;
+}
+
 /* ---- export ----------------------------------------------------------- */
 
 typedef struct exporter {
@@ -1119,6 +1166,9 @@ int cairn_layer_export(cairn_state *st, const char *chain_id, int fd, int compre
                           "snapshot %s: imported from a layer tar not in canonical form (DiffID "
                           "%s, canonical tar %s); export the original layer blob instead",
                           chain_id, row.info.diff_id, row.tar_digest);
+    r = cairn__snapshot_ensure(st, row.layer, chain_id, err);
+    if (r < 0)
+        return r;
     int sfd = cairn__layer_snapfd(st, row.layer, err);
     if (sfd < 0)
         return sfd;

@@ -57,6 +57,19 @@ CAIRN_INTERNAL char *cairn__snapshot_path(cairn_state *st, size_t layer, const c
  * nor another file (CAIRN_E_CORRUPT); missing is 0, left to the caller. */
 CAIRN_INTERNAL int cairn__snapshot_dir_check(cairn_state *st, size_t layer, const char *chain_id,
                                              cairn_error *err);
+/* When layer is a lazy lower that lacks the snapshot's directory, fetch it
+ * (core.h, lazy lowers); else nothing. */
+CAIRN_INTERNAL int cairn__snapshot_ensure(cairn_state *st, size_t layer, const char *chain_id,
+                                          cairn_error *err);
+/* Apply a layer tar read from fd over `parent` (a snapshot of st, or NULL)
+ * into a new directory, staged in tfd (unowned names) and renamed to
+ * dsfd/name without replacing (-EEXIST taken as done) once its DiffID is
+ * `expected_diff_id` (else CAIRN_E_MISMATCH, nothing placed) and the file
+ * system synced. No row is written: for a lazy lower, whose rows name the
+ * snapshot already. */
+CAIRN_INTERNAL int cairn__layer_apply(cairn_state *st, const char *parent, int fd,
+                                      const char *expected_diff_id, int tfd, int dsfd,
+                                      const char *name, cairn_error *err);
 /* Publish a snapshot whose directory is staged at tmpfd/staged: under the
  * lock held shared, check the parent is (still) there, sync the filesystem,
  * rename it into snapshots/<hex> (one there that proves to be the same is

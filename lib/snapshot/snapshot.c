@@ -1234,9 +1234,29 @@ int cairn__snapshot_dir_check(cairn_state *st, size_t layer, const char *chain_i
     return 0;
 }
 
+int cairn__snapshot_ensure(cairn_state *st, size_t layer, const char *chain_id,
+                           cairn_error *err)
+{
+    if (!st->layers[layer].lazy)
+        return 0;
+    int sfd = cairn__layer_snapfd(st, layer, err);
+    if (sfd < 0)
+        return sfd;
+    struct stat sb;
+    if (fstatat(sfd, cairn__digest_hex(chain_id), &sb, AT_SYMLINK_NOFOLLOW) == 0)
+        return 0;
+    if (errno != ENOENT)
+        return cairn__err(err, -errno, "snapshot %s: %s/snapshots/%s: %m", chain_id,
+                          st->layers[layer].root, cairn__digest_hex(chain_id));
+    return cairn__lower_fetch(st, layer, CAIRN__LOWER_SNAPSHOT, chain_id, err);
+}
+
 static int chain_cb(void *ud, const cairn_snapshot_info *info)
 {
     chain_ctx *x = ud;
+    int e = cairn__snapshot_ensure(x->st, (size_t)info->lower, info->chain_id, x->err);
+    if (e < 0)
+        return e;
     /* The paths go to overlayfs and to checkouts, which follow symlinks:
      * each must be a directory of its layer's snapshots/. */
     int r = cairn__snapshot_dir_check(x->st, (size_t)info->lower, info->chain_id, x->err);

@@ -135,6 +135,13 @@ int cairn_blob_open(cairn_state *st, const char *digest, int verify, int *out_fd
     if (bfd < 0)
         return bfd;
     _cleanup_close_ int fd = openat(bfd, cairn__digest_hex(digest), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT && st->layers[layer].lazy) {
+        /* a lazy lower: fetched (and verified) on this first read */
+        r = cairn__lower_fetch(st, (size_t)layer, CAIRN__LOWER_BLOB, digest, err);
+        if (r < 0)
+            return r;
+        fd = openat(bfd, cairn__digest_hex(digest), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
     if (fd < 0) {
         if (errno == ENOENT)
             return cairn__err(err, CAIRN_E_CORRUPT,

@@ -167,6 +167,22 @@ cairn -C "$T/chk" pull "$U" ch >/dev/null
 [ "$(content "$T/a")" = "$(content "$T/chk")" ] || die "the chunked state differs"
 fsck_clean "$T/chk"
 
+step "pull --lazy from the registry (the chunked state): metadata only, objects on first use"
+cairn init "$T/lz" >/dev/null
+out=$(CAIRN_CACHE_DIR=$T/cache cairn -C "$T/lz" pull --lazy --json "$U" ch)
+[ "$(echo "$out" | j 'd["bytes_moved"]')" = 0 ] || die "a lazy pull moved objects: $out"
+[ "$(content "$T/a")" = "$(content "$T/lz")" ] || die "the lazy stack lists otherwise"
+[ -z "$(find "$T/cache/lowers" -mindepth 3 -path '*/blobs/sha256/*')" ] || die "listing fetched blobs"
+for d in $(cairn -C "$T/a" blob ls --json | j '" ".join(b["digest"] for b in d)'); do
+    [ "$(CAIRN_CACHE_DIR=$T/cache cairn -C "$T/lz" blob get "$d" | sha256sum | cut -d' ' -f1)" = "${d#sha256:}" ] ||
+        die "lazy blob $d"
+done
+cairn -C "$T/a" snapshot checkout "$top" "$T/co-a" >/dev/null 2>&1
+CAIRN_CACHE_DIR=$T/cache cairn -C "$T/lz" snapshot checkout "$top" "$T/co-lz" >/dev/null 2>&1 ||
+    die "a lazy checkout from the registry failed"
+[ "$(python3 "$SOURCE_ROOT/tests/cli/tree-list.py" "$T/co-a")" = \
+    "$(python3 "$SOURCE_ROOT/tests/cli/tree-list.py" "$T/co-lz")" ] || die "the lazy checkout differs"
+
 step "the fault proxy: a chunked upload resumed, a push and a pull verified"
 rm -f "$T/proxy.port"
 timeout 300 python3 "$SOURCE_ROOT/tests/http-fault-proxy.py" --upstream "127.0.0.1:$OPEN" \

@@ -71,6 +71,21 @@ fails 1 "remote blob sha256:.*the server sent bytes that hash to sha256:" -- \
     "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" get "$(dg "$T/a")" "$T/x"
 [ ! -e "$T/x" ] || die "wrong bytes were kept"
 stop_proxy
+step "a 429 with Retry-After is retried no sooner than asked; another 4xx is never retried"
+# the proxy answers 400 to a request retried before its Retry-After is up
+start_proxy "$PORT" --seed 3 --rate 0.5 --faults 429 --retry-after 1 --log "$T/ra.log"
+env AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT CAIRN_HTTP_RETRIES=10 CAIRN_HTTP_BACKOFF_MS=1 \
+    "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" get "$(dg "$T/a")" "$T/ra" || die "a get through 429s failed"
+cmp "$T/a" "$T/ra" || die "the get through 429s is not the blob"
+grep -q " 429$" "$T/ra.log" || die "the proxy never answered 429"
+! grep -q " early$" "$T/ra.log" || die "a retry came sooner than its Retry-After"
+stop_proxy
+start_proxy "$PORT" --rate 1 --faults 400 --log "$T/400.log"
+fails 1 "GET http://127.0.0.1:$PROXY_PORT/.*answered 400 \(BadRequest" -- \
+    env AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT CAIRN_HTTP_BACKOFF_MS=1 \
+    "$REMOTE_TOOL" "s3://$BUCKET/$PREFIX" get "$(dg "$T/a")" "$T/x"
+[ "$(grep -c ' 400$' "$T/400.log")" = 1 ] || die "a 400 was sent again: $(cat "$T/400.log")"
+stop_proxy
 step "the core end to end: push to s3://, pull into an empty state, the same content"
 j() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 cairn init "$T/sa" >/dev/null
