@@ -141,12 +141,8 @@ static int choose_meta(cairn__bolt *db, cairn_error *err)
     return 0;
 }
 
-int cairn__bolt_open(int dirfd, const char *path, const char *what, size_t max, cairn__bolt **out,
-                     cairn_error *err)
+int cairn__bolt_open(int fd, const char *what, size_t max, cairn__bolt **out, cairn_error *err)
 {
-    _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return cairn__err(err, -errno, "%s: %m", what);
     struct stat sb;
     if (fstat(fd, &sb) < 0)
         return cairn__err(err, -errno, "%s: %m", what);
@@ -160,7 +156,7 @@ int cairn__bolt_open(int dirfd, const char *path, const char *what, size_t max, 
         cairn__bolt_close(db);
         return cairn__err(err, -ENOMEM, "%s: out of memory", what);
     }
-    ssize_t n = cairn__read_all(fd, db->buf, (size_t)sb.st_size);
+    ssize_t n = lseek(fd, 0, SEEK_SET) < 0 ? -errno : cairn__read_all(fd, db->buf, (size_t)sb.st_size);
     if (n < 0) {
         cairn__bolt_close(db);
         return cairn__err(err, (int)n, "%s: %m", what);

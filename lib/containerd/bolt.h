@@ -28,11 +28,11 @@ typedef struct cairn__bolt_bucket {
     size_t inl_len;
 } cairn__bolt_bucket;
 
-/* Read the bbolt file dirfd/path (dirfd may be AT_FDCWD) into memory and
- * choose its meta page. `what` names the file in messages. Files larger
- * than `max` bytes are refused (-EFBIG). */
-CAIRN_INTERNAL int cairn__bolt_open(int dirfd, const char *path, const char *what, size_t max,
-                                    cairn__bolt **out, cairn_error *err);
+/* Read the bbolt file open at fd (from its start; the fd stays the
+ * caller's) into memory and choose its meta page. `what` names the file in
+ * messages. Files larger than `max` bytes are refused (-EFBIG). */
+CAIRN_INTERNAL int cairn__bolt_open(int fd, const char *what, size_t max, cairn__bolt **out,
+                                    cairn_error *err);
 CAIRN_INTERNAL void cairn__bolt_close(cairn__bolt *db);
 /* The transaction id of the chosen meta page, and its page size. */
 CAIRN_INTERNAL uint64_t cairn__bolt_txid(const cairn__bolt *db);

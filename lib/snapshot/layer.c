@@ -939,9 +939,31 @@ static int open_chain(importer *im, const char *parent)
     return 0;
 }
 
+/* cairn_layer_import(), or with `canon` (not NULL) only steps 2-4: the
+ * layer applied over `parent` in a staging directory, its DiffID checked,
+ * the digest of its canonical tar into canon, the staging removed. */
+static int layer_import(cairn_state *st, const char *parent, int fd,
+                        const cairn_layer_import_options *opts, char *out_chain_id,
+                        char *out_diff_id, char *canon_out, cairn_error *err);
+
 int cairn_layer_import(cairn_state *st, const char *parent, int fd,
                        const cairn_layer_import_options *opts, char *out_chain_id,
                        char *out_diff_id, cairn_error *err)
+{
+    return layer_import(st, parent, fd, opts, out_chain_id, out_diff_id, NULL, err);
+}
+
+int cairn__layer_canon(cairn_state *st, const char *parent, int fd, const char *expected_diff_id,
+                       char canon[CAIRN_DIGEST_LEN + 1], cairn_error *err)
+{
+    cairn_layer_import_options o = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
+    o.expected_diff_id = expected_diff_id;
+    return layer_import(st, parent, fd, &o, NULL, NULL, canon, err);
+}
+
+static int layer_import(cairn_state *st, const char *parent, int fd,
+                        const cairn_layer_import_options *opts, char *out_chain_id,
+                        char *out_diff_id, char *canon_out, cairn_error *err)
 {
     cairn_layer_import_options def = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
     if (!opts)
@@ -967,7 +989,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
             return cairn__err(err, -ENOENT, "layer import: parent snapshot %s is not there",
                               parent);
     }
-    if (opts->expected_diff_id) {
+    if (opts->expected_diff_id && !canon_out) {
         r = cairn_digest_check(opts->expected_diff_id, err);
         if (r < 0)
             return cairn__err_prefix(err, r, "expected DiffID");
@@ -1017,7 +1039,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     }
     cairn__chain_id(parent, diff_id, chain);
     cairn__snaprow row;
-    r = cairn__snapshot_find(st, chain, &row, err);
+    r = canon_out ? 0 : cairn__snapshot_find(st, chain, &row, err);
     if (r < 0)
         goto fail;
     if (r == 1) {
@@ -1028,6 +1050,10 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     r = cairn__tar_digest(im.root, chain, 0, canon, &size, err);
     if (r < 0)
         goto fail;
+    if (canon_out) {
+        memcpy(canon_out, canon, CAIRN_DIGEST_LEN + 1);
+        goto done;
+    }
     r = cairn__snapshot_publish(st, tmpfd, staged, parent, diff_id, canon, im.size, err);
     if (r < 0)
         goto fail;

@@ -37,6 +37,16 @@ CAIRN_INTERNAL int cairn__tar_digest(int dirfd, const char *what, unsigned flags
                                      char out[CAIRN_DIGEST_LEN + 1], uint64_t *out_size,
                                      cairn_error *err);
 
+/* The digest of the canonical tar of the layer read from fd (uncompressed,
+ * gzip or zstd) as applied over `parent` (a chain id, or NULL), as
+ * cairn_layer_import() would record it, without recording anything: the
+ * layer is applied in a staging directory of tmp/ and removed. Its DiffID
+ * must be expected_diff_id (CAIRN_E_MISMATCH). Lets a tree made elsewhere
+ * from the same layer be proven to be that layer. */
+CAIRN_INTERNAL int cairn__layer_canon(cairn_state *st, const char *parent, int fd,
+                                      const char *expected_diff_id,
+                                      char canon[CAIRN_DIGEST_LEN + 1], cairn_error *err);
+
 /* ChainID of diff_id over parent (NULL or "" for a base). */
 CAIRN_INTERNAL void cairn__chain_id(const char *parent, const char *diff_id,
                                     char out[CAIRN_DIGEST_LEN + 1]);

@@ -63,7 +63,13 @@ int main(int argc, char **argv)
     }
     cairn_error err = {0};
     cairn__bolt *db;
-    int r = cairn__bolt_open(AT_FDCWD, argv[1], argv[1], (size_t)1 << 30, &db, &err);
+    int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "bolt-dump: %s: %s\n", argv[1], strerror(errno));
+        return 1;
+    }
+    int r = cairn__bolt_open(fd, argv[1], (size_t)1 << 30, &db, &err);
+    close(fd);
     if (r == 0) {
         printf("# txid %llu, page size %u\n", (unsigned long long)cairn__bolt_txid(db),
                cairn__bolt_page_size(db));
