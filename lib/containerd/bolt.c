@@ -123,12 +123,19 @@ static int choose_meta(cairn__bolt *db, cairn_error *err)
     } else {
         /* The first meta page is damaged: its page size is unknown, so
          * look for the second where each possible size would put it. */
+        const char *shown = NULL; /* the reason where a meta page was, else at 4096 */
         for (uint32_t ps = 512; ps <= (1u << 16); ps <<= 1) {
             why1 = meta_read(db, ps, &m1);
             if (!why1 && m1.page_size == ps)
                 break;
-            why1 = why1 ? why1 : "not found";
+            why1 = why1 ? why1 : "its page size is not where it lies";
+            if ((ps == 4096 && !shown) ||
+                (ps + HDR + 16 <= db->len && le16(db->buf + ps + 8) & F_META &&
+                 le32(db->buf + ps + HDR) == MAGIC))
+                shown = why1;
         }
+        if (why1 && shown)
+            why1 = shown;
     }
     if (why0 && why1) {
         int code = CAIRN_E_FORMAT;
