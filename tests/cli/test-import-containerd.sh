@@ -256,7 +256,8 @@ cairn -C "$T/s4" fsck >/dev/null || die "fsck after a refused blob"
 
 step "damaged databases: a clear error, nothing imported"
 META=io.containerd.metadata.v1.bolt/meta.db
-"$BOLT_DUMP" "$B/root/$META" | grep -q 'example.com/busybox:2' || die "bolt-dump does not read containerd's meta.db"
+"$BOLT_DUMP" "$B/root/$META" >"$T/meta.dump" || die "bolt-dump failed on containerd's meta.db"
+grep -q 'example.com/busybox:2' "$T/meta.dump" || die "bolt-dump does not read containerd's meta.db"
 for mode in truncate magic checksum pastend cycle; do
     rm -rf "$T/dmg"; cp -a "$B/root" "$T/dmg"
     python3 "$HERE/bolt-corrupt.py" "$B/root/$META" "$T/dmg/$META" "$mode"
