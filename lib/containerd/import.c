@@ -435,6 +435,7 @@ static int open_locked(importer *im, const char *path, int *out_fd, cairn__bolt 
 
 typedef struct placed {
     blob *b;
+    bool present; /* there already (here or in a lower): its labels only */
     char tmp[128];
 } placed;
 
@@ -488,14 +489,17 @@ static int insert_blob_rows(importer *im, placed *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         blob *b = p[i].b;
         sqlite3_stmt *q;
-        if ((r = cairn__stmt(st, 0, ins, &q, im->err)) < 0)
-            goto fail;
-        sqlite3_bind_text(q, 1, b->digest, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, b->size);
-        sqlite3_bind_text(q, 3, b->media_type, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 4, cairn__now());
-        if ((r = cairn__step_done(st, 0, q, im->err)) < 0)
-            goto fail;
+        /* A blob a lower holds gets no row here: a row names a file of its own state. */
+        if (!p[i].present) {
+            if ((r = cairn__stmt(st, 0, ins, &q, im->err)) < 0)
+                goto fail;
+            sqlite3_bind_text(q, 1, b->digest, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q, 2, b->size);
+            sqlite3_bind_text(q, 3, b->media_type, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q, 4, cairn__now());
+            if ((r = cairn__step_done(st, 0, q, im->err)) < 0)
+                goto fail;
+        }
         for (size_t j = 0; j < b->n_labels; j++) {
             if ((r = cairn__stmt(st, 0, ins_label, &q, im->err)) < 0)
                 goto fail;
@@ -530,6 +534,7 @@ static int import_blobs(importer *im)
     for (size_t i = 0; i < im->n_blobs; i++) {
         blob *b = &im->blobs[i];
         im->stats->blobs++;
+        memset(&p[n], 0, sizeof(p[n])); /* a refused blob's slot is taken again */
         r = cairn__object_present(st, "blob", b->digest, NULL, im->err);
         if (r < 0)
             goto out;
@@ -537,6 +542,7 @@ static int import_blobs(importer *im)
             /* Labels still go in: they are containerd's and cheap. */
             b->state = S_DONE;
             im->stats->blobs_present++;
+            p[n].present = true;
             p[n++].b = b;
             continue;
         }
