@@ -59,8 +59,9 @@ def leaf_buckets():
                 if v + 8 <= len(b):
                     root = struct.unpack_from("<Q", b, v)[0]
                     if root:
-                        found.append((v, root))
-    return found
+                        found.append((v, root, bytes(b[e + pos:e + pos + ks])))
+    # v1 first: every reader of containerd's files goes through it
+    return sorted(found, key=lambda f: f[2] != b"v1")
 
 
 if mode == "truncate":
@@ -74,7 +75,10 @@ elif mode == "checksum":
 elif mode == "meta0":
     b[16 + 56] ^= 0xff
 elif mode == "pastend":
-    nb = leaf_buckets()
+    # the current root page's buckets (v1 first): pages of older
+    # transactions lie about too, and nothing reads them
+    _, root, _ = current_root()
+    nb = [f for f in leaf_buckets() if root * ps <= f[0] < (root + 1) * ps] or leaf_buckets()
     if nb:
         struct.pack_into("<Q", b, nb[0][0], npages + 1000)
     else:  # no nested bucket with a page: the root itself

@@ -214,16 +214,17 @@ diff -u "$T/bb2.ref" "$T/co3.list" || die "the merged state's checkout differs"
 step "a tree changed behind containerd's back is refused"
 cp -a "$B/root" "$T/bad"
 key=$(chain_ids "$T/bb2.tar" | tail -1)
-id=$(python3 - "$BOLT_DUMP" "$T/bad/io.containerd.snapshotter.v1.overlayfs/metadata.db" "$key" <<'PY'
-import subprocess, sys
-out = subprocess.run([sys.argv[1], sys.argv[2]], capture_output=True, text=True, check=True).stdout
-cur = None
-for line in out.splitlines():
+"$BOLT_DUMP" "$T/bad/io.containerd.snapshotter.v1.overlayfs/metadata.db" >"$T/snapdb.dump"
+id=$(python3 - "$T/snapdb.dump" "$key" <<'PY'
+import sys
+cur = False
+for line in open(sys.argv[1]):
     s = line.strip()
-    if s.endswith(sys.argv[3] + "/"):
+    if s.endswith(sys.argv[2] + "/"):
         cur = True
     elif cur and s.startswith("id = 0x"):
-        print(int(s[7:9], 16)); break
+        print(int(s[7:9], 16))
+        break
 PY
 )
 [ -n "$id" ] || die "no snapshot id found for $key"
