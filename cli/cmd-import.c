@@ -54,7 +54,7 @@ static int cmd_import_containerd(cli *c, int argc, char **argv)
     }
     if (c->json) {
         json_t *j = json_pack(
-            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
             "root", root, "blobs", (json_int_t)s.blobs, "blobs_present",
             (json_int_t)s.blobs_present, "blobs_refused", (json_int_t)s.blobs_refused, "snapshots",
             (json_int_t)s.snapshots, "snapshots_present", (json_int_t)s.snapshots_present,
@@ -64,7 +64,8 @@ static int cmd_import_containerd(cli *c, int argc, char **argv)
             (json_int_t)s.images_refused, "files_linked", (json_int_t)s.files_linked,
             "files_copied", (json_int_t)s.files_copied, "bytes_copied",
             (json_int_t)s.bytes_copied, "bytes_verified", (json_int_t)s.bytes_verified,
-            "layers_applied", (json_int_t)s.layers_applied);
+            "layers_compared", (json_int_t)s.layers_compared, "layers_applied",
+            (json_int_t)s.layers_applied);
         json_object_set_new(j, "left_out", l.list);
         cli_json_print(j);
     } else if (!c->quiet) {
@@ -78,10 +79,10 @@ static int cmd_import_containerd(cli *c, int argc, char **argv)
                (unsigned long long)s.snapshots_present, (unsigned long long)s.snapshots_refused,
                (unsigned long long)s.snapshots_unpacked, (unsigned long long)s.snapshots_skipped);
         printf("%llu files linked, %llu copied (%s copied), %s read to verify, %llu layers "
-               "applied in tmp/ to prove trees\n",
+               "read beside their tree to prove it, %llu applied in tmp/ to prove it\n",
                (unsigned long long)s.files_linked, (unsigned long long)s.files_copied,
                cli_human(s.bytes_copied, h1, sizeof(h1)), cli_human(s.bytes_verified, h2, sizeof(h2)),
-               (unsigned long long)s.layers_applied);
+               (unsigned long long)s.layers_compared, (unsigned long long)s.layers_applied);
     }
     return r == 1 ? EXIT_PROBLEMS : EXIT_OK;
 }

@@ -10,8 +10,12 @@
  *   - every committed snapshot of the overlayfs snapshotter, its `fs`
  *     hardlinked into snapshots/<chainid>: a layer of an image by the
  *     ChainID of the image config's diff ids, once its tree is proven to
- *     be that layer (the digest of its canonical tar is the DiffID, or is
- *     the canonical tar of the layer blob applied by cairn); any other
+ *     be that layer (the digest of its canonical tar is the DiffID, or the
+ *     layer blob, read beside the tree, makes exactly the tree's entries:
+ *     type, mode, owner, mtime, size, data, link target, device, xattrs,
+ *     whiteouts and opaque directories; a layer that comparison does not
+ *     model is applied by cairn in tmp/ and the canonical tars compared);
+ *     any other
  *     committed snapshot by a DiffID recomputed from its tree, as cairn's
  *     own commit names it. A snapshot that does not verify is refused and
  *     reported; an image layer so refused is applied from its layer blob
@@ -63,7 +67,9 @@ typedef struct cairn_containerd_import_stats {
     uint64_t files_copied;     /* files copied (another filesystem) */
     uint64_t bytes_copied;     /* bytes of them, and of layers applied from blobs */
     uint64_t bytes_verified;   /* bytes hashed to prove blobs */
-    uint64_t layers_applied;   /* layer blobs applied in tmp/ to prove a tree (then removed) */
+    uint64_t layers_compared;  /* layer blobs read beside a tree to prove it, nothing written */
+    uint64_t layers_applied;   /* layer blobs applied in tmp/ to prove a tree (then removed):
+                                * those the comparison does not model */
 } cairn_containerd_import_stats;
 
 /* Import the containerd root `root` into `st`. Refused with CAIRN_E_BUSY

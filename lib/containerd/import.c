@@ -24,9 +24,12 @@
  *      syncfs, the renames into blobs/sha256 and one transaction of rows;
  *   4. images: index (the host's platform) -> manifest -> config; for each
  *      layer in order, its ChainID; containerd's snapshot of that key is
- *      proven (the canonical tar of its fs digests to the DiffID, or to
- *      the canonical tar of the layer blob applied by cairn in tmp/), its
- *      fs linked into tmp/ and published (snapshot.c: syncfs, rename, row);
+ *      proven: the canonical tar of its fs digests to the DiffID, or the
+ *      layer blob read beside the tree makes exactly its entries
+ *      (cairn__layer_prove, nothing written), or, for a layer that
+ *      comparison does not model, the canonical tar of the layer applied
+ *      by cairn in tmp/ is the tree's; its fs linked into tmp/ and
+ *      published (snapshot.c: syncfs, rename, row);
  *      then the image row;
  *   5. the other committed snapshots, parents first, by the DiffID of
  *      their tree.
@@ -679,36 +682,44 @@ static int import_snap(importer *im, snap *s, const char *parent, const char *di
         im->stats->snapshots_refused++;
         return 0;
     }
-    char what[160], canon[CAIRN_DIGEST_LEN + 1], chain[CAIRN_DIGEST_LEN + 1];
+    char what[160], canon[CAIRN_DIGEST_LEN + 1], chain[CAIRN_DIGEST_LEN + 1], why[256];
     snprintf(what, sizeof(what), "containerd snapshot %llu", (unsigned long long)s->id);
     uint64_t size = 0;
     cairn_error e2 = {0};
-    int r = cairn__tar_digest(fsfd, what, 0, canon, &size, &e2);
+    /* The layer blob is read beside the tree (layer.c): unless the tree
+     * tars to the DiffID itself, its entries must be the layer's. */
+    _cleanup_close_ int lfd = -1;
+    if (diff_id && layer && layer->state == S_DONE)
+        lfd = openat(im->blobfd, cairn__digest_hex(layer->digest), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int r = cairn__layer_prove(fsfd, what, lfd, diff_id ? diff_id : "", canon, &size, why,
+                               sizeof(why), &e2);
     if (r < 0) {
         report(im, "snapshot", s->key, "%s; left out", e2.message);
         im->stats->snapshots_refused++;
         return 0;
     }
     im->stats->bytes_verified += size;
+    if (lfd >= 0 && strcmp(canon, diff_id) != 0)
+        im->stats->layers_compared++;
     if (!diff_id)
         diff_id = canon; /* not a layer of an image: named as cairn's commit names it */
     cairn__chain_id(parent, diff_id, chain);
-    if (strcmp(canon, diff_id) != 0) {
-        /* The layer's tar was not in cairn's canonical form: prove the tree
-         * against the layer itself, applied by cairn where nothing sees it. */
-        if (!layer || layer->state != S_DONE) {
+    if (r == 0) {
+        /* Not shown by reading the layer beside it (a difference, or a
+         * layer the comparison does not model): the layer applied by cairn
+         * where nothing sees it decides. */
+        if (lfd < 0) {
             report(im, "snapshot", s->key, "%s: its tree tars to %s, not to the layer's DiffID "
                    "%s, and the layer blob to prove it by is not there; left out", why_ctx, canon,
                    diff_id);
             im->stats->snapshots_refused++;
             return 0;
         }
-        _cleanup_close_ int lfd = openat(im->blobfd, cairn__digest_hex(layer->digest),
-                                         O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         char want[CAIRN_DIGEST_LEN + 1];
         e2 = (cairn_error){0};
-        r = lfd < 0 ? cairn__err(&e2, -errno, "layer blob %s: %m", layer->digest)
-                    : cairn__layer_canon(im->st, parent, lfd, diff_id, want, &e2);
+        r = lseek(lfd, 0, SEEK_SET) < 0
+                ? cairn__err(&e2, -errno, "layer blob %s: %m", layer->digest)
+                : cairn__layer_canon(im->st, parent, lfd, diff_id, want, &e2);
         im->stats->layers_applied++;
         if (r < 0) {
             report(im, "snapshot", s->key, "%s: %s; left out", why_ctx, e2.message);
@@ -717,7 +728,8 @@ static int import_snap(importer *im, snap *s, const char *parent, const char *di
         }
         if (strcmp(want, canon) != 0) {
             report(im, "snapshot", s->key, "%s: its tree is not the layer %s (it tars to %s, the "
-                   "layer applied by cairn to %s); left out", why_ctx, diff_id, canon, want);
+                   "layer applied by cairn to %s; %s); left out", why_ctx, diff_id, canon, want,
+                   why);
             im->stats->snapshots_refused++;
             return 0;
         }

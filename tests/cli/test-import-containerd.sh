@@ -12,8 +12,11 @@
 #     own mount of the image, fsck clean; the root unchanged (listing with
 #     contents before and after); a second import changes nothing;
 #   - a second containerd with another image: both states merged, fsck clean;
-#   - a snapshot tree changed behind containerd's back: refused, reported,
-#     and the layer applied from its blob instead; a blob changed: refused;
+#   - trees proven by reading their layer beside them: none applied again;
+#   - a snapshot tree changed behind containerd's back (a file's content,
+#     an owner, an xattr, an opaque directory made plain): refused,
+#     reported, and the layer applied from its blob instead; a blob
+#     changed: refused;
 #   - meta.db damaged (cut, magic, checksums, a page past the end, a cycle,
 #     and random damage): a clear error, nothing imported, no crash.
 . "$(dirname "$0")/lib.sh"
@@ -161,6 +164,10 @@ diff -u "$T/root.before" "$T/root.after" || die "the import changed the containe
     die "bytes were copied on one filesystem: $(cat "$T/imp.json")"
 [ "$(jget "$T/imp.json" images)" = 2 ] && [ "$(jget "$T/imp.json" snapshots_skipped)" -ge 1 ] ||
     die "expected 2 images and the container's snapshot skipped: $(cat "$T/imp.json")"
+# Five trees (busybox's four, the oci image's last) proven by their layer's
+# stream, none by applying the layer again in tmp/.
+[ "$(jget "$T/imp.json" layers_applied)" = 0 ] && [ "$(jget "$T/imp.json" layers_compared)" = 5 ] ||
+    die "trees not proven by reading their layers: $(cat "$T/imp.json")"
 names "$T/s1" >"$T/images"
 grep -qx 'example.com/busybox:1' "$T/images" && grep -qx 'team/example.com/busybox-oci:1' "$T/images" ||
     die "image names not kept: $(cat "$T/images")"
@@ -213,9 +220,12 @@ diff -u "$T/bb2.ref" "$T/co3.list" || die "the merged state's checkout differs"
 
 step "a tree changed behind containerd's back is refused"
 cp -a "$B/root" "$T/bad"
-key=$(chain_ids "$T/bb2.tar" | tail -1)
 "$BOLT_DUMP" "$T/bad/io.containerd.snapshotter.v1.overlayfs/metadata.db" >"$T/snapdb.dump"
-id=$(python3 - "$T/snapdb.dump" "$key" <<'PY'
+# containerd's directory of the snapshot of the image's layer $1 (1-4).
+snapfs() {
+    local key
+    key=$(chain_ids "$T/bb2.tar" | sed -n "$1p")
+    python3 - "$T/snapdb.dump" "$key" "$T/bad/io.containerd.snapshotter.v1.overlayfs/snapshots" <<'PY'
 import sys
 cur = False
 for line in open(sys.argv[1]):
@@ -223,21 +233,34 @@ for line in open(sys.argv[1]):
     if s.endswith(sys.argv[2] + "/"):
         cur = True
     elif cur and s.startswith("id = 0x"):
-        print(int(s[7:9], 16))
+        print("%s/%d/fs" % (sys.argv[3], int(s[7:9], 16)))
         break
 PY
-)
-[ -n "$id" ] || die "no snapshot id found for $key"
-echo tampered >"$T/bad/io.containerd.snapshotter.v1.overlayfs/snapshots/$id/fs/etc/seed"
+}
+for l in 1 2 3 4; do [ -d "$(snapfs $l)" ] || die "no snapshot directory found for layer $l"; done
+# Layer 1: an xattr added; 2: an owner changed; 3: the opaque directory
+# made plain; 4: a file's content. Only the last changes any file's bytes.
+python3 - "$(snapfs 1)" "$(snapfs 2)" "$(snapfs 3)" <<'PY'
+import os, sys
+os.setxattr(os.path.join(sys.argv[1], "etc/passwd"), "user.added", b"1", follow_symlinks=False)
+os.chown(os.path.join(sys.argv[2], "home/owned"), 0, 0)
+os.removexattr(os.path.join(sys.argv[3], "opq"), "trusted.overlay.opaque")
+PY
+echo tampered >"$(snapfs 4)/etc/seed"
 cairn init "$T/s3" >/dev/null
 rc=0
 cairn -C "$T/s3" import containerd "$T/bad" >"$T/imp3.out" 2>"$T/imp3.err" || rc=$?
 [ $rc -eq 3 ] || die "a tampered tree: exit $rc, expected 3: $(cat "$T/imp3.err")"
-grep -q "snapshot $key: .*its tree is not the layer" "$T/imp3.err" || die "not reported: $(cat "$T/imp3.err")"
-grep -q "applied from the layer blob" "$T/imp3.err" || die "not applied from its blob: $(cat "$T/imp3.err")"
+for l in 1 2 3 4; do
+    key=$(chain_ids "$T/bb2.tar" | sed -n "${l}p")
+    grep -q "snapshot $key: .*its tree is not the layer" "$T/imp3.err" ||
+        die "layer $l's changed tree not reported: $(cat "$T/imp3.err")"
+done
+[ "$(grep -c "applied from the layer blob" "$T/imp3.err")" = 4 ] ||
+    die "not applied from their blobs: $(cat "$T/imp3.err")"
 cairn -C "$T/s3" snapshot checkout "$key" "$T/co4" >/dev/null
 list "$T/co4" >"$T/co4.list"
-diff -u "$T/bb2.ref" "$T/co4.list" || die "the layer applied from its blob differs"
+diff -u "$T/bb2.ref" "$T/co4.list" || die "the layers applied from their blobs differ"
 cairn -C "$T/s3" fsck >/dev/null || die "fsck after a refused snapshot"
 
 step "a changed blob is refused, and so is its image"
