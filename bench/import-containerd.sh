@@ -11,11 +11,16 @@
 # run, as other work on this machine adds time to both. Caches are not
 # dropped (the machine is shared): both sides read warm metadata. The
 # importer also reads every byte (blobs are hashed, trees tarred, and a
-# layer not in cairn's canonical form is applied in tmp/ to prove the
-# tree); its columns say how much. Disk: about 4x SIZE_MB at the peak.
+# layer not in cairn's canonical form is read beside its tree to prove it,
+# or applied in tmp/ where that comparison does not model it: "unpacked");
+# its columns say how much. Disk: about 4x SIZE_MB at the peak.
+#
+# A WORKDIR kept by an earlier run (KEEP=1) that holds a root is used again
+# as it is, so two builds can be timed on the same root: BEFORE=path names
+# another cairn binary (an older build), timed beside this one in each run.
 #
 # Usage: bench/import-containerd.sh [WORKDIR]
-# Env: SIZE_MB (3072), IMAGES (3), LAYERS (4), FILE_MB (16), REPEAT (3), KEEP=1
+# Env: SIZE_MB (3072), IMAGES (3), LAYERS (4), FILE_MB (16), REPEAT (3), KEEP=1, BEFORE
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -41,6 +46,9 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== machine: $(nproc) cores, $(uname -r), $(df -T "$W" | awk 'NR==2{print $2}') at $W"
+if [ -d "$C/root" ]; then
+    echo "== using the root made before at $C/root"
+else
 echo "== making $IMAGES images of $LAYERS layers, $SIZE_MB MB in all"
 python3 - "$W" "$IMAGES" "$LAYERS" "$SIZE_MB" "$FILE_MB" <<'PY'
 import hashlib, io, json, os, sys, tarfile
@@ -103,22 +111,38 @@ for i in $(seq 0 $((IMAGES - 1))); do
     rm -rf "$W/img$i"
 done
 kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+fi
 ROOT=$C/root
 echo "== root: $(du -sh "$ROOT" | cut -f1), $(find "$ROOT" -type f | wc -l) files"
 
 now() { date +%s.%N; }
-printf '\n%-4s %9s %9s %7s %12s %10s %8s %s\n' run cairn "cp -al" ratio "bytes copied" "read (MB)" layers loadavg
-for r in $(seq "$REPEAT"); do
-    rm -rf "$W/state" "$W/cpal"
-    "$CAIRN" init "$W/state" >/dev/null
-    load=$(cut -d' ' -f1-3 /proc/loadavg)
+# One import into a fresh state: "seconds bytes_copied MB_read layers_applied".
+import_one() {
+    rm -rf "$W/state"
+    "$1" init "$W/state" >/dev/null
+    local t0 t1
     t0=$(now)
-    "$CAIRN" -C "$W/state" --json import containerd "$ROOT" >"$W/imp.json"
+    "$1" -C "$W/state" --json import containerd "$ROOT" >"$W/imp.json"
+    t1=$(now)
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(float(sys.argv[2]), j["bytes_copied"], j["bytes_verified"] >> 20, j.get("layers_applied", 0))' \
+        "$W/imp.json" "$(echo "$t1 - $t0" | bc -l)"
+}
+printf '\n%-4s %9s %9s %7s %12s %10s %8s' run cairn "cp -al" ratio "bytes copied" "read (MB)" unpacked
+[ -n "${BEFORE:-}" ] && printf ' %9s %7s' before ratio
+printf ' %s\n' loadavg
+for r in $(seq "$REPEAT"); do
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    if [ -n "${BEFORE:-}" ]; then
+        read -r ba _ < <(import_one "$BEFORE")
+    fi
+    read -r a copied verified layers < <(import_one "$CAIRN")
+    rm -rf "$W/cpal"
     t1=$(now)
     cp -al "$ROOT" "$W/cpal"
     t2=$(now)
-    read -r copied verified layers < <(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["bytes_copied"], j["bytes_verified"]>>20, j["layers_applied"])' "$W/imp.json")
-    a=$(echo "$t1 - $t0" | bc -l); b=$(echo "$t2 - $t1" | bc -l)
-    printf '%-4s %8.2fs %8.2fs %6.1fx %12s %10s %8s %s\n' "$r" "$a" "$b" "$(echo "$a / $b" | bc -l)" "$copied" "$verified" "$layers" "$load"
+    b=$(echo "$t2 - $t1" | bc -l)
+    printf '%-4s %8.2fs %8.2fs %6.1fx %12s %10s %8s' "$r" "$a" "$b" "$(echo "$a / $b" | bc -l)" "$copied" "$verified" "$layers"
+    [ -n "${BEFORE:-}" ] && printf ' %8.2fs %6.1fx' "$ba" "$(echo "$ba / $b" | bc -l)"
+    printf ' %s\n' "$load"
 done
 "$CAIRN" -C "$W/state" fsck >/dev/null && echo "(the last state: fsck clean)"
