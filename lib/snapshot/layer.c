@@ -29,6 +29,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1233,7 +1234,7 @@ typedef struct layer_side {
     precs recs;
     int shown;         /* 1: the layer's entries are listed; 0: not modelled (why) */
     char why[256];
-    volatile int *stop;
+    atomic_int *stop;   /* set by the tree side: the layer is not needed */
 } layer_side;
 
 static int not_modelled(layer_side *ls, const char *fmt, ...) CAIRN_PRINTF(2, 3);
@@ -1391,7 +1392,7 @@ static int layer_entry(layer_side *ls, importer *im, struct archive_entry *in, s
             int64_t off, end = 0;
             int rc;
             while ((rc = archive_read_data_block(im->tar, &buf, &len, &off)) == ARCHIVE_OK) {
-                if (off != end || (ls->stop && *ls->stop))
+                if (off != end || atomic_load(ls->stop))
                     break;
                 cairn__sha256_update(h, buf, len);
                 end = off + (int64_t)len;
@@ -1534,7 +1535,7 @@ static void *layer_thread(void *arg)
     struct archive_entry *e;
     size_t entries = 0;
     for (r = 1; r == 1;) {
-        if (*ls->stop) {
+        if (atomic_load(ls->stop)) {
             r = not_modelled(ls, "stopped");
             break;
         }
@@ -1581,7 +1582,7 @@ int cairn__layer_prove(int treefd, const char *what, int layer_fd, const char *d
 {
     if (why && whylen)
         why[0] = 0;
-    volatile int stop = 0;
+    atomic_int stop = 0;
     layer_side ls = {.fd = layer_fd, .diff_id = diff_id, .stop = &stop};
     pthread_t th;
     bool started = layer_fd >= 0 && geteuid() == 0 &&
@@ -1600,7 +1601,7 @@ int cairn__layer_prove(int treefd, const char *what, int layer_fd, const char *d
     cairn__sha256_free(h);
     if (started) {
         if (r != 0)
-            stop = 1;
+            atomic_store(&stop, 1);
         pthread_join(th, NULL);
     }
     if (r == 0 && started) {
