@@ -7,6 +7,7 @@
 typedef struct left_out {
     cli *c;
     json_t *list;
+    cli_progress *p;
 } left_out;
 
 static void on_report(void *ud, const char *kind, const char *name, const char *why)
@@ -15,8 +16,10 @@ static void on_report(void *ud, const char *kind, const char *name, const char *
     if (l->list)
         json_array_append_new(l->list, json_pack("{s:s, s:s, s:s}", "kind", kind, "name", name,
                                                  "why", why));
-    else
+    else {
+        cli_progress_done(l->p); /* the bar is drawn again by the next step */
         fprintf(stderr, "cairn %s: %s %s: %s\n", l->c->cmd, kind, name, why);
+    }
 }
 
 static int cmd_import_containerd(cli *c, int argc, char **argv)
@@ -41,12 +44,17 @@ static int cmd_import_containerd(cli *c, int argc, char **argv)
     cairn_state *st = NULL;
     if (cli_open(c, 0, &st))
         return EXIT_FAIL;
-    left_out l = {c, c->json ? json_array() : NULL};
+    cli_progress p;
+    cli_progress_init(&p, c, "import", false);
+    left_out l = {c, c->json ? json_array() : NULL, &p};
     o.report = on_report;
     o.report_userdata = &l;
+    o.progress = cli_progress_cb;
+    o.progress_userdata = &p;
     cairn_containerd_import_stats s = {0};
     cairn_error err = {0};
     int r = cairn_containerd_import(st, root, &o, &s, &err);
+    cli_progress_done(&p);
     cairn_state_free(st);
     if (r < 0) {
         json_decref(l.list);

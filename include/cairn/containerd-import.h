@@ -48,8 +48,12 @@ typedef struct cairn_containerd_import_options {
     const char *ns;     /* only this namespace, its images under their own names; NULL: all */
     cairn_containerd_report_fn report; /* or NULL */
     void *report_userdata;
+    /* Version 2: objects done (blobs, then committed snapshots, imported or
+     * left out) of those the root holds; or NULL. */
+    cairn_progress_fn progress;
+    void *progress_userdata;
 } cairn_containerd_import_options;
-#define CAIRN_CONTAINERD_IMPORT_OPTIONS_VERSION 1
+#define CAIRN_CONTAINERD_IMPORT_OPTIONS_VERSION 2
 #define CAIRN_CONTAINERD_IMPORT_OPTIONS_INIT {.version = CAIRN_CONTAINERD_IMPORT_OPTIONS_VERSION}
 
 typedef struct cairn_containerd_import_stats {

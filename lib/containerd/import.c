@@ -108,7 +108,23 @@ typedef struct importer {
     size_t n_backends;
     const char *cur_ns; /* while reading meta.db */
     const cairn__bolt *db;
+    uint64_t done, total; /* progress: blobs, then committed snapshots */
 } importer;
+
+static void progress(importer *im)
+{
+    if (im->opts->version >= 2 && im->opts->progress && im->total)
+        im->opts->progress(im->opts->progress_userdata,
+                           im->done < im->total ? im->done : im->total, im->total);
+}
+
+/* A committed snapshot met (imported, there already or left out): counted once. */
+static void snap_met(importer *im)
+{
+    im->stats->snapshots++;
+    im->done++;
+    progress(im);
+}
 
 static void report(importer *im, const char *kind, const char *name, const char *fmt, ...)
     CAIRN_PRINTF(4, 5);
@@ -534,7 +550,7 @@ static int import_blobs(importer *im)
         return cairn__err(im->err, -ENOMEM, "out of memory");
     size_t n = 0;
     int r = 0;
-    for (size_t i = 0; i < im->n_blobs; i++) {
+    for (size_t i = 0; i < im->n_blobs; i++, im->done++, progress(im)) {
         blob *b = &im->blobs[i];
         im->stats->blobs++;
         memset(&p[n], 0, sizeof(p[n])); /* a refused blob's slot is taken again */
@@ -668,7 +684,7 @@ static int import_snap(importer *im, snap *s, const char *parent, const char *di
         return 1;
     if (s->state == S_REFUSED)
         return 0;
-    im->stats->snapshots++;
+    snap_met(im);
     s->state = S_REFUSED;
     _cleanup_close_ int sdir = -1;
     if (!snap_dir(im, s, &sdir)) {
@@ -910,7 +926,7 @@ static int import_image(importer *im, image *img)
             if (s && s->state == S_PENDING) {
                 s->state = S_DONE; /* the same tree, by its name: nothing to do */
                 memcpy(s->chain, chain, sizeof(chain));
-                im->stats->snapshots++;
+                snap_met(im);
                 im->stats->snapshots_present++;
             }
         } else {
@@ -988,7 +1004,7 @@ static int import_rest(importer *im)
             snap *p = s->parent ? snap_find(im, s->ns, s->parent) : NULL;
             if (s->parent && (!p || p->state == S_REFUSED)) {
                 s->state = S_REFUSED;
-                im->stats->snapshots++;
+                snap_met(im);
                 im->stats->snapshots_refused++;
                 report(im, "snapshot", s->key, "its parent %s was not imported; left out",
                        s->parent);
@@ -1009,7 +1025,7 @@ static int import_rest(importer *im)
         snap *s = &im->snaps[i];
         if (s->state == S_PENDING && s->kind == KIND_COMMITTED) {
             s->state = S_REFUSED;
-            im->stats->snapshots++;
+            snap_met(im);
             im->stats->snapshots_refused++;
             report(im, "snapshot", s->key, "its parents form a loop; left out");
         } else if (s->state == S_PENDING) {
@@ -1074,7 +1090,7 @@ static int read_root(importer *im, const cairn__bolt *meta, const cairn__bolt *s
         backend *b = backend_find(im, s->backend);
         if (!b) {
             s->state = S_REFUSED;
-            im->stats->snapshots++;
+            snap_met(im);
             im->stats->snapshots_refused++;
             report(im, "snapshot", s->key, "the snapshotter has no snapshot %s; left out",
                    s->backend);
@@ -1119,6 +1135,11 @@ int cairn_containerd_import(cairn_state *st, const char *root,
     r = read_root(&im, meta, sdb);
     if (r < 0)
         goto out;
+    im.total = im.n_blobs;
+    for (size_t i = 0; i < im.n_snaps; i++)
+        im.total += im.snaps[i].kind == KIND_COMMITTED || im.snaps[i].state == S_REFUSED;
+    im.done = stats->snapshots; /* refused while reading */
+    progress(&im);
     im.blobfd = openat(im.rootfd, BLOB_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     im.snapfd = openat(im.rootfd, SNAP_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if ((im.blobfd < 0 && im.n_blobs) || (im.snapfd < 0 && im.n_snaps)) {
