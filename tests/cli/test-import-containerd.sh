@@ -11,6 +11,9 @@
 #     verified, snapshots by ChainID whose checkout lists as containerd's
 #     own mount of the image, fsck clean; the root unchanged (listing with
 #     contents before and after); a second import changes nothing;
+#   - over a frozen lower holding some of the blobs and snapshots: none
+#     stored twice, rows right, fsck clean, the lower byte for byte the same;
+#   - a progress bar on a terminal (script(1)), none into a file;
 #   - a second containerd with another image: both states merged, fsck clean;
 #   - trees proven by reading their layer beside them: none applied again;
 #   - a snapshot tree changed behind containerd's back (a file's content,
@@ -201,6 +204,15 @@ cairn -C "$T/s1" --json import containerd "$A/root" >"$T/imp2.json"
     [ "$(jget "$T/imp2.json" snapshots_present)" = "$(jget "$T/imp2.json" snapshots)" ] ||
     die "a second import did work again: $(cat "$T/imp2.json")"
 
+step "a progress bar on a terminal, none otherwise"
+cairn init "$T/s1t" >/dev/null
+script -qec "$CAIRN -C $T/s1t import containerd $A/root" /dev/null >"$T/tty.out"
+grep -q 'import \[#*\] 100% ' "$T/tty.out" || die "no progress bar on a terminal: $(cat -v "$T/tty.out" | head -c 300)"
+grep -q 'imported .*: 2 images' "$T/tty.out" || die "no summary on a terminal: $(cat -v "$T/tty.out" | head -c 300)"
+rm -rf "$T/s1t"; cairn init "$T/s1t" >/dev/null
+cairn -C "$T/s1t" import containerd "$A/root" >"$T/notty.out" 2>&1
+! grep -q 'import \[' "$T/notty.out" || die "a progress bar drawn into a file"
+
 step "a second containerd, another image; the states merge"
 python3 "$HERE/busybox-image.py" "$T/bb2.tar" example.com/busybox:2 docker 2
 B=$T/b
@@ -217,6 +229,42 @@ cairn -C "$T/m" fsck >/dev/null || die "fsck of the merge"
 cairn -C "$T/m" snapshot checkout "$(chain_ids "$T/bb2.tar" | tail -1)" "$T/co3" >/dev/null
 list "$T/co3" >"$T/co3.list"
 diff -u "$T/bb2.ref" "$T/co3.list" || die "the merged state's checkout differs"
+
+step "over a frozen lower that holds some of it: nothing twice, the lower unchanged"
+# The lower holds busybox:1, whose first three layers busybox:2 shares.
+cairn freeze -q "$T/s1" "$T/low"
+root_sig "$T/low" >"$T/low.before"
+cairn init "$T/top" >/dev/null
+cairn -C "$T/top" stack add "$T/low" >/dev/null
+cairn -C "$T/top" --json import containerd "$B/root" >"$T/impl.json" || die "import over a lower: $(cat "$T/impl.json")"
+[ "$(jget "$T/impl.json" blobs_present)" = 3 ] && [ "$(jget "$T/impl.json" snapshots_present)" = 3 ] &&
+    [ "$(jget "$T/impl.json" snapshots)" = 4 ] ||
+    die "the lower's blobs and snapshots not found there: $(cat "$T/impl.json")"
+nb=$(( $(jget "$T/impl.json" blobs) - 3 ))
+[ "$(find "$T/top/blobs/sha256" -type f | wc -l)" = "$nb" ] || die "the top holds blobs the lower has"
+[ "$(find "$T/top/snapshots" -mindepth 1 -maxdepth 1 | wc -l)" = 1 ] || die "the top holds snapshots the lower has"
+# Rows: each object once, the lower's marked as the lower's, the new ones the top's.
+cairn -C "$T/top" blob ls --json >"$T/topblobs.json"
+cairn -C "$T/top" snapshot ls --json >"$T/topsnaps.json"
+python3 - "$T/topblobs.json" "$T/topsnaps.json" "$(chain_ids "$T/bb2.tar" | tr '\n' ' ')" <<'PY' || die "rows over the lower are wrong"
+import collections, json, sys
+blobs, snaps, chains = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3].split()
+for rows, key in ((blobs, "digest"), (snaps, "chain_id")):
+    dup = [k for k, n in collections.Counter(r[key] for r in rows).items() if n > 1]
+    assert not dup, "listed twice: %s" % dup
+own = {s["chain_id"] for s in snaps if not s["lower"]}
+low = {s["chain_id"] for s in snaps if s["lower"]}
+assert own == {chains[3]}, "the top's own snapshots: %s" % own
+assert set(chains[:3]) <= low, "the shared layers are not the lower's"
+PY
+[ "$(names "$T/top" | sort | tr '\n' ' ')" = "example.com/busybox:1 example.com/busybox:2 team/example.com/busybox-oci:1 " ] ||
+    die "images over the lower: $(names "$T/top")"
+cairn -C "$T/top" snapshot checkout "$(chain_ids "$T/bb2.tar" | tail -1)" "$T/co5" >/dev/null
+list "$T/co5" >"$T/co5.list"
+diff -u "$T/bb2.ref" "$T/co5.list" || die "the checkout over the lower differs"
+cairn -C "$T/top" fsck >/dev/null || die "fsck of the top over its lower"
+root_sig "$T/low" >"$T/low.after"
+diff -u "$T/low.before" "$T/low.after" || die "the import changed the lower"
 
 step "a tree changed behind containerd's back is refused"
 cp -a "$B/root" "$T/bad"
