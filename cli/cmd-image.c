@@ -115,7 +115,8 @@ static int cmd_ls(cli *c, int argc, char **argv)
     if (r)
         return r;
     json_t *list = c->json ? json_array() : NULL;
-    if (!c->json)
+    /* -q: rows only, as `blob ls` and `snapshot ls` print them, for scripts. */
+    if (!c->json && !c->quiet)
         printf("%-30s %-19s %-19s %s\n", "NAME", "MANIFEST", "TOP", "UPDATED (UTC)");
     cairn_error err = {0};
     r = cairn_image_list(st, ls_row, list, &err);

@@ -21,6 +21,7 @@ static const cli_command *const tables[] = {
     cli_combine_commands,
     cli_remote_commands,
     cli_serve_commands,
+    cli_import_commands,
 };
 
 static const cli_command *current;

@@ -16,6 +16,7 @@
 #include <cairn/merge.h>
 #include <cairn/remote.h>
 #include <cairn/containerd.h>
+#include <cairn/containerd-import.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 

@@ -19,10 +19,17 @@
  *
  * Export writes the canonical tar (tar.c) through a SHA-256 of the plain
  * stream and, when compressing, a libarchive "raw" writer with the filter.
+ *
+ * Proof (cairn__layer_prove): a tree unpacked elsewhere from a layer is
+ * compared with the entries the layer's stream would make, writing
+ * nothing; see its section.
  */
 #include "snapshot/snapshot-private.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -948,9 +955,31 @@ static int open_chain(importer *im, const char *parent)
     return 0;
 }
 
+/* cairn_layer_import(), or with `canon` (not NULL) only steps 2-4: the
+ * layer applied over `parent` in a staging directory, its DiffID checked,
+ * the digest of its canonical tar into canon, the staging removed. */
+static int layer_import(cairn_state *st, const char *parent, int fd,
+                        const cairn_layer_import_options *opts, char *out_chain_id,
+                        char *out_diff_id, char *canon_out, cairn_error *err);
+
 int cairn_layer_import(cairn_state *st, const char *parent, int fd,
                        const cairn_layer_import_options *opts, char *out_chain_id,
                        char *out_diff_id, cairn_error *err)
+{
+    return layer_import(st, parent, fd, opts, out_chain_id, out_diff_id, NULL, err);
+}
+
+int cairn__layer_canon(cairn_state *st, const char *parent, int fd, const char *expected_diff_id,
+                       char canon[CAIRN_DIGEST_LEN + 1], cairn_error *err)
+{
+    cairn_layer_import_options o = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
+    o.expected_diff_id = expected_diff_id;
+    return layer_import(st, parent, fd, &o, NULL, NULL, canon, err);
+}
+
+static int layer_import(cairn_state *st, const char *parent, int fd,
+                        const cairn_layer_import_options *opts, char *out_chain_id,
+                        char *out_diff_id, char *canon_out, cairn_error *err)
 {
     cairn_layer_import_options def = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
     if (!opts)
@@ -976,7 +1005,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
             return cairn__err(err, -ENOENT, "layer import: parent snapshot %s is not there",
                               parent);
     }
-    if (opts->expected_diff_id) {
+    if (opts->expected_diff_id && !canon_out) {
         r = cairn_digest_check(opts->expected_diff_id, err);
         if (r < 0)
             return cairn__err_prefix(err, r, "expected DiffID");
@@ -1026,7 +1055,7 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     }
     cairn__chain_id(parent, diff_id, chain);
     cairn__snaprow row;
-    r = cairn__snapshot_find(st, chain, &row, err);
+    r = canon_out ? 0 : cairn__snapshot_find(st, chain, &row, err);
     if (r < 0)
         goto fail;
     if (r == 1) {
@@ -1037,6 +1066,10 @@ int cairn_layer_import(cairn_state *st, const char *parent, int fd,
     r = cairn__tar_digest(im.root, chain, 0, canon, &size, err);
     if (r < 0)
         goto fail;
+    if (canon_out) {
+        memcpy(canon_out, canon, CAIRN_DIGEST_LEN + 1);
+        goto done;
+    }
     r = cairn__snapshot_publish(st, tmpfd, staged, parent, diff_id, canon, im.size, err);
     if (r < 0)
         goto fail;
@@ -1097,6 +1130,554 @@ int cairn__layer_apply(cairn_state *st, const char *parent, int fd,
     cairn__utf8_locale_leave(old_locale);
     importer_clear(&im);
     cairn__rm_rf_at(tfd, staged);
+    return r;
+}
+
+/* ---- proof: a tree made elsewhere against the layer ------------------- *
+ * containerd unpacked the layer into a tree of its own; cairn adopts that
+ * tree once it is shown to be what cairn_layer_import() of the same layer
+ * makes, which is what its canonical tar says. Applying the layer in tmp/
+ * and comparing canonical tars (cairn__layer_canon) proves it but writes
+ * the whole layer again; here nothing is written: one walk of the tree
+ * gives its canonical tar digest and, for each entry of that tar, a digest
+ * of what the tar holds of it (type, mode, owner, mtime, size, data, link
+ * target, device, xattrs; whiteouts and opaque directories as the markers
+ * the tar writes for them); one read of the layer gives the entries its
+ * application would make, with the same digests; the two lists must be
+ * equal. The layer is read in a second thread while the tree is walked.
+ *
+ * Only what is modelled exactly is compared: a layer whose entries each
+ * name a path once, list every directory they write into (no directory
+ * inherited from the parent chain), hardlink only to earlier files, carry
+ * no sparse data, no overlayfs xattr and no xattr outside user., trusted.
+ * and security. (nor any on a symlink or device), read by root. Anything
+ * else, and any difference, is "not shown", and cairn__layer_canon()
+ * decides. */
+
+typedef struct prec {
+    char *path;
+    char d[CAIRN_DIGEST_LEN + 1]; /* of the entry as the canonical tar holds it */
+    /* layer side only */
+    size_t index;                 /* in the stream */
+    char *link;                   /* a hardlink: its target */
+    bool is_dir, is_reg;
+    mode_t perm;
+    int64_t uid, gid, mtime;
+    size_t root;                  /* a hardlink: the record of its inode's first file */
+} prec;
+
+typedef struct precs {
+    prec *v;
+    size_t n, cap;
+} precs;
+
+static void precs_clear(precs *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->v[i].path);
+        free(p->v[i].link);
+    }
+    free(p->v);
+    memset(p, 0, sizeof(*p));
+}
+
+static prec *precs_add(precs *p, const char *path)
+{
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? p->cap * 2 : 256;
+        prec *nv = realloc(p->v, nc * sizeof(*nv));
+        if (!nv)
+            return NULL;
+        p->v = nv;
+        p->cap = nc;
+    }
+    prec *r = &p->v[p->n];
+    memset(r, 0, sizeof(*r));
+    r->path = strdup(path);
+    if (!r->path)
+        return NULL;
+    p->n++;
+    return r;
+}
+
+static void put_field(cairn__sha256 *h, const void *b, size_t n)
+{
+    char len[24];
+    int k = snprintf(len, sizeof(len), "%zu:", n);
+    cairn__sha256_update(h, len, (size_t)k);
+    cairn__sha256_update(h, b, n);
+}
+
+static void put_num(cairn__sha256 *h, int64_t v)
+{
+    char b[24];
+    int k = snprintf(b, sizeof(b), "%lld", (long long)v);
+    put_field(h, b, (size_t)k);
+}
+
+static void put_str(cairn__sha256 *h, const char *s)
+{
+    put_field(h, s ? s : "", s ? strlen(s) + 1 : 0);
+}
+
+/* What the canonical tar holds of an entry, but its name. */
+static int rec_digest(struct archive_entry *e, const char *data, char out[CAIRN_DIGEST_LEN + 1])
+{
+    cairn__sha256 *h = cairn__sha256_new();
+    if (!h)
+        return -ENOMEM;
+    mode_t type = archive_entry_filetype(e);
+    put_num(h, (int64_t)type);
+    put_num(h, type == AE_IFLNK ? 0 : (int64_t)(archive_entry_perm(e) & 07777));
+    put_num(h, archive_entry_uid(e));
+    put_num(h, archive_entry_gid(e));
+    put_num(h, archive_entry_mtime(e));
+    put_num(h, archive_entry_size(e));
+    put_str(h, archive_entry_symlink(e));
+    put_str(h, archive_entry_hardlink(e));
+    put_num(h, type == AE_IFCHR || type == AE_IFBLK ? (int64_t)archive_entry_rdev(e) : 0);
+    put_num(h, archive_entry_xattr_reset(e));
+    const char *k;
+    const void *v;
+    size_t n;
+    while (archive_entry_xattr_next(e, &k, &v, &n) == ARCHIVE_OK) {
+        put_str(h, k);
+        put_field(h, v, n);
+    }
+    put_str(h, data);
+    cairn__sha256_final(h, out);
+    cairn__sha256_free(h);
+    return 0;
+}
+
+static int sink_hash(void *ud, const void *buf, size_t len)
+{
+    cairn__sha256_update(ud, buf, len);
+    return 0;
+}
+
+static int tree_entry(void *ud, struct archive_entry *e, const char *data)
+{
+    precs *p = ud;
+    prec *r = precs_add(p, archive_entry_pathname(e));
+    if (!r)
+        return -ENOMEM;
+    /* The writer gave a directory's name its '/'. */
+    size_t n = strlen(r->path);
+    if (n > 1 && r->path[n - 1] == '/')
+        r->path[n - 1] = 0;
+    return rec_digest(e, data, r->d);
+}
+
+static int cmp_prec(const void *a, const void *b)
+{
+    return strcmp(((const prec *)a)->path, ((const prec *)b)->path);
+}
+
+static prec *prec_find(precs *p, const char *path)
+{
+    prec key = {.path = (char *)path};
+    return bsearch(&key, p->v, p->n, sizeof(prec), cmp_prec);
+}
+
+/* The layer side, run in its own thread. */
+typedef struct layer_side {
+    int fd;
+    const char *diff_id;
+    precs recs;
+    int shown;         /* 1: the layer's entries are listed; 0: not modelled (why) */
+    char why[256];
+    atomic_int *stop;   /* set by the tree side: the layer is not needed */
+} layer_side;
+
+static int not_modelled(layer_side *ls, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+static int not_modelled(layer_side *ls, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ls->why, sizeof(ls->why), fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+static bool xattr_modelled(const char *k)
+{
+    if (!strncmp(k, "trusted.overlay.", 16) || !strncmp(k, "user.overlay.", 13))
+        return false;
+    return !strncmp(k, "user.", 5) || !strncmp(k, "trusted.", 8) || !strncmp(k, "security.", 9);
+}
+
+static int cmp_xname(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The entry the tree walk would write for layer entry `in` at `path`. */
+static struct archive_entry *model_entry(layer_side *ls, struct archive_entry *in, const char *path,
+                                         mode_t type)
+{
+    struct archive_entry *e = archive_entry_new();
+    if (!e)
+        return NULL;
+    archive_entry_set_pathname(e, path);
+    archive_entry_set_filetype(e, type);
+    archive_entry_set_perm(e, type == AE_IFLNK ? 0777 : archive_entry_perm(in));
+    archive_entry_set_uid(e, archive_entry_uid(in));
+    archive_entry_set_gid(e, archive_entry_gid(in));
+    archive_entry_set_mtime(e, archive_entry_mtime(in), 0);
+    archive_entry_set_size(e, type == AE_IFREG ? archive_entry_size(in) : 0);
+    if (type == AE_IFLNK)
+        archive_entry_set_symlink(e, archive_entry_symlink(in));
+    if (type == AE_IFCHR || type == AE_IFBLK)
+        archive_entry_set_rdev(e, archive_entry_rdev(in));
+    int nx = archive_entry_xattr_reset(in);
+    if (nx > 0) {
+        if (type != AE_IFDIR && type != AE_IFREG) {
+            not_modelled(ls, "%s: xattrs on a symlink or device", path);
+            archive_entry_free(e);
+            return NULL;
+        }
+        const char *names[256];
+        size_t k = 0;
+        const char *name;
+        const void *v;
+        size_t n;
+        while (archive_entry_xattr_next(in, &name, &v, &n) == ARCHIVE_OK) {
+            if (!xattr_modelled(name) || k == CAIRN_ARRAY_SIZE(names)) {
+                not_modelled(ls, "%s: xattr %s", path, name);
+                archive_entry_free(e);
+                return NULL;
+            }
+            names[k++] = name;
+        }
+        qsort(names, k, sizeof(names[0]), cmp_xname);
+        for (size_t i = 0; i < k; i++) {
+            /* Found again by name: the list holds the values in its order. */
+            archive_entry_xattr_reset(in);
+            while (archive_entry_xattr_next(in, &name, &v, &n) == ARCHIVE_OK)
+                if (name == names[i])
+                    break;
+            archive_entry_xattr_add_entry(e, names[i], v, n);
+        }
+    }
+    return e;
+}
+
+static struct archive_entry *marker_entry(const char *path)
+{
+    struct archive_entry *e = archive_entry_new();
+    if (!e)
+        return NULL;
+    archive_entry_set_pathname(e, path);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0);
+    archive_entry_set_size(e, 0);
+    archive_entry_set_mtime(e, 0, 0);
+    return e;
+}
+
+/* One entry of the layer into ls->recs: 1 listed, 0 not modelled, < 0 error. */
+static int layer_entry(layer_side *ls, importer *im, struct archive_entry *in, size_t index)
+{
+    char path[PATH_MAX + 1];
+    cairn_error scratch = {0};
+    cairn_error *saved = im->err;
+    im->err = &scratch;
+    int r = clean_path(im, archive_entry_pathname(in), path, sizeof(path));
+    im->err = saved;
+    if (r < 0)
+        return not_modelled(ls, "%s", scratch.message);
+    if (r == 1)
+        return 1; /* the root: not an entry of the canonical tar */
+    for (const char *c = path; (c = strstr(c, ".wh.")); c += 4)
+        if ((c == path || c[-1] == '/') && strchr(c, '/'))
+            return not_modelled(ls, "%s: a whiteout name used as a directory", path);
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    const char *hl = archive_entry_hardlink(in);
+    mode_t type = archive_entry_filetype(in);
+    struct archive_entry *e = NULL;
+    const char *data = NULL;
+    char dg[CAIRN_DIGEST_LEN + 1];
+    prec *rec;
+    if (!strncmp(name, ".wh.", 4)) {
+        if (hl || type != AE_IFREG)
+            return not_modelled(ls, "%s: a whiteout that is not a plain file", path);
+        if (!strcmp(name, ".wh..wh..opq") && !slash)
+            return not_modelled(ls, "an opaque root");
+        if (strcmp(name, ".wh..wh..opq") != 0 &&
+            (!name[4] || !strcmp(name + 4, ".") || !strcmp(name + 4, "..")))
+            return not_modelled(ls, "%s: a whiteout of nothing", path);
+        e = marker_entry(path);
+        if (!e)
+            return -ENOMEM;
+    } else if (hl) {
+        char target[PATH_MAX + 1];
+        im->err = &scratch;
+        r = clean_path(im, hl, target, sizeof(target));
+        im->err = saved;
+        if (r != 0)
+            return not_modelled(ls, "%s: a hardlink to %s", path, hl);
+        rec = precs_add(&ls->recs, path);
+        if (!rec || !(rec->link = strdup(target)))
+            return -ENOMEM;
+        rec->index = index;
+        return 1;
+    } else {
+        if (archive_entry_sparse_count(in) > 0)
+            return not_modelled(ls, "%s: sparse", path);
+        switch (type) {
+        case AE_IFDIR:
+        case AE_IFLNK:
+        case AE_IFBLK:
+        case AE_IFIFO:
+            break;
+        case AE_IFCHR:
+            if (archive_entry_rdev(in) == 0)
+                return not_modelled(ls, "%s: a 0/0 character device", path);
+            break;
+        case AE_IFREG: {
+            cairn__sha256 *h = cairn__sha256_new();
+            if (!h)
+                return -ENOMEM;
+            const void *buf;
+            size_t len;
+            int64_t off, end = 0;
+            int rc;
+            while ((rc = archive_read_data_block(im->tar, &buf, &len, &off)) == ARCHIVE_OK) {
+                if (off != end || atomic_load(ls->stop))
+                    break;
+                cairn__sha256_update(h, buf, len);
+                end = off + (int64_t)len;
+            }
+            cairn__sha256_final(h, dg);
+            cairn__sha256_free(h);
+            if (rc != ARCHIVE_EOF || end != archive_entry_size(in))
+                return not_modelled(ls, "%s: its data does not read whole", path);
+            data = dg;
+            break;
+        }
+        default:
+            return not_modelled(ls, "%s: an entry type not modelled", path);
+        }
+        if (type == AE_IFLNK && (!archive_entry_symlink(in) || !*archive_entry_symlink(in)))
+            return not_modelled(ls, "%s: a symlink without a target", path);
+        e = model_entry(ls, in, path, type);
+        if (!e)
+            return ls->why[0] ? 0 : -ENOMEM;
+    }
+    rec = precs_add(&ls->recs, path);
+    r = rec ? rec_digest(e, data, rec->d) : -ENOMEM;
+    if (rec) {
+        rec->index = index;
+        rec->is_dir = type == AE_IFDIR && !hl;
+        rec->is_reg = type == AE_IFREG && data;
+        rec->perm = archive_entry_perm(in);
+        rec->uid = archive_entry_uid(in);
+        rec->gid = archive_entry_gid(in);
+        rec->mtime = archive_entry_mtime(in);
+    }
+    archive_entry_free(e);
+    return r < 0 ? r : 1;
+}
+
+/* The layer's records, sorted, with their hardlinks written as the tree
+ * walk writes them: 1, or 0 not modelled. */
+static int layer_finish(layer_side *ls)
+{
+    precs *p = &ls->recs;
+    qsort(p->v, p->n, sizeof(prec), cmp_prec);
+    for (size_t i = 0; i + 1 < p->n; i++)
+        if (!strcmp(p->v[i].path, p->v[i + 1].path))
+            return not_modelled(ls, "%s: named twice", p->v[i].path);
+    for (size_t i = 0; i < p->n; i++) {
+        prec *r = &p->v[i];
+        char dir[PATH_MAX + 1];
+        snprintf(dir, sizeof(dir), "%s", r->path);
+        char *slash = strrchr(dir, '/');
+        const char *name = slash ? slash + 1 : dir;
+        if (slash) {
+            *slash = 0;
+            prec *d = prec_find(p, dir);
+            if (!d || !d->is_dir)
+                return not_modelled(ls, "%s: its directory is not an entry of the layer", r->path);
+        }
+        if (!strncmp(name, ".wh.", 4) && strcmp(name, ".wh..wh..opq") != 0) {
+            /* A whiteout of an entry of the same layer. */
+            char other[2 * PATH_MAX + 8];
+            snprintf(other, sizeof(other), "%s%s%s", slash ? dir : "", slash ? "/" : "", name + 4);
+            if (prec_find(p, other))
+                return not_modelled(ls, "%s: whites out an entry of the same layer", r->path);
+        }
+        if (r->link) {
+            prec *t = prec_find(p, r->link);
+            while (t && t->link && t->index < r->index)
+                t = prec_find(p, t->link);
+            if (!t || t->link || !t->is_reg || t->index > r->index)
+                return not_modelled(ls, "%s: a hardlink to %s", r->path, r->link);
+            r->root = (size_t)(t - p->v);
+        }
+    }
+    /* Each inode's first name in the tar's order holds the data; the
+     * others link to it, with its mode, owner and mtime, no xattrs. */
+    size_t *first = calloc(p->n ? p->n : 1, sizeof(*first));
+    if (!first)
+        return -ENOMEM;
+    for (size_t i = 0; i < p->n; i++)
+        first[i] = i;
+    for (size_t i = 0; i < p->n; i++)
+        if (p->v[i].link && i < first[p->v[i].root])
+            first[p->v[i].root] = i;
+    int r = 1;
+    for (size_t i = 0; r == 1 && i < p->n; i++) {
+        if (!p->v[i].link && first[i] == i)
+            continue;
+        size_t root = p->v[i].link ? p->v[i].root : i;
+        size_t f = first[root];
+        if (f == i) {
+            memcpy(p->v[i].d, p->v[root].d, sizeof(p->v[i].d)); /* the data, under this name */
+            continue;
+        }
+        struct archive_entry *e = archive_entry_new();
+        if (!e) {
+            r = -ENOMEM;
+            break;
+        }
+        archive_entry_set_pathname(e, p->v[i].path);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, p->v[root].perm);
+        archive_entry_set_uid(e, p->v[root].uid);
+        archive_entry_set_gid(e, p->v[root].gid);
+        archive_entry_set_mtime(e, p->v[root].mtime, 0);
+        archive_entry_set_size(e, 0);
+        archive_entry_set_hardlink(e, p->v[f].path);
+        /* The root's own digest went to f already (f sorts before it). */
+        if (rec_digest(e, NULL, p->v[i].d) < 0)
+            r = -ENOMEM;
+        archive_entry_free(e);
+    }
+    free(first);
+    return r;
+}
+
+static void *layer_thread(void *arg)
+{
+    layer_side *ls = arg;
+    cairn_layer_import_options def = CAIRN_LAYER_IMPORT_OPTIONS_INIT;
+    cairn_error scratch = {0};
+    importer im = {.opts = &def, .err = &scratch, .in_fd = ls->fd, .root = -1, .data_end = -1};
+    locale_t old_locale = cairn__utf8_locale_enter(); /* see snapshot-private.h */
+    int r = 0;
+    im.inbuf = malloc(IMPORT_BUF);
+    im.outbuf = malloc(IMPORT_BUF);
+    im.hash = cairn__sha256_new();
+    im.tar = archive_read_new();
+    if (!im.inbuf || !im.outbuf || !im.hash || !im.tar) {
+        r = -ENOMEM;
+        goto out;
+    }
+    if (plain_start(&im) < 0) {
+        r = not_modelled(ls, "%s", scratch.message);
+        goto out;
+    }
+    archive_read_support_format_tar(im.tar);
+    if (archive_read_open(im.tar, &im, NULL, tar_read, NULL) != ARCHIVE_OK) {
+        r = not_modelled(ls, "not a tar");
+        goto out;
+    }
+    struct archive_entry *e;
+    size_t entries = 0;
+    for (r = 1; r == 1;) {
+        if (atomic_load(ls->stop)) {
+            r = not_modelled(ls, "stopped");
+            break;
+        }
+        int rc = archive_read_next_header(im.tar, &e);
+        if (rc == ARCHIVE_EOF)
+            break;
+        if (rc != ARCHIVE_OK) {
+            r = not_modelled(ls, "after entry %zu: %s", entries,
+                             im.raw_err ? im.raw_msg : "a header not read cleanly");
+            break;
+        }
+        entries++;
+        im.data_end = archive_entry_sparse_count(e) == 0 && archive_entry_size_is_set(e)
+                          ? archive_filter_bytes(im.tar, 0) + archive_entry_size(e)
+                          : -1;
+        r = layer_entry(ls, &im, e, entries);
+    }
+    if (r == 1 && entries == 0)
+        r = not_modelled(ls, "no entries");
+    if (r == 1) {
+        const void *b;
+        ssize_t n;
+        while ((n = plain_next(&im, &b)) > 0)
+            cairn__sha256_update(im.hash, b, (size_t)n);
+        char diff_id[CAIRN_DIGEST_LEN + 1];
+        cairn__sha256_final(im.hash, diff_id);
+        if (n < 0)
+            r = not_modelled(ls, "the stream ends badly");
+        else if (strcmp(diff_id, ls->diff_id) != 0)
+            r = not_modelled(ls, "its DiffID is %s, not %s", diff_id, ls->diff_id);
+    }
+    if (r == 1)
+        r = layer_finish(ls);
+out:
+    ls->shown = r;
+    cairn__utf8_locale_leave(old_locale);
+    importer_clear(&im);
+    return NULL;
+}
+
+int cairn__layer_prove(int treefd, const char *what, int layer_fd, const char *diff_id,
+                       char canon[CAIRN_DIGEST_LEN + 1], uint64_t *size, char *why, size_t whylen,
+                       cairn_error *err)
+{
+    if (why && whylen)
+        why[0] = 0;
+    atomic_int stop = 0;
+    layer_side ls = {.fd = layer_fd, .diff_id = diff_id, .stop = &stop};
+    pthread_t th;
+    bool started = layer_fd >= 0 && geteuid() == 0 &&
+                   pthread_create(&th, NULL, layer_thread, &ls) == 0;
+    if (layer_fd >= 0 && !started)
+        snprintf(ls.why, sizeof(ls.why), "%s", geteuid() ? "not root" : "no thread");
+    precs tree = {0};
+    cairn__sha256 *h = cairn__sha256_new();
+    int r = h ? cairn__tar_diff_each(treefd, what, 0, sink_hash, h, tree_entry, &tree, size, err)
+              : cairn__err(err, -ENOMEM, "out of memory");
+    if (r == 0) {
+        cairn__sha256_final(h, canon);
+        if (!strcmp(canon, diff_id))
+            r = 1; /* the layer was in the canonical form */
+    }
+    cairn__sha256_free(h);
+    if (started) {
+        if (r != 0)
+            atomic_store(&stop, 1);
+        pthread_join(th, NULL);
+    }
+    if (r == 0 && started) {
+        if (ls.shown < 0)
+            r = cairn__err(err, ls.shown, "layer: %s", cairn_strerror(ls.shown));
+        else if (ls.shown == 1 && ls.recs.n != tree.n)
+            snprintf(ls.why, sizeof(ls.why), "%zu entries in the layer, %zu in the tree",
+                     ls.recs.n, tree.n);
+        else if (ls.shown == 1) {
+            size_t i = 0;
+            while (i < tree.n && !strcmp(tree.v[i].path, ls.recs.v[i].path) &&
+                   !strcmp(tree.v[i].d, ls.recs.v[i].d))
+                i++;
+            if (i == tree.n)
+                r = 1;
+            else
+                snprintf(ls.why, sizeof(ls.why), "%s differs", tree.v[i].path);
+        }
+    }
+    if (why && whylen && r == 0)
+        snprintf(why, whylen, "%s", ls.why);
+    precs_clear(&tree);
+    precs_clear(&ls.recs);
     return r;
 }
 

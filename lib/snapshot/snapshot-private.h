@@ -32,10 +32,41 @@ enum {
 CAIRN_INTERNAL int cairn__tar_diff(int dirfd, const char *what, unsigned flags,
                                    cairn__tar_sink_fn sink, void *ud, uint64_t *out_size,
                                    cairn_error *err);
+/* cairn__tar_diff(), telling fn of each entry once it is written: `e` as
+ * written (borrowed for the call), `data` the digest of a regular file's
+ * data (NULL for any other entry, a hardlink to an earlier one included).
+ * A non-zero return of fn stops the walk and is returned. */
+struct archive_entry;
+typedef int (*cairn__tar_entry_fn)(void *ud, struct archive_entry *e, const char *data);
+CAIRN_INTERNAL int cairn__tar_diff_each(int dirfd, const char *what, unsigned flags,
+                                        cairn__tar_sink_fn sink, void *ud, cairn__tar_entry_fn fn,
+                                        void *fn_ud, uint64_t *out_size, cairn_error *err);
 /* The digest of that tar. */
 CAIRN_INTERNAL int cairn__tar_digest(int dirfd, const char *what, unsigned flags,
                                      char out[CAIRN_DIGEST_LEN + 1], uint64_t *out_size,
                                      cairn_error *err);
+
+/* The digest of the canonical tar of the layer read from fd (uncompressed,
+ * gzip or zstd) as applied over `parent` (a chain id, or NULL), as
+ * cairn_layer_import() would record it, without recording anything: the
+ * layer is applied in a staging directory of tmp/ and removed. Its DiffID
+ * must be expected_diff_id (CAIRN_E_MISMATCH). Lets a tree made elsewhere
+ * from the same layer be proven to be that layer. */
+CAIRN_INTERNAL int cairn__layer_canon(cairn_state *st, const char *parent, int fd,
+                                      const char *expected_diff_id,
+                                      char canon[CAIRN_DIGEST_LEN + 1], cairn_error *err);
+
+/* Whether the tree at treefd (a diff in overlayfs form, made elsewhere) is
+ * what cairn_layer_import() of the layer read from layer_fd (-1: none)
+ * makes, without writing anything (layer.c says how). canon and *size
+ * receive the tree's canonical tar digest and size, as cairn__tar_digest()
+ * gives them. 1: shown (the digest is diff_id itself, or the layer's
+ * entries are the tree's); 0: not shown (a difference, or a layer this
+ * comparison does not model: `why` says which; cairn__layer_canon()
+ * decides then); < 0: the tree could not be read (err). */
+CAIRN_INTERNAL int cairn__layer_prove(int treefd, const char *what, int layer_fd,
+                                      const char *diff_id, char canon[CAIRN_DIGEST_LEN + 1],
+                                      uint64_t *size, char *why, size_t whylen, cairn_error *err);
 
 /* ChainID of diff_id over parent (NULL or "" for a base). */
 CAIRN_INTERNAL void cairn__chain_id(const char *parent, const char *diff_id,

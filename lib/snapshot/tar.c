@@ -85,6 +85,9 @@ typedef struct tar_walk {
     link_slot *links; /* open addressing on (dev, ino) */
     size_t nlinks, caplinks;
     char opaque_name[64];
+    cairn__tar_entry_fn entry_fn; /* or NULL */
+    void *entry_ud;
+    cairn__sha256 *data_hash;     /* of the current file's data, for entry_fn */
 } tar_walk;
 
 static la_ssize_t tw_write(struct archive *a, void *ud, const void *buf, size_t len)
@@ -256,6 +259,12 @@ static int write_header(tar_walk *w, struct archive_entry *e, const char *path)
     return 0;
 }
 
+static int entry_told(tar_walk *w, struct archive_entry *e, const char *data, const char *path)
+{
+    int r = w->entry_fn(w->entry_ud, e, data);
+    return r < 0 ? cairn__err(w->err, r, "%s: %s: %s", w->what, path, cairn_strerror(r)) : r;
+}
+
 static int write_marker(tar_walk *w, const char *path)
 {
     struct archive_entry *e = archive_entry_new();
@@ -267,6 +276,8 @@ static int write_marker(tar_walk *w, const char *path)
     archive_entry_set_size(e, 0);
     archive_entry_set_mtime(e, 0, 0);
     int r = write_header(w, e, path);
+    if (r == 0 && w->entry_fn)
+        r = entry_told(w, e, NULL, path);
     archive_entry_free(e);
     return r;
 }
@@ -286,6 +297,8 @@ static int write_data(tar_walk *w, int fd, const char *path, off_t size)
                               w->what, path);
         if (n > left)
             n = (ssize_t)left; /* grew while being read: the header said `size` */
+        if (w->data_hash)
+            cairn__sha256_update(w->data_hash, w->buf, (size_t)n);
         if (archive_write_data(w->a, w->buf, (size_t)n) != n) {
             if (w->sink_err)
                 return cairn__err(w->err, w->sink_err, "%s: writing the tar: %m", w->what);
@@ -327,6 +340,8 @@ static int emit_entry(tar_walk *w, int dfd, const char *name, const char *path)
             archive_entry_set_hardlink(e, first);
             archive_entry_set_size(e, 0);
             r = write_header(w, e, path);
+            if (r == 0 && w->entry_fn)
+                r = entry_told(w, e, NULL, path);
             archive_entry_free(e);
             return r;
         }
@@ -361,9 +376,19 @@ static int emit_entry(tar_walk *w, int dfd, const char *name, const char *path)
     r = add_xattrs(w, e, fd, dfd, name, path, NULL);
     if (r == 0)
         r = write_header(w, e, path);
-    archive_entry_free(e);
+    if (r == 0 && S_ISREG(sb.st_mode) && w->entry_fn && !(w->data_hash = cairn__sha256_new()))
+        r = cairn__err(w->err, -ENOMEM, "out of memory");
     if (r == 0 && S_ISREG(sb.st_mode))
         r = write_data(w, fd, path, sb.st_size);
+    if (r == 0 && w->entry_fn) {
+        char dg[CAIRN_DIGEST_LEN + 1];
+        if (w->data_hash)
+            cairn__sha256_final(w->data_hash, dg);
+        r = entry_told(w, e, w->data_hash ? dg : NULL, path);
+    }
+    cairn__sha256_free(w->data_hash);
+    w->data_hash = NULL;
+    archive_entry_free(e);
     return r;
 }
 
@@ -528,7 +553,15 @@ static int walk_all(tar_walk *w, int rootfd)
 int cairn__tar_diff(int dirfd, const char *what, unsigned flags, cairn__tar_sink_fn sink,
                     void *ud, uint64_t *out_size, cairn_error *err)
 {
-    tar_walk w = {.what = what, .flags = flags, .sink = sink, .ud = ud, .err = err};
+    return cairn__tar_diff_each(dirfd, what, flags, sink, ud, NULL, NULL, out_size, err);
+}
+
+int cairn__tar_diff_each(int dirfd, const char *what, unsigned flags, cairn__tar_sink_fn sink,
+                         void *ud, cairn__tar_entry_fn fn, void *fn_ud, uint64_t *out_size,
+                         cairn_error *err)
+{
+    tar_walk w = {.what = what, .flags = flags, .sink = sink, .ud = ud, .err = err,
+                  .entry_fn = fn, .entry_ud = fn_ud};
     /* Names in the tar are bytes of the filesystem, written as UTF-8 PAX
      * records when not ASCII, whatever the caller's locale. */
     locale_t old_locale = cairn__utf8_locale_enter();

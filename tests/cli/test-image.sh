@@ -27,6 +27,9 @@ layout_chain_ids "$T/lay" >"$T/chains"
 while read -r c; do cairn snapshot stat "$c" >/dev/null || die "no snapshot $c"; done <"$T/chains"
 while read -r d; do cairn blob stat "$d" >/dev/null || die "layer blob $d not stored"; done < <(layout_layers "$T/lay")
 cairn image ls | grep -q '^v1 ' || die "image ls does not list v1"
+# -q: the rows alone, no header line, for scripts.
+[ "$(cairn -q image ls | cut -d' ' -f1)" = v1 ] || die "image ls -q: $(cairn -q image ls)"
+[ "$(cairn image ls -q | wc -l)" = 1 ] || die "image ls -q prints more than its row"
 
 step "check out the top snapshot: the same tree as umoci unpack"
 cairn snapshot checkout "$top" "$T/co" >/dev/null
