@@ -997,7 +997,8 @@ static void warn(cairn_pool_provision_result *res, const char *fmt, ...)
 }
 
 static int lease_put(pool *p, const char *id, const char *module, const pmemberv *mv,
-                     int64_t created, char digest[CAIRN_DIGEST_LEN + 1], cairn_error *err)
+                     int64_t created, int64_t expires, char digest[CAIRN_DIGEST_LEN + 1],
+                     cairn_error *err)
 {
     size_t need = 1;
     for (size_t i = 0; i < mv->n; i++)
@@ -1013,7 +1014,7 @@ static int lease_put(pool *p, const char *id, const char *module, const pmemberv
         strcat(states, mv->v[i].digest);
     }
     char exp[32], cr[32];
-    snprintf(exp, sizeof(exp), "%lld", (long long)(cairn__now() + p->lease_ttl));
+    snprintf(exp, sizeof(exp), "%lld", (long long)expires);
     snprintf(cr, sizeof(cr), "%lld", (long long)created);
     return record_put(p, TAG_LEASE, AT_LEASE,
                       json_pack("{s:s, s:s, s:s, s:s, s:s}", "cairn.pool.lease", id,
@@ -1265,11 +1266,13 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
         }
     }
     /* the lease, before DEST: a gc that starts after DEST exists keeps its states */
-    if (r == 0 && !offline && np) {
+    bool makes_state = po.mode != CAIRN_POOL_OVERLAY || po.mount;
+    if (r == 0 && !offline && np && makes_state) {
         cairn_error e2 = {0};
         int c = cairn__random_id(lease);
         if (c == 0)
-            c = lease_put(&p, lease, module, &mv, created, lease_digest, &e2);
+            c = lease_put(&p, lease, module, &mv, created, created + p.lease_ttl, lease_digest,
+                          &e2);
         if (c < 0) {
             lease[0] = 0;
             lease_digest[0] = 0;
@@ -1395,7 +1398,9 @@ static json_t *provision_record(pool *p, const char *state_path, char *id, cairn
     return j;
 }
 
-static int lease_renew(pool *p, json_t *rec, const char *id, cairn_error *err)
+/* A new lease record expiring at `expires` (now: released; it stays, expired,
+ * as a use of its states until gc folds it), then the old one out. */
+static int lease_renew(pool *p, json_t *rec, const char *id, int64_t expires, cairn_error *err)
 {
     const char *lease = json_string_value(json_object_get(rec, "lease"));
     const char *old = json_string_value(json_object_get(rec, "lease_digest"));
@@ -1412,7 +1417,8 @@ static int lease_renew(pool *p, json_t *rec, const char *id, cairn_error *err)
     char digest[CAIRN_DIGEST_LEN + 1];
     if (r == 0)
         r = lease_put(p, lease, json_string_value(json_object_get(rec, "module")), &mv,
-                      (int64_t)json_integer_value(json_object_get(rec, "created")), digest, err);
+                      (int64_t)json_integer_value(json_object_get(rec, "created")), expires,
+                      digest, err);
     pmemberv_free(&mv);
     if (r == 0 && old && *old && strcmp(old, digest) != 0)
         r = p->c->ops->state_delete(p->c->r, TAG_LEASE, old, err);
@@ -1441,7 +1447,7 @@ int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_
     if (r == 0)
         r = pool_connect(&p, err);
     if (r == 0)
-        r = lease_renew(&p, rec, id, err);
+        r = lease_renew(&p, rec, id, cairn__now() + p.lease_ttl, err);
     json_decref(rec);
     pool_close(&p);
     return r;
@@ -1458,9 +1464,8 @@ int cairn_pool_lease_release(const char *url, const char *state, const cairn_poo
         r = err && err->code ? err->code : -ENOENT;
     if (r == 0)
         r = pool_connect(&p, err);
-    const char *d = rec ? json_string_value(json_object_get(rec, "lease_digest")) : NULL;
-    if (r == 0 && d && *d)
-        r = p.c->ops->state_delete(p.c->r, TAG_LEASE, d, err);
+    if (r == 0)
+        r = lease_renew(&p, rec, id, cairn__now(), err);
     if (r == 0) {
         char path[PATH_MAX_POOL + 64];
         pathf(path, sizeof(path), "%s/provisions/%s.json", p.cache, id);
@@ -1520,7 +1525,7 @@ int cairn_pool_checkin(const char *url, const char *module, const char *state,
     cairn_state_free(st);
     if (r == 0 && rec) {
         cairn_error e3 = {0};
-        (void)lease_renew(&p, rec, id, &e3); /* the checkin is done; the lease expires */
+        (void)lease_renew(&p, rec, id, cairn__now() + p.lease_ttl, &e3); /* the checkin is done; the lease expires */
     }
     cairn__strv_free(&tags);
     json_decref(rec);

@@ -1950,9 +1950,17 @@ int cairn__remote_members(cairn__remote_conn *c, const char *tag, const char *co
     }
     for (size_t i = 0; r == 0 && i < mv.n; i++) {
         rstate rs;
-        r = load_state(s, mv.v[i].tag, mv.v[i].digest, mv.v[i].mtime, &rs, err);
-        if (r < 0)
+        cairn_error e2 = {0};
+        r = load_state(s, mv.v[i].tag, mv.v[i].digest, mv.v[i].mtime, &rs, &e2);
+        if (r == -ENOENT && !digests) { /* taken out since the listing (compact, gc) */
+            r = 0;
+            continue;
+        }
+        if (r < 0) {
+            if (err)
+                *err = e2;
             break;
+        }
         cairn__remote_member m = {rs.tag, rs.digest, rs.state_id, rs.parents ? rs.parents : "",
                                   rs.mtime, rs.objs.n, (uint64_t)rs.db_size + rs.doc_bytes,
                                   NULL, NULL};
