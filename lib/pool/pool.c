@@ -356,7 +356,7 @@ static int descriptor_check(pool *p, cairn_error *err)
 
 int cairn_pool_init(const char *url, const cairn_pool_options *opts, cairn_error *err)
 {
-    pool p;
+    pool p = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
         r = pool_connect(&p, err);
@@ -1149,7 +1149,7 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
     if (r < 0)
         return r;
     res->modules = (unsigned)nrk;
-    pool p;
+    pool p = {0};
     pmemberv mv = {0};
     char **paths = NULL;
     size_t np = 0;
@@ -1438,7 +1438,7 @@ static int lease_renew(pool *p, json_t *rec, const char *id, int64_t expires, ca
 int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_options *opts,
                            cairn_error *err)
 {
-    pool p;
+    pool p = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
     int r = pool_open(&p, url, opts, err);
     json_t *rec = r == 0 ? provision_record(&p, state, id, err) : NULL;
@@ -1456,7 +1456,7 @@ int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_
 int cairn_pool_lease_release(const char *url, const char *state, const cairn_pool_options *opts,
                              cairn_error *err)
 {
-    pool p;
+    pool p = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
     int r = pool_open(&p, url, opts, err);
     json_t *rec = r == 0 ? provision_record(&p, state, id, err) : NULL;
@@ -1483,7 +1483,7 @@ int cairn_pool_checkin(const char *url, const char *module, const char *state,
     int r = module_check(module, err);
     if (r < 0)
         return r;
-    pool p;
+    pool p = {0};
     r = pool_open(&p, url, opts, err);
     if (r == 0)
         r = pool_connect(&p, err);
@@ -1553,7 +1553,7 @@ int cairn_pool_compact(const char *url, const char *module, const cairn_pool_opt
 {
     if (module && module_check(module, err) < 0)
         return err ? err->code : -EINVAL;
-    pool p;
+    pool p = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
         r = pool_connect(&p, err);
@@ -1818,7 +1818,7 @@ int cairn_pool_gc(const char *url, const cairn_pool_options *opts,
     int r = cairn__opts_version(g.version, CAIRN_POOL_GC_OPTIONS_VERSION, "pool gc", err);
     if (r < 0)
         return r;
-    pool p;
+    pool p = {0};
     view v = {0};
     cairn_pool_gc_stats gs = {0};
     size_t *order = NULL, *refs = NULL;
@@ -1927,7 +1927,7 @@ int cairn_pool_ls(const char *url, const char *module, const cairn_pool_options 
 {
     if (module && module_check(module, err) < 0)
         return err ? err->code : -EINVAL;
-    pool p;
+    pool p = {0};
     view v = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
