@@ -91,10 +91,21 @@ pool_scenario() {
     pull_clean "$U" base
     pull_clean "$U" app
 
-    step "compact: one state a module, no object moved; provisions still open"
+    step "compact: no object moved; the folded states stay for the grace, stacked by none; --grace 0 retires them"
     out=$(cairn pool compact --json "$U")
     [ "$(echo "$out" | j 'd["bytes_moved"]')" = 0 ] || die "compact moved objects: $out"
+    [ "$(cairn pool ls --json "$U" base | j 'len(d["states"])')" -gt 1 ] || die "compact took the folded states out at once: $(cairn pool ls "$U")"
+    out=$(CAIRN_POOL_CACHE="$W/fresh" cairn pool provision --json "$U" base "$W/fresh-base")
+    [ "$(echo "$out" | j 'd["lowers"]')" = 1 ] && [ "$(echo "$out" | j 'd["fetched"]')" = 1 ] ||
+        die "a fresh host stacked or fetched the folded states: $out"
+    [ "$(blobs "$W/fresh-base")" = "$(blobs "$W/after")" ] || die "the compacted state lacks blobs"
+    out=$(cairn pool provision --json "$U" base "$W/old-host-base")
+    [ "$(echo "$out" | j 'd["lowers"]')" = 1 ] || die "a host that cached the folded states stacked them: $out"
+    out=$(cairn pool compact --json --grace 0 "$U")
+    [ "$(echo "$out" | j 'd["retired"]')" -ge 2 ] || die "compact --grace 0 retired nothing: $out"
     [ "$(cairn pool ls --json "$U" base | j 'len(d["states"])')" = 1 ] || die "base not compacted: $(cairn pool ls "$U")"
+    fsck_clean "$W/fresh-base"; fsck_clean "$W/old-host-base"
+    CAIRN_POOL_CACHE="$W/fresh" cairn pool lease release "$U" "$W/fresh-base" >/dev/null
     cairn pool provision --dep base "$U" app "$W/a3" >/dev/null
     [ "$(blobs "$W/a3")" = "$( (blobs "$W/after"; blobs "$W/a2") | sort -u)" ] || die "after compact: blobs differ"
     fsck_clean "$W/a3"; fsck_clean "$W/a1"
@@ -107,6 +118,11 @@ pool_scenario() {
     out=$(cairn pool provision --mode overlay --dep base "$U" app "$W/o")
     echo "$out" | grep -q "^mount -t overlay overlay -o lowerdir=.*members/.*:.*members/.*,upperdir=$W/o.upper,workdir=$W/o.work $W/o\$" ||
         die "overlay: $out"
+    out=$(cairn pool provision --json --mode overlay --dep base "$U" app "$W/o2")
+    [ -n "$(echo "$out" | j 'd["lease"]')" ] || die "an overlay described, not mounted, holds no lease: $out"
+    cairn pool lease renew "$U" "$W/o2" >/dev/null || die "the lease of an overlay not mounted cannot be renewed by its DEST"
+    cairn pool lease release "$U" "$W/o2" >/dev/null || die "the lease of an overlay not mounted cannot be released by its DEST"
+    cairn pool lease release "$U" "$W/o" >/dev/null
     cairn pool provision --mode overlay --mount --dep base "$U" app "$W/om" >/dev/null
     [ "$(blobs "$W/om")" = "$(blobs "$W/a3")" ] || { umount "$W/om"; die "overlay mount: blobs differ"; }
     fsck_clean "$W/om"
@@ -138,6 +154,21 @@ pool_scenario() {
     cairn pool provision "$U" old "$W/old1" >/dev/null # old: now the most recent use
     cairn pool lease release "$U" "$W/old1" >/dev/null
     cairn pool provision "$U" app "$W/lease" >/dev/null # a live lease on app
+    cairn pool compact --grace 0 "$U" app >/dev/null
+    for m in l1 l2 l3; do
+        cairn pool provision "$U" "$m" "$W/$m-0" >/dev/null; session "$W/$m-0" "$m" 3 4096
+        cairn pool checkin "$U" "$m" "$W/$m-0" >/dev/null
+    done
+    for m in l1 l2 l3; do # used in this order, after every other module's last use
+        cairn pool provision "$U" "$m" "$W/$m-1" >/dev/null
+        cairn pool lease release "$U" "$W/$m-1" >/dev/null
+    done
+    cairn pool ls --json "$U" >"$W/ls.json"
+    local fit
+    fit=$(j 'sum(s["bytes"] for s in d["states"] if s["module"] in ("app", "l2", "l3"))' <"$W/ls.json")
+    out=$(cairn pool gc --json --max-size "$fit" "$U")
+    mods=$(cairn pool ls --json "$U" | j '",".join(sorted(set(s["module"] for s in d["states"])))')
+    [ "$mods" = app,l2,l3 ] || die "gc --max-size $fit (app leased, l2 and l3 the most recently used) kept $mods: $out"
     out=$(cairn pool gc --json --max-size 1 "$U")
     cairn pool ls --json "$U" >"$W/ls.json"
     mods=$(j '",".join(sorted(set(s["module"] for s in d["states"])))' <"$W/ls.json")
