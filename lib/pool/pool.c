@@ -39,6 +39,7 @@
  *   and not used within the cache grace; DEST is made last, so a full cache
  *   creates nothing.
  */
+#include "combine/combine.h"
 #include "remote/backend.h"
 
 #include <cairn/merge.h>
@@ -910,7 +911,11 @@ static int module_members(pool *p, const char *module, unsigned distance, bool o
         json_array_append_new(j, json_pack("[s, I]", mv->v[i].digest, (json_int_t)mv->v[i].mtime));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (text)
+    /* rewritten (and synced) only when it changed: a hit writes nothing */
+    _cleanup_free_ char *old = NULL;
+    size_t olen = 0;
+    if (text && (cairn__read_file_at(dfd, name, 16 << 20, &old, &olen) < 0 ||
+                 olen != strlen(text) || memcmp(old, text, olen) != 0))
         (void)cache_write(p->cache, name, text);
     free(text);
     return 0;
@@ -1375,7 +1380,7 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
     if (r == 0 && po.mode == CAIRN_POOL_STACK) {
         r = cairn_state_init(dest, id, err);
         if (r == 0 && np)
-            r = cairn_stack_add(dest, (const char *const *)paths, np, err);
+            r = cairn__stack_add_new(dest, (const char *const *)paths, np, err);
     } else if (r == 0 && po.mode == CAIRN_POOL_MERGE) {
         cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
         r = np ? cairn_merge(dest, (const char *const *)paths, np, &mo, NULL, err) : 0;
