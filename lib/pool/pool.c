@@ -370,6 +370,18 @@ static int descriptor_check(pool *p, cairn_error *err)
     return r;
 }
 
+/* Connected and the descriptor read: what every command but provision (which
+ * goes on offline) needs first; a failure names the pool. */
+static int pool_ready(pool *p, cairn_error *err)
+{
+    int r = pool_connect(p, err);
+    if (r == 0)
+        r = descriptor_check(p, err);
+    if (r < 0 && err && strncmp(err->message, "pool ", 5) != 0)
+        cairn__err_prefix(err, r, "pool %s", p->url);
+    return r;
+}
+
 int cairn_pool_init(const char *url, const cairn_pool_options *opts, cairn_error *err)
 {
     pool p = {0};
@@ -1479,7 +1491,7 @@ static json_t *provision_record(pool *p, const char *state_path, char *id, cairn
         if (l < 6 || l - 5 > CAIRN_STATE_ID_LEN || strcmp(de->d_name + l - 5, ".json") != 0)
             continue;
         char f[PATH_MAX_POOL + 300];
-        snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
+        pathf(f, sizeof(f), "%s/%s", path, de->d_name);
         json_t *x = json_load_file(f, 0, NULL);
         const char *dest = json_string_value(json_object_get(x, "dest"));
         if (dest && !strcmp(dest, abs)) {
@@ -1587,9 +1599,7 @@ int cairn_pool_checkin(const char *url, const char *module, const char *state,
     pool p = {0};
     r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     char id[CAIRN_STATE_ID_LEN + 1] = "";
     cairn_error e2 = {0};
     json_t *rec = r == 0 ? provision_record(&p, state, id, &e2) : NULL;
@@ -1810,9 +1820,7 @@ int cairn_pool_compact(const char *url, const char *module, const cairn_pool_opt
     pool p = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     cairn__strv tags = {0};
     if (r == 0 && module && cairn__strv_push(&tags, module) < 0)
         r = cairn__err(err, -ENOMEM, "out of memory");
@@ -2075,9 +2083,7 @@ int cairn_pool_gc(const char *url, const cairn_pool_options *opts,
     size_t *order = NULL, *refs = NULL;
     r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     /* the members compactions folded, their grace over, go first */
     if (r == 0 && !g.dry_run)
         r = retire_due(&p, NULL, &gs.folded_retired, err);
@@ -2185,9 +2191,7 @@ int cairn_pool_ls(const char *url, const char *module, const cairn_pool_options 
     view v = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     if (r == 0)
         r = view_load(&p, module, &v, err);
     for (size_t i = 0; r == 0 && i < v.n; i++) {
