@@ -12,7 +12,8 @@
 #
 # Each size: one provision to fill the cache, then RUNS timed provisions
 # into fresh directories (the command as a user runs it: process start
-# included); the median and the spread are printed, with the load average.
+# included), then a checkin of a 16 KiB delta from each; the median and the
+# spread are printed, with the load average.
 #
 # Usage: bench/pool.sh [WORKDIR]   (env: SIZES="10 1000 10000" RUNS=7)
 set -euo pipefail
@@ -41,6 +42,7 @@ session() {
 
 printf "%-8s %12s %12s %12s %8s %8s  %s\n" "states" "median ms" "min ms" "max ms" "target" "vs 10" "load average (1 5 15)"
 base_ms=""
+checkins=()
 for n in $SIZES; do
     P="$W/pool-$n" U="file://$W/pool-$n"
     export CAIRN_POOL_CACHE="$W/cache-$n"
@@ -57,13 +59,21 @@ for n in $SIZES; do
     filler=$((n - 10))
     one=$(ls "$P/states/base" | head -1)
     python3 - "$P" "$one" "$filler" <<'PY'
-import os, shutil, sys
+import json, os, shutil, sys
 root, one, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 src = os.path.join(root, "states", "base", one)
+idx = json.load(open(os.path.join(root, "index.json")))
+size = os.path.getsize(src)
 for i in range(n):
     d = os.path.join(root, "states", f"mod-{i:05d}")
     os.makedirs(d, exist_ok=True)
     shutil.copyfile(src, os.path.join(d, one))
+    idx["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                             "digest": "sha256:" + one, "size": size,
+                             "annotations": {"org.opencontainers.image.ref.name": f"mod-{i:05d}.{one[:16]}",
+                                             "cairn.tag": f"mod-{i:05d}"}})
+# the index as cairn keeps it: one entry a state
+json.dump(idx, open(os.path.join(root, "index.json"), "w"), separators=(",", ":"))
 PY
     total=$(find "$P/states" -mindepth 2 -type f ! -path '*/_*' | wc -l)
     "$CAIRN" pool provision --dep base "$U" app "$W/warm-$n" >/dev/null # fills the cache
@@ -79,4 +89,23 @@ PY
     [ -n "$base_ms" ] || base_ms=$med
     ratio=$(python3 -c "print(f'{$med / $base_ms:.2f}')")
     printf "%-8s %12s %12s %12s %8s %8s  %s\n" "$total" "$med" "$lo" "$hi" "100" "$ratio" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    # checkin of a delta (one blob of 16 KiB) from each provision: its time
+    # should not grow with the pool either
+    ctimes=()
+    for r in $(seq 1 "$RUNS"); do
+        head -c 16384 /dev/urandom >"$W/delta-$n-$r"
+        "$CAIRN" -C "$W/p-$n-$r" blob put "$W/delta-$n-$r" >/dev/null
+        t0=$(date +%s%N)
+        "$CAIRN" pool checkin "$U" app "$W/p-$n-$r" >/dev/null
+        t1=$(date +%s%N)
+        ctimes+=("$(ms "$t0" "$t1")")
+    done
+    read -r cmed clo chi < <(python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'{statistics.median(v):.1f} {min(v):.1f} {max(v):.1f}')" "${ctimes[@]}")
+    [ -n "${cbase_ms:-}" ] || cbase_ms=$cmed
+    cratio=$(python3 -c "print(f'{$cmed / $cbase_ms:.2f}')")
+    checkins+=("$(printf "%-8s %12s %12s %12s %8s %8s  %s" "$total" "$cmed" "$clo" "$chi" "-" "$cratio" "$(cut -d' ' -f1-3 /proc/loadavg)")")
 done
+echo
+echo "checkin of a 16 KiB delta (file://):"
+printf "%-8s %12s %12s %12s %8s %8s  %s\n" "states" "median ms" "min ms" "max ms" "target" "vs 10" "load average (1 5 15)"
+printf "%s\n" "${checkins[@]}"
