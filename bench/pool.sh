@@ -29,18 +29,11 @@ W=$(cd "$W" && pwd)
 cleanup() { [ "$KEEP" -eq 1 ] || rm -rf "$W"; }
 trap cleanup EXIT
 # timed CMD...: "wall_ms cpu_ms" of the command (its CPU: user + system,
-# which a loaded box inflates far less than the wall time)
+# which a loaded box inflates far less than the wall time), by bash's time
 timed() {
-    python3 - "$@" <<'PY'
-import resource, subprocess, sys, time
-r0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # what ran before (a launcher's)
-t = time.perf_counter()
-rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-wall = (time.perf_counter() - t) * 1e3
-r = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(f"{wall:.1f} {(r.ru_utime - r0.ru_utime + r.ru_stime - r0.ru_stime) * 1e3:.1f}")
-sys.exit(rc)
-PY
+    local TIMEFORMAT='%3R %3U %3S' out
+    out=$( { time "$@" >/dev/null 2>&1; } 2>&1 ) || return 1
+    python3 -c "import sys; r, u, s = map(float, sys.argv[1:]); print(f'{r * 1e3:.1f} {(u + s) * 1e3:.1f}')" $out
 }
 stats() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'{statistics.median(v):.1f} {min(v):.1f} {max(v):.1f}')" "$@"; }
 
