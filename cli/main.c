@@ -22,6 +22,7 @@ static const cli_command *const tables[] = {
     cli_remote_commands,
     cli_serve_commands,
     cli_import_commands,
+    cli_pool_commands,
 };
 
 static const cli_command *current;

@@ -17,6 +17,7 @@
 #include <cairn/remote.h>
 #include <cairn/containerd.h>
 #include <cairn/containerd-import.h>
+#include <cairn/pool.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 
