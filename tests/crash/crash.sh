@@ -501,9 +501,18 @@ parallel() {
             wait "${pids[$x]}" 2>/dev/null || true
             unset "pids[$x]"
             sed '/^$/,$d' "$T/out.$x"
+            if [ ! -f "$T/res.$x" ]; then
+                echo "FAIL $x: its crash.sh stopped: $(tail -n 3 "$T/out.$x" | tr '\n' ' ')"
+                echo "$x clean - failed driver" >"$T/res.$x"
+            fi
+            # Kept as each ends: a sweep stopped early keeps what it did.
+            cat "$T/res.$x" >>"$results"
+            [ -z "$keep" ] || cat "$T/res.$x" >>"$keep"
+            [ -z "$log" ] || cat "$T/log.$x" >>"$log" 2>/dev/null || true
             running=$((running - 1))
         done
     }
+    [ -z "$keep" ] || : >"$keep"
     for e in "${only[@]}"; do
         while [ $running -ge "$jobs" ]; do
             sleep 1   # (not wait -n: it also waits for the check coprocess)
@@ -518,21 +527,14 @@ parallel() {
         sleep 1
         reap
     done
-    for e in "${only[@]}"; do
-        if [ ! -f "$T/res.$e" ]; then
-            echo "FAIL $e: its crash.sh stopped: $(tail -n 3 "$T/out.$e" | tr '\n' ' ')"
-            echo "$e clean - failed driver" >"$T/res.$e"
-        fi
-        cat "$T/res.$e" >>"$results"
-        [ -z "$log" ] || cat "$T/log.$e" >>"$log" 2>/dev/null || true
-    done
 }
 
 t_start=$(now_ms)
-share=0 cut=0
+share=0 cut=0 par=0
 if [ $table = 1 ]; then
     cat "${tables[@]}" >"$results"
 elif [ "$jobs" -gt 1 ] && [ ${#only[@]} -gt 1 ]; then
+    par=1
     parallel
     only=()
 else
@@ -581,7 +583,7 @@ for e in "${only[@]}"; do
 done
 
 # ---- the table ----------------------------------------------------------
-[ -z "$keep" ] || cp "$results" "$keep"
+[ -z "$keep" ] || [ $par = 1 ] || cp "$results" "$keep"
 echo
 python3 - "$results" "$here/known-failures" <<'PY'
 import collections, sys
