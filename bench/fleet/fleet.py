@@ -47,6 +47,12 @@ def cairn_binary():
     return c
 
 
+def version(cairn):
+    import subprocess
+    CAIRN = cairn
+    return subprocess.run([CAIRN, "--version"], stdout=subprocess.PIPE).stdout.decode().strip()
+
+
 def sizes(args, default):
     z = dict(SIZES["quick" if getattr(args, "quick", False) else default])
     for k in ("modules", "sessions", "engines"):
@@ -79,7 +85,7 @@ def cmd_real(args):
     meta = dict(sizes=z, seed=args.seed, size_scale=args.size_scale, argv=sys.argv,
                 load_before=loadavg(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
                 cpus=os.cpu_count(), python=platform.python_version(),
-                cairn_version=os.popen("'%s' --version" % cairn).read().strip(),
+                cairn_version=version(cairn),
                 dependents_max=max(wl.dependents),
                 leaves=sum(1 for x in wl.dependents if x == 0))
     print("fleet real: %(modules)d modules, %(sessions)d sessions, %(engines)d engines" % z,

@@ -43,26 +43,32 @@ class CairnError(RuntimeError):
     pass
 
 
+CAIRN = "cairn"  # the binary's path, set by Runner
+
+
 class Runner:
-    """Runs commands, counting calls and time per phase."""
+    """Runs commands, counting calls."""
 
     def __init__(self, cairn):
-        self.cairn = cairn
+        global CAIRN
+        CAIRN = cairn
         self.calls = 0
 
-    def run(self, argv, check=True):
+    def done(self, argv, p, check):
         self.calls += 1
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if check and p.returncode != 0:
             raise CairnError("%s: exit %d: %s" % (" ".join(argv), p.returncode,
                                                   p.stderr.decode(errors="replace").strip()))
         return p.returncode, p.stdout.decode()
 
+    def tar(self, *args):
+        p = subprocess.run(["tar"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self.done(["tar"] + list(args), p, True)
+
     def c(self, *args, state=None, check=True):
-        argv = [self.cairn, "-q"]
-        if state:
-            argv += ["-C", state]
-        return self.run(argv + list(args), check=check)
+        argv = ["-q"] + (["-C", state] if state else []) + list(args)
+        p = subprocess.run([CAIRN] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self.done(["cairn"] + argv, p, check)
 
     def cj(self, *args, state=None):
         _, out = self.c("--json", *args, state=state)
@@ -208,7 +214,7 @@ class Save(Strategy):
             os.makedirs(dst)
             ph.bytes += os.path.getsize(tar)
             ph.members += 1
-            self.r.run(["tar", "-xf", tar, "-C", dst])
+            self.r.tar("-xf", tar, "-C", dst)
             srcs.append(dst)
         self.r.c("merge", st, *srcs)
         for d in srcs:
@@ -222,7 +228,7 @@ class Save(Strategy):
         os.makedirs(d, exist_ok=True)
         name = "%012d-%06d.tar" % (int(s["end"]), s["sid"])
         tmp = os.path.join(d, "." + name)
-        self.r.run(["tar", "-cf", tmp, "-C", frozen, "."])
+        self.r.tar("-cf", tmp, "-C", frozen, ".")
         os.rename(tmp, os.path.join(d, name))
         ph.bytes += os.path.getsize(os.path.join(d, name))
         ph.objects += 1
