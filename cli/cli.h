@@ -113,6 +113,7 @@ extern const cli_command cli_gc_commands[];
 extern const cli_command cli_volume_commands[];
 extern const cli_command cli_combine_commands[];
 extern const cli_command cli_remote_commands[];
+extern const cli_command cli_pool_commands[];
 
 /* What every `rm` prints: a line "removed KIND NAME[ (N WHAT)]" for each
  * item, or with --json, once at the end, {"removed": [{"kind", "name"[,

@@ -19,6 +19,7 @@ static const cli_command *const tables[] = {
     cli_volume_commands,
     cli_combine_commands,
     cli_remote_commands,
+    cli_pool_commands,
 };
 
 static const cli_command *current;

@@ -15,6 +15,7 @@
 #include <cairn/volume.h>
 #include <cairn/merge.h>
 #include <cairn/remote.h>
+#include <cairn/pool.h>
 
 #define CAIRN_VERSION_STRING "0.1.0"
 

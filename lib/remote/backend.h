@@ -31,6 +31,8 @@
 
 #include "core/core.h"
 
+#include <cairn/remote.h>
+
 typedef struct cairn__remote cairn__remote; /* a backend's own handle */
 
 /* What opening a remote takes beside its URL. Strings may be NULL (the
@@ -105,5 +107,57 @@ typedef struct cairn__remote_ops {
 CAIRN_INTERNAL extern const cairn__remote_ops cairn__remote_file;
 CAIRN_INTERNAL extern const cairn__remote_ops cairn__remote_s3;
 CAIRN_INTERNAL extern const cairn__remote_ops cairn__remote_oci;
+
+/* ---- for the layers above (pool/): a remote as the vtable and a handle --- */
+
+typedef struct cairn__remote_conn {
+    const cairn__remote_ops *ops;
+    cairn__remote *r;
+    const char *url;  /* the URL, as opened */
+    void *session;    /* remote.c's own */
+} cairn__remote_conn;
+
+/* Open the remote at `url` (a URL, not a configured name). */
+CAIRN_INTERNAL int cairn__remote_connect(const char *url, const cairn_remote_options *opts,
+                                         cairn__remote_conn **out, cairn_error *err);
+CAIRN_INTERNAL void cairn__remote_disconnect(cairn__remote_conn *c); /* NULL ok */
+
+/* A member of a tag as its documents say (borrowed, valid in the callback). */
+typedef struct cairn__remote_member {
+    const char *tag;
+    const char *digest;
+    const char *state_id;
+    const char *parents;  /* comma separated: the lowers' ids, or the members folded */
+    int64_t mtime;        /* published, unix ns (0: unknown) */
+    size_t objects;
+    uint64_t bytes;       /* objects', database's and documents' bytes */
+    const char *const *object_digests; /* [objects] */
+    const uint64_t *object_sizes;      /* [objects] */
+} cairn__remote_member;
+
+/* Load members of `tag`: digests[0..n) (each verified), or every member of
+ * tag when digests is NULL (tag NULL: of every tag but the pool's records).
+ * -ENOENT (from the backend) when a named member is gone. */
+CAIRN_INTERNAL int cairn__remote_members(cairn__remote_conn *c, const char *tag,
+                                         const char *const *digests, size_t n,
+                                         int (*fn)(void *ud, const cairn__remote_member *m),
+                                         void *ud, cairn_error *err);
+
+/* cairn_remote_pull() of one member of tag only (its manifest digest). */
+CAIRN_INTERNAL int cairn__remote_pull_member(cairn_state *st, const char *remote,
+                                             const char *tag, const char *digest,
+                                             const cairn_remote_options *opts,
+                                             cairn_remote_stats *stats, cairn_error *err);
+
+/* cairn_remote_push(), the snapshots the remote carries looked up among the
+ * members of known_tags[0..n) only (NULL: every tag), so a push to a big
+ * remote reads the documents of the tags it builds on, not of all. A
+ * snapshot carried by no state of those tags is exported, and still not
+ * sent when the remote holds its layer. */
+CAIRN_INTERNAL int cairn__remote_push_known(cairn_state *st, const char *remote, const char *tag,
+                                            const char *const *known_tags, size_t n_known,
+                                            const cairn_remote_options *opts,
+                                            cairn_remote_stats *stats, char *out_digest,
+                                            cairn_error *err);
 
 #endif

@@ -690,9 +690,17 @@ static int member_cmp(const void *a, const void *b)
     return strcmp(x->digest, y->digest);
 }
 
+/* A tag starting with '_' holds records of a pool (lib/pool/: its
+ * descriptor, leases, usage), not states: listed by tag only, never among
+ * every tag's states. */
+static int member_add_state(void *ud, const char *tag, const char *digest, int64_t mtime)
+{
+    return tag[0] == '_' ? 0 : member_add(ud, tag, digest, mtime);
+}
+
 static int members_list(session *s, const char *tag, memberv *mv, cairn_error *err)
 {
-    int r = s->ops->states_list(s->r, tag, member_add, mv, err);
+    int r = s->ops->states_list(s->r, tag, tag ? member_add : member_add_state, mv, err);
     if (r == -ENOMEM)
         return cairn__err(err, r, "out of memory");
     if (r < 0)
@@ -979,10 +987,13 @@ static int db_objects(const char *path, objv *ov, cairn_error *err)
 
 /* The layers the remote's states carry, by chain id: an unchanged snapshot
  * is then known to be there without exporting it. */
-static int known_layers(session *s, objv *known, cairn_error *err)
+static int known_layers(session *s, const char *const *tags, size_t n_tags, objv *known,
+                        cairn_error *err)
 {
     memberv mv = {0};
-    int r = members_list(s, NULL, &mv, err);
+    int r = tags ? 0 : members_list(s, NULL, &mv, err);
+    for (size_t t = 0; r == 0 && tags && t < n_tags; t++)
+        r = s->ops->states_list(s->r, tags[t], member_add, &mv, err);
     for (size_t i = 0; r == 0 && i < mv.n; i++) {
         rstate rs;
         cairn_error e2 = {0};
@@ -1063,6 +1074,14 @@ int cairn_remote_push(cairn_state *st, const char *remote, const char *tag,
                       const cairn_remote_options *opts, cairn_remote_stats *stats,
                       char *out_digest, cairn_error *err)
 {
+    return cairn__remote_push_known(st, remote, tag, NULL, 0, opts, stats, out_digest, err);
+}
+
+int cairn__remote_push_known(cairn_state *st, const char *remote, const char *tag,
+                             const char *const *known_tags, size_t n_known,
+                             const cairn_remote_options *opts, cairn_remote_stats *stats,
+                             char *out_digest, cairn_error *err)
+{
     if (!st || !tag || !*tag)
         return cairn__err(err, -EINVAL, "push: a state and a tag are needed");
     session s;
@@ -1091,7 +1110,7 @@ int cairn_remote_push(cairn_state *st, const char *remote, const char *tag,
     for (size_t i = 0; i < objs.n; i++)
         any_snap |= objs.v[i].kind == OBJ_SNAPSHOT;
     if (r == 0 && any_snap)
-        r = known_layers(&s, &known, err);
+        r = known_layers(&s, known_tags, n_known, &known, err);
     /* 3. one batch: blobs by digest, snapshots by the layer they had */
     const char **digests = calloc(objs.n + 1, sizeof(*digests));
     size_t *which = calloc(objs.n + 1, sizeof(*which));
@@ -1410,9 +1429,28 @@ static int member_state(session *s, const char *dbfile, char *dir, size_t size,
     return cairn__identity_new(dfd, dir, id, true, err);
 }
 
+static int pull_members(cairn_state *st, const char *remote, const char *tag,
+                        const char *only, const cairn_remote_options *opts,
+                        cairn_remote_stats *stats, cairn_error *err);
+
 int cairn_remote_pull(cairn_state *st, const char *remote, const char *tag,
                       const cairn_remote_options *opts, cairn_remote_stats *stats,
                       cairn_error *err)
+{
+    return pull_members(st, remote, tag, NULL, opts, stats, err);
+}
+
+int cairn__remote_pull_member(cairn_state *st, const char *remote, const char *tag,
+                              const char *digest, const cairn_remote_options *opts,
+                              cairn_remote_stats *stats, cairn_error *err)
+{
+    return pull_members(st, remote, tag, digest, opts, stats, err);
+}
+
+/* Pull the members of tag, or only the member `only` (a manifest digest). */
+static int pull_members(cairn_state *st, const char *remote, const char *tag,
+                        const char *only, const cairn_remote_options *opts,
+                        cairn_remote_stats *stats, cairn_error *err)
 {
     if (!st || !tag || !*tag)
         return cairn__err(err, -EINVAL, "pull: a state and a tag are needed");
@@ -1427,6 +1465,15 @@ int cairn_remote_pull(cairn_state *st, const char *remote, const char *tag,
     cairn__strv dirs = {0};
     if (r == 0)
         r = members_list(&s, tag, &mv, err);
+    if (r == 0 && only) {
+        size_t w = 0;
+        for (size_t i = 0; i < mv.n; i++)
+            if (!strcmp(mv.v[i].digest, only))
+                mv.v[w++] = mv.v[i];
+        mv.n = w;
+        if (w == 0)
+            r = cairn__err(err, -ENOENT, "remote %s: no state %s under tag %s", s.url, only, tag);
+    }
     if (r == 0 && mv.n == 0)
         r = cairn__err(err, -ENOENT, "remote %s: no state under tag %s", s.url, tag);
     if (r == 0 && !(rs = calloc(mv.n, sizeof(*rs))))
@@ -1708,6 +1755,50 @@ static int mark_state(cairn__strset *live, const rstate *rs)
     return r ? -ENOMEM : 0;
 }
 
+static int record_add(void *ud, const char *tag, const char *digest, int64_t mtime)
+{
+    return tag[0] == '_' ? member_add(ud, tag, digest, mtime) : 0;
+}
+
+/* The records of a pool (tags starting with '_') are not states; what their
+ * manifests name (a config, layers) stays as long as they do. */
+static int mark_records(session *s, cairn__strset *live, cairn_error *err)
+{
+    memberv mv = {0};
+    int r = s->ops->states_list(s->r, NULL, record_add, &mv, err);
+    if (r == -ENOMEM)
+        r = cairn__err(err, r, "out of memory");
+    for (size_t i = 0; r == 0 && i < mv.n; i++) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        r = s->ops->state_get(s->r, mv.v[i].tag, mv.v[i].digest, &buf, &len, err);
+        if (r == -ENOENT) { /* taken out since the listing */
+            r = 0;
+            continue;
+        }
+        if (r < 0)
+            break;
+        json_t *m = json_loadb(buf, len, 0, NULL);
+        r |= cairn__strset_add(live, mv.v[i].digest) < 0;
+        const char *cd = json_string_value(json_object_get(json_object_get(m, "config"), "digest"));
+        if (cd)
+            r |= cairn__strset_add(live, cd) < 0;
+        size_t k;
+        json_t *d;
+        json_array_foreach(json_object_get(m, "layers"), k, d)
+        {
+            const char *ld = json_string_value(json_object_get(d, "digest"));
+            if (ld)
+                r |= cairn__strset_add(live, ld) < 0;
+        }
+        json_decref(m);
+        if (r)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+    }
+    free(mv.v);
+    return r;
+}
+
 int cairn_remote_gc(cairn_state *st, const char *remote, const cairn_remote_options *opts,
                     const cairn_remote_gc_options *gco, cairn_remote_stats *stats,
                     cairn_error *err)
@@ -1781,6 +1872,9 @@ int cairn_remote_gc(cairn_state *st, const char *remote, const cairn_remote_opti
             r = cairn__err(err, -ENOMEM, "out of memory");
         rstate_clear(&rs);
     }
+    /* and what the pool's records name (their tags start with '_') */
+    if (r == 0)
+        r = mark_records(&s, live, err);
     /* 3. objects no state names, past the grace period */
     for (size_t i = 0; r == 0 && i < bv.n; i++) {
         rblob *b = &bv.v[i];
@@ -1800,5 +1894,85 @@ int cairn_remote_gc(cairn_state *st, const char *remote, const cairn_remote_opti
     free(bv.v);
     cairn__strset_free(live);
     session_close(&s);
+    return r;
+}
+
+/* ---- for the layers above (pool/) ------------------------------------- */
+
+int cairn__remote_connect(const char *url, const cairn_remote_options *opts,
+                          cairn__remote_conn **out, cairn_error *err)
+{
+    session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    int r = session_open(s, NULL, url, opts, err);
+    if (r < 0) {
+        session_close(s);
+        free(s);
+        return r;
+    }
+    cairn__remote_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        session_close(s);
+        free(s);
+        return cairn__err(err, -ENOMEM, "out of memory");
+    }
+    c->ops = s->ops;
+    c->r = s->r;
+    c->url = s->url;
+    c->session = s;
+    *out = c;
+    return 0;
+}
+
+void cairn__remote_disconnect(cairn__remote_conn *c)
+{
+    if (!c)
+        return;
+    session_close(c->session);
+    free(c->session);
+    free(c);
+}
+
+int cairn__remote_members(cairn__remote_conn *c, const char *tag, const char *const *digests,
+                          size_t n, int (*fn)(void *ud, const cairn__remote_member *m), void *ud,
+                          cairn_error *err)
+{
+    session *s = c->session;
+    memberv mv = {0};
+    int r = 0;
+    if (!digests) {
+        r = members_list(s, tag, &mv, err);
+    } else {
+        for (size_t i = 0; r == 0 && i < n; i++)
+            if (member_add(&mv, tag, digests[i], 0) < 0)
+                r = cairn__err(err, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; r == 0 && i < mv.n; i++) {
+        rstate rs;
+        r = load_state(s, mv.v[i].tag, mv.v[i].digest, mv.v[i].mtime, &rs, err);
+        if (r < 0)
+            break;
+        cairn__remote_member m = {rs.tag, rs.digest, rs.state_id, rs.parents ? rs.parents : "",
+                                  rs.mtime, rs.objs.n, (uint64_t)rs.db_size + rs.doc_bytes,
+                                  NULL, NULL};
+        const char **dv = calloc(rs.objs.n + 1, sizeof(*dv));
+        uint64_t *sv = calloc(rs.objs.n + 1, sizeof(*sv));
+        if (!dv || !sv)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+        for (size_t k = 0; r == 0 && k < rs.objs.n; k++) {
+            dv[k] = rs.objs.v[k].digest;
+            sv[k] = rs.objs.v[k].size;
+            m.bytes += rs.objs.v[k].size;
+        }
+        m.object_digests = dv;
+        m.object_sizes = sv;
+        if (r == 0)
+            r = fn(ud, &m);
+        free(dv);
+        free(sv);
+        rstate_clear(&rs);
+    }
+    free(mv.v);
     return r;
 }
