@@ -374,12 +374,13 @@ class Builder:
 
     def session(self, s, st):
         self.lookups = self.hits = self.built = self.built_bytes = 0
-        self.memo = set()
+        self.memo, self.built_keys = set(), []
         t0 = time.perf_counter()
         self.module(st, s["module"])
         cold = sum(self.wl.steps[x] for x in self.wl.closure(s["module"]) + [s["module"]])
         return dict(s=time.perf_counter() - t0, lookups=self.lookups, hits=self.hits,
-                    built=self.built, built_bytes=self.built_bytes, cold_steps=cold)
+                    built=self.built, built_bytes=self.built_bytes, cold_steps=cold,
+                    built_keys=self.built_keys)
 
     def module(self, st, m):
         if m in self.memo:
@@ -401,6 +402,7 @@ class Builder:
     def build(self, st, m, j, key, parent):
         kind, files = outputs(self.wl, m, j, key)
         self.built += 1
+        self.built_keys.append([key, sum(sz for _, sz in files)])
         if kind == "blob":
             name, size = files[0]
             p = os.path.join(self.scratch, "artifact")
