@@ -29,7 +29,7 @@ import workload  # noqa: E402
 
 SIZES = {
     "quick": dict(modules=10, sessions=40, engines=4),
-    "small": dict(modules=50, sessions=500, engines=16),
+    "small": dict(modules=50, sessions=250, engines=16),
     "large": dict(modules=10000, sessions=100000, engines=1000),
 }
 ORDER = ["cold", "export", "save", "cairn"]

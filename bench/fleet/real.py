@@ -470,7 +470,7 @@ def run_strategy(name, wl, cairn, root, log=print, pool="auto"):
                        remote_bytes=tree_bytes(strat.remote_dir),
                        background_s=strat.background_s)
             rows.append(row)
-            if len(rows) % 50 == 0:
+            if len(rows) % 25 == 0:
                 log("  %s: %d/%d sessions, %.0f s" % (name, len(rows), wl.n_sessions,
                                                       time.perf_counter() - t_start))
     strat.finish()

@@ -87,17 +87,21 @@ def plot(out, sets):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(sets), 2, figsize=(12, 4.6 * len(sets)), squeeze=False)
     for row, (title, rows, res) in enumerate(sets):
+        # nothing stored (cold) is drawn at the left edge, not at 0 on a log axis
+        nz = [r["remote_bytes"] for r in rows if r["remote_bytes"] > 0]
+        floor = (min(nz) / 3 if nz else 1e3) / 1e6
         for col, phase in enumerate(["startup", "shutdown"]):
             ax = axes[row][col]
             for name in res:
                 rs = [r for r in rows if r["strategy"] == name]
                 step = max(1, len(rs) // 3000)
-                xs = [max(r["remote_bytes"], 1) / 1e6 for r in rs[::step]]
+                xs = [max(r["remote_bytes"] / 1e6, floor) for r in rs[::step]]
                 ys = [r[phase]["s"] for r in rs[::step]]
                 ax.scatter(xs, ys, s=6, alpha=0.35, color=COLORS.get(name), label=None)
-                ax.scatter([max(res[name]["stored"], 1) / 1e6], [res[name][phase + "_mean"]],
+                ax.scatter([max(res[name]["stored"] / 1e6, floor)], [res[name][phase + "_mean"]],
                            s=140, marker="*", edgecolor="black", color=COLORS.get(name),
-                           label="%s (mean %.2f s)" % (name, res[name][phase + "_mean"]))
+                           label="%s (mean %.2f s, %s stored)" % (
+                               name, res[name][phase + "_mean"], human(res[name]["stored"])))
             ax.set_xscale("log")
             ax.set_xlabel("bytes stored in the backend at the session's end (MB, log)")
             ax.set_ylabel(phase + " time per session (s)")
