@@ -57,6 +57,7 @@ class Workload:
             for c in chosen:
                 indeg[c] += 1
         self.dependents = indeg
+        self._closure = {}
         # sessions: arrival, module, engine, start, end (simulated seconds)
         rate = engines * 0.8 / (session_minutes * 60.0)  # engines ~80% busy
         t = 0.0
@@ -79,7 +80,13 @@ class Workload:
 
     # -- closures and keys ------------------------------------------------------
     def closure(self, m):
-        """m's transitive dependencies, m excluded, sorted."""
+        """m's transitive dependencies, m excluded, sorted (memoised)."""
+        c = self._closure.get(m)
+        if c is None:
+            c = self._closure[m] = self._walk(m)
+        return list(c)
+
+    def _walk(self, m):
         seen, todo = set(), list(self.deps[m])
         while todo:
             d = todo.pop()
@@ -106,7 +113,11 @@ class Versions:
         self.wl = wl
         self.src = [0] * wl.n_modules
         self.lock = [0] * wl.n_modules
-        self._final = {}
+        self._final, self._keys = {}, {}
+        self.rdeps = [[] for _ in range(wl.n_modules)]
+        for m, ds in enumerate(wl.deps):
+            for d in ds:
+                self.rdeps[d].append(m)
 
     def bump(self, s):
         m = s["module"]
@@ -115,15 +126,27 @@ class Versions:
         if s["bump_lock"]:
             self.lock[m] += 1
         if s["bump_src"] or s["bump_lock"]:
-            self._final = {}  # keys above m change; recomputing lazily is cheap
+            # the keys of m and of every module above it change
+            todo, seen = [m], set()
+            while todo:
+                x = todo.pop()
+                if x in seen:
+                    continue
+                seen.add(x)
+                self._final.pop(x, None)
+                self._keys.pop(x, None)
+                todo.extend(self.rdeps[x])
 
     def keys(self, m):
-        """The cache keys of m's steps, in order (hex, no prefix)."""
-        k0 = h("step0", m, self.lock[m], *[self.final(d) for d in self.wl.deps[m]])
-        ks = [k0]
-        for j in range(1, self.wl.steps[m]):
-            ks.append(h("step", j, ks[-1], self.src[m]))
-        return ks
+        """The cache keys of m's steps, in order (hex, no prefix; memoised)."""
+        ks = self._keys.get(m)
+        if ks is None:
+            k0 = h("step0", m, self.lock[m], *[self.final(d) for d in self.wl.deps[m]])
+            ks = [k0]
+            for j in range(1, self.wl.steps[m]):
+                ks.append(h("step", j, ks[-1], self.src[m]))
+            self._keys[m] = ks
+        return list(ks)
 
     def final(self, m):
         f = self._final.get(m)
