@@ -30,7 +30,7 @@ import workload  # noqa: E402
 SIZES = {
     "quick": dict(modules=10, sessions=40, engines=4),
     "small": dict(modules=50, sessions=250, engines=16),
-    "large": dict(modules=10000, sessions=100000, engines=1000),
+    "large": dict(modules=10000, sessions=50000, engines=1000),
 }
 ORDER = ["cold", "export", "save", "cairn"]
 
@@ -120,6 +120,9 @@ def cmd_fit(args):
 
 def cmd_model(args):
     import model
+    if args.reprice:
+        model.reprice(args.out, args.label)
+        return
     z = sizes(args, "large")
     model.run(args.out, z, seed=args.seed, size_scale=args.size_scale, label=args.label)
 
@@ -177,6 +180,8 @@ def main():
         p.add_argument("--large", action="store_true",
                        help="all: the model at 1,000 engines and 10,000 modules too")
         p.add_argument("--large-sessions", type=int)
+        p.add_argument("--reprice", action="store_true",
+                       help="model: price the rows of --label again with OUT/costs.json")
     args = ap.parse_args()
     args.out = os.path.abspath(args.out)
     args.fn(args)

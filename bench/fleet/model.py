@@ -266,3 +266,31 @@ def run(out, z, seed=1, size_scale=1.0, label="model-large"):
         json.dump(dict(sizes=z, seed=seed, size_scale=size_scale, strategies=summaries,
                        wall_s=time.time() - t0, load=" ".join("%.2f" % x for x in os.getloadavg())),
                   f, indent=1)
+
+
+def reprice(out, label):
+    """Price a model run's rows again with the costs.json in out (the counts
+    do not depend on the costs: a large run can go while the real one does)."""
+    costs = json.load(open(os.path.join(out, "costs.json")))
+    M = Model.__new__(Model)
+    M.costs = costs
+    p = os.path.join(out, label + ".jsonl")
+    rows = [json.loads(l) for l in open(p)]
+    for r in rows:
+        for ph in ("startup", "build", "shutdown"):
+            f = {k: v for k, v in r[ph].items() if k in ("calls", "bytes", "meta", "objects",
+                                                          "members", "local", "lookups",
+                                                          "built", "built_bytes")}
+            r[ph]["s"] = M.price(r["strategy"], ph, f)
+    with open(p + ".tmp", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.rename(p + ".tmp", p)
+    mp = os.path.join(out, label + "-meta.json")
+    meta = json.load(open(mp))
+    for s in meta["strategies"]:
+        s["background_s"] = costs["strategies"][s["strategy"]]["background"]["per_op_s"] * \
+            s["background_ops"]
+    meta["costs_from"] = costs["source"]
+    with open(mp, "w") as f:
+        json.dump(meta, f, indent=1)
