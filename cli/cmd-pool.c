@@ -321,32 +321,50 @@ static int cmd_pool_lease(cli *c, int argc, char **argv)
 
 /* ---- compact, gc, ls ------------------------------------------------------- */
 
+static int compact_extra(cli *c, int opt, void *ud)
+{
+    cairn_pool_options *o = ud;
+    int64_t d;
+    if (opt != 'g')
+        return 0;
+    if (cli_parse_duration(optarg, &d) < 0) {
+        cli_usage_error(c, "--grace '%s': expected a duration (0, 30s, 15m, 1h)", optarg);
+        return -1;
+    }
+    o->retire_grace = d > 0 ? d : -1;
+    return 1;
+}
+
 static int cmd_pool_compact(cli *c, int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_COMMON_LONGOPTS, POOL_LONGOPTS, {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS, POOL_LONGOPTS,
+                                       {"grace", required_argument, NULL, 'g'},
+                                       {NULL, 0, NULL, 0}};
     pool_args a;
     args_init(&a, c, "compact");
-    int r = pool_args_parse(c, argc, argv, lo, &a, NULL, NULL);
+    int r = pool_args_parse(c, argc, argv, lo, &a, compact_extra, &a.o);
     if (r >= 0)
         return r;
     if (argc - optind < 1 || argc - optind > 2)
         return cli_usage_error(c, "expected URL [MODULE]");
     cairn_error err = {0};
     cairn_remote_stats s = {0};
+    uint64_t retired = 0;
     r = cairn_pool_compact(argv[optind], argc - optind == 2 ? argv[optind + 1] : NULL, &a.o, &s,
-                           &err);
+                           &retired, &err);
     if (r < 0)
         return cli_fail(c, &err);
     if (c->json) {
-        cli_json_print(json_pack("{s:i, s:I, s:I, s:I, s:I}", "modules", r, "states",
+        cli_json_print(json_pack("{s:i, s:I, s:I, s:I, s:I, s:I}", "modules", r, "states",
                                  (json_int_t)s.states, "objects", (json_int_t)s.objects,
                                  "bytes_moved", (json_int_t)s.bytes_moved, "meta_bytes",
-                                 (json_int_t)s.meta_bytes));
+                                 (json_int_t)s.meta_bytes, "retired", (json_int_t)retired));
     } else if (!c->quiet) {
         char m[32];
         printf("compacted %d modules: %llu states folded, %llu objects, none moved; metadata "
-               "%s\n", r, (unsigned long long)s.states, (unsigned long long)s.objects,
-               cli_human(s.meta_bytes, m, sizeof(m)));
+               "%s; %llu folded states retired\n", r, (unsigned long long)s.states,
+               (unsigned long long)s.objects, cli_human(s.meta_bytes, m, sizeof(m)),
+               (unsigned long long)retired);
     }
     return EXIT_OK;
 }
@@ -404,14 +422,15 @@ static int cmd_pool_gc(cli *c, int argc, char **argv)
     if (r < 0)
         return cli_fail(c, &err);
     if (c->json) {
-        cli_json_print(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "states",
+        cli_json_print(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "states",
                                  (json_int_t)s.states, "retired", (json_int_t)s.retired,
                                  "kept_leased", (json_int_t)s.kept_leased, "size_before",
                                  (json_int_t)s.size_before, "size_after",
                                  (json_int_t)s.size_after, "objects_removed",
                                  (json_int_t)s.objects_removed, "bytes_removed",
                                  (json_int_t)s.bytes_removed, "leases_folded",
-                                 (json_int_t)s.leases_folded, "dry_run", g.g.dry_run));
+                                 (json_int_t)s.leases_folded, "folded_retired",
+                                 (json_int_t)s.folded_retired, "dry_run", g.g.dry_run));
     } else if (!c->quiet) {
         char b[32], af[32], rm[32];
         printf("%s%llu of %llu states (%llu kept: leased), %s -> %s; %llu objects (%s)\n",
@@ -486,7 +505,7 @@ const cli_command cli_pool_commands[] = {
      "push what a provisioned session added as a new state of MODULE (its cost: the delta)"},
     {"pool lease", cmd_pool_lease, "renew|release URL STATE",
      "renew the lease of a provision (gc keeps what it stacks on), or release it"},
-    {"pool compact", cmd_pool_compact, "URL [MODULE]",
+    {"pool compact", cmd_pool_compact, "[--grace D] URL [MODULE]",
      "merge each module's states into one, in the remote: no object moves"},
     {"pool gc", cmd_pool_gc, "--max-size SIZE [--grace D] [--dry-run] URL",
      "retire states least recently used first (not leased ones), then unreferenced objects"},

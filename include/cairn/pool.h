@@ -14,8 +14,9 @@
  * Records of the pool itself live under tags starting with '_' (never a
  * module): "_pool" the descriptor (its format), "_lease" a lease per live
  * provision (the states it stacks on, an expiry), "_usage" the use counts
- * that gc folded from expired leases. gc keeps every state an unexpired
- * lease names, and the compacted state that folded one.
+ * that gc folded from expired leases, "_retire" the states a compaction
+ * folded, taken out once its grace is over. gc keeps every state an
+ * unexpired lease names, and the compacted state that folded one.
  *
  * Host cache: opts->cache, else $CAIRN_POOL_CACHE, else
  * $XDG_CACHE_HOME/cairn/pool, else /var/cache/cairn/pool. Bounded by
@@ -47,6 +48,9 @@ typedef struct cairn_pool_options {
     const char *cache;                 /* the host cache directory (see above) */
     uint64_t cache_max;                /* bytes; 0: $CAIRN_POOL_CACHE_MAX or 10 GiB */
     int64_t lease_ttl;                 /* seconds a lease lives unrenewed; 0: 3600 */
+    int64_t retire_grace;              /* seconds a member a compaction folded stays
+                                        * before compact or gc takes it out; 0: 3600;
+                                        * negative: none (at once) */
     cairn_progress_fn progress;        /* bytes fetched into the cache */
     void *progress_userdata;
 } cairn_pool_options;
@@ -133,10 +137,14 @@ CAIRN_EXPORT int cairn_pool_lease_release(const char *url, const char *state,
                                           const cairn_pool_options *opts, cairn_error *err);
 
 /* Fold the delta states of `module` (NULL: of every module) into one each,
- * in the remote: no object moves. Returns the number of modules folded. */
+ * in the remote: no object moves. The folded states stay for
+ * opts->retire_grace (a provision that listed one before still finds it;
+ * none stacks both), then this or a later compact or gc takes them out;
+ * *retired (may be NULL) counts those taken out by this run. Returns the
+ * number of modules folded. */
 CAIRN_EXPORT int cairn_pool_compact(const char *url, const char *module,
                                     const cairn_pool_options *opts, cairn_remote_stats *stats,
-                                    cairn_error *err);
+                                    uint64_t *retired, cairn_error *err);
 
 typedef struct cairn_pool_gc_options {
     unsigned version;   /* CAIRN_POOL_GC_OPTIONS_VERSION */
@@ -157,6 +165,7 @@ typedef struct cairn_pool_gc_stats {
     uint64_t objects_removed; /* objects no state names, removed */
     uint64_t bytes_removed;
     uint64_t leases_folded; /* expired leases folded into the use counts */
+    uint64_t folded_retired; /* states compactions folded, their grace over, taken out */
 } cairn_pool_gc_stats;
 
 CAIRN_EXPORT int cairn_pool_gc(const char *url, const cairn_pool_options *opts,

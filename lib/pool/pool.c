@@ -6,11 +6,13 @@
  *                    compaction; members are immutable, named by digest
  *   _pool            the descriptor: one record, annotation cairn.pool.format
  *   _lease           a record a live provision: cairn.pool.lease (id),
- *                    .expires, .created (unix s), .module, .states (the
+ *                    .expires (unix s), .created (unix ns), .module, .states (the
  *                    member digests it stacks on); renewed by a new record
  *                    then the old one taken out
  *   _usage           use counts gc folded from expired leases:
- *                    cairn.pool.usage = {"<digest>": [last use s, hits]}
+ *                    cairn.pool.usage = {"<digest>": [last use ns, hits]}
+ *   _retire          members a compaction folded: .tag, .retire (digests),
+ *                    .compacted (unix s); taken out once the grace is over
  * A record is an OCI manifest whose config and one layer are the empty
  * descriptor ("{}"), its facts in its annotations: one read each.
  *
@@ -60,9 +62,12 @@
 #define TAG_POOL      "_pool"
 #define TAG_LEASE     "_lease"
 #define TAG_USAGE     "_usage"
+#define TAG_RETIRE    "_retire"
+#define AT_RETIRE     "application/vnd.cairn.pool.retire.v1"
 #define CACHE_MAX_DEFAULT (10ull << 30)
 #define CACHE_GRACE_DEFAULT 600
 #define LEASE_TTL_DEFAULT 3600
+#define RETIRE_GRACE_DEFAULT 3600
 #define PATH_MAX_POOL 4096
 
 
@@ -331,6 +336,16 @@ static int64_t ann_int(json_t *a, const char *k)
     return strtoll(ann_str(a, k), NULL, 10);
 }
 
+/* d is one of the comma separated list. */
+static bool list_has(const char *list, const char *d)
+{
+    size_t dl = strlen(d);
+    for (const char *q = strstr(list, d); q; q = strstr(q + 1, d))
+        if ((q == list || q[-1] == ',') && (q[dl] == 0 || q[dl] == ','))
+            return true;
+    return false;
+}
+
 /* The pool's descriptor: 0 when this library reads it. */
 static int descriptor_check(pool *p, cairn_error *err)
 {
@@ -356,7 +371,7 @@ static int descriptor_check(pool *p, cairn_error *err)
 
 int cairn_pool_init(const char *url, const cairn_pool_options *opts, cairn_error *err)
 {
-    pool p;
+    pool p = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
         r = pool_connect(&p, err);
@@ -678,7 +693,9 @@ static int live_entries(pool *p, cairn__strset *live)
         snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
         json_t *j = json_load_file(f, 0, NULL);
         const char *dest = json_string_value(json_object_get(j, "dest"));
-        if (dest && access(dest, F_OK) == 0) {
+        /* an overlay described, not mounted: live while its lease is */
+        bool leased = json_integer_value(json_object_get(j, "expires")) > cairn__now();
+        if (dest && (access(dest, F_OK) == 0 || leased)) {
             size_t i;
             json_t *e;
             json_array_foreach(json_object_get(j, "entries"), i, e)
@@ -915,9 +932,14 @@ static int member_fetch(pool *p, pmember *m, cairn_error *err)
 {
     facts_ud f = {0};
     const char *d = m->digest;
-    int r = cairn__remote_members(p->c, m->module, &d, 1, facts_cb, &f, err);
-    if (r == -ENOMEM)
-        r = cairn__err(err, r, "out of memory");
+    int r = 0;
+    if (m->parents) {
+        f.parents = steal_pointer(&m->parents);
+    } else {
+        r = cairn__remote_members(p->c, m->module, &d, 1, facts_cb, &f, err);
+        if (r == -ENOMEM)
+            r = cairn__err(err, r, "out of memory");
+    }
     char pulled[PATH_MAX_POOL + 64], frozen[PATH_MAX_POOL + 64];
     char rid[CAIRN_STATE_ID_LEN + 1];
     if (r == 0 && (r = cairn__random_id(rid)) < 0)
@@ -997,7 +1019,8 @@ static void warn(cairn_pool_provision_result *res, const char *fmt, ...)
 }
 
 static int lease_put(pool *p, const char *id, const char *module, const pmemberv *mv,
-                     int64_t created, char digest[CAIRN_DIGEST_LEN + 1], cairn_error *err)
+                     int64_t created, int64_t expires, char digest[CAIRN_DIGEST_LEN + 1],
+                     cairn_error *err)
 {
     size_t need = 1;
     for (size_t i = 0; i < mv->n; i++)
@@ -1013,7 +1036,7 @@ static int lease_put(pool *p, const char *id, const char *module, const pmemberv
         strcat(states, mv->v[i].digest);
     }
     char exp[32], cr[32];
-    snprintf(exp, sizeof(exp), "%lld", (long long)(cairn__now() + p->lease_ttl));
+    snprintf(exp, sizeof(exp), "%lld", (long long)expires);
     snprintf(cr, sizeof(cr), "%lld", (long long)created);
     return record_put(p, TAG_LEASE, AT_LEASE,
                       json_pack("{s:s, s:s, s:s, s:s, s:s}", "cairn.pool.lease", id,
@@ -1085,14 +1108,36 @@ static bool dir_empty_or_missing(const char *path)
     return empty;
 }
 
+/* DEST as an absolute path, whether it exists or not (its parent resolved). */
+static void abs_path(const char *path, char *out, size_t size)
+{
+    char buf[PATH_MAX_POOL];
+    if (realpath(path, buf)) {
+        pathf(out, size, "%s", buf);
+        return;
+    }
+    const char *slash = strrchr(path, '/');
+    char parent[PATH_MAX_POOL];
+    if (slash)
+        snprintf(parent, sizeof(parent), "%.*s", (int)(slash - path), path);
+    else
+        snprintf(parent, sizeof(parent), ".");
+    if (realpath(parent[0] ? parent : "/", buf))
+        pathf(out, size, "%s/%s", strcmp(buf, "/") ? buf : "", slash ? slash + 1 : path);
+    else
+        snprintf(out, size, "%s", path);
+}
+
+/* provisions/<key>.json: key the state id of DEST, or the lease id for an
+ * overlay not mounted (no state yet; found by its DEST, live while its
+ * lease is: `expires` then). */
 static int write_provision(pool *p, const char *dest, const char *module, const ranked *rk,
                            size_t nrk, const char *lease, const char *lease_digest,
-                           int64_t created, const pmemberv *mv, char **entries, size_t ne,
-                           const char *state_id, cairn_error *err)
+                           int64_t created, int64_t expires, const pmemberv *mv, char **entries,
+                           size_t ne, const char *key, cairn_error *err)
 {
     char abs[PATH_MAX_POOL];
-    if (!realpath(dest, abs))
-        snprintf(abs, sizeof(abs), "%s", dest);
+    abs_path(dest, abs, sizeof(abs));
     json_t *mods = json_array(), *ents = json_array(), *mems = json_array();
     for (size_t i = 0; i < nrk; i++)
         json_array_append_new(mods, json_string(rk[i].module));
@@ -1101,14 +1146,14 @@ static int write_provision(pool *p, const char *dest, const char *module, const 
     for (size_t i = 0; i < mv->n; i++)
         if (!mv->v[i].folded)
             json_array_append_new(mems, json_string(mv->v[i].digest));
-    json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:s, s:I}", "url", p->url, "dest",
-                          abs, "module", module, "modules", mods, "entries", ents, "members", mems,
-                          "lease", lease, "lease_digest", lease_digest, "created",
-                          (json_int_t)created);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:s, s:I, s:I}", "url", p->url,
+                          "dest", abs, "module", module, "modules", mods, "entries", ents,
+                          "members", mems, "lease", lease, "lease_digest", lease_digest,
+                          "created", (json_int_t)created, "expires", (json_int_t)expires);
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_INDENT(1)) : NULL;
     json_decref(j);
     char name[64];
-    pathf(name, sizeof(name), "provisions/%s.json", state_id);
+    pathf(name, sizeof(name), "provisions/%s.json", key);
     int r = cache_write(p->cache, name, text);
     free(text);
     if (r < 0)
@@ -1148,13 +1193,13 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
     if (r < 0)
         return r;
     res->modules = (unsigned)nrk;
-    pool p;
+    pool p = {0};
     pmemberv mv = {0};
     char **paths = NULL;
     size_t np = 0;
     cairn__strset *keep = cairn__strset_new();
     char lease[CAIRN_STATE_ID_LEN + 1] = "", lease_digest[CAIRN_DIGEST_LEN + 1] = "";
-    int64_t created = cairn__now();
+    int64_t created = cairn__now_ns(); /* uses a second apart are still ordered */
     r = keep ? pool_open(&p, url, opts, err) : cairn__err(err, -ENOMEM, "out of memory");
     if (r == 0)
         r = cache_dirs(&p, err);
@@ -1197,23 +1242,57 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
     }
     if (r == 0 && mv.n > 1)
         qsort(mv.v, mv.n, sizeof(*mv.v), pmember_cmp);
-    /* fetch what the cache lacks (a member folded away meanwhile: listed again) */
+    /* what each member folded: from the cache's facts, else its documents
+     * (a member folded away since the listing: passed by) */
+    bool *cached = r == 0 ? calloc(mv.n + 1, sizeof(*cached)) : NULL;
+    if (r == 0 && !cached)
+        r = cairn__err(err, -ENOMEM, "out of memory");
     for (size_t i = 0; r == 0 && i < mv.n; i++) {
         pmember *m = &mv.v[i];
         json_t *f = entry_facts(&p, m->entry);
         if (f) {
             m->parents = strdup(ann_str(f, "parents"));
             json_decref(f);
-            res->cached++;
+            cached[i] = true;
         } else if (offline) {
             warn(res, "state %s of %s: not in this host's cache, left out", m->digest, m->module);
             m->folded = true; /* not stacked */
+        } else {
+            cairn_error e2 = {0};
+            facts_ud fu = {0};
+            const char *d = m->digest;
+            int c = cairn__remote_members(p.c, m->module, &d, 1, facts_cb, &fu, &e2);
+            if (c == -ENOENT) {
+                m->folded = true; /* taken out by a compaction or gc since the listing */
+            } else if (c < 0) {
+                r = c == -ENOMEM ? cairn__err(err, c, "out of memory") : c;
+                if (c != -ENOMEM && err)
+                    *err = e2;
+            }
+            m->parents = fu.parents;
+        }
+        if (r == 0 && !m->folded && !m->parents)
+            r = cairn__err(err, -ENOMEM, "out of memory");
+    }
+    /* a member another listed member folded is not stacked twice (while a
+     * compaction's grace lasts, both are listed), nor fetched */
+    for (size_t i = 0; r == 0 && i < mv.n; i++)
+        for (size_t j = 0; j < mv.n && !mv.v[i].folded; j++)
+            if (i != j && mv.v[j].parents && !mv.v[j].folded &&
+                list_has(mv.v[j].parents, mv.v[i].digest))
+                mv.v[i].folded = true;
+    /* fetch what the cache lacks */
+    for (size_t i = 0; r == 0 && i < mv.n; i++) {
+        pmember *m = &mv.v[i];
+        if (m->folded)
             continue;
+        if (cached[i]) {
+            res->cached++;
         } else {
             cairn_error e2 = {0};
             int c = member_fetch(&p, m, &e2);
             if (c == -ENOENT) {
-                m->folded = true; /* taken out by a compaction or gc since the listing */
+                m->folded = true; /* taken out by gc since the listing */
                 continue;
             }
             if (c < 0) {
@@ -1227,19 +1306,9 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
         cairn__strset_add(keep, m->entry);
         entry_touch(&p, m->entry);
     }
+    free(cached);
     if (r == 0 && res->fetched)
         r = cache_bound(&p, keep, err);
-    /* a member another listed member folded is not stacked twice */
-    for (size_t i = 0; r == 0 && i < mv.n; i++)
-        for (size_t j = 0; j < mv.n; j++) {
-            if (i == j || !mv.v[j].parents || mv.v[j].folded)
-                continue;
-            const char *ps = mv.v[j].parents, *d = mv.v[i].digest;
-            size_t dl = strlen(d);
-            for (const char *q = strstr(ps, d); q; q = strstr(q + 1, d))
-                if ((q == ps || q[-1] == ',') && (q[dl] == 0 || q[dl] == ','))
-                    mv.v[i].folded = true;
-        }
     if (r == 0)
         paths = calloc(mv.n + 1, sizeof(*paths));
     if (r == 0 && !paths)
@@ -1265,11 +1334,13 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
         }
     }
     /* the lease, before DEST: a gc that starts after DEST exists keeps its states */
+    bool makes_state = po.mode != CAIRN_POOL_OVERLAY || po.mount;
     if (r == 0 && !offline && np) {
         cairn_error e2 = {0};
         int c = cairn__random_id(lease);
         if (c == 0)
-            c = lease_put(&p, lease, module, &mv, created, lease_digest, &e2);
+            c = lease_put(&p, lease, module, &mv, created, cairn__now() + p.lease_ttl, lease_digest,
+                          &e2);
         if (c < 0) {
             lease[0] = 0;
             lease_digest[0] = 0;
@@ -1357,10 +1428,11 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
         free(lower);
         free(cmd);
     }
-    if (r == 0 && id[0]) {
+    if (r == 0 && (id[0] || lease[0])) {
         snprintf(res->state_id, sizeof(res->state_id), "%s", id);
-        r = write_provision(&p, dest, module, rk, nrk, lease, lease_digest, created, &mv, entries,
-                            ne, id, err);
+        r = write_provision(&p, dest, module, rk, nrk, lease, lease_digest, created,
+                            makes_state ? 0 : cairn__now() + p.lease_ttl, &mv, entries, ne,
+                            id[0] ? id : lease, err);
     }
     res->lowers = (unsigned)np;
     for (size_t i = 0; paths && i < np; i++)
@@ -1378,24 +1450,51 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
 
 /* ---- checkin, leases ------------------------------------------------------ */
 
+/* The provision record of the state at state_path (by its id), else of
+ * the provision whose DEST it is (an overlay described, mounted or not);
+ * id receives the record's key. */
 static json_t *provision_record(pool *p, const char *state_path, char *id, cairn_error *err)
 {
     cairn_state *st = NULL;
-    int r = cairn_state_open(&st, state_path, CAIRN_OPEN_READONLY, err);
-    if (r < 0)
-        return NULL;
-    snprintf(id, CAIRN_STATE_ID_LEN + 1, "%s", cairn_state_id(st));
-    cairn_state_free(st);
     char path[PATH_MAX_POOL + 64];
-    pathf(path, sizeof(path), "%s/provisions/%s.json", p->cache, id);
-    json_t *j = json_load_file(path, 0, NULL);
+    json_t *j = NULL;
+    if (cairn_state_open(&st, state_path, CAIRN_OPEN_READONLY, NULL) == 0) {
+        snprintf(id, CAIRN_STATE_ID_LEN + 1, "%s", cairn_state_id(st));
+        pathf(path, sizeof(path), "%s/provisions/%s.json", p->cache, id);
+        j = json_load_file(path, 0, NULL);
+    }
+    cairn_state_free(st);
+    char abs[PATH_MAX_POOL];
+    abs_path(state_path, abs, sizeof(abs));
+    pathf(path, sizeof(path), "%s/provisions", p->cache);
+    DIR *d = j ? NULL : opendir(path);
+    struct dirent *de;
+    while (d && !j && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 6 || l - 5 > CAIRN_STATE_ID_LEN || strcmp(de->d_name + l - 5, ".json") != 0)
+            continue;
+        char f[PATH_MAX_POOL + 300];
+        snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
+        json_t *x = json_load_file(f, 0, NULL);
+        const char *dest = json_string_value(json_object_get(x, "dest"));
+        if (dest && !strcmp(dest, abs)) {
+            j = x;
+            snprintf(id, CAIRN_STATE_ID_LEN + 1, "%.*s", (int)(l - 5), de->d_name);
+        } else {
+            json_decref(x);
+        }
+    }
+    if (d)
+        closedir(d);
     if (!j)
-        cairn__err(err, -ENOENT, "%s: not provisioned from pool %s on this host (no %s)",
-                   state_path, p->url, path);
+        cairn__err(err, -ENOENT, "%s: not provisioned from pool %s on this host (no record "
+                   "under %s)", state_path, p->url, path);
     return j;
 }
 
-static int lease_renew(pool *p, json_t *rec, const char *id, cairn_error *err)
+/* A new lease record expiring at `expires` (now: released; it stays, expired,
+ * as a use of its states until gc folds it), then the old one out. */
+static int lease_renew(pool *p, json_t *rec, const char *id, int64_t expires, cairn_error *err)
 {
     const char *lease = json_string_value(json_object_get(rec, "lease"));
     const char *old = json_string_value(json_object_get(rec, "lease_digest"));
@@ -1412,12 +1511,15 @@ static int lease_renew(pool *p, json_t *rec, const char *id, cairn_error *err)
     char digest[CAIRN_DIGEST_LEN + 1];
     if (r == 0)
         r = lease_put(p, lease, json_string_value(json_object_get(rec, "module")), &mv,
-                      (int64_t)json_integer_value(json_object_get(rec, "created")), digest, err);
+                      (int64_t)json_integer_value(json_object_get(rec, "created")), expires,
+                      digest, err);
     pmemberv_free(&mv);
     if (r == 0 && old && *old && strcmp(old, digest) != 0)
         r = p->c->ops->state_delete(p->c->r, TAG_LEASE, old, err);
     if (r == 0) {
         json_object_set_new(rec, "lease_digest", json_string(digest));
+        if (json_integer_value(json_object_get(rec, "expires")))
+            json_object_set_new(rec, "expires", json_integer(expires));
         char *text = json_dumps(rec, JSON_COMPACT | JSON_INDENT(1));
         char name[64];
         pathf(name, sizeof(name), "provisions/%s.json", id);
@@ -1432,7 +1534,7 @@ static int lease_renew(pool *p, json_t *rec, const char *id, cairn_error *err)
 int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_options *opts,
                            cairn_error *err)
 {
-    pool p;
+    pool p = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
     int r = pool_open(&p, url, opts, err);
     json_t *rec = r == 0 ? provision_record(&p, state, id, err) : NULL;
@@ -1441,7 +1543,7 @@ int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_
     if (r == 0)
         r = pool_connect(&p, err);
     if (r == 0)
-        r = lease_renew(&p, rec, id, err);
+        r = lease_renew(&p, rec, id, cairn__now() + p.lease_ttl, err);
     json_decref(rec);
     pool_close(&p);
     return r;
@@ -1450,7 +1552,7 @@ int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_
 int cairn_pool_lease_release(const char *url, const char *state, const cairn_pool_options *opts,
                              cairn_error *err)
 {
-    pool p;
+    pool p = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
     int r = pool_open(&p, url, opts, err);
     json_t *rec = r == 0 ? provision_record(&p, state, id, err) : NULL;
@@ -1458,9 +1560,8 @@ int cairn_pool_lease_release(const char *url, const char *state, const cairn_poo
         r = err && err->code ? err->code : -ENOENT;
     if (r == 0)
         r = pool_connect(&p, err);
-    const char *d = rec ? json_string_value(json_object_get(rec, "lease_digest")) : NULL;
-    if (r == 0 && d && *d)
-        r = p.c->ops->state_delete(p.c->r, TAG_LEASE, d, err);
+    if (r == 0)
+        r = lease_renew(&p, rec, id, cairn__now(), err);
     if (r == 0) {
         char path[PATH_MAX_POOL + 64];
         pathf(path, sizeof(path), "%s/provisions/%s.json", p.cache, id);
@@ -1478,7 +1579,7 @@ int cairn_pool_checkin(const char *url, const char *module, const char *state,
     int r = module_check(module, err);
     if (r < 0)
         return r;
-    pool p;
+    pool p = {0};
     r = pool_open(&p, url, opts, err);
     if (r == 0)
         r = pool_connect(&p, err);
@@ -1520,7 +1621,7 @@ int cairn_pool_checkin(const char *url, const char *module, const char *state,
     cairn_state_free(st);
     if (r == 0 && rec) {
         cairn_error e3 = {0};
-        (void)lease_renew(&p, rec, id, &e3); /* the checkin is done; the lease expires */
+        (void)lease_renew(&p, rec, id, cairn__now() + p.lease_ttl, &e3); /* the checkin is done; the lease expires */
     }
     cairn__strv_free(&tags);
     json_decref(rec);
@@ -1543,12 +1644,165 @@ static int tag_add(void *ud, const char *tag, const char *digest, int64_t mtime)
     return cairn__strv_push(tags, tag);
 }
 
+/* A member a compaction folded stays until its grace is over, so a
+ * provision that listed it before the compaction still finds it; a record
+ * under "_retire" says which (cairn.pool.tag, cairn.pool.retire: the
+ * digests, comma separated; cairn.pool.compacted: unix s). Records due
+ * (compacted + grace <= now) are carried out: the members taken out, then
+ * the record. A folded member no record names (a compaction killed before
+ * it wrote one) gets one now. */
+
+typedef struct tmember {
+    char digest[CAIRN_DIGEST_LEN + 1];
+    char *parents;
+    bool folded;
+} tmember;
+
+typedef struct tmemberv {
+    tmember *v;
+    size_t n, cap;
+} tmemberv;
+
+static void tmemberv_free(tmemberv *tv)
+{
+    for (size_t i = 0; i < tv->n; i++)
+        free(tv->v[i].parents);
+    free(tv->v);
+    *tv = (tmemberv){0};
+}
+
+static int tmember_add(void *ud, const cairn__remote_member *rm)
+{
+    tmemberv *tv = ud;
+    if (tv->n == tv->cap) {
+        size_t cap = tv->cap ? tv->cap * 2 : 16;
+        tmember *nv = realloc(tv->v, cap * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        tv->v = nv;
+        tv->cap = cap;
+    }
+    tmember *m = &tv->v[tv->n];
+    *m = (tmember){0};
+    snprintf(m->digest, sizeof(m->digest), "%s", rm->digest);
+    if (!(m->parents = strdup(rm->parents)))
+        return -ENOMEM;
+    tv->n++;
+    return 0;
+}
+
+static int64_t retire_grace(const pool *p)
+{
+    return p->o.retire_grace < 0 ? 0 : p->o.retire_grace ? p->o.retire_grace : RETIRE_GRACE_DEFAULT;
+}
+
+/* Carry out the retirements of tag (NULL: of every tag) that are due. */
+static int retire_due(pool *p, const char *tag, uint64_t *retired, cairn_error *err)
+{
+    recordv rv = {0};
+    int r = records_list(p, TAG_RETIRE, &rv, err);
+    int64_t now = cairn__now();
+    for (size_t i = 0; r == 0 && i < rv.n; i++) {
+        json_t *a = rv.v[i].ann;
+        const char *t = ann_str(a, "cairn.pool.tag");
+        if ((tag && strcmp(t, tag) != 0) || !module_ok(t) ||
+            ann_int(a, "cairn.pool.compacted") + retire_grace(p) > now)
+            continue;
+        const char *q = ann_str(a, "cairn.pool.retire");
+        while (r == 0 && *q) {
+            size_t len = strcspn(q, ",");
+            char d[CAIRN_DIGEST_LEN + 1];
+            snprintf(d, sizeof(d), "%.*s", (int)len, q);
+            if (len == CAIRN_DIGEST_LEN && cairn_digest_check(d, NULL) == 0) {
+                cairn_error e2 = {0};
+                r = p->c->ops->state_delete(p->c->r, t, d, &e2);
+                if (r == -ENOENT)
+                    r = 0; /* another gc or compact took it out */
+                else if (r < 0 && err)
+                    *err = e2;
+                else if (retired)
+                    (*retired)++;
+            }
+            q += len + (q[len] == ',');
+        }
+        if (r == 0)
+            r = p->c->ops->state_delete(p->c->r, TAG_RETIRE, rv.v[i].digest, err);
+        if (r == -ENOENT)
+            r = 0;
+    }
+    recordv_free(&rv);
+    return r;
+}
+
+/* Compact the unfolded members of tag into one, the folded ones to be
+ * retired after the grace. 1 when a compaction was made. */
+static int compact_tag(pool *p, const char *tag, const cairn_remote_options *ro,
+                       cairn_remote_stats *s, cairn_error *err)
+{
+    tmemberv tv = {0};
+    recordv rv = {0};
+    int r = cairn__remote_members(p->c, tag, NULL, 0, tmember_add, &tv, err);
+    if (r == -ENOMEM)
+        r = cairn__err(err, r, "out of memory");
+    if (r == 0)
+        r = records_list(p, TAG_RETIRE, &rv, err);
+    for (size_t i = 0; r == 0 && i < tv.n; i++)
+        for (size_t j = 0; j < tv.n && !tv.v[i].folded; j++)
+            if (i != j && list_has(tv.v[j].parents, tv.v[i].digest))
+                tv.v[i].folded = true;
+    _cleanup_free_ const char **cand = calloc(tv.n + 1, sizeof(*cand));
+    size_t nc = 0, need = 1;
+    if (r == 0 && !cand)
+        r = cairn__err(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; r == 0 && i < tv.n; i++) {
+        need += CAIRN_DIGEST_LEN + 1;
+        if (!tv.v[i].folded)
+            cand[nc++] = tv.v[i].digest;
+    }
+    int made = 0;
+    if (r == 0 && nc >= 2) {
+        char digest[CAIRN_DIGEST_LEN + 1] = "";
+        r = cairn__remote_compact_members(p->url, tag, cand, nc, ro, s, digest, err);
+        made = r == 0 && s->states >= 2;
+        for (size_t i = 0; made && i < tv.n; i++)
+            tv.v[i].folded |= !tv.v[i].folded && strcmp(tv.v[i].digest, digest) != 0;
+    }
+    /* what is folded and no record names: one record, compacted now */
+    _cleanup_free_ char *list = r == 0 ? calloc(1, need) : NULL;
+    if (r == 0 && !list)
+        r = cairn__err(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; r == 0 && i < tv.n; i++) {
+        if (!tv.v[i].folded)
+            continue;
+        bool named = false;
+        for (size_t k = 0; k < rv.n && !named; k++)
+            named = !strcmp(ann_str(rv.v[k].ann, "cairn.pool.tag"), tag) &&
+                    list_has(ann_str(rv.v[k].ann, "cairn.pool.retire"), tv.v[i].digest);
+        if (named)
+            continue;
+        if (list[0])
+            strcat(list, ",");
+        strcat(list, tv.v[i].digest);
+    }
+    if (r == 0 && list[0]) {
+        char now[32], d[CAIRN_DIGEST_LEN + 1];
+        snprintf(now, sizeof(now), "%lld", (long long)cairn__now());
+        r = record_put(p, TAG_RETIRE, AT_RETIRE,
+                       json_pack("{s:s, s:s, s:s}", "cairn.pool.tag", tag, "cairn.pool.retire",
+                                 list, "cairn.pool.compacted", now),
+                       d, err);
+    }
+    recordv_free(&rv);
+    tmemberv_free(&tv);
+    return r < 0 ? r : made;
+}
+
 int cairn_pool_compact(const char *url, const char *module, const cairn_pool_options *opts,
-                       cairn_remote_stats *stats, cairn_error *err)
+                       cairn_remote_stats *stats, uint64_t *retired, cairn_error *err)
 {
     if (module && module_check(module, err) < 0)
         return err ? err->code : -EINVAL;
-    pool p;
+    pool p = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
         r = pool_connect(&p, err);
@@ -1569,21 +1823,27 @@ int cairn_pool_compact(const char *url, const char *module, const cairn_pool_opt
         ro = *p.o.remote;
     for (size_t i = 0; r == 0 && i < tags.n; i++) {
         cairn_remote_stats s = {0};
-        r = cairn_remote_compact(NULL, p.url, tags.v[i], &ro, &s, NULL, err);
+        r = compact_tag(&p, tags.v[i], &ro, &s, err);
         if (r < 0) {
             cairn__err_prefix(err, r, "pool compact: module %s", tags.v[i]);
             break;
         }
-        if (s.states > 1)
-            folded++;
+        folded += r;
+        r = 0;
         total.states += s.states;
         total.objects += s.objects;
         total.objects_moved += s.objects_moved;
         total.bytes_moved += s.bytes_moved;
         total.meta_bytes += s.meta_bytes;
     }
+    /* then the members folded long enough ago (this run's too, with no grace) */
+    uint64_t gone = 0;
+    if (r == 0)
+        r = retire_due(&p, module, &gone, err);
     if (r == 0 && stats)
         *stats = total;
+    if (r == 0 && retired)
+        *retired = gone;
     cairn__strv_free(&tags);
     pool_close(&p);
     return r < 0 ? r : folded;
@@ -1671,15 +1931,6 @@ static int view_member(void *ud, const cairn__remote_member *rm)
     return 0;
 }
 
-static bool list_has(const char *list, const char *d)
-{
-    size_t dl = strlen(d);
-    for (const char *q = strstr(list, d); q; q = strstr(q + 1, d))
-        if ((q == list || q[-1] == ',') && (q[dl] == 0 || q[dl] == ','))
-            return true;
-    return false;
-}
-
 /* Use of each member: the use counts folded, and the leases (live or not). */
 static void view_use(view *v, int64_t now)
 {
@@ -1690,7 +1941,7 @@ static void view_use(view *v, int64_t now)
             json_t *e = json_object_get(v->usage.v[u].ann, "cairn.pool.usage");
             json_t *map = json_is_string(e) ? json_loads(json_string_value(e), 0, NULL) : NULL;
             json_t *x = json_object_get(map, m->digest);
-            int64_t last = (int64_t)json_integer_value(json_array_get(x, 0)) * 1000000000LL;
+            int64_t last = (int64_t)json_integer_value(json_array_get(x, 0)); /* ns */
             uint64_t hits = (uint64_t)json_integer_value(json_array_get(x, 1));
             if (last > m->last_use)
                 m->last_use = last;
@@ -1702,7 +1953,7 @@ static void view_use(view *v, int64_t now)
     for (size_t l = 0; l < v->leases.n; l++) {
         json_t *a = v->leases.v[l].ann;
         const char *states = ann_str(a, "cairn.pool.states");
-        int64_t created = ann_int(a, "cairn.pool.created") * 1000000000LL;
+        int64_t created = ann_int(a, "cairn.pool.created");
         bool live = ann_int(a, "cairn.pool.expires") > now;
         for (size_t i = 0; i < v->n; i++) {
             gmember *m = &v->m[i];
@@ -1782,8 +2033,8 @@ static int fold_leases(pool *p, view *v, int64_t now, uint64_t *folded, cairn_er
     for (size_t i = 0; map && i < v->n; i++) {
         const gmember *m = &v->m[i];
         if (m->hits || m->last_use > m->mtime)
-            json_object_set_new(map, m->digest, json_pack("[I, I]", (json_int_t)(m->last_use /
-                                                          1000000000LL), (json_int_t)m->hits));
+            json_object_set_new(map, m->digest, json_pack("[I, I]", (json_int_t)m->last_use,
+                                                          (json_int_t)m->hits));
     }
     char *text = map ? json_dumps(map, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(map);
@@ -1813,7 +2064,7 @@ int cairn_pool_gc(const char *url, const cairn_pool_options *opts,
     int r = cairn__opts_version(g.version, CAIRN_POOL_GC_OPTIONS_VERSION, "pool gc", err);
     if (r < 0)
         return r;
-    pool p;
+    pool p = {0};
     view v = {0};
     cairn_pool_gc_stats gs = {0};
     size_t *order = NULL, *refs = NULL;
@@ -1822,6 +2073,9 @@ int cairn_pool_gc(const char *url, const cairn_pool_options *opts,
         r = pool_connect(&p, err);
     if (r == 0)
         r = descriptor_check(&p, err);
+    /* the members compactions folded, their grace over, go first */
+    if (r == 0 && !g.dry_run)
+        r = retire_due(&p, NULL, &gs.folded_retired, err);
     int64_t now = cairn__now();
     if (r == 0)
         r = view_load(&p, NULL, &v, err);
@@ -1922,7 +2176,7 @@ int cairn_pool_ls(const char *url, const char *module, const cairn_pool_options 
 {
     if (module && module_check(module, err) < 0)
         return err ? err->code : -EINVAL;
-    pool p;
+    pool p = {0};
     view v = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)

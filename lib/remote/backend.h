@@ -160,4 +160,14 @@ CAIRN_INTERNAL int cairn__remote_push_known(cairn_state *st, const char *remote,
                                             cairn_remote_stats *stats, char *out_digest,
                                             cairn_error *err);
 
+/* cairn_remote_compact() of the members digests[0..n) of tag (one gone
+ * since is passed by; fewer than two left: nothing folded, 0), the folded
+ * members left in place: the caller retires them (the pool does, after a
+ * grace period, so a provision that listed one still finds it). */
+CAIRN_INTERNAL int cairn__remote_compact_members(const char *remote, const char *tag,
+                                                 const char *const *digests, size_t n,
+                                                 const cairn_remote_options *opts,
+                                                 cairn_remote_stats *stats, char *out_digest,
+                                                 cairn_error *err);
+
 #endif

@@ -448,6 +448,8 @@ static int index_add(void *ud, const char *tag, const char *digest, int64_t mtim
 {
     (void)mtime;
     index_acc *a = ud;
+    if (tag[0] == '_')
+        return 0; /* a pool's record, not a state */
     struct stat sb;
     if (fstatat(a->r->blobfd, digest + 7, &sb, 0) < 0)
         return 0; /* its blob went: no entry (a broken index would fail OCI tools) */
@@ -535,7 +537,9 @@ static int file_state_put(cairn__remote *r, const char *tag, const char *manifes
     close(sfd);
     if (e < 0)
         return cairn__err(err, e, "remote %s/states/%s/%s: write: %m", r->root, tag, hex);
-    return index_rebuild(r, err);
+    /* a pool's record (tag '_...') is no state for OCI tools: not indexed,
+     * so writing one costs the same in a pool of any size */
+    return tag[0] == '_' ? 0 : index_rebuild(r, err);
 }
 
 static int file_state_get(cairn__remote *r, const char *tag, const char *manifest_digest,
@@ -575,7 +579,7 @@ static int file_state_delete(cairn__remote *r, const char *tag, const char *mani
     int e = file_layout(r, false, err);
     if (e < 0)
         return e == -ENOENT ? 0 : e;
-    return index_rebuild(r, err);
+    return tag[0] == '_' ? 0 : index_rebuild(r, err);
 }
 
 const cairn__remote_ops cairn__remote_file = {

@@ -1592,9 +1592,34 @@ static int copy_file(const char *from, const char *to)
     return n < 0 ? -errno : 0;
 }
 
+/* Fold the members of tag (only those of only[0..n_only) when only is not
+ * NULL: one gone since is passed by) into one; the folded ones taken out
+ * when `retire`, else left for the caller to retire later (the pool, after
+ * a grace period). */
+static int compact_members(cairn_state *st, const char *remote, const char *tag,
+                           const char *const *only, size_t n_only, bool retire,
+                           const cairn_remote_options *opts, cairn_remote_stats *stats,
+                           char *out_digest, cairn_error *err);
+
 int cairn_remote_compact(cairn_state *st, const char *remote, const char *tag,
                          const cairn_remote_options *opts, cairn_remote_stats *stats,
                          char *out_digest, cairn_error *err)
+{
+    return compact_members(st, remote, tag, NULL, 0, true, opts, stats, out_digest, err);
+}
+
+int cairn__remote_compact_members(const char *remote, const char *tag,
+                                  const char *const *digests, size_t n,
+                                  const cairn_remote_options *opts, cairn_remote_stats *stats,
+                                  char *out_digest, cairn_error *err)
+{
+    return compact_members(NULL, remote, tag, digests, n, false, opts, stats, out_digest, err);
+}
+
+static int compact_members(cairn_state *st, const char *remote, const char *tag,
+                           const char *const *only, size_t n_only, bool retire,
+                           const cairn_remote_options *opts, cairn_remote_stats *stats,
+                           char *out_digest, cairn_error *err)
 {
     if (!tag || !*tag)
         return cairn__err(err, -EINVAL, "compact: a tag is needed");
@@ -1607,6 +1632,16 @@ int cairn_remote_compact(cairn_state *st, const char *remote, const char *tag,
     char id[CAIRN_STATE_ID_LEN + 1];
     if (r == 0)
         r = members_list(&s, tag, &mv, err);
+    if (r == 0 && only) {
+        size_t w = 0;
+        for (size_t i = 0; i < mv.n; i++)
+            for (size_t k = 0; k < n_only; k++)
+                if (!strcmp(mv.v[i].digest, only[k])) {
+                    mv.v[w++] = mv.v[i];
+                    break;
+                }
+        mv.n = w;
+    }
     if (r == 0 && mv.n < 2) { /* nothing to fold */
         if (mv.n == 1 && out_digest)
             memcpy(out_digest, mv.v[0].digest, CAIRN_DIGEST_LEN + 1);
@@ -1692,7 +1727,7 @@ int cairn_remote_compact(cairn_state *st, const char *remote, const char *tag,
         json_decref(parents);
     }
     /* the new member is there: the old ones go */
-    for (size_t i = 0; r == 0 && i < mv.n; i++)
+    for (size_t i = 0; r == 0 && retire && i < mv.n; i++)
         if (strcmp(mv.v[i].digest, digest) != 0)
             r = s.ops->state_delete(s.r, tag, mv.v[i].digest, err);
     if (r == 0) {
@@ -1950,9 +1985,17 @@ int cairn__remote_members(cairn__remote_conn *c, const char *tag, const char *co
     }
     for (size_t i = 0; r == 0 && i < mv.n; i++) {
         rstate rs;
-        r = load_state(s, mv.v[i].tag, mv.v[i].digest, mv.v[i].mtime, &rs, err);
-        if (r < 0)
+        cairn_error e2 = {0};
+        r = load_state(s, mv.v[i].tag, mv.v[i].digest, mv.v[i].mtime, &rs, &e2);
+        if (r == -ENOENT && !digests) { /* taken out since the listing (compact, gc) */
+            r = 0;
+            continue;
+        }
+        if (r < 0) {
+            if (err)
+                *err = e2;
             break;
+        }
         cairn__remote_member m = {rs.tag, rs.digest, rs.state_id, rs.parents ? rs.parents : "",
                                   rs.mtime, rs.objs.n, (uint64_t)rs.db_size + rs.doc_bytes,
                                   NULL, NULL};
