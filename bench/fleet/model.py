@@ -116,16 +116,20 @@ def run_strategy(M, name):
     stored_cache = [0.0]
 
     dbs = [0.0]  # databases of states taken out, their blobs there until a remote gc
+    # running totals (a sum over the remote at every session is too slow at scale):
+    # raw bytes of remote_objs, databases of the live members, tars of the saves
+    tot = dict(objs=0.0, live_db=0.0, tars=0.0)
+
+    def add_objs(keys):
+        new = keys - remote_objs
+        tot["objs"] += M.keys.raw(new)
+        remote_objs.update(new)
 
     def stored():
-        if name == "export":
-            return M.ratio * M.keys.raw(remote_objs) + sum(
-                M.db(len(k)) for k in tags.values()) + dbs[0]
+        if name in ("export", "cairn"):
+            return M.ratio * tot["objs"] + tot["live_db"] + dbs[0]
         if name == "save":
-            return sum(t for v in saves.values() for _, t in v)
-        if name == "cairn":
-            return M.ratio * M.keys.raw(remote_objs) + sum(
-                M.db(len(k)) for v in members.values() for _, k in v) + dbs[0]
+            return tot["tars"]
         return 0
 
     for kind, s in wl.events():
@@ -194,18 +198,22 @@ def run_strategy(M, name):
             down["meta"] = M.db(len(exported))
             if m in tags:
                 dbs[0] += M.db(len(tags[m]))
+                tot["live_db"] -= M.db(len(tags[m]))
             tags[m] = exported
-            remote_objs |= exported
+            tot["live_db"] += M.db(len(exported))
+            add_objs(exported)
             # every 25 sessions as the real run; at most 20 times in a run
             if (n_end + 1) % max(EXPORT_GC_EVERY, wl.n_sessions // 20) == 0:
                 bg_ops += 1
                 remote_objs = set().union(*tags.values()) if tags else set()
+                tot["objs"] = M.keys.raw(remote_objs)
                 dbs[0] = 0.0
         elif name == "save":
             content = frozenset(local)
             tar = M.keys.raw(content) + M.db(len(content)) + 1536 * M.keys.files(content)
             down["calls"], down["bytes"], down["objects"] = 2, tar, 1
             saves.setdefault(m, []).append((content, tar))
+            tot["tars"] += tar - sum(t for _, t in saves[m][:-KEEP_SAVES])
             del saves[m][:-KEEP_SAVES]
         elif name == "cairn":
             down["calls"] = 1
@@ -217,18 +225,19 @@ def run_strategy(M, name):
                 down["meta"] = M.db(len(built))
                 next_id[0] += 1
                 members.setdefault(m, []).append((next_id[0], frozenset(built)))
-                remote_objs |= set(built)
+                tot["live_db"] += M.db(len(built))
+                add_objs(set(built))
                 checkins[m] = checkins.get(m, 0) + 1
                 if checkins[m] >= COMPACT_AT:
                     checkins[m] = 0
                     bg_ops += 1
                     next_id[0] += 1
-                    dbs[0] += sum(M.db(len(k)) for _, k in members[m])  # no remote gc here
+                    old = sum(M.db(len(k)) for _, k in members[m])
+                    dbs[0] += old  # folded members' databases: no remote gc in this run
                     members[m] = [(next_id[0], frozenset().union(*[k for _, k in members[m]]))]
+                    tot["live_db"] += M.db(len(members[m][0][1])) - old
         n_end += 1
-        # the remote's bytes: every session at small sizes, every 100th at large
-        if wl.n_sessions <= 2000 or n_end % 100 == 0:
-            stored_cache[0] = stored()
+        stored_cache[0] = stored()
         up_f = dict(up)
         down_f = dict(down, local=local_bytes)
         bd = dict(lookups=b["lookups"], built=len(built), built_bytes=M.keys.raw(built))
@@ -242,6 +251,7 @@ def run_strategy(M, name):
     if name == "export":
         bg_ops += 1
         remote_objs = set().union(*tags.values()) if tags else set()
+        tot["objs"] = M.keys.raw(remote_objs)
         dbs[0] = 0.0
     bg = M.costs["strategies"][name]["background"]["per_op_s"] * bg_ops
     return rows, dict(strategy=name, remote_bytes=stored(), background_s=bg, background_ops=bg_ops)
