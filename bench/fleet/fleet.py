@@ -47,6 +47,19 @@ def cairn_binary():
     return c
 
 
+def portable(argv):
+    """argv as recorded in results: paths in the checkout relative to it, other
+    absolute paths by their last component (no path of this machine)."""
+    root = os.path.abspath(os.path.join(HERE, "..", ".."))
+    out = []
+    for a in argv:
+        if os.path.isabs(a):
+            a = os.path.relpath(a, root) if a.startswith(root + os.sep) else \
+                "SCRATCH/" + os.path.basename(a.rstrip("/"))
+        out.append(a)
+    return out
+
+
 def version(cairn):
     import subprocess
     CAIRN = cairn
@@ -82,7 +95,7 @@ def cmd_real(args):
     os.makedirs(args.out, exist_ok=True)
     work = args.work or os.path.join(args.out, "work")
     cairn = cairn_binary()
-    meta = dict(sizes=z, seed=args.seed, size_scale=args.size_scale, argv=sys.argv,
+    meta = dict(sizes=z, seed=args.seed, size_scale=args.size_scale, argv=portable(sys.argv),
                 load_before=loadavg(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
                 cpus=os.cpu_count(), python=platform.python_version(),
                 cairn_version=version(cairn),
