@@ -12,7 +12,9 @@
 #
 # Each size: one provision to fill the cache, then RUNS timed provisions
 # into fresh directories (the command as a user runs it: process start
-# included); the median and the spread are printed, with the load average.
+# included), then a checkin of a 16 KiB delta from each; the median and the
+# spread of the wall time are printed, the median CPU time (user + system)
+# and the load average.
 #
 # Usage: bench/pool.sh [WORKDIR]   (env: SIZES="10 1000 10000" RUNS=7)
 set -euo pipefail
@@ -26,7 +28,21 @@ if [ -z "$W" ]; then W=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-pool-XXXXXX"); K
 W=$(cd "$W" && pwd)
 cleanup() { [ "$KEEP" -eq 1 ] || rm -rf "$W"; }
 trap cleanup EXIT
-ms() { python3 -c "print(($2 - $1) / 1e6)"; }
+# timed CMD...: "wall_ms cpu_ms" of the command (its CPU: user + system,
+# which a loaded box inflates far less than the wall time)
+timed() {
+    python3 - "$@" <<'PY'
+import resource, subprocess, sys, time
+r0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # what ran before (a launcher's)
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+wall = (time.perf_counter() - t) * 1e3
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{wall:.1f} {(r.ru_utime - r0.ru_utime + r.ru_stime - r0.ru_stime) * 1e3:.1f}")
+sys.exit(rc)
+PY
+}
+stats() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'{statistics.median(v):.1f} {min(v):.1f} {max(v):.1f}')" "$@"; }
 
 # session DIR NAME: 20 random blobs of 16 KiB and a snapshot
 session() {
@@ -39,8 +55,9 @@ session() {
     "$CAIRN" -C "$1" snapshot commit "$act" >/dev/null
 }
 
-printf "%-8s %12s %12s %12s %8s %8s  %s\n" "states" "median ms" "min ms" "max ms" "target" "vs 10" "load average (1 5 15)"
+printf "%-8s %12s %12s %12s %8s %8s %8s  %s\n" "states" "median ms" "min ms" "max ms" "cpu ms" "target" "vs 10" "load average (1 5 15)"
 base_ms=""
+checkins=()
 for n in $SIZES; do
     P="$W/pool-$n" U="file://$W/pool-$n"
     export CAIRN_POOL_CACHE="$W/cache-$n"
@@ -57,26 +74,51 @@ for n in $SIZES; do
     filler=$((n - 10))
     one=$(ls "$P/states/base" | head -1)
     python3 - "$P" "$one" "$filler" <<'PY'
-import os, shutil, sys
+import json, os, shutil, sys
 root, one, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 src = os.path.join(root, "states", "base", one)
+idx = json.load(open(os.path.join(root, "index.json")))
+size = os.path.getsize(src)
 for i in range(n):
     d = os.path.join(root, "states", f"mod-{i:05d}")
     os.makedirs(d, exist_ok=True)
     shutil.copyfile(src, os.path.join(d, one))
+    idx["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                             "digest": "sha256:" + one, "size": size,
+                             "annotations": {"org.opencontainers.image.ref.name": f"mod-{i:05d}.{one[:16]}",
+                                             "cairn.tag": f"mod-{i:05d}"}})
+# the index as cairn keeps it: one entry a state
+json.dump(idx, open(os.path.join(root, "index.json"), "w"), separators=(",", ":"))
 PY
     total=$(find "$P/states" -mindepth 2 -type f ! -path '*/_*' | wc -l)
     "$CAIRN" pool provision --dep base "$U" app "$W/warm-$n" >/dev/null # fills the cache
-    times=()
+    times=() cpus=()
     for r in $(seq 1 "$RUNS"); do
-        t0=$(date +%s%N)
-        "$CAIRN" pool provision --dep base "$U" app "$W/p-$n-$r" >/dev/null
-        t1=$(date +%s%N)
-        times+=("$(ms "$t0" "$t1")")
+        read -r wall cpu < <(timed "$CAIRN" pool provision --dep base "$U" app "$W/p-$n-$r")
+        times+=("$wall") cpus+=("$cpu")
         [ "$("$CAIRN" -C "$W/p-$n-$r" stack ls | wc -l)" = 10 ] || { echo "pool: provision did not stack 10 states" >&2; exit 1; }
     done
-    read -r med lo hi < <(python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'{statistics.median(v):.1f} {min(v):.1f} {max(v):.1f}')" "${times[@]}")
+    read -r med lo hi < <(stats "${times[@]}")
+    read -r cpu _ _ < <(stats "${cpus[@]}")
     [ -n "$base_ms" ] || base_ms=$med
     ratio=$(python3 -c "print(f'{$med / $base_ms:.2f}')")
-    printf "%-8s %12s %12s %12s %8s %8s  %s\n" "$total" "$med" "$lo" "$hi" "100" "$ratio" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf "%-8s %12s %12s %12s %8s %8s %8s  %s\n" "$total" "$med" "$lo" "$hi" "$cpu" "100" "$ratio" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    # checkin of a delta (one blob of 16 KiB) from each provision: its time
+    # should not grow with the pool either
+    ctimes=() ccpus=()
+    for r in $(seq 1 "$RUNS"); do
+        head -c 16384 /dev/urandom >"$W/delta-$n-$r"
+        "$CAIRN" -C "$W/p-$n-$r" blob put "$W/delta-$n-$r" >/dev/null
+        read -r wall cpu < <(timed "$CAIRN" pool checkin "$U" app "$W/p-$n-$r")
+        ctimes+=("$wall") ccpus+=("$cpu")
+    done
+    read -r cmed clo chi < <(stats "${ctimes[@]}")
+    read -r ccpu _ _ < <(stats "${ccpus[@]}")
+    [ -n "${cbase_ms:-}" ] || cbase_ms=$cmed
+    cratio=$(python3 -c "print(f'{$cmed / $cbase_ms:.2f}')")
+    checkins+=("$(printf "%-8s %12s %12s %12s %8s %8s %8s  %s" "$total" "$cmed" "$clo" "$chi" "$ccpu" "-" "$cratio" "$(cut -d' ' -f1-3 /proc/loadavg)")")
 done
+echo
+echo "checkin of a 16 KiB delta (file://):"
+printf "%-8s %12s %12s %12s %8s %8s %8s  %s\n" "states" "median ms" "min ms" "max ms" "cpu ms" "target" "vs 10" "load average (1 5 15)"
+printf "%s\n" "${checkins[@]}"

@@ -5,12 +5,15 @@
  * reads it at open). This file edits that list:
  *   add     checks each new lower (a frozen state, not the stack itself nor
  *           stacked on it), then rewrites the file atomically;
+ *   add_new the lowers of a state just made (the pool's provisions): each
+ *           checked frozen by its identity file alone, no database opened
+ *           (nothing can be stacked on a state that new);
  *   remove  edits the file without opening any lower, so a lower that has
  *           vanished or been replaced can always be taken out;
  *   list    reports each lower with its status, never failing on a bad one.
  * Writes go to the top only; nothing here touches a lower.
  */
-#include "core/core.h"
+#include "combine/combine.h"
 
 #include <sys/stat.h>
 
@@ -147,6 +150,41 @@ int cairn_stack_add(const char *dir, const char *const *lowers, size_t n, cairn_
         if (r == 0 && !listed && list_push(&l, lo->id, lo->path) < 0)
             r = cairn__err(err, -ENOMEM, "out of memory");
         cairn_state_free(lo);
+    }
+    if (r == 0)
+        r = list_write(fd, dir, &l, err);
+    list_free(&l);
+    return r;
+}
+
+int cairn__stack_add_new(const char *dir, const char *const *lowers, size_t n, cairn_error *err)
+{
+    _cleanup_close_ int fd = -1;
+    char top[CAIRN_STATE_ID_LEN + 1];
+    bool frozen = false;
+    int r = open_top(dir, &fd, top, &frozen, err);
+    if (r < 0)
+        return r;
+    lowers_list l = {0};
+    r = list_read(fd, dir, &l, err);
+    if (r == 0 && (frozen || l.n))
+        r = cairn__err(err, -EINVAL, "%s: not a new state", dir);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        _cleanup_close_ int lfd = open(lowers[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char id[CAIRN_STATE_ID_LEN + 1];
+        bool lf = false;
+        if (lfd < 0)
+            r = cairn__err(err, errno == ENOENT ? CAIRN_E_NOTSTATE : -errno, "lower %s: %s",
+                           lowers[i], cairn_strerror(-errno));
+        else
+            r = cairn__identity_get(lfd, lowers[i], id, &lf, err);
+        if (r == 0 && !lf)
+            r = cairn__err(err, CAIRN_E_LOWER, "lower %s (id %s) is not frozen", lowers[i], id);
+        _cleanup_free_ char *abs = r == 0 ? realpath(lowers[i], NULL) : NULL;
+        if (r == 0 && !abs)
+            r = cairn__err(err, -errno, "lower %s: %m", lowers[i]);
+        if (r == 0 && list_push(&l, id, abs) < 0)
+            r = cairn__err(err, -ENOMEM, "out of memory");
     }
     if (r == 0)
         r = list_write(fd, dir, &l, err);

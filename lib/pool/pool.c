@@ -39,6 +39,7 @@
  *   and not used within the cache grace; DEST is made last, so a full cache
  *   creates nothing.
  */
+#include "combine/combine.h"
 #include "remote/backend.h"
 
 #include <cairn/merge.h>
@@ -366,6 +367,18 @@ static int descriptor_check(pool *p, cairn_error *err)
                            rv.v[i].digest);
     }
     recordv_free(&rv);
+    return r;
+}
+
+/* Connected and the descriptor read: what every command but provision (which
+ * goes on offline) needs first; a failure names the pool. */
+static int pool_ready(pool *p, cairn_error *err)
+{
+    int r = pool_connect(p, err);
+    if (r == 0)
+        r = descriptor_check(p, err);
+    if (r < 0 && err && strncmp(err->message, "pool ", 5) != 0)
+        cairn__err_prefix(err, r, "pool %s", p->url);
     return r;
 }
 
@@ -910,7 +923,11 @@ static int module_members(pool *p, const char *module, unsigned distance, bool o
         json_array_append_new(j, json_pack("[s, I]", mv->v[i].digest, (json_int_t)mv->v[i].mtime));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (text)
+    /* rewritten (and synced) only when it changed: a hit writes nothing */
+    _cleanup_free_ char *old = NULL;
+    size_t olen = 0;
+    if (text && (cairn__read_file_at(dfd, name, 16 << 20, &old, &olen) < 0 ||
+                 olen != strlen(text) || memcmp(old, text, olen) != 0))
         (void)cache_write(p->cache, name, text);
     free(text);
     return 0;
@@ -1375,7 +1392,7 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
     if (r == 0 && po.mode == CAIRN_POOL_STACK) {
         r = cairn_state_init(dest, id, err);
         if (r == 0 && np)
-            r = cairn_stack_add(dest, (const char *const *)paths, np, err);
+            r = cairn__stack_add_new(dest, (const char *const *)paths, np, err);
     } else if (r == 0 && po.mode == CAIRN_POOL_MERGE) {
         cairn_merge_options mo = CAIRN_MERGE_OPTIONS_INIT;
         r = np ? cairn_merge(dest, (const char *const *)paths, np, &mo, NULL, err) : 0;
@@ -1474,7 +1491,7 @@ static json_t *provision_record(pool *p, const char *state_path, char *id, cairn
         if (l < 6 || l - 5 > CAIRN_STATE_ID_LEN || strcmp(de->d_name + l - 5, ".json") != 0)
             continue;
         char f[PATH_MAX_POOL + 300];
-        snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
+        pathf(f, sizeof(f), "%s/%s", path, de->d_name);
         json_t *x = json_load_file(f, 0, NULL);
         const char *dest = json_string_value(json_object_get(x, "dest"));
         if (dest && !strcmp(dest, abs)) {
@@ -1582,9 +1599,7 @@ int cairn_pool_checkin(const char *url, const char *module, const char *state,
     pool p = {0};
     r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     char id[CAIRN_STATE_ID_LEN + 1] = "";
     cairn_error e2 = {0};
     json_t *rec = r == 0 ? provision_record(&p, state, id, &e2) : NULL;
@@ -1805,9 +1820,7 @@ int cairn_pool_compact(const char *url, const char *module, const cairn_pool_opt
     pool p = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     cairn__strv tags = {0};
     if (r == 0 && module && cairn__strv_push(&tags, module) < 0)
         r = cairn__err(err, -ENOMEM, "out of memory");
@@ -2070,9 +2083,7 @@ int cairn_pool_gc(const char *url, const cairn_pool_options *opts,
     size_t *order = NULL, *refs = NULL;
     r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     /* the members compactions folded, their grace over, go first */
     if (r == 0 && !g.dry_run)
         r = retire_due(&p, NULL, &gs.folded_retired, err);
@@ -2180,9 +2191,7 @@ int cairn_pool_ls(const char *url, const char *module, const cairn_pool_options 
     view v = {0};
     int r = pool_open(&p, url, opts, err);
     if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = descriptor_check(&p, err);
+        r = pool_ready(&p, err);
     if (r == 0)
         r = view_load(&p, module, &v, err);
     for (size_t i = 0; r == 0 && i < v.n; i++) {

@@ -17,9 +17,12 @@
  * - a state file is written the same way, after its manifest's blob, and
  *   only once the caller stored every object it names (publish last); so a
  *   writer killed at any point leaves at most files no state names;
- * - index.json is rebuilt from states/ under an flock of the root after
- *   each publish or removal, so concurrent writers never lose a member
- *   (states/ is the truth; a stale index.json is mended by the next write);
+ * - index.json follows states/ under an flock of the root: a publish
+ *   clones it and writes its one entry over the closing "]}" (so a push
+ *   costs its entry, not the index), a removal writes it less the entry;
+ *   each renamed over the old one, so concurrent writers never lose a
+ *   member and readers see a whole index. states/ is the truth: an index
+ *   missing or of another shape is rebuilt from it (every manifest read);
  * - a staging file of tmp/ untouched for a day belongs to a writer that
  *   died: the next writer removes it (a live one writes to its file
  *   without a pause that long).
@@ -444,6 +447,25 @@ typedef struct index_acc {
     json_t *manifests;
 } index_acc;
 
+/* One entry of index.json: the state's manifest (or index), ref name
+ * "<tag>.<hex16>". */
+static json_t *index_entry(const char *tag, const char *digest, const char *buf, size_t len,
+                           uint64_t size)
+{
+    const char *mt = "application/vnd.oci.image.manifest.v1+json";
+    json_t *doc = buf ? json_loadb(buf, len, 0, NULL) : NULL;
+    const char *m = json_string_value(json_object_get(doc, "mediaType"));
+    if (m && !strcmp(m, "application/vnd.oci.image.index.v1+json"))
+        mt = "application/vnd.oci.image.index.v1+json";
+    char ref[200];
+    snprintf(ref, sizeof(ref), "%s.%.16s", tag, digest + 7);
+    json_t *e = json_pack("{s:s, s:s, s:I, s:{s:s, s:s}}", "mediaType", mt, "digest", digest,
+                          "size", (json_int_t)size, "annotations",
+                          "org.opencontainers.image.ref.name", ref, "cairn.tag", tag);
+    json_decref(doc);
+    return e;
+}
+
 static int index_add(void *ud, const char *tag, const char *digest, int64_t mtime)
 {
     (void)mtime;
@@ -455,52 +477,135 @@ static int index_add(void *ud, const char *tag, const char *digest, int64_t mtim
         return 0; /* its blob went: no entry (a broken index would fail OCI tools) */
     _cleanup_free_ char *buf = NULL;
     size_t len = 0;
-    const char *mt = "application/vnd.oci.image.manifest.v1+json";
-    if (cairn__read_file_at(a->r->blobfd, digest + 7, 4u << 20, &buf, &len) == 0) {
-        json_t *doc = json_loadb(buf, len, 0, NULL);
-        const char *m = json_string_value(json_object_get(doc, "mediaType"));
-        if (m && !strcmp(m, "application/vnd.oci.image.index.v1+json"))
-            mt = "application/vnd.oci.image.index.v1+json";
-        json_decref(doc);
-    }
-    char ref[200];
-    snprintf(ref, sizeof(ref), "%s.%.16s", tag, digest + 7);
-    json_t *e = json_pack("{s:s, s:s, s:I, s:{s:s, s:s}}", "mediaType", mt, "digest", digest,
-                          "size", (json_int_t)sb.st_size, "annotations",
-                          "org.opencontainers.image.ref.name", ref, "cairn.tag", tag);
+    if (cairn__read_file_at(a->r->blobfd, digest + 7, 4u << 20, &buf, &len) < 0)
+        buf = NULL;
+    json_t *e = index_entry(tag, digest, buf, len, (uint64_t)sb.st_size);
     if (!e || json_array_append_new(a->manifests, e) < 0)
         return -ENOMEM;
     return 0;
 }
 
-/* index.json from states/, under an flock of the root. */
+static int index_write(cairn__remote *r, json_t *manifests, cairn_error *err)
+{
+    json_t *idx = json_pack("{s:i, s:s, s:O}", "schemaVersion", 2, "mediaType",
+                            "application/vnd.oci.image.index.v1+json", "manifests", manifests);
+    char *text = idx ? json_dumps(idx, JSON_COMPACT) : NULL;
+    json_decref(idx);
+    if (!text)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    int e = cairn__write_file_atomic(r->dirfd, "index.json", text, strlen(text), 0644);
+    free(text);
+    if (e < 0)
+        return cairn__err(err, e, "remote %s/index.json: %m", r->root);
+    return 0;
+}
+
+/* index.json from states/ (every manifest read), under the root's flock. */
 static int index_rebuild(cairn__remote *r, cairn_error *err)
 {
-    if (flock(r->dirfd, LOCK_EX) < 0)
-        return cairn__err(err, -errno, "remote %s: lock: %m", r->root);
     index_acc a = {r, json_array()};
     int e = a.manifests ? file_states_list(r, NULL, index_add, &a, err) : -ENOMEM;
-    char *text = NULL;
-    if (e == 0) {
-        json_t *idx = json_pack("{s:i, s:s, s:O}", "schemaVersion", 2, "mediaType",
-                                "application/vnd.oci.image.index.v1+json", "manifests",
-                                a.manifests);
-        text = idx ? json_dumps(idx, JSON_COMPACT) : NULL;
-        json_decref(idx);
-        if (!text)
-            e = -ENOMEM;
-    }
-    if (e == 0) {
-        e = cairn__write_file_atomic(r->dirfd, "index.json", text, strlen(text), 0644);
-        if (e < 0)
-            cairn__err(err, e, "remote %s/index.json: %m", r->root);
-    } else if (e == -ENOMEM) {
+    if (e == 0)
+        e = index_write(r, a.manifests, err);
+    else if (e == -ENOMEM)
         cairn__err(err, e, "out of memory");
-    }
-    free(text);
     json_decref(a.manifests);
-    flock(r->dirfd, LOCK_UN);
     return e;
+}
+
+/* index.json with one entry more, under the root's flock: its bytes cloned
+ * under tmp/ (a reflink where the filesystem has them, else copied inside
+ * the kernel), the entry written over the closing "]}", renamed over it;
+ * so a push writes the entry it adds, not the index, and reads no other
+ * manifest. 1: index.json is missing or not as this writes it (the caller
+ * rebuilds it). */
+static int index_append(cairn__remote *r, const char *tag, const char *digest, const char *buf,
+                        size_t len, cairn_error *err)
+{
+    struct stat sb;
+    if (fstatat(r->dirfd, "index.json", &sb, 0) < 0 || sb.st_size < 3)
+        return 1;
+    int tfd = openat(r->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (tfd < 0)
+        return cairn__err(err, -errno, "remote %s/tmp: %m", r->root);
+    char tmp[128];
+    int e = cairn__tmp_name_unowned(tmp, sizeof(tmp), "index");
+    if (e == 0)
+        e = cairn__clone_file_at(r->dirfd, "index.json", tfd, tmp, 'r');
+    int fd = e < 0 ? -1 : openat(tfd, tmp, O_RDWR | O_CLOEXEC);
+    if (e >= 0 && fd < 0)
+        e = -errno;
+    char tail[3];
+    off_t end = 0;
+    if (fd >= 0 && ((end = lseek(fd, 0, SEEK_END)) < 3 || pread(fd, tail, 3, end - 3) != 3 ||
+                    tail[1] != ']' || tail[2] != '}'))
+        e = 1;
+    char *text = NULL;
+    if (e >= 0 && e != 1) {
+        json_t *entry = index_entry(tag, digest, buf, len, len);
+        char *one = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
+        json_decref(entry);
+        if (!one || asprintf(&text, "%s%s]}", tail[0] == '[' ? "" : ",", one) < 0) {
+            text = NULL;
+            e = -ENOMEM;
+        }
+        free(one);
+    }
+    if (e >= 0 && e != 1 && pwrite(fd, text, strlen(text), end - 2) != (ssize_t)strlen(text))
+        e = -EIO;
+    if (e >= 0 && e != 1 && fsync(fd) < 0)
+        e = -errno;
+    if (e >= 0 && e != 1 && renameat(tfd, tmp, r->dirfd, "index.json") < 0)
+        e = -errno;
+    else if (e >= 0 && e != 1)
+        e = fsync(r->dirfd) < 0 ? -errno : 0;
+    free(text);
+    if (fd >= 0)
+        close(fd);
+    unlinkat(tfd, tmp, 0);
+    close(tfd);
+    if (e < 0 && e != -ENOMEM)
+        return cairn__err(err, e, "remote %s/index.json: %m", r->root);
+    if (e == -ENOMEM)
+        return cairn__err(err, e, "out of memory");
+    return e > 0 ? 1 : 0;
+}
+
+/* index.json less the entry of tag's state digest, under the root's flock:
+ * the index read and written again, no manifest read. 1: not as this
+ * writes it (the caller rebuilds it). */
+static int index_remove(cairn__remote *r, const char *tag, const char *digest, cairn_error *err)
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    if (cairn__read_file_at(r->dirfd, "index.json", 1u << 30, &buf, &len) < 0)
+        return 1;
+    json_t *idx = json_loadb(buf, len, 0, NULL);
+    json_t *mv = json_object_get(idx, "manifests");
+    if (!json_is_array(mv)) {
+        json_decref(idx);
+        return 1;
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *e;
+    int rc = out ? 0 : -ENOMEM;
+    json_array_foreach(mv, i, e)
+    {
+        const char *d = json_string_value(json_object_get(e, "digest"));
+        const char *t = json_string_value(
+            json_object_get(json_object_get(e, "annotations"), "cairn.tag"));
+        if (rc == 0 && !(d && t && !strcmp(d, digest) && !strcmp(t, tag)) &&
+            json_array_append(out, e) < 0)
+            rc = -ENOMEM;
+    }
+    if (rc == 0 && json_array_size(out) != json_array_size(mv))
+        rc = index_write(r, out, err);
+    else if (rc == -ENOMEM)
+        cairn__err(err, rc, "out of memory");
+    json_decref(out);
+    json_decref(idx);
+    return rc;
 }
 
 static int file_state_put(cairn__remote *r, const char *tag, const char *manifest_digest,
@@ -530,16 +635,33 @@ static int file_state_put(cairn__remote *r, const char *tag, const char *manifes
         close(sfd);
         return cairn__err(err, e, "remote %s/states/%s: %m", r->root, tag);
     }
+    /* a pool's record (tag '_...') is no state for OCI tools: not indexed */
+    bool indexed = tag[0] != '_';
+    if (indexed && flock(r->dirfd, LOCK_EX) < 0) {
+        e = -errno;
+        close(tfd);
+        close(sfd);
+        return cairn__err(err, e, "remote %s: lock: %m", r->root);
+    }
+    struct stat sb;
+    bool existed = fstatat(tfd, hex, &sb, AT_SYMLINK_NOFOLLOW) == 0;
     e = stage_put(r, tfd, hex, -1, 0, buf, len, NULL, NULL);
     if (e == 0)
         fsync(sfd);
     close(tfd);
     close(sfd);
-    if (e < 0)
+    if (e < 0) {
+        if (indexed)
+            flock(r->dirfd, LOCK_UN);
         return cairn__err(err, e, "remote %s/states/%s/%s: write: %m", r->root, tag, hex);
-    /* a pool's record (tag '_...') is no state for OCI tools: not indexed,
-     * so writing one costs the same in a pool of any size */
-    return tag[0] == '_' ? 0 : index_rebuild(r, err);
+    }
+    if (indexed && !existed)
+        e = index_append(r, tag, manifest_digest, buf, len, err);
+    if (e == 1)
+        e = index_rebuild(r, err);
+    if (indexed)
+        flock(r->dirfd, LOCK_UN);
+    return e;
 }
 
 static int file_state_get(cairn__remote *r, const char *tag, const char *manifest_digest,
@@ -579,7 +701,15 @@ static int file_state_delete(cairn__remote *r, const char *tag, const char *mani
     int e = file_layout(r, false, err);
     if (e < 0)
         return e == -ENOENT ? 0 : e;
-    return tag[0] == '_' ? 0 : index_rebuild(r, err);
+    if (tag[0] == '_')
+        return 0;
+    if (flock(r->dirfd, LOCK_EX) < 0)
+        return cairn__err(err, -errno, "remote %s: lock: %m", r->root);
+    e = index_remove(r, tag, manifest_digest, err);
+    if (e == 1)
+        e = index_rebuild(r, err);
+    flock(r->dirfd, LOCK_UN);
+    return e;
 }
 
 const cairn__remote_ops cairn__remote_file = {

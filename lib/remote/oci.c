@@ -956,17 +956,25 @@ static size_t member_split(const char *name)
     return n - 17;
 }
 
-/* The registry's tags, every page (Link: <...>; rel="next"). */
-static int tags_all(cairn__remote *r, cairn__strv *out, cairn_error *err)
+/* The registry's tags, every page (Link: <...>; rel="next"); with a
+ * prefix ("<tag>."), from just before it (`last`, the distribution spec's
+ * pagination: tags in lexical order after it) and no further than its
+ * last: a registry that honours `last` lists a tag's members, not the
+ * repository. One that does not (the first page starts before the prefix,
+ * or a page is out of order) is read to the end; the caller filters. */
+static int tags_all(cairn__remote *r, const char *prefix, cairn__strv *out, cairn_error *err)
 {
     char what[1024];
     snprintf(what, sizeof(what), "remote %s: tags", r->url);
     _cleanup_free_ char *next = NULL;
-    if (asprintf(&next, "/v2/%s/tags/list?n=1000", r->repo) < 0) {
+    if ((prefix ? asprintf(&next, "/v2/%s/tags/list?n=1000&last=%s", r->repo, prefix)
+                : asprintf(&next, "/v2/%s/tags/list?n=1000", r->repo)) < 0) {
         next = NULL;
         return cairn__err(err, -ENOMEM, "out of memory");
     }
-    for (unsigned page = 0; next; page++) {
+    size_t plen = prefix ? strlen(prefix) : 0;
+    bool ordered = prefix != NULL, past = false;
+    for (unsigned page = 0; next && !past; page++) {
         if (page > 100000)
             return cairn__err(err, -ELOOP, "%s: the listing does not end", what);
         ociop op;
@@ -985,17 +993,34 @@ static int tags_all(cairn__remote *r, cairn__strv *out, cairn_error *err)
                                "list", what);
             size_t i;
             json_t *t;
+            /* the whole page in order after the prefix (and the last page),
+             * or the registry ignored `last` (distribution 2.8 does, and
+             * lists in no order): then every tag is kept */
+            const char *prev = out->n ? out->v[out->n - 1] : prefix;
             json_array_foreach(tags, i, t)
             {
-                if (e == 0 && json_string_value(t) &&
-                    cairn__strv_push(out, json_string_value(t)) < 0)
+                const char *v = json_string_value(t);
+                if (ordered && (!v || (prev && strcmp(v, prev) <= 0)))
+                    ordered = false;
+                prev = v;
+            }
+            json_array_foreach(tags, i, t)
+            {
+                const char *v = json_string_value(t);
+                if (e < 0 || !v)
+                    continue;
+                if (ordered && strncmp(v, prefix, plen) != 0) {
+                    past = true; /* the tags after the prefix's last */
+                    break;
+                }
+                if (cairn__strv_push(out, v) < 0)
                     e = cairn__err(err, -ENOMEM, "out of memory");
             }
             json_decref(j);
             _cleanup_free_ char *link = cairn__http_header(&op.q, "Link");
             const char *lt = link ? strchr(link, '<') : NULL;
             const char *gt = lt ? strchr(lt, '>') : NULL;
-            if (e == 0 && gt && strstr(gt, "rel=\"next\"") && gt > lt + 1) {
+            if (e == 0 && !past && gt && strstr(gt, "rel=\"next\"") && gt > lt + 1) {
                 next = strndup(lt + 1, (size_t)(gt - lt - 1));
                 if (!next)
                     e = cairn__err(err, -ENOMEM, "out of memory");
@@ -1020,7 +1045,10 @@ static int oci_states_list(cairn__remote *r, const char *tag, state_fn fn, void 
         return cairn__err(err, -EINVAL, "remote tag '%s': expected [A-Za-z0-9_.-], at most %d",
                           tag, TAG_MAX);
     cairn__strv all = {0}, names = {0};
-    int e = tags_all(r, &all, err);
+    char prefix[TAG_MAX + 2];
+    if (tag)
+        snprintf(prefix, sizeof(prefix), "%s.", tag);
+    int e = tags_all(r, tag ? prefix : NULL, &all, err);
     for (size_t i = 0; e == 0 && i < all.n; i++) {
         size_t tn = member_split(all.v[i]);
         char t[TAG_MAX + 1];

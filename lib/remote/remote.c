@@ -934,7 +934,24 @@ static int build_db(session *s, const char *path, bool own, cairn_error *err)
     if (r == 0)
         r = db_exec(db,
                     "BEGIN; DELETE FROM lease_resources; DELETE FROM leases; DELETE FROM active; "
-                    "DELETE FROM meta WHERE key NOT IN ('state_id', 'created'); COMMIT; VACUUM;",
+                    "DELETE FROM meta WHERE key NOT IN ('state_id', 'created'); COMMIT;",
+                    "push: drop local rows", err);
+    /* A small database (a session's delta) is mostly one page a table and
+     * index: in pages of 512 bytes it is a fifth of its size in 4 KiB ones,
+     * and any SQLite reads it. A big one keeps its pages. */
+    sqlite3_stmt *pc = NULL;
+    int64_t pages = 0, page_size = 0;
+    if (r == 0 && sqlite3_prepare_v2(db, "SELECT page_count * page_size, page_size FROM "
+                                     "pragma_page_count, pragma_page_size", -1, &pc,
+                                     NULL) == SQLITE_OK &&
+        sqlite3_step(pc) == SQLITE_ROW) {
+        pages = sqlite3_column_int64(pc, 0);
+        page_size = sqlite3_column_int64(pc, 1);
+    }
+    sqlite3_finalize(pc);
+    if (r == 0)
+        r = db_exec(db, pages && pages <= (1 << 20) && page_size > 512
+                            ? "PRAGMA page_size = 512; VACUUM;" : "VACUUM;",
                     "push: drop local rows", err);
     if (sqlite3_close(db) != SQLITE_OK && r == 0)
         r = cairn__err(err, CAIRN_E_DB, "%s: close", path);

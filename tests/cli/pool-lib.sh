@@ -68,6 +68,8 @@ pool_scenario() {
     out=$(cairn pool checkin --json "$U" app "$W/a2")
     [ "$(echo "$out" | j 'd["objects_sent"]')" = 1 ] && [ "$(echo "$out" | j 'd["bytes_sent"]')" = 4096 ] ||
         die "checkin of a delta sent more: $out"
+    # its metadata: a database of a few rows, not an empty schema of 93 KiB
+    [ "$(echo "$out" | j 'd["meta_bytes"]')" -lt 32768 ] || die "checkin of a delta sent a big database: $out"
 
     step "concurrent checkins of one module, a compaction, a gc and a provision: nothing lost"
     local i pids=()

@@ -11,6 +11,8 @@
 
 #include "remote/backend.h"
 
+#include <jansson.h>
+
 static int count_remote(void *ud, const char *name, const char *url)
 {
     (void)name;
@@ -56,6 +58,24 @@ static int count_state(void *ud, const char *tag, const char *digest, int64_t mt
     assert_true(mtime > 0);
     (*(int *)ud)++;
     return 0;
+}
+
+/* Entries of the OCI index at path (naming digest, when not NULL); -1 when
+ * it does not parse. */
+static int index_count(const char *path, const char *digest)
+{
+    json_t *idx = json_load_file(path, 0, NULL);
+    json_t *mv = json_object_get(idx, "manifests");
+    int n = json_is_array(mv) ? 0 : -1;
+    size_t i;
+    json_t *e;
+    json_array_foreach(mv, i, e)
+    {
+        const char *d = json_string_value(json_object_get(e, "digest"));
+        n += !digest || (d && !strcmp(d, digest));
+    }
+    json_decref(idx);
+    return n;
 }
 
 /* The file backend: names by digest, a tag a set of members, an index for
@@ -121,10 +141,31 @@ static void test_file_backend(void **state)
     fclose(f);
     assert_non_null(strstr(text, d1));
     assert_non_null(strstr(text, d2));
+    assert_int_equal(index_count(idx, NULL), 2); /* the same state again: no second entry */
     T_OK(cairn__remote_file.state_delete(r, "main", d1, &t_err));
     n = 0;
     T_OK(cairn__remote_file.states_list(r, NULL, count_state, &n, &t_err));
     assert_int_equal(n, 1);
+    assert_int_equal(index_count(idx, d1), 0);
+    assert_int_equal(index_count(idx, d2), 1);
+    /* a publish adds its entry to the index as it is; an index of another
+     * shape (or none) is rebuilt from the states */
+    static const char m3[] = "{\"a\":3}";
+    char d3[CAIRN_DIGEST_LEN + 1];
+    cairn__sha256_buf(m3, sizeof(m3) - 1, d3);
+    T_OK(cairn__remote_file.state_put(r, "other", d3, m3, sizeof(m3) - 1, &t_err));
+    assert_int_equal(index_count(idx, NULL), 2);
+    assert_int_equal(index_count(idx, d3), 1);
+    f = fopen(idx, "w");
+    assert_non_null(f);
+    fputs("{\"schemaVersion\":2,\"manifests\":[{\"cut", f);
+    fclose(f);
+    T_OK(cairn__remote_file.state_delete(r, "other", d3, &t_err));
+    assert_int_equal(index_count(idx, NULL), 1);
+    assert_int_equal(index_count(idx, d2), 1);
+    unlink(idx);
+    T_OK(cairn__remote_file.state_put(r, "other", d3, m3, sizeof(m3) - 1, &t_err));
+    assert_int_equal(index_count(idx, NULL), 2);
     /* the manifest's blob stays: removing objects is gc's */
     T_OK(cairn__remote_file.blob_delete(r, digest, &t_err));
     T_OK(cairn__remote_file.blob_delete(r, digest, &t_err)); /* missing is not an error */
