@@ -397,6 +397,8 @@ def py_check(text, where, checker):
             mods = [n.module]
         for m in mods:
             top = m.split(".")[0]
+            if os.path.exists(os.path.join(ROOT, os.path.dirname(where), top + ".py")):
+                continue  # the project's own: a module beside the script
             if top not in sys.stdlib_module_names:
                 checker.use(f"py:{top}", where, set())
         if isinstance(n, ast.Call):
