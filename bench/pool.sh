@@ -28,11 +28,11 @@ if [ -z "$W" ]; then W=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-pool-XXXXXX"); K
 W=$(cd "$W" && pwd)
 cleanup() { [ "$KEEP" -eq 1 ] || rm -rf "$W"; }
 trap cleanup EXIT
-# timed CMD...: "wall_ms cpu_ms" of the command (its CPU: user + system,
+# timed_cairn ARGS...: "wall_ms cpu_ms" of cairn ARGS (its CPU: user + system,
 # which a loaded box inflates far less than the wall time), by bash's time
-timed() {
+timed_cairn() {
     local TIMEFORMAT='%3R %3U %3S' out
-    out=$( { time "$@" >/dev/null 2>&1; } 2>&1 ) || return 1
+    out=$( { time "$CAIRN" "$@" >/dev/null 2>&1; } 2>&1 ) || return 1
     python3 -c "import sys; r, u, s = map(float, sys.argv[1:]); print(f'{r * 1e3:.1f} {(u + s) * 1e3:.1f}')" $out
 }
 stats() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'{statistics.median(v):.1f} {min(v):.1f} {max(v):.1f}')" "$@"; }
@@ -87,7 +87,7 @@ PY
     "$CAIRN" pool provision --dep base "$U" app "$W/warm-$n" >/dev/null # fills the cache
     times=() cpus=()
     for r in $(seq 1 "$RUNS"); do
-        read -r wall cpu < <(timed "$CAIRN" pool provision --dep base "$U" app "$W/p-$n-$r")
+        read -r wall cpu < <(timed_cairn pool provision --dep base "$U" app "$W/p-$n-$r")
         times+=("$wall") cpus+=("$cpu")
         [ "$("$CAIRN" -C "$W/p-$n-$r" stack ls | wc -l)" = 10 ] || { echo "pool: provision did not stack 10 states" >&2; exit 1; }
     done
@@ -102,7 +102,7 @@ PY
     for r in $(seq 1 "$RUNS"); do
         head -c 16384 /dev/urandom >"$W/delta-$n-$r"
         "$CAIRN" -C "$W/p-$n-$r" blob put "$W/delta-$n-$r" >/dev/null
-        read -r wall cpu < <(timed "$CAIRN" pool checkin "$U" app "$W/p-$n-$r")
+        read -r wall cpu < <(timed_cairn pool checkin "$U" app "$W/p-$n-$r")
         ctimes+=("$wall") ccpus+=("$cpu")
     done
     read -r cmed clo chi < <(stats "${ctimes[@]}")
