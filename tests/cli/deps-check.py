@@ -666,7 +666,19 @@ def dpkg_verify(checker):
         notes.append("no dpkg-query here: the rows' packages are not verified")
         return
     path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    unpacked = os.environ.get("CAIRN_UNPACKED", "/var/cache/cairn/unpacked")
     for group, pkg, uses in checker.rows:
+        if pkg.endswith("@unpacked"):
+            # unpacked, not installed (scripts/deps says why): its files are its tree
+            top = os.path.join(unpacked, pkg[:-len("@unpacked")])
+            if not os.path.exists(os.path.join(top, ".unpacked")):
+                notes.append(f"{pkg} is not unpacked here, so its row is not verified (scripts/deps unpacks it)")
+                continue
+            for u in uses:
+                if not any(os.path.exists(os.path.join(top, d, u)) for d in ("usr/bin", "usr/sbin")):
+                    err("scripts/deps", f"{pkg} does not ship {u} (in {top}): put it in the row "
+                                        "of the package that does")
+            continue
         st = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
         if "install ok installed" not in st.stdout:
             notes.append(f"{pkg} is not installed here, so its row is not verified (scripts/deps installs it)")

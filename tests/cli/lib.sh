@@ -17,6 +17,12 @@ cleanup() {
 }
 trap cleanup EXIT
 cairn() { "$CAIRN" "$@"; }
+# What scripts/deps unpacks rather than installs (its NAME@unpacked rows) comes
+# first on PATH: the tests start those daemons themselves, on private roots.
+for _d in "${CAIRN_UNPACKED:-/var/cache/cairn/unpacked}"/*/usr/sbin "${CAIRN_UNPACKED:-/var/cache/cairn/unpacked}"/*/usr/bin; do
+    [ -d "$_d" ] && PATH=$_d:$PATH
+done
+unset _d
 die() { echo "FAIL: $*" >&2; exit 1; }
 # need CMD...: skip the test (exit 77, meson's SKIP) unless each command is
 # installed. A test needs this only for a command scripts/deps does not install

@@ -1,6 +1,6 @@
 # realtools-lib.sh: image artifacts made and read by the tools people use, all
-# from Debian (umoci, skopeo, buildah, podman, containerd's ctr; docker when its
-# daemon is installed), each with its storage, configuration and daemon under
+# from Debian (umoci, skopeo, buildah, podman, containerd's ctr; docker (Debian's docker.io,
+# unpacked by scripts/deps)), each with its storage, configuration and daemon under
 # $T. Sourced after lib.sh. Nothing of the machine's is used or changed: the
 # test runs in a mount namespace of its own, and what the tools insist on
 # writing in system places (containers/image's blob-info cache in
@@ -17,7 +17,7 @@
 #   rt_digests PATH [REF]       image-digests.py: manifest, config, layers, chain, names
 #   rt_containerd_start/_stop, rt_ctr ARGS (namespace from $CONTAINERD_NAMESPACE)
 #   rt_ctr_list IMAGE OUT       the tree of an image's snapshot, as containerd mounts it
-#   rt_dockerd_start/_stop, rt_docker ARGS   (only where Debian's docker.io is installed)
+#   rt_dockerd_start/_stop, rt_docker ARGS   (Debian's docker.io, unpacked by scripts/deps)
 #   rt_buildah, rt_podman       the makers' storage; rt_reader_podman DIR: an
 #                               empty storage of its own to load an export into
 #   rt_make_umoci LAYOUT REF [TARGET]  four layers by umoci insert (see the function)
@@ -37,8 +37,11 @@ rt_private_namespace() {
     local here
     here=$(readlink /proc/self/ns/mnt)
     [ "${CAIRN_RT_NS:-}" = "$here" ] && return 0
-    if ! unshare --mount --propagation private true 2>/dev/null; then
-        echo "SKIP: cannot make a private mount namespace (unshare --mount; needs root)"
+    local why
+    if ! why=$(unshare --mount --propagation private true 2>&1); then
+        # needs root, and / a mount point (in a chroot it is not: EINVAL);
+        # without it the tools' mounts would reach the machine's namespace
+        echo "SKIP: cannot make a private mount namespace (needs root, and / a mount point, which a chroot's is not): $why"
         exit 77
     fi
     trap - EXIT
@@ -227,7 +230,7 @@ rt_ctr_list() {
     rt_ctr images unmount --rm "$mnt" >/dev/null
 }
 
-# dockerd when Debian's docker.io is installed: on a private data root, exec
+# dockerd (Debian's docker.io, unpacked by scripts/deps): on a private data root, exec
 # root and socket, using the test's containerd, with no networking. It runs in
 # a namespace of its own where /etc and /run are shadowed: it writes
 # /etc/docker/key.json and /run/docker/plugins whatever its flags say.
