@@ -1292,11 +1292,12 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
             r = cairn__err(err, -ENOMEM, "out of memory");
     }
     /* a member another listed member folded is not stacked twice (while a
-     * compaction's grace lasts, both are listed), nor fetched */
+     * compaction's grace lasts, both are listed), nor fetched; whether that
+     * one is folded in turn does not matter (what folds it holds both),
+     * only that it is there (its facts read: not gone, or cached offline) */
     for (size_t i = 0; r == 0 && i < mv.n; i++)
         for (size_t j = 0; j < mv.n && !mv.v[i].folded; j++)
-            if (i != j && mv.v[j].parents && !mv.v[j].folded &&
-                list_has(mv.v[j].parents, mv.v[i].digest))
+            if (i != j && mv.v[j].parents && list_has(mv.v[j].parents, mv.v[i].digest))
                 mv.v[i].folded = true;
     /* fetch what the cache lacks */
     for (size_t i = 0; r == 0 && i < mv.n; i++) {
