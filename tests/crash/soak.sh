@@ -184,7 +184,9 @@ merger() {
     while [ $SECONDS -lt $end ]; do
         i=$((i + 1))
         try merge -q merge "$T/m.$i" "$S" >/dev/null || true
-        fz=$(ls -d "$T"/fz.* 2>/dev/null | sort -t. -k2 -n | tail -n1)
+        # not a freeze's own staging beside its destination (fz.N.cairn-freeze-PID):
+        # it is renamed away under the merge
+        fz=$(ls -d "$T"/fz.* 2>/dev/null | grep -E '/fz\.[0-9]+$' | sort -t. -k2 -n | tail -n1 || true)
         # The newest frozen copy too (the freezer keeps it a while).
         [ -z "$fz" ] || [ ! -e "$fz/cairn-state" ] || try merge -q merge "$T/m.$i" "$fz" >/dev/null || true
         rm -rf "$T/m.$((i - 2))"
