@@ -9,6 +9,36 @@
 #   ctrd_stop NAME
 #   ctr NAME ARGS...           ctr against containerd NAME
 need containerd ctr runc
+
+# runc needs the cgroup filesystems. A chroot whose /sys is a plain bind of the
+# machine's (no submounts) has none: then the test re-runs itself in a mount
+# namespace of its own, with /sys private to it, and mounts there the cgroup
+# filesystems pid 1 has, with the same options (a v1 hierarchy mounted again is
+# the same hierarchy). Nothing reaches the machine's mounts; all goes with the
+# namespace.
+ctrd_cgroups() {
+    grep -qE ' - cgroup2? ' /proc/self/mountinfo && return 0
+    if [ "${CAIRN_CG_NS:-}" != "$(readlink /proc/self/ns/mnt)" ]; then
+        trap - EXIT
+        rmdir "$T" 2>/dev/null || true
+        exec unshare --mount --propagation unchanged \
+            bash -c 'export CAIRN_CG_NS=$(readlink /proc/self/ns/mnt); exec bash "$@"' cg "$0" "$@"
+    fi
+    mount --make-rprivate /sys || die "cannot make /sys private in the test's mount namespace"
+    local line mp fs opts n=0
+    # mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPEROPTS
+    while read -r line; do
+        mp=$(awk '{print $5}' <<<"$line")
+        case $mp in /sys/fs/cgroup | /sys/fs/cgroup/*) ;; *) continue ;; esac
+        fs=$(sed 's/.* - //' <<<"$line" | awk '{print $1}')
+        opts=$(sed 's/.* - //' <<<"$line" | awk '{print $3}')
+        mkdir -p "$mp" 2>/dev/null || true
+        mount -t "$fs" -o "$opts" "$fs" "$mp" || die "cannot mount $fs ($opts) on $mp"
+        n=$((n + 1))
+    done </proc/1/mountinfo
+    [ "$n" -gt 0 ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup || die "no cgroup filesystem to mount for runc"
+}
+ctrd_cgroups "$@"
 declare -A SERVE_PID CTRD_PID
 
 serve_start() {
