@@ -10,20 +10,39 @@
 #   ctr NAME ARGS...           ctr against containerd NAME
 need containerd ctr runc
 
-# runc needs the cgroup filesystems. A chroot whose /sys is a plain bind of the
-# machine's (no submounts) has none: then the test re-runs itself in a mount
-# namespace of its own, with /sys private to it, and mounts there the cgroup
-# filesystems pid 1 has, with the same options (a v1 hierarchy mounted again is
-# the same hierarchy). Nothing reaches the machine's mounts; all goes with the
-# namespace.
-ctrd_cgroups() {
-    grep -qE ' - cgroup2? ' /proc/self/mountinfo && return 0
-    if [ "${CAIRN_CG_NS:-}" != "$(readlink /proc/self/ns/mnt)" ]; then
+# runc needs / to be a mount point (it makes it a slave, then pivots away
+# from it) and the cgroup filesystems. A chroot has neither (/ is a directory
+# of the machine's filesystem, and /sys there a bind of the machine's without
+# its submounts). Then the test runs again in a mount namespace of its own,
+# chrooted into a private recursive bind of its root, and mounts there the
+# cgroup filesystems pid 1 has, with the same options (a v1 hierarchy mounted
+# again is the same hierarchy). Nothing reaches the machine's mounts: all of
+# it goes with the namespace.
+ctrd_root_is_mount() { awk '$5 == "/" { f = 1 } END { exit !f }' /proc/self/mountinfo; }
+ctrd_have_cgroups() { grep -qE ' - cgroup2? ' /proc/self/mountinfo; }
+ctrd_runc_ready() {
+    ctrd_root_is_mount && ctrd_have_cgroups && return 0
+    if [ "${CAIRN_RUNC_NS:-}" != "$(readlink /proc/self/ns/mnt)" ]; then
+        need unshare chroot
         trap - EXIT
         rmdir "$T" 2>/dev/null || true
-        exec unshare --mount --propagation unchanged \
-            bash -c 'export CAIRN_CG_NS=$(readlink /proc/self/ns/mnt); exec bash "$@"' cg "$0" "$@"
+        local top rc=0
+        top=$(mktemp -d "${TMPDIR:-/tmp}/cairn-root-XXXXXX")
+        unshare --mount --propagation unchanged bash -c \
+            'export CAIRN_RUNC_NS=$(readlink /proc/self/ns/mnt) CAIRN_RUNC_TOP=$1; shift; exec bash "$@"' \
+            ns "$top" "$0" "$@" || rc=$?
+        rmdir "$top" 2>/dev/null || true
+        exit "$rc"
     fi
+    if ! ctrd_root_is_mount; then
+        # (this namespace's copy of the mounts: private, so nothing propagates out)
+        mount --rbind / "$CAIRN_RUNC_TOP" && mount --make-rprivate "$CAIRN_RUNC_TOP" ||
+            die "cannot bind the root on $CAIRN_RUNC_TOP"
+        trap - EXIT
+        rmdir "$T" 2>/dev/null || true
+        exec chroot "$CAIRN_RUNC_TOP" bash -c 'cd "$1" && shift && exec bash "$@"' cd "$PWD" "$0" "$@"
+    fi
+    ctrd_have_cgroups && return 0
     mount --make-rprivate /sys || die "cannot make /sys private in the test's mount namespace"
     local line mp fs opts n=0
     # mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPEROPTS
@@ -38,7 +57,7 @@ ctrd_cgroups() {
     done </proc/1/mountinfo
     [ "$n" -gt 0 ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup || die "no cgroup filesystem to mount for runc"
 }
-ctrd_cgroups "$@"
+ctrd_runc_ready "$@"
 declare -A SERVE_PID CTRD_PID
 
 serve_start() {
