@@ -2347,14 +2347,53 @@ static uint64_t cache_bound_get(const char *cache)
  * cache under its bound. A process checks at its first fetch, then each
  * time it has fetched a sixteenth of the bound since it last checked: the
  * cache overshoots by at most that much a fetching process. What was
- * fetched last goes last, and what it fetched stays; a collection that
- * fails is not the fetch's failure (the next one tries again). */
-static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run, const char *keep,
-                    cairn_remote_stats *stats, cairn_error *err);
+ * fetched last goes last, and what a read of what it fetched needs stays
+ * (keep_paths); a collection that fails is not the fetch's failure (the
+ * next one tries again). */
+static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
+                    const cairn__strv *keep, int64_t keep_after, cairn_remote_stats *stats,
+                    cairn_error *err);
 
-static void cache_keep_bound(const char *root, const char *kind, const char *name,
+/* The cache paths of what a read of `name` needs: a blob's file; a
+ * snapshot's directory and its ancestors' (a checkout or mount reads the
+ * chain), those in lazy lowers. */
+static int keep_paths(cairn_state *st, size_t layer, int kind, const char *name,
+                      cairn__strv *out)
+{
+    char p[REMOTE_PATH_MAX];
+    if (kind == CAIRN__LOWER_BLOB) {
+        snprintf(p, sizeof(p), "%s/blobs/sha256/%s", st->layers[layer].root,
+                 cairn__digest_hex(name));
+        return cairn__strv_push(out, p);
+    }
+    static const char has[] = "SELECT 1 FROM snapshots WHERE chain_id = ?";
+    static const char par[] = "SELECT parent FROM snapshots WHERE chain_id = ?";
+    char c[CAIRN_DIGEST_LEN + 1];
+    snprintf(c, sizeof(c), "%s", name);
+    for (int depth = 0; c[0] && depth < 256; depth++) {
+        int i;
+        if (cairn__layers_have(st, has, c, &i, NULL) <= 0)
+            break;
+        if (st->layers[i].lazy) {
+            snprintf(p, sizeof(p), "%s/snapshots/%s", st->layers[i].root, cairn__digest_hex(c));
+            if (cairn__strv_push(out, p) < 0)
+                return -ENOMEM;
+        }
+        sqlite3_stmt *q;
+        if (cairn__stmt(st, (size_t)i, par, &q, NULL) < 0)
+            break;
+        sqlite3_bind_text(q, 1, c, -1, SQLITE_TRANSIENT);
+        const char *pc = sqlite3_step(q) == SQLITE_ROW ? cairn__col(q, 0) : "";
+        snprintf(c, sizeof(c), "%s", pc ? pc : "");
+        sqlite3_reset(q);
+    }
+    return 0;
+}
+
+static void cache_keep_bound(cairn_state *st, size_t layer, int kind, const char *name,
                              uint64_t fetched)
 {
+    const char *root = st->layers[layer].root;
     static _Atomic uint64_t since;
     static _Atomic int checked;
     char cache[REMOTE_PATH_MAX];
@@ -2372,11 +2411,15 @@ static void cache_keep_bound(const char *root, const char *kind, const char *nam
     if (atomic_exchange(&checked, 1) && n < max / 16)
         return;
     atomic_store(&since, 0);
-    char keep[REMOTE_PATH_MAX];
-    if ((size_t)snprintf(keep, sizeof(keep), "%s/%s/%s", root, kind, cairn__digest_hex(name)) >=
-        sizeof(keep))
-        return;
-    cache_gc(cache, max, 0, keep, NULL, NULL);
+    cairn__strv keep = {0};
+    /* what was placed in the last CAIRN_CACHE_GRACE seconds (10) stays: a
+     * checkout or mount reading a chain, fetched piece by piece, is in flight */
+    const char *g = getenv("CAIRN_CACHE_GRACE");
+    int64_t grace = g && *g ? strtoll(g, NULL, 10) : 10;
+    int64_t after = grace > 0 ? cairn__now_ns() - grace * 1000000000LL : 0;
+    if (keep_paths(st, layer, kind, name, &keep) == 0)
+        cache_gc(cache, max, 0, &keep, after, NULL, NULL);
+    cairn__strv_free(&keep);
 }
 
 static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err)
@@ -2404,8 +2447,7 @@ static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name,
     uint64_t fetched = s.done;
     session_close(&s);
     if (r == 0)
-        cache_keep_bound(L->root, kind == CAIRN__LOWER_BLOB ? "blobs/sha256" : "snapshots", name,
-                         fetched);
+        cache_keep_bound(st, layer, kind, name, fetched);
     if (r < 0)
         cairn__err_prefix(err, r, "%s %s: fetch from lazy lower %s (%s)",
                           kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root, url);
@@ -2547,10 +2589,12 @@ static bool mounted(const char *path)
     return hit;
 }
 
-/* keep: an object's path to keep whatever the bound (what a fetch just
- * placed, for its reader), or NULL */
-static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run, const char *keep,
-                    cairn_remote_stats *stats, cairn_error *err)
+/* keep: the paths of objects to keep whatever the bound (what a fetch just
+ * placed, and what its reader reads with it), or NULL; and every object
+ * placed at or after keep_after (ns; 0: none) */
+static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
+                    const cairn__strv *keep, int64_t keep_after, cairn_remote_stats *stats,
+                    cairn_error *err)
 {
     _cleanup_free_ char *cache = NULL;
     int r = cache_dir_get(cache_dir, &cache, err);
@@ -2596,7 +2640,10 @@ static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run, cons
     for (size_t i = 0; r == 0 && i < cv.n && total > max_bytes; i++) {
         if (strstr(cv.v[i].path, "/snapshots/") && mounted(cv.v[i].path))
             continue;
-        if (keep && !strcmp(cv.v[i].path, keep))
+        bool kept = keep_after && cv.v[i].mtime >= keep_after;
+        for (size_t k = 0; keep && k < keep->n && !kept; k++)
+            kept = !strcmp(cv.v[i].path, keep->v[k]);
+        if (kept)
             continue;
         if (!dry_run && cairn__rm_rf_at(AT_FDCWD, cv.v[i].path) < 0)
             continue;
@@ -2620,7 +2667,7 @@ static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run, cons
 int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
                           cairn_remote_stats *stats, cairn_error *err)
 {
-    return cache_gc(cache_dir, max_bytes, dry_run, NULL, stats, err);
+    return cache_gc(cache_dir, max_bytes, dry_run, NULL, 0, stats, err);
 }
 
 /* ---- for the layers above (pool/) ------------------------------------- */
