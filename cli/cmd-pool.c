@@ -457,7 +457,7 @@ static int ls_one(void *ud, const cairn_pool_entry *e)
     }
     char when[32] = "-", h[32];
     if (e->last_use) {
-        time_t t = (time_t)(e->last_use / 1000000000LL);
+        time_t t = (time_t)e->last_use;
         struct tm tm;
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
     }

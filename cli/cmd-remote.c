@@ -294,7 +294,7 @@ static int states_one(void *ud, const cairn_remote_state *s)
         return 0;
     }
     char when[32], h[32];
-    time_t t = (time_t)(s->time / 1000000000);
+    time_t t = (time_t)s->time;
     struct tm tm;
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
     printf("%-20s %.19s  %s  %8llu %10s  %s\n", s->tag, s->digest, when,

@@ -2200,7 +2200,7 @@ int cairn_pool_ls(const char *url, const char *module, const cairn_pool_options 
         char entry[300];
         pathf(entry, sizeof(entry), "members/%s", m->digest + 7);
         json_t *f = entry_facts(&p, entry);
-        cairn_pool_entry e = {m->tag,    m->digest, m->state_id, m->mtime,    m->last_use, m->hits,
+        cairn_pool_entry e = {m->tag,    m->digest, m->state_id, m->mtime / 1000000000, m->last_use / 1000000000, m->hits,
                               m->objects, m->bytes, m->leased,   f != NULL, m->parents};
         json_decref(f);
         r = fn(ud, &e);
