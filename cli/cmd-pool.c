@@ -501,9 +501,9 @@ const cli_command cli_pool_commands[] = {
      "[--cache DIR] [--cache-max SIZE] URL MODULE DEST",
      "make DEST a writable state over the states of MODULE and its dependencies, ranked, "
      "fetched once into this host's cache"},
-    {"pool checkin", cmd_pool_checkin, "URL MODULE STATE",
+    {"pool checkin", cmd_pool_checkin, "[--cache DIR] URL MODULE STATE",
      "push what a provisioned session added as a new state of MODULE (its cost: the delta)"},
-    {"pool lease", cmd_pool_lease, "renew|release URL STATE",
+    {"pool lease", cmd_pool_lease, "[--cache DIR] [--lease-ttl D] renew|release URL STATE",
      "renew the lease of a provision (gc keeps what it stacks on), or release it"},
     {"pool compact", cmd_pool_compact, "[--grace D] URL [MODULE]",
      "merge each module's states into one, in the remote: no object moves"},

@@ -319,21 +319,27 @@ int main(int argc, char **argv)
         }
     }
     if (!best) {
-        /* A group name alone ("cairn blob"): list its commands. */
+        /* A group name alone ("cairn blob"): list its commands, on stderr
+         * with exit 2; asked for ("cairn blob --help"), on stdout, exit 0. */
+        bool asked = argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+        FILE *f = asked ? stdout : stderr;
         bool group = false;
         for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
             for (const cli_command *cmd = tables[t]; cmd->name; cmd++) {
                 size_t n = strlen(argv[0]);
                 if (!strncmp(cmd->name, argv[0], n) && cmd->name[n] == ' ') {
                     if (!group)
-                        fprintf(stderr, "usage:\n");
+                        fprintf(f, "usage:\n");
                     group = true;
-                    fprintf(stderr, "  cairn %s %s\n", cmd->name, cmd->args);
+                    fprintf(f, "  cairn %s %s\n", cmd->name, cmd->args);
                 }
             }
-        if (!group)
+        if (!group) {
             fprintf(stderr, "cairn: '%s' is not a command. See 'cairn --help'.\n", argv[0]);
-        return EXIT_USAGE;
+            return EXIT_USAGE;
+        }
+        fprintf(f, "\n'cairn %s COMMAND --help' for a command's options.\n", argv[0]);
+        return asked ? EXIT_OK : EXIT_USAGE;
     }
     current = best;
     c.cmd = best->name;
