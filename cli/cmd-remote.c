@@ -517,6 +517,36 @@ static int cmd_cache_gc(cli *c, int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_cache_bound(cli *c, int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_COMMON_LONGOPTS,
+                                       {"cache", required_argument, NULL, 'K'},
+                                       {NULL, 0, NULL, 0}};
+    const char *cache = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        if (opt == 'K') {
+            cache = optarg;
+        } else {
+            int r_ = cli_opt(c, opt);
+            if (r_ >= 0)
+                return r_;
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage_error(c, argc > optind ? "unexpected argument '%s'" : "a size is needed%s",
+                               argc > optind ? argv[optind + 1] : "");
+    uint64_t max = 0;
+    if (strcmp(argv[optind], "none") && cli_parse_size(argv[optind], 0, &max) < 0)
+        return cli_usage_error(c, "'%s': expected a size (N, NK, NM, NG) or none", argv[optind]);
+    cairn_error err = {0};
+    if (cairn_remote_cache_bound(cache, max, &err) < 0)
+        return cli_fail(c, &err);
+    if (c->json)
+        cli_json_print(json_pack("{s:I}", "max_bytes", (json_int_t)max));
+    return EXIT_OK;
+}
+
 const cli_command cli_remote_commands[] = {
     {"remote add", cmd_remote_add, "NAME URL",
      "name a remote (file:///dir; no credentials in it: they come from the environment)"},
@@ -531,6 +561,8 @@ const cli_command cli_remote_commands[] = {
      "--lazy: stack them as lowers, objects fetched on first use into a cache"},
     {"cache gc", cmd_cache_gc, "[--cache DIR] [--dry-run] --max-bytes N[K|M|G]",
      "bound the cache of lazy lowers: the objects fetched longest ago go first"},
+    {"cache bound", cmd_cache_bound, "[--cache DIR] SIZE|none",
+     "keep the cache of lazy lowers under SIZE from now on: each fetch collects it as cache gc"},
     {"remote states", cmd_remote_states, "REMOTE [TAG]",
      "the states of a remote, with their objects, sizes and times"},
     {"remote compact", cmd_remote_compact, "REMOTE TAG",

@@ -129,6 +129,15 @@ CAIRN_EXPORT int cairn_remote_pull_lazy(cairn_state *st, const char *remote, con
 CAIRN_EXPORT int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
                                        cairn_remote_stats *stats, cairn_error *err);
 
+/* Give the cache (cache_dir as above) a standing bound of max_bytes (0:
+ * none): from then on every process that fetches into it collects it as
+ * cairn_remote_cache_gc() does, at its first fetch and after each sixteenth
+ * of the bound it fetched, so the cache stays within about the bound (a
+ * sixteenth of it over, at most, a fetching process). $CAIRN_CACHE_MAX
+ * (bytes) overrides it for a process. */
+CAIRN_EXPORT int cairn_remote_cache_bound(const char *cache_dir, uint64_t max_bytes,
+                                          cairn_error *err);
+
 typedef struct cairn_remote_state {
     const char *tag;
     const char *digest;   /* the manifest's: the member's name */

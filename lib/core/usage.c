@@ -107,8 +107,11 @@ int cairn__object_present(cairn_state *st, const char *kind, const char *name, i
     int dfd =
         blob ? cairn__layer_blobfd(st, (size_t)i, NULL) : cairn__layer_snapfd(st, (size_t)i, NULL);
     struct stat sb;
-    if (dfd < 0 || fstatat(dfd, cairn__digest_hex(name), &sb, AT_SYMLINK_NOFOLLOW) < 0)
-        return 0; /* the row names a missing object: a miss */
+    /* the row names a missing object: a miss; but a lazy lower's object is
+     * there to be fetched at its first read (core.h) */
+    if (!st->layers[i].lazy &&
+        (dfd < 0 || fstatat(dfd, cairn__digest_hex(name), &sb, AT_SYMLINK_NOFOLLOW) < 0))
+        return 0;
     if (layer)
         *layer = i;
     return 1;

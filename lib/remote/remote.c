@@ -49,6 +49,7 @@
 #include "snapshot/snapshot-private.h"
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -1966,6 +1967,7 @@ int cairn_remote_gc(cairn_state *st, const char *remote, const cairn_remote_opti
 
 #define LAZY_REMOTE "remote"
 #define LAZY_OBJECTS "objects"
+#define CACHE_BOUND "max-bytes" /* the cache's standing bound (cairn_remote_cache_bound) */
 
 static int cache_dir_get(const char *given, char **out, cairn_error *err)
 {
@@ -2325,6 +2327,58 @@ static int lazy_fetch_snapshot(session *s, cairn_state *st, size_t layer, const 
     return r;
 }
 
+/* The standing bound of the cache: $CAIRN_CACHE_MAX, else what
+ * cairn_remote_cache_bound() recorded in it; 0: none. */
+static uint64_t cache_bound_get(const char *cache)
+{
+    const char *e = getenv("CAIRN_CACHE_MAX");
+    if (e && *e)
+        return strtoull(e, NULL, 10);
+    _cleanup_close_ int dfd = open(cache, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char *t = NULL;
+    if (dfd < 0 || cairn__read_file_at(dfd, CACHE_BOUND, 64, &t, NULL) < 0)
+        return 0;
+    uint64_t max = strtoull(t, NULL, 10);
+    free(t);
+    return max;
+}
+
+/* After a fetch into the lower at `root` (CACHE/lowers/<hex>): keep the
+ * cache under its bound. A process checks at its first fetch, then each
+ * time it has fetched a sixteenth of the bound since it last checked: the
+ * cache overshoots by at most that much a fetching process. What was
+ * fetched last goes last, and what it fetched stays; a collection that
+ * fails is not the fetch's failure (the next one tries again). */
+static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run, const char *keep,
+                    cairn_remote_stats *stats, cairn_error *err);
+
+static void cache_keep_bound(const char *root, const char *kind, const char *name,
+                             uint64_t fetched)
+{
+    static _Atomic uint64_t since;
+    static _Atomic int checked;
+    char cache[REMOTE_PATH_MAX];
+    snprintf(cache, sizeof(cache), "%s", root);
+    for (int i = 0; i < 2; i++) {
+        char *sl = strrchr(cache, '/');
+        if (!sl || sl == cache)
+            return;
+        *sl = 0;
+    }
+    uint64_t max = cache_bound_get(cache);
+    if (!max)
+        return;
+    uint64_t n = atomic_fetch_add(&since, fetched) + fetched;
+    if (atomic_exchange(&checked, 1) && n < max / 16)
+        return;
+    atomic_store(&since, 0);
+    char keep[REMOTE_PATH_MAX];
+    if ((size_t)snprintf(keep, sizeof(keep), "%s/%s/%s", root, kind, cairn__digest_hex(name)) >=
+        sizeof(keep))
+        return;
+    cache_gc(cache, max, 0, keep, NULL, NULL);
+}
+
 static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err)
 {
     cairn__layer *L = &st->layers[layer];
@@ -2347,11 +2401,33 @@ static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name,
     if (r == 0)
         r = kind == CAIRN__LOWER_BLOB ? lazy_fetch_blob(&s, st, layer, name, tfd, err)
                                       : lazy_fetch_snapshot(&s, st, layer, name, tfd, err);
+    uint64_t fetched = s.done;
     session_close(&s);
+    if (r == 0)
+        cache_keep_bound(L->root, kind == CAIRN__LOWER_BLOB ? "blobs/sha256" : "snapshots", name,
+                         fetched);
     if (r < 0)
         cairn__err_prefix(err, r, "%s %s: fetch from lazy lower %s (%s)",
                           kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root, url);
     return r;
+}
+
+int cairn_remote_cache_bound(const char *cache_dir, uint64_t max_bytes, cairn_error *err)
+{
+    _cleanup_free_ char *cache = NULL;
+    int r = cache_dir_get(cache_dir, &cache, err);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int dfd = open(cache, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return cairn__err(err, -errno, "cache %s: %m", cache);
+    if (!max_bytes) {
+        r = unlinkat(dfd, CACHE_BOUND, 0) < 0 && errno != ENOENT ? -errno : 0;
+        return r < 0 ? cairn__err(err, r, "cache %s/%s: %m", cache, CACHE_BOUND) : 0;
+    }
+    char t[32];
+    snprintf(t, sizeof(t), "%llu\n", (unsigned long long)max_bytes);
+    return write_text(dfd, CACHE_BOUND, t, err, cache);
 }
 
 static const cairn__lower_provider lazy_provider = {.fetch = lazy_fetch};
@@ -2437,7 +2513,10 @@ static int cache_scan(const char *dir, bool snapshots, cobjv *cv, int64_t now)
         struct stat sb;
         if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
             continue;
-        int64_t mt = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+        /* when it was placed: its ctime (a rename or a link sets it; a
+         * layer's tar sets the mtime of a snapshot's root, a sibling's
+         * link keeps the sibling's) */
+        int64_t mt = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec;
         if (cv == NULL) { /* staging */
             if (now - mt > 3600LL * 1000000000)
                 cairn__rm_rf_at(dirfd(d), de->d_name);
@@ -2468,8 +2547,10 @@ static bool mounted(const char *path)
     return hit;
 }
 
-int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
-                          cairn_remote_stats *stats, cairn_error *err)
+/* keep: an object's path to keep whatever the bound (what a fetch just
+ * placed, for its reader), or NULL */
+static int cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run, const char *keep,
+                    cairn_remote_stats *stats, cairn_error *err)
 {
     _cleanup_free_ char *cache = NULL;
     int r = cache_dir_get(cache_dir, &cache, err);
@@ -2515,6 +2596,8 @@ int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run
     for (size_t i = 0; r == 0 && i < cv.n && total > max_bytes; i++) {
         if (strstr(cv.v[i].path, "/snapshots/") && mounted(cv.v[i].path))
             continue;
+        if (keep && !strcmp(cv.v[i].path, keep))
+            continue;
         if (!dry_run && cairn__rm_rf_at(AT_FDCWD, cv.v[i].path) < 0)
             continue;
         total -= cv.v[i].bytes;
@@ -2532,6 +2615,12 @@ int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run
     if (stats)
         *stats = st;
     return 0;
+}
+
+int cairn_remote_cache_gc(const char *cache_dir, uint64_t max_bytes, int dry_run,
+                          cairn_remote_stats *stats, cairn_error *err)
+{
+    return cache_gc(cache_dir, max_bytes, dry_run, NULL, stats, err);
 }
 
 /* ---- for the layers above (pool/) ------------------------------------- */

@@ -5,7 +5,8 @@
 # lazy stack answers every question as the eager pull does: blob ls, stat
 # and get, snapshot ls and checkout, record get, image ls. Then: a remote
 # that is down or lies fails the read, clearly, and stores nothing; the
-# cache is shared by the states of the machine and bounded by cache gc.
+# cache is shared by the states of the machine, bounded by cache gc and by
+# a standing bound (cache bound) that each fetch keeps.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/image-lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +53,16 @@ PY
     fi
 }
 
+# records STATE: what record get answers for each key of the seeds
+records() {
+    local k sd
+    for k in $(seq 1 5); do
+        for sd in $SEEDS; do
+            echo "record $sd-$k: $(cairn -C "$1" record get "sha256:$(echo "$sd-$k" | sha256sum | cut -d' ' -f1)" 2>&1 || true)"
+        done
+    done
+}
+
 # view STATE: what a user sees, one text; "lower" (where a row is) and
 # "last_used" (when this state used it: an eager pull uses what it imports)
 # dropped.
@@ -78,12 +89,7 @@ for b in json.load(sys.stdin):
         python3 "$HERE/tree-list.py" "$co"
     done
     rm -rf "$co"
-    local k sd
-    for k in $(seq 1 5); do
-        for sd in $SEEDS; do
-            echo "record $sd-$k: $(cairn -C "$s" record get "sha256:$(echo "$sd-$k" | sha256sum | cut -d' ' -f1)" 2>&1 || true)"
-        done
-    done
+    records "$s"
     cairn -C "$s" image ls --json | python3 -c '
 import json, sys
 for b in json.load(sys.stdin):
@@ -113,6 +119,11 @@ for seed in 1 2 3; do
     cairn -C "$T/l$seed" blob ls >/dev/null
     cairn -C "$T/l$seed" snapshot ls >/dev/null
     [ "$(fetched)" = "$before" ] || die "seed $seed: listing a lazy stack fetched objects"
+    # a record's result not fetched yet is there (fetched when read): a hit
+    records "$T/e$seed" >"$T/rec-e$seed"
+    records "$T/l$seed" >"$T/rec-l$seed"
+    diff -u "$T/rec-e$seed" "$T/rec-l$seed" >&2 || die "seed $seed: before any read the lazy stack's records miss"
+    [ "$(fetched)" = "$before" ] || die "seed $seed: record get fetched objects"
     view "$T/e$seed" >"$T/view-e$seed"
     view "$T/l$seed" >"$T/view-l$seed"
     grep -q '^checkout ' "$T/view-e$seed" || die "seed $seed: no snapshot in the view"
@@ -200,6 +211,34 @@ cairn cache gc --max-bytes 0 >/dev/null
 [ "$(fetched)" = 0 ] || die "cache gc --max-bytes 0 left objects"
 view "$T/l1" >"$T/view-l1-again"
 diff -u "$T/view-e1" "$T/view-l1-again" >&2 || die "after cache gc the lazy stack answers otherwise"
+
+step "cache bound: every fetch keeps the cache under the standing bound"
+cairn cache gc --max-bytes 0 >/dev/null
+view "$T/l1" >/dev/null # all of l1 fetched, no bound
+full=$(cairn cache gc --dry-run --json --max-bytes 0 | j 'd["bytes_removed"]')
+# the largest object: the bound may be passed by a sixteenth and one object
+big=$(python3 - "$CAIRN_CACHE_DIR" <<'PY'
+import glob, os, sys
+def du(p):
+    if not os.path.isdir(p) or os.path.islink(p):
+        return os.lstat(p).st_blocks * 512
+    return sum(du(os.path.join(p, n)) for n in os.listdir(p))
+objs = glob.glob(sys.argv[1] + "/lowers/*/blobs/sha256/*") + glob.glob(sys.argv[1] + "/lowers/*/snapshots/*")
+print(max([du(o) for o in objs] + [0]))
+PY
+)
+cairn cache gc --max-bytes 0 >/dev/null
+bound=$((full / 3))
+cairn cache bound "$bound"
+[ "$(cat "$CAIRN_CACHE_DIR/max-bytes")" = "$bound" ] || die "cache bound: not recorded"
+view "$T/l1" >"$T/view-l1-bound"
+diff -u "$T/view-e1" "$T/view-l1-bound" >&2 || die "under a cache bound the lazy stack answers otherwise"
+now=$(cairn cache gc --dry-run --json --max-bytes 0 | j 'd["bytes_removed"]')
+[ "$now" -lt "$full" ] || die "cache bound $bound: the cache holds $now bytes, all it fetched ($full)"
+[ "$now" -le $((bound + bound / 16 + big)) ] || die "cache bound $bound: the cache holds $now bytes"
+cairn cache bound none
+[ ! -e "$CAIRN_CACHE_DIR/max-bytes" ] || die "cache bound none: still recorded"
+fails 2 "expected a size" -- cairn cache bound lots
 
 step "bad input: --cache without --lazy, cache gc without a bound"
 fails 2 "--cache is for --lazy" -- cairn -C "$T/l1" pull --cache "$T/x" "$URL" t1
