@@ -111,6 +111,25 @@ int cli_common_only(cli *c, int argc, char **argv)
     return -1;
 }
 
+int cli_getopt(cli *c, int argc, char **argv, const struct option *lo, cli_opt_fn own,
+               void *own_ud, cli_opt_fn extra, void *extra_ud)
+{
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        int h = own ? own(c, opt, own_ud) : 0;
+        if (!h && extra)
+            h = extra(c, opt, extra_ud);
+        if (h < 0)
+            return EXIT_USAGE;
+        if (h)
+            continue;
+        int r = cli_opt(c, opt);
+        if (r >= 0)
+            return r;
+    }
+    return -1;
+}
+
 void cli_usage(cli *c, FILE *f)
 {
     if (!current) {
