@@ -24,6 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+. "$REPO/tests/cli/ctrd-config.sh"
 SIZE_MB=${SIZE_MB:-3072}
 IMAGES=${IMAGES:-3}
 LAYERS=${LAYERS:-4}
@@ -87,22 +88,7 @@ for i in range(images):
               open(os.path.join(d, "manifest.json"), "w"))
 PY
 mkdir -p "$C"
-cat >"$C/config.toml" <<EOT
-version = 2
-root = "$C/root"
-state = "$C/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$C/sock"
-[ttrpc]
-  address = "$C/sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOT
+ctrd_private_config "$C" >"$C/config.toml"
 containerd --config "$C/config.toml" >"$C/log" 2>&1 &
 PID=$!
 for _ in $(seq 150); do ctr --address "$C/sock" version >/dev/null 2>&1 && break; sleep 0.1; done

@@ -52,6 +52,19 @@ int cli_opt(cli *c, int opt);
 /* Parse a command line that takes only the common options: -1 to go on,
  * else the exit code. */
 int cli_common_only(cli *c, int argc, char **argv);
+/* An option handler: 1 handled, 0 not its option, -1 a bad value (reported). */
+typedef int (*cli_opt_fn)(cli *c, int opt, void *ud);
+/* getopt_long over lo: each option to own, then extra (either may be NULL),
+ * then the common options. -1 when all are parsed (optind at the operands),
+ * else the exit code (EXIT_USAGE, or EXIT_OK after --help). */
+int cli_getopt(cli *c, int argc, char **argv, const struct option *lo, cli_opt_fn own,
+               void *own_ud, cli_opt_fn extra, void *extra_ud);
+/* The options of a remote (cmd-remote.c), for the commands that reach one. */
+#define CLI_REMOTE_LONGOPTS                                                                        \
+    {"jobs", required_argument, NULL, 'j'}, {"insecure", no_argument, NULL, 'I'},                  \
+        {"region", required_argument, NULL, 'R'}, {"endpoint", required_argument, NULL, 'E'},      \
+        {"auth-file", required_argument, NULL, 'A'}
+int cli_remote_opt(cli *c, int opt, cairn_remote_options *o);
 /* Print the usage of the current command (to stdout for --help). */
 void cli_usage(cli *c, FILE *f);
 /* Report a usage error and return EXIT_USAGE. */

@@ -363,7 +363,7 @@ static int cmd_stat(cli *c, int argc, char **argv)
                "%s\n",
                b.digest, (unsigned long long)b.size, b.media_type[0] ? b.media_type : "-", when,
                b.lower ? "lower" : "this state");
-    r = cairn_blob_labels(st, b.digest, label_row, labels, &err);
+    r = cairn_blob_label_list(st, b.digest, label_row, labels, &err);
     cairn_state_free(st);
     if (r < 0) {
         json_decref(labels);

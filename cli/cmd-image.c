@@ -94,7 +94,7 @@ static int ls_row(void *ud, const cairn_image_info *in)
         json_array_append_new(list, info_json(in, false));
         return 0;
     }
-    time_t t = (time_t)(in->updated / 1000000000);
+    time_t t = (time_t)in->updated;
     struct tm tm;
     char when[32];
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));

@@ -104,12 +104,11 @@ static int ls_row(void *ud, const cairn_lease_info *in)
     bool expired = in->expires && in->expires <= x->now;
     if (x->list) {
         json_t *res = json_array();
-        cairn_lease_resources(x->st, in->id, res_row, res, NULL);
+        cairn_lease_resource_list(x->st, in->id, res_row, res, NULL);
         json_array_append_new(x->list,
                               json_pack("{s:s, s:I, s:I, s:b, s:o}", "id", in->id, "created",
-                                        (json_int_t)in->created, "expires",
-                                        (json_int_t)in->expires, "expired", expired, "resources",
-                                        res));
+                                        (json_int_t)in->created, "expires", (json_int_t)in->expires,
+                                        "expired", expired, "resources", res));
         return 0;
     }
     char exp[64];
@@ -120,7 +119,7 @@ static int ls_row(void *ud, const cairn_lease_info *in)
                  (long long)in->expires);
     printf("%s created %lld, %s, %llu resource%s\n", in->id, (long long)in->created, exp,
            (unsigned long long)in->resources, in->resources == 1 ? "" : "s");
-    return cairn_lease_resources(x->st, in->id, res_row, NULL, NULL);
+    return cairn_lease_resource_list(x->st, in->id, res_row, NULL, NULL);
 }
 
 static int cmd_ls(cli *c, int argc, char **argv)
@@ -178,8 +177,8 @@ static int resources(cli *c, int argc, char **argv, bool add)
     json_t *out = c->json ? json_array() : NULL;
     for (int i = optind + 2; i < argc; i++) {
         cairn_error err = {0};
-        r = add ? cairn_lease_add(st, id, kind, argv[i], &err)
-                : cairn_lease_remove_resource(st, id, kind, argv[i], &err);
+        r = add ? cairn_lease_resource_add(st, id, kind, argv[i], &err)
+                : cairn_lease_resource_remove(st, id, kind, argv[i], &err);
         if (r < 0) {
             rc = cli_fail(c, &err);
             if (err.code == -ENOENT || err.code == -EINVAL || err.code == CAIRN_E_DIGEST)

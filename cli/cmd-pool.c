@@ -8,9 +8,7 @@
 #include <time.h>
 
 #define POOL_LONGOPTS                                                                              \
-    {"jobs", required_argument, NULL, 'j'}, {"insecure", no_argument, NULL, 'I'},                  \
-        {"region", required_argument, NULL, 'R'}, {"endpoint", required_argument, NULL, 'E'},      \
-        {"auth-file", required_argument, NULL, 'A'}, {"cache", required_argument, NULL, 'c'},      \
+    CLI_REMOTE_LONGOPTS, {"cache", required_argument, NULL, 'c'},                                  \
         {"cache-max", required_argument, NULL, 'M'}, {"lease-ttl", required_argument, NULL, 'T'}
 
 typedef struct pool_args {
@@ -20,32 +18,11 @@ typedef struct pool_args {
 } pool_args;
 
 /* 1 handled, 0 not a pool option, -1 a bad value (reported). */
-static int pool_opt(cli *c, int opt, pool_args *a)
+static int pool_opt(cli *c, int opt, void *ud)
 {
+    pool_args *a = ud;
     int64_t d;
     switch (opt) {
-    case 'j': {
-        char *end;
-        unsigned long v = strtoul(optarg, &end, 10);
-        if (*end || v == 0 || v > 256) {
-            cli_usage_error(c, "--jobs '%s': expected 1 to 256", optarg);
-            return -1;
-        }
-        a->ro.jobs = (unsigned)v;
-        return 1;
-    }
-    case 'I':
-        a->ro.insecure = 1;
-        return 1;
-    case 'R':
-        a->ro.region = optarg;
-        return 1;
-    case 'E':
-        a->ro.endpoint = optarg;
-        return 1;
-    case 'A':
-        a->ro.auth_file = optarg;
-        return 1;
     case 'c':
         a->o.cache = optarg;
         return 1;
@@ -63,7 +40,7 @@ static int pool_opt(cli *c, int opt, pool_args *a)
         a->o.lease_ttl = d;
         return 1;
     }
-    return 0;
+    return cli_remote_opt(c, opt, &a->ro);
 }
 
 static void args_init(pool_args *a, cli *c, const char *label)
@@ -75,30 +52,10 @@ static void args_init(pool_args *a, cli *c, const char *label)
     a->o.progress_userdata = &a->prog;
 }
 
-typedef int (*extra_fn)(cli *c, int opt, void *ud);
-
 static int pool_args_parse(cli *c, int argc, char **argv, const struct option *lo, pool_args *a,
-                           extra_fn extra, void *ud)
+                           cli_opt_fn extra, void *ud)
 {
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = pool_opt(c, opt, a);
-        if (h < 0)
-            return EXIT_USAGE;
-        if (h)
-            continue;
-        if (extra) {
-            int e = extra(c, opt, ud);
-            if (e < 0)
-                return EXIT_USAGE;
-            if (e)
-                continue;
-        }
-        int r = cli_opt(c, opt);
-        if (r >= 0)
-            return r;
-    }
-    return -1;
+    return cli_getopt(c, argc, argv, lo, pool_opt, a, extra, ud);
 }
 
 static int cmd_pool_init(cli *c, int argc, char **argv)
@@ -457,7 +414,7 @@ static int ls_one(void *ud, const cairn_pool_entry *e)
     }
     char when[32] = "-", h[32];
     if (e->last_use) {
-        time_t t = (time_t)(e->last_use / 1000000000LL);
+        time_t t = (time_t)e->last_use;
         struct tm tm;
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
     }
@@ -501,9 +458,9 @@ const cli_command cli_pool_commands[] = {
      "[--cache DIR] [--cache-max SIZE] URL MODULE DEST",
      "make DEST a writable state over the states of MODULE and its dependencies, ranked, "
      "fetched once into this host's cache"},
-    {"pool checkin", cmd_pool_checkin, "URL MODULE STATE",
+    {"pool checkin", cmd_pool_checkin, "[--cache DIR] URL MODULE STATE",
      "push what a provisioned session added as a new state of MODULE (its cost: the delta)"},
-    {"pool lease", cmd_pool_lease, "renew|release URL STATE",
+    {"pool lease", cmd_pool_lease, "[--cache DIR] [--lease-ttl D] renew|release URL STATE",
      "renew the lease of a provision (gc keeps what it stacks on), or release it"},
     {"pool compact", cmd_pool_compact, "[--grace D] URL [MODULE]",
      "merge each module's states into one, in the remote: no object moves"},

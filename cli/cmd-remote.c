@@ -8,13 +8,10 @@
 #include <time.h>
 
 /* Options of every command that talks to a remote. */
-#define REMOTE_LONGOPTS                                                                            \
-    {"jobs", required_argument, NULL, 'j'}, {"insecure", no_argument, NULL, 'I'},                  \
-        {"region", required_argument, NULL, 'R'}, {"endpoint", required_argument, NULL, 'E'},      \
-        {"auth-file", required_argument, NULL, 'A'}
+#define REMOTE_LONGOPTS CLI_REMOTE_LONGOPTS
 
 /* 1 when handled, 0 when not a remote option, -1 on a bad value. */
-static int remote_opt(cli *c, int opt, cairn_remote_options *o)
+int cli_remote_opt(cli *c, int opt, cairn_remote_options *o)
 {
     switch (opt) {
     case 'j': {
@@ -148,7 +145,7 @@ static int cmd_push(cli *c, int argc, char **argv)
     cairn_remote_options o = CAIRN_REMOTE_OPTIONS_INIT;
     int opt;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = remote_opt(c, opt, &o);
+        int h = cli_remote_opt(c, opt, &o);
         if (h < 0)
             return EXIT_USAGE;
         if (h)
@@ -223,7 +220,7 @@ static int cmd_pull(cli *c, int argc, char **argv)
     bool lazy = false;
     const char *cache = NULL;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = remote_opt(c, opt, &o);
+        int h = cli_remote_opt(c, opt, &o);
         if (h < 0)
             return EXIT_USAGE;
         if (h)
@@ -294,7 +291,7 @@ static int states_one(void *ud, const cairn_remote_state *s)
         return 0;
     }
     char when[32], h[32];
-    time_t t = (time_t)(s->time / 1000000000);
+    time_t t = (time_t)s->time;
     struct tm tm;
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
     printf("%-20s %.19s  %s  %8llu %10s  %s\n", s->tag, s->digest, when,
@@ -302,28 +299,15 @@ static int states_one(void *ud, const cairn_remote_state *s)
     return 0;
 }
 
-static int remote_args(cli *c, int argc, char **argv, const struct option *lo,
-                       cairn_remote_options *o, int (*extra)(cli *, int, void *), void *ud)
+static int remote_opt(cli *c, int opt, void *o)
 {
-    int opt;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
-        int h = remote_opt(c, opt, o);
-        if (h < 0)
-            return EXIT_USAGE;
-        if (h)
-            continue;
-        if (extra) {
-            int e = extra(c, opt, ud);
-            if (e < 0)
-                return EXIT_USAGE;
-            if (e)
-                continue;
-        }
-        int r_ = cli_opt(c, opt);
-        if (r_ >= 0)
-            return r_;
-    }
-    return -1;
+    return cli_remote_opt(c, opt, o);
+}
+
+static int remote_args(cli *c, int argc, char **argv, const struct option *lo,
+                       cairn_remote_options *o, cli_opt_fn extra, void *ud)
+{
+    return cli_getopt(c, argc, argv, lo, remote_opt, o, extra, ud);
 }
 
 static int cmd_remote_states(cli *c, int argc, char **argv)

@@ -446,7 +446,7 @@ static int cmd_umount(cli *c, int argc, char **argv)
 {
     PARSE(no_opts, 1, 1);
     cairn_error err = {0};
-    if (cairn_umount(pos[0], &err) < 0)
+    if (cairn_snapshot_umount(pos[0], &err) < 0)
         return cli_fail(c, &err);
     if (c->json)
         cli_json_print(json_pack("{s:s}", "target", pos[0]));

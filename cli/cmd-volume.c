@@ -118,8 +118,7 @@ static int ver_row(void *ud, const cairn_volume_version *v)
                                            v->current, "present", v->present, "lower",
                                            v->lower));
     else
-        printf("%s %lld.%09lld%s%s\n", v->version, (long long)(v->created / 1000000000),
-               (long long)(v->created % 1000000000), v->current ? " current" : "",
+        printf("%s %lld%s%s\n", v->version, (long long)v->created, v->current ? " current" : "",
                v->present ? "" : " (missing)");
     return 0;
 }

@@ -111,6 +111,25 @@ int cli_common_only(cli *c, int argc, char **argv)
     return -1;
 }
 
+int cli_getopt(cli *c, int argc, char **argv, const struct option *lo, cli_opt_fn own,
+               void *own_ud, cli_opt_fn extra, void *extra_ud)
+{
+    int opt;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+        int h = own ? own(c, opt, own_ud) : 0;
+        if (!h && extra)
+            h = extra(c, opt, extra_ud);
+        if (h < 0)
+            return EXIT_USAGE;
+        if (h)
+            continue;
+        int r = cli_opt(c, opt);
+        if (r >= 0)
+            return r;
+    }
+    return -1;
+}
+
 void cli_usage(cli *c, FILE *f)
 {
     if (!current) {
@@ -319,21 +338,27 @@ int main(int argc, char **argv)
         }
     }
     if (!best) {
-        /* A group name alone ("cairn blob"): list its commands. */
+        /* A group name alone ("cairn blob"): list its commands, on stderr
+         * with exit 2; asked for ("cairn blob --help"), on stdout, exit 0. */
+        bool asked = argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+        FILE *f = asked ? stdout : stderr;
         bool group = false;
         for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
             for (const cli_command *cmd = tables[t]; cmd->name; cmd++) {
                 size_t n = strlen(argv[0]);
                 if (!strncmp(cmd->name, argv[0], n) && cmd->name[n] == ' ') {
                     if (!group)
-                        fprintf(stderr, "usage:\n");
+                        fprintf(f, "usage:\n");
                     group = true;
-                    fprintf(stderr, "  cairn %s %s\n", cmd->name, cmd->args);
+                    fprintf(f, "  cairn %s %s\n", cmd->name, cmd->args);
                 }
             }
-        if (!group)
+        if (!group) {
             fprintf(stderr, "cairn: '%s' is not a command. See 'cairn --help'.\n", argv[0]);
-        return EXIT_USAGE;
+            return EXIT_USAGE;
+        }
+        fprintf(f, "\n'cairn %s COMMAND --help' for a command's options.\n", argv[0]);
+        return asked ? EXIT_OK : EXIT_USAGE;
     }
     current = best;
     c.cmd = best->name;

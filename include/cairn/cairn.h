@@ -1,4 +1,8 @@
-/* cairn/cairn.h: the whole public API of libcairn. */
+/* cairn/cairn.h: the whole public API of libcairn.
+ *
+ * One time unit: every time in a public struct is in unix seconds and every
+ * duration in seconds (each field says so). The one wait given in
+ * milliseconds is cairn_state_set_timeout()'s, as SQLite's busy timeout. */
 #ifndef CAIRN_CAIRN_H
 #define CAIRN_CAIRN_H
 

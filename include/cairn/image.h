@@ -36,7 +36,7 @@ typedef struct cairn_image_info {
     char top[CAIRN_DIGEST_LEN + 1];      /* chain id of the top snapshot; "" for no layers */
     unsigned layers;                     /* number of layers (filled by import and get) */
     uint64_t size;                       /* compressed bytes of the layers (import and get) */
-    int64_t updated;                     /* unix nanoseconds of the last write */
+    int64_t updated;                     /* unix seconds of the last write */
     int lower;                           /* 0: this state's row; n > 0: the n-th lower's */
 } cairn_image_info;
 

@@ -46,10 +46,10 @@ CAIRN_EXPORT int cairn_lease_remove(cairn_state *st, const char *id, cairn_error
 /* Kinds of resources: "blob", "snapshot" (names are digests / chain ids),
  * "record" (a cache key), "volume" (a volume name). Returns 1 when added, 0
  * when it was there. */
-CAIRN_EXPORT int cairn_lease_add(cairn_state *st, const char *id, const char *kind,
-                                 const char *name, cairn_error *err);
+CAIRN_EXPORT int cairn_lease_resource_add(cairn_state *st, const char *id, const char *kind,
+                                          const char *name, cairn_error *err);
 /* Returns 1 when removed, 0 when the lease did not hold it. */
-CAIRN_EXPORT int cairn_lease_remove_resource(cairn_state *st, const char *id, const char *kind,
+CAIRN_EXPORT int cairn_lease_resource_remove(cairn_state *st, const char *id, const char *kind,
                                              const char *name, cairn_error *err);
 
 typedef int (*cairn_lease_fn)(void *userdata, const cairn_lease_info *info);
@@ -59,9 +59,9 @@ CAIRN_EXPORT int cairn_lease_list(cairn_state *st, cairn_lease_fn fn, void *user
 CAIRN_EXPORT int cairn_lease_get(cairn_state *st, const char *id, cairn_lease_info *out,
                                  cairn_error *err);
 typedef int (*cairn_lease_resource_fn)(void *userdata, const char *kind, const char *name);
-CAIRN_EXPORT int cairn_lease_resources(cairn_state *st, const char *id,
-                                       cairn_lease_resource_fn fn, void *userdata,
-                                       cairn_error *err);
+CAIRN_EXPORT int cairn_lease_resource_list(cairn_state *st, const char *id,
+                                           cairn_lease_resource_fn fn, void *userdata,
+                                           cairn_error *err);
 
 #ifdef __cplusplus
 }

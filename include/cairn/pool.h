@@ -176,8 +176,8 @@ typedef struct cairn_pool_entry {
     const char *module;
     const char *digest;
     const char *state_id;
-    int64_t published;  /* unix ns, 0 when the backend keeps no time (oci) */
-    int64_t last_use;   /* unix ns: the newest provision that stacked on it, else published */
+    int64_t published;  /* unix seconds, 0 when the backend keeps no time (oci) */
+    int64_t last_use;   /* unix seconds: the newest provision that stacked on it, else published */
     uint64_t hits;      /* provisions that stacked on it */
     uint64_t objects;
     uint64_t bytes;

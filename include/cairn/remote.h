@@ -142,7 +142,7 @@ typedef struct cairn_remote_state {
     const char *tag;
     const char *digest;   /* the manifest's: the member's name */
     const char *state_id; /* the state that was pushed */
-    int64_t time;         /* published, unix ns */
+    int64_t time;         /* published, unix seconds */
     uint64_t objects;     /* objects it names */
     uint64_t bytes;       /* their bytes, and the metadata's */
     unsigned chunks;      /* manifests (1 unless chunked under an index) */

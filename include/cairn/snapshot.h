@@ -123,7 +123,7 @@ CAIRN_EXPORT void cairn_mount_free(cairn_mount *m);
  * limited by the size of a mount options page. Needs CAP_SYS_ADMIN. */
 CAIRN_EXPORT int cairn_snapshot_mount(cairn_state *st, const char *name, const char *target,
                                       cairn_error *err);
-CAIRN_EXPORT int cairn_umount(const char *target, cairn_error *err);
+CAIRN_EXPORT int cairn_snapshot_umount(const char *target, cairn_error *err);
 
 /* ---- checkout ----------------------------------------------------------- */
 

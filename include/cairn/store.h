@@ -131,8 +131,8 @@ CAIRN_EXPORT int cairn_blob_remove(cairn_state *st, const char *digest, cairn_er
 CAIRN_EXPORT int cairn_blob_label_set(cairn_state *st, const char *digest, const char *key,
                                       const char *value, cairn_error *err);
 typedef int (*cairn_label_fn)(void *userdata, const char *key, const char *value);
-CAIRN_EXPORT int cairn_blob_labels(cairn_state *st, const char *digest, cairn_label_fn fn,
-                                   void *userdata, cairn_error *err);
+CAIRN_EXPORT int cairn_blob_label_list(cairn_state *st, const char *digest, cairn_label_fn fn,
+                                       void *userdata, cairn_error *err);
 
 #ifdef __cplusplus
 }

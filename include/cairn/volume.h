@@ -30,7 +30,7 @@ extern "C" {
 typedef struct cairn_volume_info {
     char name[CAIRN_VOLUME_NAME_MAX + 1];
     char current[CAIRN_DIGEST_LEN + 1]; /* chain id of the current version */
-    int64_t created;                    /* of the current version, unix ns */
+    int64_t created;                    /* of the current version, unix seconds */
     uint64_t versions;                  /* versions recorded (the union) */
     uint64_t size;                      /* bytes of the current version's chain */
     int lower;                          /* the current version is recorded in a lower */
@@ -38,7 +38,7 @@ typedef struct cairn_volume_info {
 
 typedef struct cairn_volume_version {
     char version[CAIRN_DIGEST_LEN + 1]; /* chain id */
-    int64_t created;                    /* unix ns */
+    int64_t created;                    /* unix seconds */
     int current;
     int present; /* its snapshot is there */
     int lower;

@@ -114,8 +114,8 @@ int cairn_lease_remove(cairn_state *st, const char *id, cairn_error *err)
     return r < 0 ? r : 0;
 }
 
-int cairn_lease_add(cairn_state *st, const char *id, const char *kind, const char *name,
-                    cairn_error *err)
+int cairn_lease_resource_add(cairn_state *st, const char *id, const char *kind, const char *name,
+                             cairn_error *err)
 {
     int r = check_id(id, err);
     if (r == 0)
@@ -158,8 +158,8 @@ int cairn_lease_add(cairn_state *st, const char *id, const char *kind, const cha
     return r < 0 ? r : (r > 0);
 }
 
-int cairn_lease_remove_resource(cairn_state *st, const char *id, const char *kind,
-                                const char *name, cairn_error *err)
+int cairn_lease_resource_remove(cairn_state *st, const char *id, const char *kind, const char *name,
+                                cairn_error *err)
 {
     int r = check_id(id, err);
     if (r == 0)
@@ -239,8 +239,8 @@ int cairn_lease_get(cairn_state *st, const char *id, cairn_lease_info *out, cair
     return 0;
 }
 
-int cairn_lease_resources(cairn_state *st, const char *id, cairn_lease_resource_fn fn,
-                          void *userdata, cairn_error *err)
+int cairn_lease_resource_list(cairn_state *st, const char *id, cairn_lease_resource_fn fn,
+                              void *userdata, cairn_error *err)
 {
     cairn_lease_info info;
     int r = cairn_lease_get(st, id, &info, err);

@@ -123,7 +123,7 @@ static int info_of(cairn_state *st, const char *name, const vers *vs, cairn_volu
     if (!vs->n)
         return 0;
     snprintf(out->current, sizeof(out->current), "%s", vs->v[0].version);
-    out->created = vs->v[0].created;
+    out->created = vs->v[0].created / 1000000000; /* ns order the versions; the API has seconds */
     out->lower = vs->v[0].lower;
     struct size_ctx c = {0};
     if (vs->v[0].present)
@@ -302,8 +302,11 @@ int cairn_volume_versions(cairn_state *st, const char *name, cairn_volume_versio
     r = load_versions(st, name, &vs, err);
     if (r == 0 && vs.n == 0)
         r = cairn__err(err, -ENOENT, "volume %s: not found", name);
-    for (size_t i = 0; r == 0 && i < vs.n; i++)
-        r = fn(userdata, &vs.v[i]);
+    for (size_t i = 0; r == 0 && i < vs.n; i++) {
+        cairn_volume_version v = vs.v[i];
+        v.created /= 1000000000;
+        r = fn(userdata, &v);
+    }
     free(vs.v);
     return r;
 }

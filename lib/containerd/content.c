@@ -162,7 +162,7 @@ static int cinfo_fill(cairn_state *st, const cairn_blob_info *b, cinfo *i, cairn
     cairn__ctrd_ts(&i->ts[1], b->created * 1000000000);
     i->info.created_at = &i->ts[0];
     i->info.updated_at = &i->ts[1];
-    int r = cairn_blob_labels(st, b->digest, label_fn, &i->labels, err);
+    int r = cairn_blob_label_list(st, b->digest, label_fn, &i->labels, err);
     if (r < 0)
         return r;
     i->info.n_labels = i->labels.n;
@@ -272,7 +272,7 @@ static void m_update(cairn__grpc_call *c, const uint8_t *msg, size_t len)
         }
     }
     if (r >= 0 && all) {
-        r = cairn_blob_labels(st, d, label_name_fn, &old, &e);
+        r = cairn_blob_label_list(st, d, label_name_fn, &old, &e);
         for (size_t i = 0; r >= 0 && i < old.keys.n; i++)
             r = cairn_blob_label_set(st, d, old.keys.v[i], NULL, &e);
         for (size_t i = 0; r >= 0 && i < req->info->n_labels; i++)

@@ -180,6 +180,7 @@ int cairn_image_get(cairn_state *st, const char *name, cairn_image_info *out, ca
     if (r < 0)
         return r;
     fill_manifest_info(st, &info);
+    info.updated /= 1000000000; /* the row's nanoseconds order writes; the API's unit is seconds */
     if (out)
         *out = info;
     return 0;
@@ -206,7 +207,9 @@ static int list_emit(void *ud)
     struct list_ctx *c = ud;
     if (!c->best.manifest[0])
         return 0; /* tombstone */
-    return c->fn(c->ud, &c->best);
+    cairn_image_info out = c->best;
+    out.updated /= 1000000000;
+    return c->fn(c->ud, &out);
 }
 
 int cairn_image_list(cairn_state *st, cairn_image_fn fn, void *userdata, cairn_error *err)

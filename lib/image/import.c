@@ -1119,7 +1119,7 @@ int cairn_image_import(cairn_state *st, const char *path, const cairn_image_impo
         out->layers = (unsigned)im.n_jobs;
         for (size_t i = 0; i < im.n_jobs; i++)
             out->size += (uint64_t)im.jobs[i].desc.size;
-        out->updated = cairn__now_ns();
+        out->updated = cairn__now_ns() / 1000000000;
     }
 out:
     import_clear(&im);

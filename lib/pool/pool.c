@@ -1471,7 +1471,10 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
 /* The provision record of the state at state_path (by its id), else of
  * the provision whose DEST it is (an overlay described, mounted or not);
  * id receives the record's key. */
-static json_t *provision_record(pool *p, const char *state_path, char *id, cairn_error *err)
+/* The record of the provision of state_path on this host, in *out (and its
+ * id); -ENOENT with a message when there is none. */
+static int provision_record(pool *p, const char *state_path, char *id, json_t **out,
+                            cairn_error *err)
 {
     cairn_state *st = NULL;
     char path[PATH_MAX_POOL + 64];
@@ -1504,10 +1507,11 @@ static json_t *provision_record(pool *p, const char *state_path, char *id, cairn
     }
     if (d)
         closedir(d);
+    *out = j;
     if (!j)
-        cairn__err(err, -ENOENT, "%s: not provisioned from pool %s on this host (no record "
-                   "under %s)", state_path, p->url, path);
-    return j;
+        return cairn__err(err, -ENOENT, "%s: not provisioned from pool %s on this host (no "
+                          "record under %s)", state_path, p->url, path);
+    return 0;
 }
 
 /* A new lease record expiring at `expires` (now: released; it stays, expired,
@@ -1549,38 +1553,22 @@ static int lease_renew(pool *p, json_t *rec, const char *id, int64_t expires, ca
     return r;
 }
 
-int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_options *opts,
-                           cairn_error *err)
+/* Renew the lease of the provision of `state` (release: make it expire
+ * now, and forget the provision on this host). */
+static int lease_set(const char *url, const char *state, const cairn_pool_options *opts,
+                     bool release, cairn_error *err)
 {
     pool p = {0};
     char id[CAIRN_STATE_ID_LEN + 1];
+    json_t *rec = NULL;
     int r = pool_open(&p, url, opts, err);
-    json_t *rec = r == 0 ? provision_record(&p, state, id, err) : NULL;
-    if (r == 0 && !rec)
-        r = err && err->code ? err->code : -ENOENT;
+    if (r == 0)
+        r = provision_record(&p, state, id, &rec, err);
     if (r == 0)
         r = pool_connect(&p, err);
     if (r == 0)
-        r = lease_renew(&p, rec, id, cairn__now() + p.lease_ttl, err);
-    json_decref(rec);
-    pool_close(&p);
-    return r;
-}
-
-int cairn_pool_lease_release(const char *url, const char *state, const cairn_pool_options *opts,
-                             cairn_error *err)
-{
-    pool p = {0};
-    char id[CAIRN_STATE_ID_LEN + 1];
-    int r = pool_open(&p, url, opts, err);
-    json_t *rec = r == 0 ? provision_record(&p, state, id, err) : NULL;
-    if (r == 0 && !rec)
-        r = err && err->code ? err->code : -ENOENT;
-    if (r == 0)
-        r = pool_connect(&p, err);
-    if (r == 0)
-        r = lease_renew(&p, rec, id, cairn__now(), err);
-    if (r == 0) {
+        r = lease_renew(&p, rec, id, cairn__now() + (release ? 0 : p.lease_ttl), err);
+    if (r == 0 && release) {
         char path[PATH_MAX_POOL + 64];
         pathf(path, sizeof(path), "%s/provisions/%s.json", p.cache, id);
         unlink(path);
@@ -1588,6 +1576,18 @@ int cairn_pool_lease_release(const char *url, const char *state, const cairn_poo
     json_decref(rec);
     pool_close(&p);
     return r;
+}
+
+int cairn_pool_lease_renew(const char *url, const char *state, const cairn_pool_options *opts,
+                           cairn_error *err)
+{
+    return lease_set(url, state, opts, false, err);
+}
+
+int cairn_pool_lease_release(const char *url, const char *state, const cairn_pool_options *opts,
+                             cairn_error *err)
+{
+    return lease_set(url, state, opts, true, err);
 }
 
 int cairn_pool_checkin(const char *url, const char *module, const char *state,
@@ -1603,7 +1603,9 @@ int cairn_pool_checkin(const char *url, const char *module, const char *state,
         r = pool_ready(&p, err);
     char id[CAIRN_STATE_ID_LEN + 1] = "";
     cairn_error e2 = {0};
-    json_t *rec = r == 0 ? provision_record(&p, state, id, &e2) : NULL;
+    json_t *rec = NULL;
+    if (r == 0)
+        provision_record(&p, state, id, &rec, &e2);
     /* the tags its lowers came from: where push looks for the snapshots it
      * builds on, instead of in every module of the pool */
     cairn__strv tags = {0};
@@ -2200,7 +2202,7 @@ int cairn_pool_ls(const char *url, const char *module, const cairn_pool_options 
         char entry[300];
         pathf(entry, sizeof(entry), "members/%s", m->digest + 7);
         json_t *f = entry_facts(&p, entry);
-        cairn_pool_entry e = {m->tag,    m->digest, m->state_id, m->mtime,    m->last_use, m->hits,
+        cairn_pool_entry e = {m->tag,    m->digest, m->state_id, m->mtime / 1000000000, m->last_use / 1000000000, m->hits,
                               m->objects, m->bytes, m->leased,   f != NULL, m->parents};
         json_decref(f);
         r = fn(ud, &e);

@@ -1577,7 +1577,7 @@ int cairn_remote_states(cairn_state *st, const char *remote, const char *tag,
         for (size_t k = 0; k < rs.objs.n; k++)
             bytes += rs.objs.v[k].size;
         cairn_remote_state e = {rs.tag,        rs.digest, rs.state_id,
-                                rs.mtime,      rs.objs.n, bytes,
+                                rs.mtime / 1000000000, rs.objs.n, bytes,
                                 rs.chunks.n ? (unsigned)rs.chunks.n : 1,
                                 rs.parents ? rs.parents : ""};
         r = fn(ud, &e);

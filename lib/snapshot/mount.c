@@ -394,7 +394,7 @@ int cairn__snapshot_mount_legacy(cairn_state *st, const char *name, const char *
     return snapshot_mount(st, name, target, true, err);
 }
 
-int cairn_umount(const char *target, cairn_error *err)
+int cairn_snapshot_umount(const char *target, cairn_error *err)
 {
     if (umount2(target, UMOUNT_NOFOLLOW) < 0)
         return cairn__err(err, -errno, "umount %s: %m", target);

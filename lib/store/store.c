@@ -1098,8 +1098,8 @@ static int labels_emit(void *ud)
     return c->fn(c->ud, c->key, c->value);
 }
 
-int cairn_blob_labels(cairn_state *st, const char *digest, cairn_label_fn fn, void *userdata,
-                      cairn_error *err)
+int cairn_blob_label_list(cairn_state *st, const char *digest, cairn_label_fn fn, void *userdata,
+                          cairn_error *err)
 {
     int r = cairn_digest_check(digest, err);
     if (r < 0)

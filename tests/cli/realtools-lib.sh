@@ -29,6 +29,7 @@
 #   rt_table                    print the table of cells; rt_failed: any FAIL?
 
 RT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$RT_DIR/ctrd-config.sh"
 
 # The test re-runs itself with a mount namespace of its own: buildah's and
 # containerd's mounts, the shadows of system directories, the checkouts' mounts
@@ -179,22 +180,7 @@ rt_reader_podman() {
 rt_containerd_start() {
     local c=$RT/containerd i
     mkdir -p "$c"
-    cat >"$c/config.toml" <<EOF
-version = 2
-root = "$c/root"
-state = "$c/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$c/sock"
-[ttrpc]
-  address = "$c/sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
+    ctrd_private_config "$c" >"$c/config.toml"
     containerd --config "$c/config.toml" >"$c/log" 2>&1 &
     RT_CTRD_PID=$!
     for i in $(seq 100); do

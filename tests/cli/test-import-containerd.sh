@@ -38,22 +38,7 @@ declare -A PIDS
 ctrd_start() {
     local c=$1 i
     mkdir -p "$c"
-    cat >"$c/config.toml" <<EOT
-version = 2
-root = "$c/root"
-state = "$c/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$c/sock"
-[ttrpc]
-  address = "$c/sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOT
+    ctrd_private_config "$c" >"$c/config.toml"
     containerd --config "$c/config.toml" >"$c/log" 2>&1 &
     PIDS[$c]=$!
     for i in $(seq 150); do

@@ -88,5 +88,11 @@ fails 2 "unexpected argument" -- cairn -C "$T/s" info extra
 cairn --help >"$T/help.txt"
 grep -q "blob put" "$T/help.txt" || die "--help lacks commands"
 cairn blob put --help | grep -q "usage: cairn blob put" || die "blob put --help"
+# a group's --help: its commands on stdout, exit 0; the group alone is a usage error
+for g in blob snapshot pool remote; do
+    cairn $g --help >"$T/g.txt" || die "cairn $g --help exited $?"
+    grep -q "^  cairn $g [a-z]" "$T/g.txt" || die "cairn $g --help lists no command: $(cat "$T/g.txt")"
+done
+fails 2 "cairn pool init" -- cairn pool
 cairn --version | grep -Eq '^cairn [0-9]' || die "--version"
 echo "all state tests passed"

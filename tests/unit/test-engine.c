@@ -206,7 +206,7 @@ static void one_round(cairn_state *st, const char *scratch, const char *layout, 
     close(fd);
     T_OK(cairn_blob_label_set(st, d, "engine.round", "yes", &t_err));
     n = 0;
-    T_OK(cairn_blob_labels(st, d, label_cb, &n, &t_err));
+    T_OK(cairn_blob_label_list(st, d, label_cb, &n, &t_err));
     assert_int_equal(n, 1);
     n = 0;
     T_OK(cairn_blob_list(st, NULL, blob_cb, &n, &t_err));
@@ -327,10 +327,10 @@ static void one_round(cairn_state *st, const char *scratch, const char *layout, 
     /* ---- leases */
     char lid[CAIRN_LEASE_ID_MAX + 1];
     T_OK(cairn_lease_create(st, NULL, 3600, lid, &t_err));
-    T_OK(cairn_lease_add(st, lid, "blob", d, &t_err));
-    T_OK(cairn_lease_add(st, lid, "snapshot", top, &t_err));
+    T_OK(cairn_lease_resource_add(st, lid, "blob", d, &t_err));
+    T_OK(cairn_lease_resource_add(st, lid, "snapshot", top, &t_err));
     n = 0;
-    T_OK(cairn_lease_resources(st, lid, res_cb, &n, &t_err));
+    T_OK(cairn_lease_resource_list(st, lid, res_cb, &n, &t_err));
     assert_int_equal(n, 2);
     cairn_lease_info li;
     T_OK(cairn_lease_get(st, lid, &li, &t_err));
@@ -339,7 +339,7 @@ static void one_round(cairn_state *st, const char *scratch, const char *layout, 
     n = 0;
     T_OK(cairn_lease_list(st, lease_cb, &n, &t_err));
     assert_true(n >= 1);
-    T_OK(cairn_lease_remove_resource(st, lid, "snapshot", top, &t_err));
+    T_OK(cairn_lease_resource_remove(st, lid, "snapshot", top, &t_err));
     if (k % 2)
         T_OK(cairn_lease_remove(st, lid, &t_err));
 
@@ -498,7 +498,7 @@ static void *work(void *ud)
         cairn_record_result rr;
         WK_OK(cairn_record_load(st, key, NULL, &rr, &e));
         WK_OK(cairn_lease_create(st, NULL, 60, lid, &e));
-        WK_OK(cairn_lease_add(st, lid, "blob", d, &e));
+        WK_OK(cairn_lease_resource_add(st, lid, "blob", d, &e));
         WK_OK(cairn_lease_remove(st, lid, &e));
         WK_OK(cairn_snapshot_prepare(st, NULL, "thread", id, &e));
         WK_OK(cairn_snapshot_commit(st, id, chain, NULL, &e));

@@ -48,9 +48,9 @@ static void test_roots(void **unused)
     fx_digest("k", key);
     T_OK(cairn_record_add_result(st, key, CAIRN_RESULT_BLOB, r, 0, &t_err));
     T_OK(cairn_lease_create(st, "keep", 0, NULL, &t_err));
-    T_OK(cairn_lease_add(st, "keep", "blob", l, &t_err));
+    T_OK(cairn_lease_resource_add(st, "keep", "blob", l, &t_err));
     T_OK(cairn_lease_create(st, "old", 60, NULL, &t_err));
-    T_OK(cairn_lease_add(st, "old", "blob", e, &t_err));
+    T_OK(cairn_lease_resource_add(st, "old", "blob", e, &t_err));
     fx_sql(st, "UPDATE leases SET expires = 1 WHERE id = 'old'");
     fx_age(st);
     fx_blob(st, "young", NULL, y); /* within the grace period */
@@ -348,7 +348,7 @@ static void test_policy(void **unused)
     fx_digest("key5", k5);
     T_OK(cairn_record_add_result(st, k5, CAIRN_RESULT_BLOB, b5, 0, &t_err));
     T_OK(cairn_lease_create(st, "s", 0, NULL, &t_err));
-    T_OK(cairn_lease_add(st, "s", "record", k5, &t_err));
+    T_OK(cairn_lease_resource_add(st, "s", "record", k5, &t_err));
     fx_age_by(st, 30 * 86400);
     set_used(st, "blob", b5, 10 * 86400);
     set_used(st, "blob", b[3], 86400);
@@ -517,7 +517,7 @@ static int writer(const char *path, int round)
             goto fail;
         content(buf, sizeof(buf), "new", round, i);
         cairn__sha256_buf(buf, strlen(buf), d);
-        if (cairn_lease_add(st, lease, "blob", d, &err) < 0 ||
+        if (cairn_lease_resource_add(st, lease, "blob", d, &err) < 0 ||
             cairn_blob_put_buf(st, buf, strlen(buf), NULL, d, &err) < 0)
             goto fail;
         snprintf(kname, sizeof(kname), "new key %d %d", round, i);
@@ -551,7 +551,7 @@ static void test_race(void **unused)
             char buf[128], d[72];
             content(buf, sizeof(buf), "garbage", round, i);
             fx_blob(st, buf, NULL, d);
-            T_OK(cairn_lease_add(st, hold, "blob", d, &t_err));
+            T_OK(cairn_lease_resource_add(st, hold, "blob", d, &t_err));
             content(buf, sizeof(buf), "untouched", round, i);
             fx_blob(st, buf, NULL, d);
         }
@@ -686,7 +686,7 @@ static void test_delta(void **unused)
     fx_digest("recorded during the run", key);
     T_OK(cairn_record_add_result(w, key, CAIRN_RESULT_BLOB, g, 0, &t_err));
     T_OK(cairn_lease_create(w, "late", 0, NULL, &t_err));
-    T_OK(cairn_lease_add(w, "late", "blob", h, &t_err));
+    T_OK(cairn_lease_resource_add(w, "late", "blob", h, &t_err));
     cairn_blob_batch *b = NULL;
     const char *ks = "old garbage, put again in a batch during the run";
     T_OK(cairn_blob_batch_new(&b, w, &t_err));

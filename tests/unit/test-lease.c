@@ -30,17 +30,17 @@ static void test_leases(void **unused)
 
     fx_digest("some blob", d);
     /* A resource may be named before its object exists. */
-    assert_int_equal(cairn_lease_add(st, "session-1", "blob", d, &t_err), 1);
-    assert_int_equal(cairn_lease_add(st, "session-1", "blob", d, &t_err), 0);
-    assert_int_equal(cairn_lease_add(st, "session-1", "volume", "apt-cache", &t_err), 1);
-    assert_int_equal(cairn_lease_add(st, "session-1", "record", d, &t_err), 1);
-    assert_int_equal(cairn_lease_add(st, "session-1", "thing", d, &t_err), -EINVAL);
-    assert_int_equal(cairn_lease_add(st, "session-1", "blob", "sha256:12", &t_err),
+    assert_int_equal(cairn_lease_resource_add(st, "session-1", "blob", d, &t_err), 1);
+    assert_int_equal(cairn_lease_resource_add(st, "session-1", "blob", d, &t_err), 0);
+    assert_int_equal(cairn_lease_resource_add(st, "session-1", "volume", "apt-cache", &t_err), 1);
+    assert_int_equal(cairn_lease_resource_add(st, "session-1", "record", d, &t_err), 1);
+    assert_int_equal(cairn_lease_resource_add(st, "session-1", "thing", d, &t_err), -EINVAL);
+    assert_int_equal(cairn_lease_resource_add(st, "session-1", "blob", "sha256:12", &t_err),
                      CAIRN_E_DIGEST);
-    assert_int_equal(cairn_lease_add(st, "nope", "blob", d, &t_err), -ENOENT);
+    assert_int_equal(cairn_lease_resource_add(st, "nope", "blob", d, &t_err), -ENOENT);
     assert_non_null(strstr(t_err.message, "nope"));
     int n = 0;
-    T_OK(cairn_lease_resources(st, "session-1", count_res, &n, &t_err));
+    T_OK(cairn_lease_resource_list(st, "session-1", count_res, &n, &t_err));
     assert_int_equal(n, 3);
     cairn_lease_info in;
     T_OK(cairn_lease_get(st, "session-1", &in, &t_err));
@@ -49,9 +49,9 @@ static void test_leases(void **unused)
     T_OK(cairn_lease_renew(st, "session-1", 0, &t_err));
     T_OK(cairn_lease_get(st, "session-1", &in, &t_err));
     assert_int_equal(in.expires, 0);
-    assert_int_equal(cairn_lease_remove_resource(st, "session-1", "volume", "apt-cache", &t_err),
+    assert_int_equal(cairn_lease_resource_remove(st, "session-1", "volume", "apt-cache", &t_err),
                      1);
-    assert_int_equal(cairn_lease_remove_resource(st, "session-1", "volume", "apt-cache", &t_err),
+    assert_int_equal(cairn_lease_resource_remove(st, "session-1", "volume", "apt-cache", &t_err),
                      0);
     n = 0;
     T_OK(cairn_lease_list(st, count_lease, &n, &t_err));

@@ -305,7 +305,7 @@ static int api_blob(void *ud, const cairn_blob_info *in)
         char **buf;
         size_t *len;
     } o = {c->buf, c->len};
-    T_OK(cairn_blob_labels(c->st, in->digest, api_label, &o, &t_err));
+    T_OK(cairn_blob_label_list(c->st, in->digest, api_label, &o, &t_err));
     return 0;
 }
 
@@ -746,7 +746,7 @@ static void test_label_newest_across_layers(void **unused)
     size_t len = 0;
     o.buf = &buf;
     o.len = &len;
-    T_OK(cairn_blob_labels(t, d, api_label, &o, &t_err));
+    T_OK(cairn_blob_label_list(t, d, api_label, &o, &t_err));
     assert_string_equal(buf, "  label k=lower-newer\n");
     cairn_state_free(t);
     free(buf);

@@ -290,7 +290,7 @@ static void test_legacy_mount(void **unused)
     assert_true(asprintf(&p, "%s/new", mnt) > 0);
     t_write_file(p, "x", 1); /* the upper is writable */
     free(p);
-    T_OK(cairn_umount(mnt, &t_err));
+    T_OK(cairn_snapshot_umount(mnt, &t_err));
     free(mnt);
     cairn_state_free(st);
     t_scratch_free(dir);

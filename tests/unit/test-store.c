@@ -233,12 +233,12 @@ static void test_media_type_and_labels(void **state)
     assert_int_equal(m.other, 0);
 
     char out[256] = "";
-    T_OK(cairn_blob_labels(f->st, d1, label_cb, out, &t_err));
+    T_OK(cairn_blob_label_list(f->st, d1, label_cb, out, &t_err));
     assert_string_equal(out, "a=1;b=two;");
     T_OK(cairn_blob_label_set(f->st, d1, "a", NULL, &t_err));
     T_OK(cairn_blob_label_set(f->st, d1, "c", "3", &t_err));
     out[0] = 0;
-    T_OK(cairn_blob_labels(f->st, d1, label_cb, out, &t_err));
+    T_OK(cairn_blob_label_list(f->st, d1, label_cb, out, &t_err));
     assert_string_equal(out, "b=two;c=3;");
     assert_int_equal(cairn_blob_label_set(f->st, d2, "bad=key", "x", &t_err), -EINVAL);
 }

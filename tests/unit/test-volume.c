@@ -76,7 +76,7 @@ static void test_sessions(void **unused)
     char v4[72];
     T_OK(cairn_volume_save(st, "apt", NULL, v4, &t_err));
     T_OK(cairn_lease_create(st, "l", 0, NULL, &t_err));
-    T_OK(cairn_lease_add(st, "l", "volume", "apt", &t_err));
+    T_OK(cairn_lease_resource_add(st, "l", "volume", "apt", &t_err));
     fx_age(st);
     T_OK(cairn_gc(st, &o, NULL, NULL, &s, &t_err));
     assert_int_equal(s.volume_versions, 0);
