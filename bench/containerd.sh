@@ -16,6 +16,7 @@
 #
 # Usage: bench/containerd.sh [WORKDIR]   (env: REPS LAYERS SIZE; run as root)
 set -euo pipefail
+CTRD_SELF=$(realpath "$0")
 cd "$(dirname "$0")/.."
 REPO=$PWD
 CAIRN=${CAIRN:-$REPO/build/cli/cairn}

@@ -13,7 +13,8 @@
  * - Publish last: a result is recorded only when its snapshot or blob is
  *   there (cairn_record_add_result() checks, under the state's lock).
  * - Read the same way: a result whose snapshot or blob is gone is a miss, not
- *   an error. Walks skip it; cairn_record_load() returns -ENOENT.
+ *   an error. Walks skip it; cairn_record_load() returns -ENOENT. (An object
+ *   of a lazy lower not fetched yet is not gone: it is fetched when read.)
  * - Lookups and walks see the union of the state and its lowers; writes go to
  *   the state itself. What a lower holds cannot be removed (it is read-only).
  * - Loading a result marks it used (last use time, hit count) for this state;

@@ -47,7 +47,7 @@ typedef struct cairn_active_info {
     int view;                          /* 1: a read-only view, 0: writable */
     char parent[CAIRN_DIGEST_LEN + 1]; /* "" when over nothing */
     char label[CAIRN_LABEL_MAX + 1];
-    int64_t created;
+    int64_t created; /* unix seconds */
 } cairn_active_info;
 
 /* A new writable snapshot over `parent` (a chain id, or NULL for none), with

@@ -1469,10 +1469,9 @@ int cairn_pool_provision(const char *url, const char *module, const char *dest,
 /* ---- checkin, leases ------------------------------------------------------ */
 
 /* The provision record of the state at state_path (by its id), else of
- * the provision whose DEST it is (an overlay described, mounted or not);
- * id receives the record's key. */
-/* The record of the provision of state_path on this host, in *out (and its
- * id); -ENOENT with a message when there is none. */
+ * the provision whose DEST it is (an overlay described, mounted or not),
+ * in *out; id receives the record's key. -ENOENT with a message when this
+ * host has none. */
 static int provision_record(pool *p, const char *state_path, char *id, json_t **out,
                             cairn_error *err)
 {
@@ -2202,8 +2201,10 @@ int cairn_pool_ls(const char *url, const char *module, const cairn_pool_options 
         char entry[300];
         pathf(entry, sizeof(entry), "members/%s", m->digest + 7);
         json_t *f = entry_facts(&p, entry);
-        cairn_pool_entry e = {m->tag,    m->digest, m->state_id, m->mtime / 1000000000, m->last_use / 1000000000, m->hits,
-                              m->objects, m->bytes, m->leased,   f != NULL, m->parents};
+        cairn_pool_entry e = {m->tag,       m->digest,   m->state_id,
+                              m->mtime / 1000000000,  m->last_use / 1000000000,
+                              m->hits,      m->objects,  m->bytes,
+                              m->leased,    f != NULL,   m->parents};
         json_decref(f);
         r = fn(ud, &e);
     }

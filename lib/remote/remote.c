@@ -2332,8 +2332,19 @@ static int lazy_fetch_snapshot(session *s, cairn_state *st, size_t layer, const 
 static uint64_t cache_bound_get(const char *cache)
 {
     const char *e = getenv("CAIRN_CACHE_MAX");
-    if (e && *e)
-        return strtoull(e, NULL, 10);
+    if (e && *e) {
+        /* bytes, or with a K, M, G or T suffix (powers of 1024); anything
+         * else: no bound (what cannot be read bounds nothing) */
+        char *end;
+        uint64_t v = strtoull(e, &end, 10);
+        static const char units[] = "KMGT";
+        const char *u = *end ? strchr(units, *end) : NULL;
+        if (end == e || (*end && (!u || end[1])))
+            return 0;
+        for (int k = u ? (int)(u - units) + 1 : 0; k > 0; k--)
+            v = v > UINT64_MAX / 1024 ? UINT64_MAX : v * 1024;
+        return v;
+    }
     _cleanup_close_ int dfd = open(cache, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     char *t = NULL;
     if (dfd < 0 || cairn__read_file_at(dfd, CACHE_BOUND, 64, &t, NULL) < 0)
@@ -2394,13 +2405,19 @@ static void cache_keep_bound(cairn_state *st, size_t layer, int kind, const char
                              uint64_t fetched)
 {
     const char *root = st->layers[layer].root;
+    /* one count a process, whatever cache: a check comes a little early
+     * when it fetches into several; one collection at a time a process */
     static _Atomic uint64_t since;
-    static _Atomic int checked;
+    static _Atomic int checked, running;
     char cache[REMOTE_PATH_MAX];
     snprintf(cache, sizeof(cache), "%s", root);
     for (int i = 0; i < 2; i++) {
         char *sl = strrchr(cache, '/');
         if (!sl || sl == cache)
+            return;
+        /* a lower of a cache: CACHE/lowers/<hex>; any other lazy lower is
+         * not ours to collect */
+        if (i == 1 && strcmp(sl + 1, "lowers") != 0)
             return;
         *sl = 0;
     }
@@ -2409,6 +2426,8 @@ static void cache_keep_bound(cairn_state *st, size_t layer, int kind, const char
         return;
     uint64_t n = atomic_fetch_add(&since, fetched) + fetched;
     if (atomic_exchange(&checked, 1) && n < max / 16)
+        return;
+    if (atomic_exchange(&running, 1))
         return;
     atomic_store(&since, 0);
     cairn__strv keep = {0};
@@ -2420,6 +2439,7 @@ static void cache_keep_bound(cairn_state *st, size_t layer, int kind, const char
     if (keep_paths(st, layer, kind, name, &keep) == 0)
         cache_gc(cache, max, 0, &keep, after, NULL, NULL);
     cairn__strv_free(&keep);
+    atomic_store(&running, 0);
 }
 
 static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err)

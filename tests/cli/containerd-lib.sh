@@ -14,33 +14,44 @@ need containerd ctr runc
 # from it) and the cgroup filesystems. A chroot has neither (/ is a directory
 # of the machine's filesystem, and /sys there a bind of the machine's without
 # its submounts). Then the test runs again in a mount namespace of its own,
-# chrooted into a private recursive bind of its root, and mounts there the
-# cgroup filesystems pid 1 has, with the same options (a v1 hierarchy mounted
-# again is the same hierarchy). Nothing reaches the machine's mounts: all of
-# it goes with the namespace.
+# chrooted into a recursive bind of its root, and mounts there the cgroup
+# filesystems pid 1 has, with the same options (a v1 hierarchy mounted again
+# is the same hierarchy). Nothing reaches the machine's mounts: the bind is
+# made under a mount point of the chroot (/dev/shm, /run, /tmp) made private
+# in the namespace first, every mount after it is in that private tree or in
+# a private /sys, and all of it goes with the namespace.
+# CTRD_SELF: the running script's absolute path (a bench that cd's sets it).
 ctrd_root_is_mount() { awk '$5 == "/" { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 ctrd_have_cgroups() { grep -qE ' - cgroup2? ' /proc/self/mountinfo; }
+ctrd_is_mount() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 ctrd_runc_ready() {
     ctrd_root_is_mount && ctrd_have_cgroups && return 0
+    local self=${CTRD_SELF:-$0}
     if [ "${CAIRN_RUNC_NS:-}" != "$(readlink /proc/self/ns/mnt)" ]; then
         need unshare chroot
+        unshare --mount --propagation unchanged true 2>/dev/null ||
+            { echo "SKIP: runc needs / to be a mount point and cgroups, and this root cannot make a mount namespace to give it them (unshare --mount: not root?)"; exit 77; }
+        local base="" b
+        for b in /dev/shm /run /tmp; do ctrd_is_mount "$b" && { base=$b; break; }; done
+        ! ctrd_root_is_mount && [ -z "$base" ] &&
+            { echo "SKIP: runc needs / to be a mount point; this chroot has no mount point (/dev/shm, /run, /tmp) to bind its root under privately"; exit 77; }
         trap - EXIT
         rmdir "$T" 2>/dev/null || true
-        local top rc=0
-        top=$(mktemp -d "${TMPDIR:-/tmp}/cairn-root-XXXXXX")
+        local top="" rc=0
+        [ -z "$base" ] || top=$(mktemp -d "$base/cairn-root-XXXXXX")
         unshare --mount --propagation unchanged bash -c \
-            'export CAIRN_RUNC_NS=$(readlink /proc/self/ns/mnt) CAIRN_RUNC_TOP=$1; shift; exec bash "$@"' \
-            ns "$top" "$0" "$@" || rc=$?
-        rmdir "$top" 2>/dev/null || true
+            'export CAIRN_RUNC_NS=$(readlink /proc/self/ns/mnt) CAIRN_RUNC_BASE=$1 CAIRN_RUNC_TOP=$2; shift 2; exec bash "$@"' \
+            ns "$base" "$top" "$self" "$@" || rc=$?
+        [ -z "$top" ] || rmdir "$top" 2>/dev/null || true
         exit "$rc"
     fi
     if ! ctrd_root_is_mount; then
-        # (this namespace's copy of the mounts: private, so nothing propagates out)
-        mount --rbind / "$CAIRN_RUNC_TOP" && mount --make-rprivate "$CAIRN_RUNC_TOP" ||
-            die "cannot bind the root on $CAIRN_RUNC_TOP"
+        # the base private first: the bind under it then reaches no other namespace
+        mount --make-rprivate "$CAIRN_RUNC_BASE" && mount --rbind / "$CAIRN_RUNC_TOP" &&
+            mount --make-rprivate "$CAIRN_RUNC_TOP" || die "cannot bind the root on $CAIRN_RUNC_TOP"
         trap - EXIT
         rmdir "$T" 2>/dev/null || true
-        exec chroot "$CAIRN_RUNC_TOP" bash -c 'cd "$1" && shift && exec bash "$@"' cd "$PWD" "$0" "$@"
+        exec chroot "$CAIRN_RUNC_TOP" bash -c 'cd "$1" && shift && exec bash "$@"' cd "$PWD" "$self" "$@"
     fi
     ctrd_have_cgroups && return 0
     mount --make-rprivate /sys || die "cannot make /sys private in the test's mount namespace"
@@ -51,6 +62,9 @@ ctrd_runc_ready() {
         case $mp in /sys/fs/cgroup | /sys/fs/cgroup/*) ;; *) continue ;; esac
         fs=$(sed 's/.* - //' <<<"$line" | awk '{print $1}')
         opts=$(sed 's/.* - //' <<<"$line" | awk '{print $3}')
+        # the tmpfs holding v1 hierarchies is read-only on some machines:
+        # writable here, for their mount points
+        [ "$fs" != tmpfs ] || opts=$(sed -E 's/(^|,)ro(,|$)/\1rw\2/' <<<"$opts")
         mkdir -p "$mp" 2>/dev/null || true
         mount -t "$fs" -o "$opts" "$fs" "$mp" || die "cannot mount $fs ($opts) on $mp"
         n=$((n + 1))
