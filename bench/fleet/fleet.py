@@ -147,6 +147,12 @@ def cmd_report(args):
 
 def cmd_all(args):
     t0 = time.time()
+    try:  # what fit, model and report need, before the real run's hour, not after
+        import numpy  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        sys.exit("fleet: %s (python3-numpy, python3-matplotlib: scripts/deps, group bench; "
+                 "this python is %s)" % (e, sys.executable))
     cmd_real(args)
     cmd_fit(args)
     small = argparse.Namespace(**vars(args))
