@@ -92,11 +92,15 @@ if want gc || want du || want fsck; then
     python3 bench/gc-gen.py "$W/gc-half" 10000 10000 200000 0.5
     for s in A B; do cp -a "$W/gc-full" "$W/gc-full-$s"; done
 fi
-# ---- merge: 8 states of 2,500 small blobs each (and a 20 MiB one)
+# ---- merge: 8 states of 2,500 small blobs each (and a 20 MiB one), made by
+# each build for itself (a newer build opens an older schema read-only only
+# after migrating it, and merge opens its sources read-only)
 if want merge || want freeze; then
+  for side in A B; do
+    if [ $side = A ]; then C=$A/cli/cairn; else C=$B/cli/cairn; fi
     for i in 0 1 2 3 4 5 6 7; do
-        s=$W/m8/$i
-        "$A/cli/cairn" init -q "$s"
+        s=$W/m8-$side/$i
+        "$C" init -q "$s"
         mkdir -p "$W/gen"
         python3 - "$W/gen" 2500 "$i" <<'PY'
 import os, random, sys
@@ -108,10 +112,11 @@ for k in range(n):
         f.write(f"{tag} {k} ".encode() + os.urandom(size))
 PY
         head -c $((20 << 20)) /dev/urandom >"$W/gen/large"
-        find "$W/gen" -type f -print0 | xargs -0 -n 4000 "$A/cli/cairn" -C "$s" blob put -q >/dev/null
+        find "$W/gen" -type f -print0 | xargs -0 -n 4000 "$C" -C "$s" blob put -q >/dev/null
         rm -rf "$W/gen"
     done
-    "$A/cli/cairn" merge -q --link "$W/union" "$W"/m8/*
+    "$C" merge -q --link "$W/union-$side" "$W"/m8-$side/*
+  done
 fi
 
 # ---- the rounds
@@ -152,12 +157,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
         want fsck && t fsck-no-hash $s "$C" -C "$W/gc-full-$s" fsck --no-hash
         if want merge; then
             rm -rf "$W/m"
-            t merge-8 $s "$C" merge -q --link "$W/m" "$W"/m8/*
+            t merge-8 $s "$C" merge -q --link "$W/m" "$W"/m8-$s/*
             rm -rf "$W/m"
         fi
         if want freeze; then
             rm -rf "$W/f"
-            t freeze $s "$C" freeze "$W/union" "$W/f"
+            t freeze $s "$C" freeze "$W/union-$s" "$W/f"
             rm -rf "$W/f"
         fi
         if want stack; then
