@@ -522,7 +522,8 @@ static int cmd_cache_bound(cli *c, int argc, char **argv)
                                argc > optind ? argv[optind + 1] : "");
     uint64_t max = 0;
     if (strcmp(argv[optind], "none") && (cli_parse_size(argv[optind], 0, &max) < 0 || !max))
-        return cli_usage_error(c, "'%s': expected a size (N, NK, NM, NG) or none", argv[optind]);
+        return cli_usage_error(c, "'%s': expected a size (N, NK, NM, NG, NT, NGiB) or none",
+                               argv[optind]);
     cairn_error err = {0};
     if (cairn_remote_cache_bound(cache, max, &err) < 0)
         return cli_fail(c, &err);

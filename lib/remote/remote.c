@@ -2331,20 +2331,11 @@ static int lazy_fetch_snapshot(session *s, cairn_state *st, size_t layer, const 
  * cairn_remote_cache_bound() recorded in it; 0: none. */
 static uint64_t cache_bound_get(const char *cache)
 {
+    /* bytes, digits only, as $CAIRN_POOL_CACHE_MAX; anything else is not
+     * an override: the cache's own bound holds */
     const char *e = getenv("CAIRN_CACHE_MAX");
-    if (e && *e) {
-        /* bytes, or with a K, M, G or T suffix (powers of 1024); anything
-         * else: no bound (what cannot be read bounds nothing) */
-        char *end;
-        uint64_t v = strtoull(e, &end, 10);
-        static const char units[] = "KMGT";
-        const char *u = *end ? strchr(units, *end) : NULL;
-        if (end == e || (*end && (!u || end[1])))
-            return 0;
-        for (int k = u ? (int)(u - units) + 1 : 0; k > 0; k--)
-            v = v > UINT64_MAX / 1024 ? UINT64_MAX : v * 1024;
-        return v;
-    }
+    if (e && *e && strspn(e, "0123456789") == strlen(e) && strlen(e) <= 19)
+        return strtoull(e, NULL, 10);
     _cleanup_close_ int dfd = open(cache, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     char *t = NULL;
     if (dfd < 0 || cairn__read_file_at(dfd, CACHE_BOUND, 64, &t, NULL) < 0)
@@ -2356,8 +2347,9 @@ static uint64_t cache_bound_get(const char *cache)
 
 /* After a fetch into the lower at `root` (CACHE/lowers/<hex>): keep the
  * cache under its bound. A process checks at its first fetch, then each
- * time it has fetched a sixteenth of the bound since it last checked: the
- * cache overshoots by at most that much a fetching process. What was
+ * time it has fetched a sixteenth of the bound since it last checked (as
+ * transferred), so the cache is held near the bound (docs/REMOTE.md says
+ * what takes it over for a while). What was
  * fetched last goes last, and what a read of what it fetched needs stays
  * (keep_paths); a collection that fails is not the fetch's failure (the
  * next one tries again). */
