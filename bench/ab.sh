@@ -90,7 +90,13 @@ if want gc || want du || want fsck; then
     python3 bench/gc-gen.py "$W/gc-full" 10000 10000 200000 1.0
     "$A/cli/cairn" init -q "$W/gc-half"
     python3 bench/gc-gen.py "$W/gc-half" 10000 10000 200000 0.5
-    for s in A B; do cp -a "$W/gc-full" "$W/gc-full-$s"; done
+    for s in A B; do cp -a "$W/gc-full" "$W/gc-full-$s" && cp -a "$W/gc-half" "$W/gc-half-$s"; done
+    # each side's copies opened writable once by its own build, untimed (a
+    # newer build migrates an older schema then: not in its gc's time)
+    for s in A B; do
+        if [ $s = A ]; then C=$A/cli/cairn; else C=$B/cli/cairn; fi
+        for d in "$W/gc-full-$s" "$W/gc-half-$s"; do "$C" -C "$d" fsck -q --repair --no-hash >/dev/null || true; done
+    done
 fi
 # ---- merge: 8 states of 2,500 small blobs each (and a 20 MiB one), made by
 # each build for itself (a newer build opens an older schema read-only only
@@ -149,7 +155,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
         if want gc; then
             t gc-nothing $s "$C" -C "$W/gc-full-$s" gc
-            rm -rf "$W/gch"; cp -a "$W/gc-half" "$W/gch"
+            rm -rf "$W/gch"; cp -a "$W/gc-half-$s" "$W/gch"
             t gc-half $s "$C" -C "$W/gch" gc
             rm -rf "$W/gch"
         fi
