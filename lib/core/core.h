@@ -217,6 +217,9 @@ CAIRN_INTERNAL int cairn__exec_key(cairn_state *st, const char *sql, const char 
  * 1 (*layer, when not NULL, set to the first that does), 0, or < 0. */
 CAIRN_INTERNAL int cairn__layers_have(cairn_state *st, const char *sql, const char *key, int *layer,
                                       cairn_error *err);
+/* Bytes below at/name, best effort: a file's, or a tree's sum (not following
+ * symlinks, 64 levels deep); allocated: the blocks it takes, else sizes. */
+CAIRN_INTERNAL uint64_t cairn__tree_bytes(int at, const char *name, bool allocated);
 /* Run SQL without results on layer i. */
 CAIRN_INTERNAL int cairn__exec(cairn_state *st, size_t i, const char *sql, cairn_error *err);
 /* Step a statement that returns no row (or whose rows are ignored); resets it. */

@@ -503,14 +503,16 @@ static off_t owner_offset(const char *owner)
 }
 
 /* Bytes below at/name (a file's size, a tree's sum), best effort. */
-static uint64_t tree_bytes(int at, const char *name, int depth)
+static uint64_t tree_bytes_at(int at, const char *name, bool allocated, int depth)
 {
     struct stat sb;
     if (fstatat(at, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
         return 0;
     if (!S_ISDIR(sb.st_mode))
-        return S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
-    if (depth > 64)
+        return !S_ISREG(sb.st_mode) ? 0
+               : allocated          ? (uint64_t)sb.st_blocks * 512
+                                    : (uint64_t)sb.st_size;
+    if (depth >= 64)
         return 0;
     int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -523,9 +525,14 @@ static uint64_t tree_bytes(int at, const char *name, int depth)
     struct dirent *de;
     while ((de = readdir(d)))
         if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            n += tree_bytes(dirfd(d), de->d_name, depth + 1);
+            n += tree_bytes_at(dirfd(d), de->d_name, allocated, depth + 1);
     closedir(d);
     return n;
+}
+
+uint64_t cairn__tree_bytes(int at, const char *name, bool allocated)
+{
+    return tree_bytes_at(at, name, allocated, 0);
 }
 
 typedef struct owner_state {
@@ -607,7 +614,7 @@ int cairn__tmp_sweep(cairn_state *st, bool dry, cairn__tmp_fn fn, void *ud, cair
             why = "staging of a process that is gone";
         }
         if (fn)
-            fn(ud, name, tree_bytes(tfd, name, 0), why);
+            fn(ud, name, cairn__tree_bytes(tfd, name, false), why);
         count++;
         if (!dry)
             cairn__rm_rf_at(tfd, name);

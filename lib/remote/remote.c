@@ -2506,29 +2506,6 @@ typedef struct cobjv {
     size_t n, cap;
 } cobjv;
 
-static uint64_t du_at(int at, const char *name, int depth)
-{
-    struct stat sb;
-    if (fstatat(at, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-        return 0;
-    if (!S_ISDIR(sb.st_mode))
-        return S_ISREG(sb.st_mode) ? (uint64_t)sb.st_blocks * 512 : 0;
-    int fd = depth < 64 ? openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0)
-            close(fd);
-        return 0;
-    }
-    uint64_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            n += du_at(dirfd(d), de->d_name, depth + 1);
-    closedir(d);
-    return n;
-}
-
 static int cobj_add(cobjv *cv, const char *dir, const char *name, uint64_t bytes, int64_t mtime)
 {
     if (cv->n == cv->cap) {
@@ -2576,7 +2553,8 @@ static int cache_scan(const char *dir, bool snapshots, cobjv *cv, int64_t now)
                 cairn__rm_rf_at(dirfd(d), de->d_name);
             continue;
         }
-        uint64_t bytes = snapshots ? du_at(dirfd(d), de->d_name, 0) : (uint64_t)sb.st_blocks * 512;
+        uint64_t bytes = snapshots ? cairn__tree_bytes(dirfd(d), de->d_name, true)
+                                   : (uint64_t)sb.st_blocks * 512;
         r = cobj_add(cv, dir, de->d_name, bytes, mt);
     }
     closedir(d);
