@@ -427,6 +427,7 @@ static int place_blob(merger *m, src_layer *sl, const char *digest, uint64_t siz
 
     /* One stat of the source and one link in the common case (what cp -al
      * costs); the destination is looked at only when the name is taken. */
+    bool fetched = false;
     for (int attempt = 0; attempt < 3; attempt++) {
         struct stat ssb, dsb;
         bool shave = sbfd >= 0 && fstatat(sbfd, hex, &ssb, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -434,6 +435,18 @@ static int place_blob(merger *m, src_layer *sl, const char *digest, uint64_t siz
         bool sgood = shave && (uint64_t)ssb.st_size == size;
         if (!sgood) {
             bool dhave = fstatat(dbfd, hex, &dsb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(dsb.st_mode);
+            if (!shave && !dhave && L->lazy && !fetched) {
+                /* A lazy lower's object is there to be fetched (core.h):
+                 * the union holds it. A fetch that fails fails the merge:
+                 * an unreachable remote is not a damaged source. */
+                int r = cairn__lower_fetch(s, sl->li, CAIRN__LOWER_BLOB, digest, err);
+                if (r < 0)
+                    return r;
+                fetched = true;
+                if (sbfd < 0 && (sbfd = cairn__layer_blobfd(s, sl->li, err)) < 0)
+                    return sbfd;
+                continue;
+            }
             if (shave && !(dhave && ssb.st_dev == dsb.st_dev && ssb.st_ino == dsb.st_ino))
                 report(m, "blob", digest, "corrupt", spath, dhave ? dpath : NULL,
                        "the file has %lld bytes, its row says %llu; left out%s",
@@ -760,6 +773,14 @@ static int place_snapshot(merger *m, src_layer *sl, const char *chain_id, const 
     if (fstatat(dsfd, name, &db, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(db.st_mode)) {
         m->stats.present++;
         return have_add(m, chain_id, err);
+    }
+    if (!shave && L->lazy) { /* fetched, as a blob above */
+        int r = cairn__lower_fetch(s, sl->li, CAIRN__LOWER_SNAPSHOT, chain_id, err);
+        if (r < 0)
+            return r;
+        if (ssfd < 0 && (ssfd = cairn__layer_snapfd(s, sl->li, err)) < 0)
+            return ssfd;
+        shave = fstatat(ssfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode);
     }
     if (!shave) {
         report(m, "snapshot", chain_id, "missing", spath, NULL,

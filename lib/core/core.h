@@ -141,6 +141,9 @@ typedef struct cairn__layer {
     cairn__stmt_cache stmts;
     bool lazy;       /* a remote lower: its objects are fetched on first use
                       * (its root holds a `remote` file; see below) */
+    void *fetch_conn; /* the provider's connection for this lazy layer, kept
+                       * between fetches (NULL until the first); released
+                       * with the layer */
 } cairn__layer;
 
 struct cairn_state {
@@ -187,11 +190,16 @@ typedef struct cairn__lower_provider {
      * snapshot's chain id) exist, verified; 0 or a negative code with err
      * set. Called only for a lazy layer. */
     int (*fetch)(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err);
+    /* Let go of what fetch kept in a layer's fetch_conn (a connection to
+     * the remote, reused by the handle's next fetches). */
+    void (*release)(void *conn);
 } cairn__lower_provider;
 CAIRN_INTERNAL void cairn__lower_provider_set(const cairn__lower_provider *p);
 /* Fetch through the registered provider; without one, a clear error. */
 CAIRN_INTERNAL int cairn__lower_fetch(cairn_state *st, size_t layer, int kind, const char *name,
                                       cairn_error *err);
+/* Release a layer's fetch_conn (layer_clear). */
+CAIRN_INTERNAL void cairn__lower_release(cairn__layer *l);
 
 /* tmp/ of the state, for staging. */
 CAIRN_INTERNAL int cairn__tmpfd(cairn_state *st, cairn_error *err);

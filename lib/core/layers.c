@@ -103,6 +103,14 @@ int cairn__lower_fetch(cairn_state *st, size_t layer, int kind, const char *name
     return p->fetch(st, layer, kind, name, err);
 }
 
+void cairn__lower_release(cairn__layer *l)
+{
+    const cairn__lower_provider *p = __atomic_load_n(&lower_provider, __ATOMIC_ACQUIRE);
+    if (l->fetch_conn && p && p->release)
+        p->release(l->fetch_conn);
+    l->fetch_conn = NULL;
+}
+
 /* ---- per-layer statement cache ---------------------------------------- */
 
 /* The slot of `sql` in a table of cap entries (a power of two): where it is,

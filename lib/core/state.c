@@ -217,6 +217,7 @@ static int layout_check(int dirfd, const char *root, cairn_error *err)
 
 static void layer_clear(cairn__layer *l)
 {
+    cairn__lower_release(l);
     for (size_t i = 0; i < l->stmts.cap; i++)
         sqlite3_finalize(l->stmts.slots[i].stmt);
     free(l->stmts.slots);

@@ -2308,6 +2308,17 @@ static int lazy_fetch_snapshot(session *s, cairn_state *st, size_t layer, const 
     int sfd = cairn__layer_snapfd(st, layer, err);
     if (sfd < 0)
         return sfd;
+    /* A layer that is also a blob of the stack (a snapshot of an image
+     * travels as the image's own layer blob) is read from that blob: got
+     * once, as the blob (into this cache, nested on this connection), not
+     * downloaded again for the snapshot. A local copy that does not apply
+     * (its DiffID is checked) is passed over for the remote's. */
+    cairn_blob_info bi;
+    _cleanup_close_ int bfd = -1;
+    if (cairn_blob_stat(st, ldigest, &bi, NULL) == 0 && bi.size == size &&
+        cairn_blob_open(st, ldigest, 0, &bfd, NULL) == 0 &&
+        cairn__layer_apply(st, par, bfd, diff, tfd, sfd, cairn__digest_hex(chain), NULL) == 0)
+        return 0;
     char tmp[128];
     r = cairn__tmp_name_unowned(tmp, sizeof(tmp), "layer");
     if (r < 0)
@@ -2434,35 +2445,90 @@ static void cache_keep_bound(cairn_state *st, size_t layer, int kind, const char
     atomic_store(&running, 0);
 }
 
+/* A lazy layer's connection, kept in its fetch_conn between fetches: a
+ * handle reading lazily opens its remote (a TLS handshake, a registry's
+ * token) once, not at every object. One not used for LAZY_IDLE_NS is
+ * opened anew (credentials and tokens may have changed meanwhile), and so
+ * is one whose last fetch failed. `busy`: a snapshot's fetch fetches its
+ * parents through the same layer, nested; the connection stays theirs. */
+#define LAZY_IDLE_NS (60 * 1000000000LL)
+typedef struct lazy_conn {
+    session s;
+    int64_t last;
+    int busy;
+} lazy_conn;
+
+static void lazy_release(void *conn)
+{
+    lazy_conn *c = conn;
+    if (!c)
+        return;
+    session_close(&c->s);
+    free(c);
+}
+
+static int lazy_conn_get(cairn__layer *L, lazy_conn **out, cairn_error *err)
+{
+    lazy_conn *c = L->fetch_conn;
+    int64_t now = cairn__now_ns();
+    if (c && !c->busy && now - c->last > LAZY_IDLE_NS) {
+        lazy_release(c);
+        L->fetch_conn = c = NULL;
+    }
+    if (!c) {
+        _cleanup_free_ char *conf = NULL;
+        int r = cairn__read_file_at(L->dirfd, LAZY_REMOTE, 64u << 10, &conf, NULL);
+        if (r < 0)
+            return cairn__err(err, r, "lazy lower %s: %s: %m", L->root, LAZY_REMOTE);
+        char url[CAIRN_REMOTE_URL_MAX + 1], ins[8], region[256], endpoint[1024], auth[1024];
+        cairn_remote_options o = CAIRN_REMOTE_OPTIONS_INIT;
+        kv(conf, "url", url, sizeof(url));
+        o.insecure = atoi(kv(conf, "insecure", ins, sizeof(ins)));
+        o.region = *kv(conf, "region", region, sizeof(region)) ? region : NULL;
+        o.endpoint = *kv(conf, "endpoint", endpoint, sizeof(endpoint)) ? endpoint : NULL;
+        o.auth_file = *kv(conf, "auth-file", auth, sizeof(auth)) ? auth : NULL;
+        if (!(c = calloc(1, sizeof(*c))))
+            return cairn__err(err, -ENOMEM, "out of memory");
+        r = session_connect(&c->s, NULL, url, &o, err);
+        if (r < 0) {
+            lazy_release(c);
+            return r;
+        }
+        L->fetch_conn = c;
+    }
+    c->last = now;
+    *out = c;
+    return 0;
+}
+
 static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err)
 {
     cairn__layer *L = &st->layers[layer];
-    _cleanup_free_ char *conf = NULL;
-    int r = cairn__read_file_at(L->dirfd, LAZY_REMOTE, 64u << 10, &conf, NULL);
-    if (r < 0)
-        return cairn__err(err, r, "lazy lower %s: %s: %m", L->root, LAZY_REMOTE);
-    char url[CAIRN_REMOTE_URL_MAX + 1], ins[8], region[256], endpoint[1024], auth[1024];
-    cairn_remote_options o = CAIRN_REMOTE_OPTIONS_INIT;
-    kv(conf, "url", url, sizeof(url));
-    o.insecure = atoi(kv(conf, "insecure", ins, sizeof(ins)));
-    o.region = *kv(conf, "region", region, sizeof(region)) ? region : NULL;
-    o.endpoint = *kv(conf, "endpoint", endpoint, sizeof(endpoint)) ? endpoint : NULL;
-    o.auth_file = *kv(conf, "auth-file", auth, sizeof(auth)) ? auth : NULL;
     _cleanup_close_ int tfd = cairn__open_beneath(L->dirfd, "tmp", O_RDONLY | O_DIRECTORY, 0);
     if (tfd < 0)
         return cairn__err(err, tfd, "lazy lower %s/tmp: %m", L->root);
-    session s;
-    r = session_connect(&s, NULL, url, &o, err);
-    if (r == 0)
-        r = kind == CAIRN__LOWER_BLOB ? lazy_fetch_blob(&s, st, layer, name, tfd, err)
-                                      : lazy_fetch_snapshot(&s, st, layer, name, tfd, err);
-    uint64_t fetched = s.done;
-    session_close(&s);
-    if (r == 0)
-        cache_keep_bound(st, layer, kind, name, fetched);
+    lazy_conn *c;
+    int r = lazy_conn_get(L, &c, err);
+    if (r < 0)
+        return cairn__err_prefix(err, r, "%s %s: fetch from lazy lower %s",
+                                 kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root);
+    uint64_t before = c->s.done;
+    c->busy++;
+    r = kind == CAIRN__LOWER_BLOB ? lazy_fetch_blob(&c->s, st, layer, name, tfd, err)
+                                  : lazy_fetch_snapshot(&c->s, st, layer, name, tfd, err);
+    c->busy--;
+    uint64_t fetched = c->s.done - before;
     if (r < 0)
         cairn__err_prefix(err, r, "%s %s: fetch from lazy lower %s (%s)",
-                          kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root, url);
+                          kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root,
+                          c->s.url);
+    if (r < 0 && !c->busy) { /* the next fetch connects anew */
+        lazy_release(c);
+        if (L->fetch_conn == c)
+            L->fetch_conn = NULL;
+    }
+    if (r == 0)
+        cache_keep_bound(st, layer, kind, name, fetched);
     return r;
 }
 
@@ -2484,7 +2550,7 @@ int cairn_remote_cache_bound(const char *cache_dir, uint64_t max_bytes, cairn_er
     return write_text(dfd, CACHE_BOUND, t, err, cache);
 }
 
-static const cairn__lower_provider lazy_provider = {.fetch = lazy_fetch};
+static const cairn__lower_provider lazy_provider = {.fetch = lazy_fetch, .release = lazy_release};
 
 /* Registered when the library is loaded: core calls down into nothing
  * above it, it calls what was registered (core.h, lazy lowers). */

@@ -148,6 +148,49 @@ cairn -C "$T/e2b" pull "file://$T/remote2" again >/dev/null
 view "$T/e2b" >"$T/view-e2b"
 diff -u "$T/view-e2" "$T/view-e2b" >&2 || die "a push of a lazy stack lost something"
 
+step "merge and flatten of a lazy stack fetch what they take: the union is whole, the cache can go"
+cairn cache gc --max-bytes 0 >/dev/null
+out=$(cairn merge --json "$T/m1" "$T/l1") || die "merge of a lazy stack failed"
+[ "$(echo "$out" | j 'd["refused"]')" = 0 ] || die "merge of a lazy stack left objects out: $out"
+cairn init "$T/f1" >/dev/null
+cairn -C "$T/f1" pull --lazy "$URL" t1 >/dev/null
+cairn cache gc --max-bytes 0 >/dev/null
+out=$(cairn -C "$T/f1" flatten --json) || die "flatten of a lazy stack failed"
+[ "$(echo "$out" | j 'd["refused"]')" = 0 ] || die "flatten of a lazy stack left objects out: $out"
+[ -z "$(cairn -C "$T/f1" stack ls)" ] || die "flatten left a lower: $(cairn -C "$T/f1" stack ls)"
+cairn cache gc --max-bytes 0 >/dev/null # what they hold is their own
+for s in m1 f1; do
+    cairn -C "$T/$s" fsck >/dev/null || die "fsck of the $s of a lazy stack failed"
+    view "$T/$s" >"$T/view-$s"
+    diff -u "$T/view-e1" "$T/view-$s" >&2 || die "the $s of a lazy stack answers otherwise"
+done
+[ "$(fetched)" = 0 ] || die "reading the merged states fetched again"
+
+step "an image's snapshot travels as the image's layer blob: a checkout fetches it once, as the blob"
+cairn init "$T/i1" >/dev/null
+cairn -C "$T/i1" pull --lazy "$URL" t1 >/dev/null
+cairn cache gc --max-bytes 0 >/dev/null
+# a snapshot whose layer (the lazy lower's objects list) is a blob of the stack
+pair=$(python3 - "$CAIRN_CACHE_DIR" "$(cairn -C "$T/i1" blob ls --json | j '" ".join(b["digest"] for b in d)')" <<'PY'
+import glob, sys
+blobs = set(sys.argv[2].split())
+for f in glob.glob(sys.argv[1] + "/lowers/*/objects"):
+    for line in open(f):
+        w = line.split()
+        if len(w) >= 2 and w[1] in blobs:
+            print(w[0], w[1]); sys.exit(0)
+PY
+)
+[ -n "$pair" ] || die "seed 1: no snapshot travels as an image's layer blob"
+set -- $pair
+cairn -C "$T/i1" snapshot checkout "$1" "$T/co-i1" >/dev/null || die "checkout of the image's snapshot failed"
+mv "$R" "$T/remote-away"
+cairn -C "$T/i1" blob get "$2" >"$T/layer-i1" 2>"$T/err-i1" ||
+    die "the image's layer blob was not kept by the checkout that fetched it: $(cat "$T/err-i1")"
+mv "$T/remote-away" "$R"
+[ "$(sha256sum <"$T/layer-i1" | cut -d' ' -f1)" = "${2#sha256:}" ] || die "the layer blob read back wrong"
+rm -rf "$T/co-i1"
+
 step "a remote that is down fails the read, clearly, and stores nothing"
 mkrandom "$T/a5" 5 >/dev/null
 cairn -C "$T/a5" push "$URL" t5 >/dev/null

@@ -273,6 +273,17 @@ REGISTRY_AUTH_FILE="$T/tok-auth.json" cairn -C "$T/ta" pull "$TU" main >/dev/nul
 [ "$(content "$T/a")" = "$(content "$T/ta")" ] || die "pulled content differs (token auth)"
 fsck_clean "$T/ta"
 grep -q "^GET /token ok repository:cairn/tokens:pull,push\$" "$T/tok.log" || die "no token asked for the repository: $(cat "$T/tok.log")"
+# a handle that reads lazily connects once: a merge of a lazy stack fetches
+# every object (22) in one process, and asks the token server once
+cairn init "$T/tl" >/dev/null
+REGISTRY_AUTH_FILE="$T/tok-auth.json" CAIRN_CACHE_DIR="$T/tok-cache" cairn -C "$T/tl" pull --lazy "$TU" main >/dev/null
+n0=$(grep -c '^GET /token ok' "$T/tok.log")
+out=$(REGISTRY_AUTH_FILE="$T/tok-auth.json" CAIRN_CACHE_DIR="$T/tok-cache" cairn merge --json "$T/tm" "$T/tl") ||
+    die "merge of a lazy stack (token auth) failed"
+[ "$(echo "$out" | j 'd["refused"]')" = 0 ] || die "merge of a lazy stack (token auth) left objects out: $out"
+[ "$(content "$T/a")" = "$(content "$T/tm")" ] || die "merged content differs (lazy, token auth)"
+n1=$(grep -c '^GET /token ok' "$T/tok.log")
+[ $((n1 - n0)) -le 1 ] || die "a lazy merge of 22 objects asked for $((n1 - n0)) tokens (one connection a fetch)"
 out=$(REGISTRY_AUTH_FILE="$T/tok-wrong.json" cairn -C "$T/a" push "$TU" main 2>&1) && die "wrong credentials got a token"
 grep -q "the token server http://127.0.0.1:[0-9]*/token refused the credentials" <<<"$out" || die "wrong credentials (token): $out"
 out+=$(REGISTRY_AUTH_FILE="$T/tok-auth.json" "$REMOTE_TOOL" "$TU" get "$missing" "$T/none" 2>&1 || true)
