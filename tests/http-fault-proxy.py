@@ -5,6 +5,7 @@ forwards to one upstream server and injects faults at random, seeded points.
   http-fault-proxy.py --upstream HOST:PORT [--port-file F] [--seed N]
       [--rate P] [--faults 500,429,reset,stall,truncate,corrupt]
       [--stall S] [--hold REGEX] [--retry-after S] [--log F] [--timeout S]
+      [--delay S] [--inflight-file F [--inflight-match REGEX]]
 
 Each request is read whole (Content-Length or chunked), then with
 probability P one fault is drawn from --faults:
@@ -20,6 +21,10 @@ logged "early"), which a client does not retry: so a client that ignores
 Retry-After fails, whatever the speed of the machine.
 A request whose request line matches --hold is never answered (a process
 killed in the middle of it). --log appends "METHOD TARGET FAULT" a request.
+--delay S holds each request S seconds before it is forwarded, and
+--inflight-file F holds the most requests it has had in hand at once (held
+or forwarded, the upstream's answer not yet back; with --inflight-match,
+those whose request line matches): how many a client sends in parallel.
 It listens on an ephemeral port of 127.0.0.1 (written to --port-file) and
 exits after --timeout seconds (default 600), whatever happens."""
 import argparse
@@ -42,6 +47,9 @@ p.add_argument("--hold")
 p.add_argument("--retry-after", type=int)
 p.add_argument("--log")
 p.add_argument("--timeout", type=float, default=600)
+p.add_argument("--delay", type=float, default=0.0)
+p.add_argument("--inflight-file")
+p.add_argument("--inflight-match")
 a = p.parse_args()
 uhost, uport = a.upstream.rsplit(":", 1)
 faults = [f for f in a.faults.split(",") if f]
@@ -49,6 +57,17 @@ rng = random.Random(a.seed)
 lock = threading.Lock()
 hold = re.compile(a.hold) if a.hold else None
 told = {}  # request line -> when a 429 told it to come back
+inflight = [0, 0]  # now, most
+
+
+def inflight_add(n):
+    with lock:
+        inflight[0] += n
+        if inflight[0] > inflight[1]:
+            inflight[1] = inflight[0]
+            if a.inflight_file:
+                with open(a.inflight_file, "w") as f:
+                    f.write("%d\n" % inflight[1])
 
 
 def log(line):
@@ -160,58 +179,71 @@ def serve(conn):
             conn.close()
             return
         body = read_body(f, lines)
-        reqline = lines[0].decode("latin-1").strip()
-        method, target = reqline.split(" ")[0], reqline.split(" ")[1]
-        if hold and hold.search(reqline):
-            log("%s %s hold" % (method, target))
-            time.sleep(a.timeout)
-            conn.close()
-            return
-        with lock:
-            early = reqline in told and time.monotonic() < told[reqline]
-            told.pop(reqline, None)
-            fault = rng.choice(faults) if faults and rng.random() < a.rate else "none"
-            if early:
-                fault = "early"
-            elif fault == "429" and a.retry_after is not None:
-                told[reqline] = time.monotonic() + a.retry_after
-            cut = rng.random()
-        log("%s %s %s" % (method, target, fault))
-        if fault == "early":
-            conn.sendall(error(400, "TooEarly"))
-            conn.close()
-            return
-        if fault in ("500", "429", "400"):
-            extra = ("Retry-After: %d\r\n" % a.retry_after
-                     if fault == "429" and a.retry_after is not None else "")
-            conn.sendall(error(int(fault), {"500": "InternalError", "429": "SlowDown",
-                                            "400": "BadRequest"}[fault], extra))
-            conn.close()
-            return
-        if fault == "reset":
-            rst(conn)
-            return
-        if fault == "stall":
-            time.sleep(a.stall)
-            rst(conn)
-            return
-        rlines, status, rbody = forward(lines, body)
-        head = respond(rlines, rbody, method.encode())
-        if fault == "truncate" and len(rbody) > 1:
-            conn.sendall(head + rbody[: max(1, int(len(rbody) * cut)) - 1])
-            rst(conn)
-            return
-        if fault == "corrupt" and 200 <= status < 300 and rbody:
-            i = int(len(rbody) * cut) % len(rbody)
-            rbody = rbody[:i] + bytes([rbody[i] ^ 0x5A]) + rbody[i + 1:]
-        conn.sendall(head + rbody)
-        conn.close()
+        handle(conn, lines, body)
     except (OSError, ValueError, IndexError) as e:
         log("error %s" % e)
         try:
             rst(conn)
         except OSError:
             pass
+
+
+def handle(conn, lines, body):
+    reqline = lines[0].decode("latin-1").strip()
+    method, target = reqline.split(" ")[0], reqline.split(" ")[1]
+    if hold and hold.search(reqline):
+        log("%s %s hold" % (method, target))
+        time.sleep(a.timeout)
+        conn.close()
+        return
+    with lock:
+        early = reqline in told and time.monotonic() < told[reqline]
+        told.pop(reqline, None)
+        fault = rng.choice(faults) if faults and rng.random() < a.rate else "none"
+        if early:
+            fault = "early"
+        elif fault == "429" and a.retry_after is not None:
+            told[reqline] = time.monotonic() + a.retry_after
+        cut = rng.random()
+    log("%s %s %s" % (method, target, fault))
+    if fault == "early":
+        conn.sendall(error(400, "TooEarly"))
+        conn.close()
+        return
+    if fault in ("500", "429", "400"):
+        extra = ("Retry-After: %d\r\n" % a.retry_after
+                 if fault == "429" and a.retry_after is not None else "")
+        conn.sendall(error(int(fault), {"500": "InternalError", "429": "SlowDown",
+                                        "400": "BadRequest"}[fault], extra))
+        conn.close()
+        return
+    if fault == "reset":
+        rst(conn)
+        return
+    if fault == "stall":
+        time.sleep(a.stall)
+        rst(conn)
+        return
+    # in hand: from the delay to the upstream's answer (a client that waits
+    # for each answer before its next request counts 1)
+    counted = 1 if not a.inflight_match or re.search(a.inflight_match, reqline) else 0
+    inflight_add(counted)
+    try:
+        if a.delay:
+            time.sleep(a.delay)
+        rlines, status, rbody = forward(lines, body)
+    finally:
+        inflight_add(-counted)
+    head = respond(rlines, rbody, method.encode())
+    if fault == "truncate" and len(rbody) > 1:
+        conn.sendall(head + rbody[: max(1, int(len(rbody) * cut)) - 1])
+        rst(conn)
+        return
+    if fault == "corrupt" and 200 <= status < 300 and rbody:
+        i = int(len(rbody) * cut) % len(rbody)
+        rbody = rbody[:i] + bytes([rbody[i] ^ 0x5A]) + rbody[i + 1:]
+    conn.sendall(head + rbody)
+    conn.close()
 
 
 def main():

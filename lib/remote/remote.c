@@ -46,6 +46,7 @@
 #include "combine/combine.h"
 #include "image/oci-private.h"
 #include "remote/backend.h"
+#include "remote/xfer.h"
 #include "snapshot/snapshot-private.h"
 
 #include <dirent.h>
@@ -241,12 +242,27 @@ typedef struct session {
     char *scratch; /* a private directory for fetched files */
     unsigned seq;
     uint64_t total, done; /* progress, in bytes */
+    uint64_t xbase;       /* done when a transfer pool started */
 } session;
 
 static void progress(session *s)
 {
     if (s->o.progress)
         s->o.progress(s->o.progress_userdata, s->done, s->total);
+}
+
+/* The pool's side of a session (xfer.h): each worker opens the remote as
+ * the session did; progress is the session's. */
+static cairn__remote_conf session_conf(const session *s)
+{
+    return (cairn__remote_conf){s->url, s->o.jobs, s->o.insecure, s->o.region, s->o.endpoint,
+                                s->o.auth_file};
+}
+
+static unsigned session_workers(const session *s, size_t n)
+{
+    unsigned jobs = s->o.jobs ? s->o.jobs : 8;
+    return n < jobs ? (unsigned)(n ? n : 1) : jobs;
 }
 
 typedef struct xfer {
@@ -284,8 +300,7 @@ static int session_connect(session *s, cairn_state *st, const char *remote,
     if (!s->ops)
         return cairn__err(err, -EPROTONOSUPPORT, "remote %s: this cairn has no backend for it "
                           "(it has file:// and oci://)", s->url);
-    cairn__remote_conf conf = {s->url, s->o.jobs, s->o.insecure, s->o.region, s->o.endpoint,
-                               s->o.auth_file};
+    cairn__remote_conf conf = session_conf(s);
     return s->ops->open(&conf, &s->r, err);
 }
 
@@ -353,23 +368,14 @@ static int fetch_verified(session *s, const char *digest, int64_t size, int fd,
     r = s->ops->blob_get(s->r, digest, fd, xfer_cb, &x, err);
     if (r < 0)
         return r;
-    if (lseek(fd, 0, SEEK_SET) < 0)
-        return cairn__err(err, -errno, "remote: scratch: %m");
-    char got[CAIRN_DIGEST_LEN + 1];
-    int64_t n = cairn__sha256_fd(fd, got);
-    if (n < 0)
-        return cairn__err(err, (int)n, "remote: scratch: %m");
-    if (strcmp(got, digest) != 0 || (size >= 0 && n != size)) {
-        if (size >= 0 && n != size && !strcmp(got, digest))
-            return cairn__err(err, CAIRN_E_MISMATCH, "remote %s: blob %s: %lld bytes, its "
-                              "descriptor says %lld; refused, nothing stored", s->url, digest,
-                              (long long)n, (long long)size);
-        return cairn__err(err, CAIRN_E_MISMATCH, "remote %s: blob %s: the bytes fetched (%lld) "
-                          "hash to %s; refused, nothing stored", s->url, digest, (long long)n, got);
-    }
-    if (lseek(fd, 0, SEEK_SET) < 0)
-        return cairn__err(err, -errno, "remote: scratch: %m");
-    return 0;
+    return cairn__xfer_verify(s->url, digest, size, fd, err);
+}
+
+static void xpool_tick(void *ud, uint64_t bytes)
+{
+    session *s = ud;
+    s->done = s->xbase + bytes;
+    progress(s);
 }
 
 /* A small document (JSON), fetched and verified into a malloc'd buffer. */
@@ -1084,6 +1090,22 @@ static int original_layer(session *s, obj *o, cairn_error *err)
     return 0;
 }
 
+/* A sent object (the pool's done): its fd closed, its scratch file gone. */
+static void push_done(void *ud, cairn__xjob *j)
+{
+    session *s = ud;
+    if (j->fd >= 0)
+        close(j->fd);
+    if (j->ud)
+        unlink(j->ud);
+    free(j->ud);
+    if (j->r == 0) {
+        s->stats.objects_moved++;
+        s->stats.bytes_moved += j->size;
+    }
+    free(j);
+}
+
 int cairn_remote_push(cairn_state *st, const char *remote, const char *tag,
                       const cairn_remote_options *opts, cairn_remote_stats *stats,
                       char *out_digest, cairn_error *err)
@@ -1155,7 +1177,13 @@ int cairn__remote_push_known(cairn_state *st, const char *remote, const char *ta
     for (size_t i = 0; r == 0 && i < objs.n; i++)
         if (!have[i])
             s.total += objs.v[i].size;
-    /* 4. the missing */
+    /* 4. the missing, JOBS at a time: this thread opens each blob (and
+     * exports each layer), the pool's workers hash and send them */
+    size_t nmissing = 0;
+    for (size_t i = 0; i < objs.n; i++)
+        nmissing += !have[i];
+    cairn__xpool *xp = NULL;
+    s.xbase = s.done;
     for (size_t i = 0; r == 0 && i < objs.n; i++) {
         obj *o = &objs.v[i];
         if (have[i]) {
@@ -1165,10 +1193,12 @@ int cairn__remote_push_known(cairn_state *st, const char *remote, const char *ta
         }
         _cleanup_close_ int fd = -1;
         char path[REMOTE_PATH_MAX] = "";
+        bool verify = false;
         if (o->kind == OBJ_BLOB) {
-            r = cairn_blob_open(st, o->digest, 1, &fd, err);
+            r = cairn_blob_open(st, o->digest, 0, &fd, err);
             if (r < 0)
                 break;
+            verify = true;
         } else {
             r = scratch_file(&s, "layer", path, sizeof(path), &fd);
             if (r < 0) {
@@ -1186,7 +1216,8 @@ int cairn__remote_push_known(cairn_state *st, const char *remote, const char *ta
                 path[0] = 0;
                 r = original_layer(&s, o, err);
                 if (r == 0)
-                    r = cairn_blob_open(st, o->digest, 1, &fd, err);
+                    r = cairn_blob_open(st, o->digest, 0, &fd, err);
+                verify = true;
                 size = o->size;
             } else if (r < 0 && err) {
                 *err = e2;
@@ -1213,16 +1244,37 @@ int cairn__remote_push_known(cairn_state *st, const char *remote, const char *ta
             }
             s.total += size;
         }
-        xfer x = {&s, s.done};
-        r = s.ops->blob_put(s.r, o->digest, fd, o->size, o->media_type, xfer_cb, &x, err);
-        if (path[0])
-            unlink(path);
-        if (r < 0)
+        cairn__xjob *j = calloc(1, sizeof(*j));
+        if (!j || (path[0] && !(j->ud = strdup(path)))) {
+            free(j);
+            if (path[0])
+                unlink(path);
+            r = cairn__err(err, -ENOMEM, "out of memory");
             break;
-        s.done = x.base + o->size;
-        s.stats.objects_moved++;
-        s.stats.bytes_moved += o->size;
-        progress(&s);
+        }
+        j->put = true;
+        j->verify = verify;
+        memcpy(j->digest, o->digest, sizeof(j->digest));
+        memcpy(j->media_type, o->media_type, sizeof(j->media_type));
+        j->size = o->size;
+        j->fd = fd;
+        fd = -1;
+        if (!xp) {
+            cairn__remote_conf conf = session_conf(&s);
+            r = cairn__xpool_new(&xp, s.ops, &conf, session_workers(&s, nmissing), push_done,
+                                 xpool_tick, &s, err);
+            if (r < 0) {
+                push_done(&s, j);
+                break;
+            }
+        }
+        r = cairn__xpool_submit(xp, j, err);
+    }
+    if (xp) {
+        int e = cairn__xpool_finish(xp, r < 0 ? NULL : err);
+        if (r == 0)
+            r = e;
+        cairn__xpool_free(xp);
     }
     free(digests);
     free(have);
@@ -1305,28 +1357,71 @@ static void snapshot_depths(objv *ov)
     }
 }
 
+/* Blobs fetched JOBS at a time by the pool's workers (each hashed there
+ * against its name), taken into one batch by this thread as they come. */
+typedef struct pull_ctx {
+    session *s;
+    cairn_blob_batch *b;
+    int r;
+    cairn_error *err;
+} pull_ctx;
+
+static void pull_done(void *ud, cairn__xjob *j)
+{
+    pull_ctx *c = ud;
+    if (j->r == 0 && c->r == 0) {
+        cairn_blob_put_options po = CAIRN_BLOB_PUT_OPTIONS_INIT;
+        po.expected = j->digest;
+        po.expected_size = (int64_t)j->size;
+        po.media_type = strcmp(j->media_type, MT_BLOB) ? j->media_type : NULL;
+        c->r = cairn_blob_batch_put_fd(c->b, j->fd, &po, NULL, c->err);
+        if (c->r == 0) {
+            c->s->stats.objects_moved++;
+            c->s->stats.bytes_moved += j->size;
+        }
+    }
+    close(j->fd);
+    unlink(j->ud);
+    free(j->ud);
+    free(j);
+}
+
+static void pull_tick(void *ud, uint64_t bytes)
+{
+    xpool_tick(((pull_ctx *)ud)->s, bytes);
+}
+
 static int pull_blobs(session *s, const objv *ov, cairn_error *err)
 {
-    cairn_blob_batch *b = NULL;
+    pull_ctx c = {s, NULL, 0, err};
+    cairn__xpool *xp = NULL;
     int r = 0;
-    size_t staged = 0;
+    size_t nblobs = 0;
+    for (size_t i = 0; i < ov->n; i++)
+        nblobs += ov->v[i].kind == OBJ_BLOB;
+    s->xbase = s->done;
     for (size_t i = 0; r == 0 && i < ov->n; i++) {
         const obj *o = &ov->v[i];
         if (o->kind != OBJ_BLOB)
             continue;
-        if (cairn_digest_check(o->digest, NULL) < 0)
-            return cairn__err(err, CAIRN_E_FORMAT, "remote %s: a blob named '%s'", s->url,
-                              o->digest);
+        if (cairn_digest_check(o->digest, NULL) < 0) {
+            r = cairn__err(err, CAIRN_E_FORMAT, "remote %s: a blob named '%s'", s->url,
+                           o->digest);
+            break;
+        }
         int have = cairn_blob_exists(s->st, o->digest, err);
-        if (have < 0)
-            return have;
+        if (have < 0) {
+            r = have;
+            break;
+        }
         if (have) {
             s->stats.objects_skipped++;
             s->stats.bytes_skipped += o->size;
+            s->xbase += o->size;
             continue;
         }
-        if (!b && (r = cairn_blob_batch_new(&b, s->st, err)) < 0)
-            return r;
+        if (!c.b && (r = cairn_blob_batch_new(&c.b, s->st, err)) < 0)
+            break;
         char path[REMOTE_PATH_MAX];
         int fd;
         r = scratch_file(s, "blob", path, sizeof(path), &fd);
@@ -1334,27 +1429,43 @@ static int pull_blobs(session *s, const objv *ov, cairn_error *err)
             r = cairn__err(err, r, "%s: %m", path);
             break;
         }
-        r = fetch_verified(s, o->digest, (int64_t)o->size, fd, err);
-        if (r == 0) {
-            cairn_blob_put_options po = CAIRN_BLOB_PUT_OPTIONS_INIT;
-            po.expected = o->digest;
-            po.expected_size = (int64_t)o->size;
-            po.media_type = strcmp(o->media_type, MT_BLOB) ? o->media_type : NULL;
-            r = cairn_blob_batch_put_fd(b, fd, &po, NULL, err);
-            staged++;
+        cairn__xjob *j = calloc(1, sizeof(*j));
+        if (!j || !(j->ud = strdup(path))) {
+            free(j);
+            close(fd);
+            unlink(path);
+            r = cairn__err(err, -ENOMEM, "out of memory");
+            break;
         }
-        close(fd);
-        unlink(path);
-        s->done += o->size;
-        progress(s);
-        if (r == 0) {
-            s->stats.objects_moved++;
-            s->stats.bytes_moved += o->size;
+        memcpy(j->digest, o->digest, sizeof(j->digest));
+        memcpy(j->media_type, o->media_type, sizeof(j->media_type));
+        j->size = o->size;
+        j->fd = fd;
+        if (!xp) {
+            cairn__remote_conf conf = session_conf(s);
+            r = cairn__xpool_new(&xp, s->ops, &conf, session_workers(s, nblobs), pull_done,
+                                 pull_tick, &c, err);
+            if (r < 0) {
+                j->r = r;
+                pull_done(&c, j);
+                break;
+            }
         }
+        r = cairn__xpool_submit(xp, j, c.r < 0 ? NULL : err);
+        if (r == 0)
+            r = c.r;
     }
-    if (r == 0 && b)
-        r = cairn_blob_batch_commit(b, err);
-    cairn_blob_batch_free(b);
+    if (xp) {
+        int e = cairn__xpool_finish(xp, r < 0 ? NULL : err);
+        if (r == 0)
+            r = e;
+        cairn__xpool_free(xp);
+    }
+    if (r == 0)
+        r = c.r;
+    if (r == 0 && c.b)
+        r = cairn_blob_batch_commit(c.b, err);
+    cairn_blob_batch_free(c.b);
     return r < 0 ? r : 0;
 }
 

@@ -210,6 +210,35 @@ for f in 500 429 reset truncate corrupt; do
     grep -q " $f\$" "$T/proxy.log" || die "the proxy never injected $f"
 done
 
+step "transfers: --jobs at a time, push and pull (one at a time with --jobs 1)"
+# a proxy that holds each request 50 ms and counts the most it holds at once
+par_proxy() { # par_proxy REGEX: the requests counted
+    rm -f "$T/par.port" "$T/par.n"
+    timeout 300 python3 "$SOURCE_ROOT/tests/http-fault-proxy.py" --upstream "127.0.0.1:$OPEN" \
+        --port-file "$T/par.port" --timeout 280 --rate 0 --delay 0.05 --inflight-file "$T/par.n" \
+        --inflight-match "$1" &
+    PIDS+=($!)
+    for _ in $(seq 100); do [ -s "$T/par.port" ] && break; sleep 0.1; done
+    [ -s "$T/par.port" ] || die "the counting proxy did not start"
+}
+# (uploads: a blob's POST and PUT; existence checks, HEADs, run in batches
+# of --jobs anyway)
+mkstate "$T/q" q 24 20000 >/dev/null
+par_proxy '^(POST|PUT|PATCH) .*/blobs/'
+cairn -C "$T/q" push --jobs 1 "oci://127.0.0.1:$(cat "$T/par.port")/cairn/one" main >/dev/null
+[ "$(cat "$T/par.n")" = 1 ] || die "--jobs 1: a push sent $(cat "$T/par.n") uploads at once"
+par_proxy '^(POST|PUT|PATCH) .*/blobs/'
+cairn -C "$T/q" push --jobs 4 "oci://127.0.0.1:$(cat "$T/par.port")/cairn/four" main >/dev/null
+n=$(cat "$T/par.n")
+[ "$n" -ge 3 ] && [ "$n" -le 4 ] || die "--jobs 4: a push sent $n uploads at once"
+par_proxy '^GET .*/blobs/sha256:'
+cairn init "$T/q2" >/dev/null
+cairn -C "$T/q2" pull --jobs 4 "oci://127.0.0.1:$(cat "$T/par.port")/cairn/four" main >/dev/null
+n=$(cat "$T/par.n")
+[ "$n" -ge 3 ] && [ "$n" -le 4 ] || die "--jobs 4: a pull sent $n fetches at once"
+[ "$(content "$T/q")" = "$(content "$T/q2")" ] || die "the state pulled 4 at a time differs"
+fsck_clean "$T/q2"
+
 step "a registry with htpasswd basic auth"
 SECRET="s3cr3t-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 htpasswd -Bbn ci "$SECRET" >"$T/htpasswd"
