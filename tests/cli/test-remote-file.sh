@@ -149,7 +149,7 @@ step "a push killed midway leaves no visible state; a rerun completes it"
 # (600 blobs: a push sends 8 at a time, a small one is over before the kill)
 mkstate "$T/k" k 600 262144 >/dev/null
 KR="$T/kremote"
-cairn -C "$T/k" push "file://$KR" big >/dev/null 2>&1 &
+"$CAIRN" -C "$T/k" push "file://$KR" big >/dev/null 2>&1 &
 kp=$!
 for _ in $(seq 1 600); do
     [ "$(ls "$KR/blobs/sha256" 2>/dev/null | wc -l)" -ge 10 ] && break
