@@ -60,7 +60,8 @@ CAIRN_EXPORT int cairn_remote_url(cairn_state *st, const char *remote, char *buf
 
 typedef struct cairn_remote_options {
     unsigned version;            /* CAIRN_REMOTE_OPTIONS_VERSION */
-    unsigned jobs;               /* parallel transfers; 0: the backend's default */
+    unsigned jobs;               /* objects moved at once (push, pull: threads, each with
+                                  * its own connection) and existence checks; 0: 8 */
     int insecure;                /* oci: plain http to a host that is not loopback */
     const char *region;          /* s3 */
     const char *endpoint;        /* s3: overrides AWS_ENDPOINT_URL */
