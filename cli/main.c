@@ -138,6 +138,10 @@ void cli_usage(cli *c, FILE *f)
     }
     fprintf(f, "usage: cairn %s %s\n\n%s\n", current->name, current->args, current->help);
     fprintf(f, "\nCommon options: -C/--state DIR, --json, -q/--quiet, -h/--help\n");
+    if (strstr(current->args, "REMOTE") || !strncmp(current->name, "pool ", 5))
+        fprintf(f, "Remote options: --jobs N (objects moved at once, 8), --insecure (oci: plain "
+                   "http to a host not loopback), --region R and --endpoint URL (s3), "
+                   "--auth-file F (oci)\n");
 }
 
 int cli_usage_error(cli *c, const char *fmt, ...)
