@@ -47,6 +47,7 @@
 #include "image/oci-private.h"
 #include "remote/backend.h"
 #include "remote/xfer.h"
+#include "store/store-private.h"
 #include "snapshot/snapshot-private.h"
 
 #include <dirent.h>
@@ -1370,11 +1371,18 @@ static void pull_done(void *ud, cairn__xjob *j)
 {
     pull_ctx *c = ud;
     if (j->r == 0 && c->r == 0) {
-        cairn_blob_put_options po = CAIRN_BLOB_PUT_OPTIONS_INIT;
-        po.expected = j->digest;
-        po.expected_size = (int64_t)j->size;
-        po.media_type = strcmp(j->media_type, MT_BLOB) ? j->media_type : NULL;
-        c->r = cairn_blob_batch_put_fd(c->b, j->fd, &po, NULL, c->err);
+        /* verified in its thread: the file itself goes into the batch (the
+         * scratch is under the state's tmp/), copied only across filesystems */
+        const char *mt = strcmp(j->media_type, MT_BLOB) ? j->media_type : NULL;
+        c->r = cairn__blob_batch_adopt(c->b, AT_FDCWD, j->ud, j->fd, j->digest, j->size, mt,
+                                       c->err);
+        if (c->r == -EXDEV) {
+            cairn_blob_put_options po = CAIRN_BLOB_PUT_OPTIONS_INIT;
+            po.expected = j->digest;
+            po.expected_size = (int64_t)j->size;
+            po.media_type = mt;
+            c->r = cairn_blob_batch_put_fd(c->b, j->fd, &po, NULL, c->err);
+        }
         if (c->r == 0) {
             c->s->stats.objects_moved++;
             c->s->stats.bytes_moved += j->size;

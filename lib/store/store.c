@@ -34,6 +34,7 @@
 #include "core/core.h"
 #include "core/usage.h"
 #include "store/ingest-private.h"
+#include "store/store-private.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -890,6 +891,45 @@ int cairn_blob_batch_put_fd(cairn_blob_batch *b, int fd, const cairn_blob_put_op
         r = batch_take(b, w, out_digest, err);
     cairn_blob_writer_free(w);
     return r;
+}
+
+int cairn__blob_batch_adopt(cairn_blob_batch *b, int dirfd, const char *name, int fd,
+                            const char *digest, uint64_t size, const char *media_type,
+                            cairn_error *err)
+{
+    cairn_state *st = b->st;
+    int r = cairn__check_writable(st, err);
+    if (r < 0)
+        return r;
+    if ((r = cairn_digest_check(digest, err)) < 0)
+        return r;
+    int tfd = cairn__tmpfd(st, err);
+    if (tfd < 0)
+        return tfd;
+    if (b->n == b->cap) {
+        size_t ncap = b->cap ? b->cap * 2 : 64;
+        staged *ni = realloc(b->items, ncap * sizeof(*ni));
+        if (!ni)
+            return cairn__err(err, -ENOMEM, "out of memory");
+        b->items = ni;
+        b->cap = ncap;
+    }
+    staged s = {0};
+    if (media_type && !(s.media_type = strdup(media_type)))
+        return cairn__err(err, -ENOMEM, "out of memory");
+    r = cairn__tmp_name(st, s.tmpname, sizeof(s.tmpname), "blob");
+    if (r == 0 && fchmod(fd, 0444) < 0)
+        r = -errno;
+    if (r == 0 && renameat(dirfd, name, tfd, s.tmpname) < 0)
+        r = -errno;
+    if (r < 0) {
+        free(s.media_type);
+        return cairn__err(err, r, "blob %s: stage %s in %s/tmp: %m", digest, name, st->path);
+    }
+    memcpy(s.digest, digest, CAIRN_DIGEST_LEN + 1);
+    s.size = size;
+    b->items[b->n++] = s;
+    return 0;
 }
 
 int cairn_blob_batch_put_buf(cairn_blob_batch *b, const void *buf, size_t len,
