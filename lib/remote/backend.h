@@ -75,6 +75,11 @@ typedef struct cairn__remote_ops {
      * and S3 store it as any blob. */
     int (*blob_put)(cairn__remote *r, const char *digest, int fd, uint64_t size,
                     const char *media_type, cairn__remote_progress fn, void *ud, cairn_error *err);
+    /* Make every blob put through this handle stored and visible, when
+     * the backend holds some back to sync them together (file); NULL for a
+     * backend whose blob_put stores at once. A push calls it on each
+     * handle that sent blobs before it publishes a state naming them. */
+    int (*flush)(cairn__remote *r, cairn_error *err);
     /* Stream the bytes of digest into fd (from its current offset); the
      * caller hashes and refuses wrong bytes. -ENOENT when not stored. */
     int (*blob_get)(cairn__remote *r, const char *digest, int fd, cairn__remote_progress fn,

@@ -47,13 +47,14 @@
 #include "image/oci-private.h"
 #include "remote/backend.h"
 #include "remote/xfer.h"
-#include "store/store-private.h"
 #include "snapshot/snapshot-private.h"
+#include "store/store-private.h"
 
 #include <dirent.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -262,7 +263,7 @@ static cairn__remote_conf session_conf(const session *s)
 
 static unsigned session_workers(const session *s, size_t n)
 {
-    unsigned jobs = s->o.jobs ? s->o.jobs : 8;
+    unsigned jobs = s->o.jobs ? (s->o.jobs < 256 ? s->o.jobs : 256) : 8;
     return n < jobs ? (unsigned)(n ? n : 1) : jobs;
 }
 
@@ -1107,6 +1108,117 @@ static void push_done(void *ud, cairn__xjob *j)
     free(j);
 }
 
+/* A registry takes a manifest only once what it names is stored, and an
+ * index once its manifests are: blobs typed so are sent after the rest, in
+ * that order, a barrier between (S3 and file do not mind). */
+static int push_pass(const obj *o)
+{
+    if (o->kind != OBJ_BLOB)
+        return 0;
+    if (strstr(o->media_type, "image.index") || strstr(o->media_type, "manifest.list"))
+        return 2;
+    return strstr(o->media_type, "manifest") ? 1 : 0;
+}
+
+/* One missing object handed to the pool (made when first needed): a blob
+ * opened, a snapshot's layer exported (or its original layer found), each
+ * digest once a push (a layer may be a blob of the state as well). */
+static int push_one(session *s, cairn_state *st, obj *o, size_t nmissing, cairn__strset *sent,
+                    cairn__xpool **xp, cairn_error *err)
+{
+    _cleanup_close_ int fd = -1;
+    char path[REMOTE_PATH_MAX] = "";
+    bool verify = false;
+    int r;
+    if (o->kind == OBJ_BLOB) {
+        r = cairn_blob_open(st, o->digest, 0, &fd, err);
+        if (r < 0)
+            return r;
+        verify = true;
+    } else {
+        r = scratch_file(s, "layer", path, sizeof(path), &fd);
+        if (r < 0)
+            return cairn__err(err, r, "%s: %m", path);
+        uint64_t size = 0;
+        cairn_error e2 = {0};
+        r = cairn_layer_export(st, o->name, fd, s->o.compression, o->digest, &size, &e2);
+        if (r == CAIRN_E_FORMAT) {
+            /* its original layer, a blob of the state */
+            close(fd);
+            fd = -1;
+            unlink(path);
+            path[0] = 0;
+            r = original_layer(s, o, err);
+            if (r == 0)
+                r = cairn_blob_open(st, o->digest, 0, &fd, err);
+            verify = true;
+            size = o->size;
+        } else if (r < 0 && err) {
+            *err = e2;
+        } else if (r == 0) {
+            snprintf(o->media_type, sizeof(o->media_type), "%s",
+                     s->o.compression == CAIRN_COMPRESSION_ZSTD   ? CAIRN__MT_OCI_LAYER_ZST
+                     : s->o.compression == CAIRN_COMPRESSION_GZIP ? CAIRN__MT_OCI_LAYER_GZ
+                                                                  : CAIRN__MT_OCI_LAYER);
+        }
+        if (r < 0) {
+            if (path[0])
+                unlink(path);
+            return r;
+        }
+        o->size = size;
+        const char *d = o->digest;
+        uint8_t h = 0;
+        r = s->ops->blobs_have(s->r, &d, 1, &h, err);
+        if (r < 0 || h) { /* h: another state carried this very layer */
+            if (h) {
+                s->stats.objects_skipped++;
+                s->stats.bytes_skipped += o->size;
+            }
+            if (path[0])
+                unlink(path);
+            return r < 0 ? r : 0;
+        }
+        s->total += size;
+    }
+    r = cairn__strset_add(sent, o->digest);
+    if (r <= 0) { /* 0: sent already (or in flight) in this push */
+        if (path[0])
+            unlink(path);
+        if (r < 0)
+            return cairn__err(err, -ENOMEM, "out of memory");
+        s->stats.objects_skipped++;
+        s->stats.bytes_skipped += o->size;
+        s->total -= o->size;
+        return 0;
+    }
+    cairn__xjob *j = calloc(1, sizeof(*j));
+    if (!j || (path[0] && !(j->ud = strdup(path)))) {
+        free(j);
+        if (path[0])
+            unlink(path);
+        return cairn__err(err, -ENOMEM, "out of memory");
+    }
+    j->put = true;
+    j->verify = verify;
+    memcpy(j->digest, o->digest, sizeof(j->digest));
+    memcpy(j->media_type, o->media_type, sizeof(j->media_type));
+    j->size = o->size;
+    j->fd = fd;
+    fd = -1;
+    if (!*xp) {
+        cairn__remote_conf conf = session_conf(s);
+        r = cairn__xpool_new(xp, s->ops, &conf, session_workers(s, nmissing), push_done,
+                             xpool_tick, s, err);
+        if (r < 0) {
+            j->r = r;
+            push_done(s, j);
+            return r;
+        }
+    }
+    return cairn__xpool_submit(*xp, j, err);
+}
+
 int cairn_remote_push(cairn_state *st, const char *remote, const char *tag,
                       const cairn_remote_options *opts, cairn_remote_stats *stats,
                       char *out_digest, cairn_error *err)
@@ -1179,104 +1291,40 @@ int cairn__remote_push_known(cairn_state *st, const char *remote, const char *ta
         if (!have[i])
             s.total += objs.v[i].size;
     /* 4. the missing, JOBS at a time: this thread opens each blob (and
-     * exports each layer), the pool's workers hash and send them */
+     * exports each layer), the pool's workers hash and send them; blobs
+     * typed as manifests, then as indexes, after the rest (push_pass) */
     size_t nmissing = 0;
     for (size_t i = 0; i < objs.n; i++)
         nmissing += !have[i];
     cairn__xpool *xp = NULL;
+    cairn__strset *sent = cairn__strset_new();
+    if (!sent)
+        r = cairn__err(err, -ENOMEM, "out of memory");
     s.xbase = s.done;
-    for (size_t i = 0; r == 0 && i < objs.n; i++) {
-        obj *o = &objs.v[i];
+    for (size_t i = 0; r == 0 && i < objs.n; i++)
         if (have[i]) {
             s.stats.objects_skipped++;
-            s.stats.bytes_skipped += o->size;
-            continue;
+            s.stats.bytes_skipped += objs.v[i].size;
         }
-        _cleanup_close_ int fd = -1;
-        char path[REMOTE_PATH_MAX] = "";
-        bool verify = false;
-        if (o->kind == OBJ_BLOB) {
-            r = cairn_blob_open(st, o->digest, 0, &fd, err);
-            if (r < 0)
-                break;
-            verify = true;
-        } else {
-            r = scratch_file(&s, "layer", path, sizeof(path), &fd);
-            if (r < 0) {
-                r = cairn__err(err, r, "%s: %m", path);
-                break;
-            }
-            uint64_t size = 0;
-            cairn_error e2 = {0};
-            r = cairn_layer_export(st, o->name, fd, s.o.compression, o->digest, &size, &e2);
-            if (r == CAIRN_E_FORMAT) {
-                /* its original layer, a blob of the state */
-                close(fd);
-                fd = -1;
-                unlink(path);
-                path[0] = 0;
-                r = original_layer(&s, o, err);
-                if (r == 0)
-                    r = cairn_blob_open(st, o->digest, 0, &fd, err);
-                verify = true;
-                size = o->size;
-            } else if (r < 0 && err) {
-                *err = e2;
-            } else if (r == 0) {
-                snprintf(o->media_type, sizeof(o->media_type), "%s",
-                         s.o.compression == CAIRN_COMPRESSION_ZSTD   ? CAIRN__MT_OCI_LAYER_ZST
-                         : s.o.compression == CAIRN_COMPRESSION_GZIP ? CAIRN__MT_OCI_LAYER_GZ
-                                                                     : CAIRN__MT_OCI_LAYER);
-            }
-            if (r < 0)
-                break;
-            o->size = size;
-            const char *d = o->digest;
-            uint8_t h = 0;
-            r = s.ops->blobs_have(s.r, &d, 1, &h, err);
-            if (r < 0)
-                break;
-            if (h) { /* another state carried this very layer, or it was just sent */
-                s.stats.objects_skipped++;
-                s.stats.bytes_skipped += o->size;
-                if (path[0])
-                    unlink(path);
+    for (int pass = 0; r == 0 && pass < 3; pass++) {
+        if (pass && xp)
+            r = cairn__xpool_wait_all(xp, err);
+        for (size_t i = 0; r == 0 && i < objs.n; i++) {
+            obj *o = &objs.v[i];
+            if (have[i] || push_pass(o) != pass)
                 continue;
-            }
-            s.total += size;
+            r = push_one(&s, st, o, nmissing, sent, &xp, err);
         }
-        cairn__xjob *j = calloc(1, sizeof(*j));
-        if (!j || (path[0] && !(j->ud = strdup(path)))) {
-            free(j);
-            if (path[0])
-                unlink(path);
-            r = cairn__err(err, -ENOMEM, "out of memory");
-            break;
-        }
-        j->put = true;
-        j->verify = verify;
-        memcpy(j->digest, o->digest, sizeof(j->digest));
-        memcpy(j->media_type, o->media_type, sizeof(j->media_type));
-        j->size = o->size;
-        j->fd = fd;
-        fd = -1;
-        if (!xp) {
-            cairn__remote_conf conf = session_conf(&s);
-            r = cairn__xpool_new(&xp, s.ops, &conf, session_workers(&s, nmissing), push_done,
-                                 xpool_tick, &s, err);
-            if (r < 0) {
-                push_done(&s, j);
-                break;
-            }
-        }
-        r = cairn__xpool_submit(xp, j, err);
     }
     if (xp) {
+        if (r < 0)
+            cairn__xpool_cancel(xp);
         int e = cairn__xpool_finish(xp, r < 0 ? NULL : err);
         if (r == 0)
             r = e;
         cairn__xpool_free(xp);
     }
+    cairn__strset_free(sent);
     free(digests);
     free(have);
     if (locked)
@@ -1464,10 +1512,15 @@ static int pull_blobs(session *s, const objv *ov, cairn_error *err)
             r = c.r;
     }
     if (xp) {
-        int e = cairn__xpool_finish(xp, r < 0 ? NULL : err);
+        if (r < 0 || c.r < 0)
+            cairn__xpool_cancel(xp); /* this side failed: fetch no more */
+        int e = cairn__xpool_finish(xp, r < 0 || c.r < 0 ? NULL : err);
         if (r == 0)
             r = e;
         cairn__xpool_free(xp);
+    } else {
+        s->done = s->xbase; /* all here already */
+        progress(s);
     }
     if (r == 0)
         r = c.r;
@@ -2566,16 +2619,27 @@ static void cache_keep_bound(cairn_state *st, size_t layer, int kind, const char
 
 /* A lazy layer's connection, kept in its fetch_conn between fetches: a
  * handle reading lazily opens its remote (a TLS handshake, a registry's
- * token) once, not at every object. One not used for LAZY_IDLE_NS is
- * opened anew (credentials and tokens may have changed meanwhile), and so
- * is one whose last fetch failed. `busy`: a snapshot's fetch fetches its
- * parents through the same layer, nested; the connection stays theirs. */
+ * token) once, not at every object. One idle for LAZY_IDLE_NS, or older
+ * than LAZY_AGE_NS, is opened anew (credentials read at open may have been
+ * rotated meanwhile), and so is one a fetch failed on. `busy`: a snapshot's
+ * fetch fetches its parents (and its layer's blob) through the same layer,
+ * nested: the connection stays theirs until the outermost is done. */
 #define LAZY_IDLE_NS (60 * 1000000000LL)
+#define LAZY_AGE_NS (600 * 1000000000LL)
 typedef struct lazy_conn {
     session s;
-    int64_t last;
+    char region[256], endpoint[1024], auth[1024]; /* what s.o points to */
+    int64_t opened, last; /* CLOCK_MONOTONIC */
     int busy;
+    bool broken;
 } lazy_conn;
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
 
 static void lazy_release(void *conn)
 {
@@ -2589,36 +2653,44 @@ static void lazy_release(void *conn)
 static int lazy_conn_get(cairn__layer *L, lazy_conn **out, cairn_error *err)
 {
     lazy_conn *c = L->fetch_conn;
-    int64_t now = cairn__now_ns();
-    if (c && !c->busy && now - c->last > LAZY_IDLE_NS) {
+    int64_t now = mono_ns();
+    if (c && !c->busy && (c->broken || now - c->last > LAZY_IDLE_NS || now - c->opened > LAZY_AGE_NS)) {
+        L->fetch_conn = NULL;
         lazy_release(c);
-        L->fetch_conn = c = NULL;
+        c = NULL;
     }
     if (!c) {
         _cleanup_free_ char *conf = NULL;
         int r = cairn__read_file_at(L->dirfd, LAZY_REMOTE, 64u << 10, &conf, NULL);
         if (r < 0)
             return cairn__err(err, r, "lazy lower %s: %s: %m", L->root, LAZY_REMOTE);
-        char url[CAIRN_REMOTE_URL_MAX + 1], ins[8], region[256], endpoint[1024], auth[1024];
+        if (!(c = calloc(1, sizeof(*c))))
+            return cairn__err(err, -ENOMEM, "out of memory");
+        char url[CAIRN_REMOTE_URL_MAX + 1], ins[8];
         cairn_remote_options o = CAIRN_REMOTE_OPTIONS_INIT;
         kv(conf, "url", url, sizeof(url));
         o.insecure = atoi(kv(conf, "insecure", ins, sizeof(ins)));
-        o.region = *kv(conf, "region", region, sizeof(region)) ? region : NULL;
-        o.endpoint = *kv(conf, "endpoint", endpoint, sizeof(endpoint)) ? endpoint : NULL;
-        o.auth_file = *kv(conf, "auth-file", auth, sizeof(auth)) ? auth : NULL;
-        if (!(c = calloc(1, sizeof(*c))))
-            return cairn__err(err, -ENOMEM, "out of memory");
+        o.region = *kv(conf, "region", c->region, sizeof(c->region)) ? c->region : NULL;
+        o.endpoint = *kv(conf, "endpoint", c->endpoint, sizeof(c->endpoint)) ? c->endpoint : NULL;
+        o.auth_file = *kv(conf, "auth-file", c->auth, sizeof(c->auth)) ? c->auth : NULL;
         r = session_connect(&c->s, NULL, url, &o, err);
         if (r < 0) {
             lazy_release(c);
             return r;
         }
+        c->opened = now;
         L->fetch_conn = c;
     }
-    c->last = now;
     *out = c;
     return 0;
 }
+
+/* Fetches nest (a snapshot's parents, its layer's blob), on this thread:
+ * the cache's bound is kept once, by the outermost, for all it fetched
+ * and with what a read of its object needs kept (a bound kept in a nested
+ * fetch could take the parents the outer one is about to apply onto). */
+static _Thread_local int lazy_depth;
+static _Thread_local uint64_t lazy_fetched;
 
 static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err)
 {
@@ -2631,24 +2703,33 @@ static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name,
     if (r < 0)
         return cairn__err_prefix(err, r, "%s %s: fetch from lazy lower %s",
                                  kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root);
-    uint64_t before = c->s.done;
+    if (lazy_depth++ == 0)
+        lazy_fetched = 0;
+    uint64_t before = c->s.stats.bytes_moved;
     c->busy++;
     r = kind == CAIRN__LOWER_BLOB ? lazy_fetch_blob(&c->s, st, layer, name, tfd, err)
                                   : lazy_fetch_snapshot(&c->s, st, layer, name, tfd, err);
     c->busy--;
-    uint64_t fetched = c->s.done - before;
-    if (r < 0)
+    lazy_depth--;
+    c->last = mono_ns();
+    if (r < 0) {
         cairn__err_prefix(err, r, "%s %s: fetch from lazy lower %s (%s)",
                           kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root,
                           c->s.url);
-    if (r < 0 && !c->busy) { /* the next fetch connects anew */
-        lazy_release(c);
-        if (L->fetch_conn == c)
+        c->broken = true; /* the next fetch connects anew */
+        if (!c->busy) {
             L->fetch_conn = NULL;
+            lazy_release(c);
+        }
+        return r;
     }
-    if (r == 0)
-        cache_keep_bound(st, layer, kind, name, fetched);
-    return r;
+    /* what this level moved itself: a nested fetch on another layer's
+     * connection counts its own */
+    lazy_fetched += c->s.stats.bytes_moved - before;
+    c->s.stats.bytes_moved = before; /* counted once: the outer level sees none of it */
+    if (lazy_depth == 0)
+        cache_keep_bound(st, layer, kind, name, lazy_fetched);
+    return 0;
 }
 
 int cairn_remote_cache_bound(const char *cache_dir, uint64_t max_bytes, cairn_error *err)

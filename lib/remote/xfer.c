@@ -33,7 +33,7 @@ struct cairn__xpool {
     cairn__xjob *head, *tail; /* queued */
     cairn__xjob *finished;    /* run, for done_fn */
     unsigned out;             /* submitted, not yet on finished */
-    bool closing, failed, joined;
+    bool closing, failed, cancelled, joined;
     int r;
     cairn_error err;
     _Atomic uint64_t bytes;
@@ -82,7 +82,7 @@ static void run(cairn__xpool *p, cairn__remote *r, cairn__xjob *j)
     if (j->put) {
         if (j->verify) {
             char got[CAIRN_DIGEST_LEN + 1];
-            int64_t n = cairn__sha256_fd(j->fd, got);
+            int64_t n = lseek(j->fd, 0, SEEK_SET) < 0 ? -errno : cairn__sha256_fd(j->fd, got);
             if (n < 0) {
                 j->r = cairn__err(&j->err, (int)n, "blob %s: read: %m", j->digest);
                 return;
@@ -122,7 +122,7 @@ static void *work(void *arg)
         p->head = j->next;
         if (!p->head)
             p->tail = NULL;
-        bool skip = p->failed;
+        bool skip = p->failed || p->cancelled;
         pthread_mutex_unlock(&p->mu);
         if (skip)
             j->r = cairn__err(&j->err, -ECANCELED, "blob %s: not %s: an earlier transfer failed",
@@ -203,10 +203,15 @@ int cairn__xpool_new(cairn__xpool **out, const cairn__remote_ops *ops,
     pthread_cond_init(&p->done, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&p->work, NULL);
+    /* each its own handle (connections and tokens are not shared), with
+     * its share of the jobs for what it runs in parallel itself (the parts
+     * of one big blob): jobs in all, not jobs squared */
+    cairn__remote_conf wc = *conf;
+    unsigned total = conf->jobs ? conf->jobs : 8;
+    wc.jobs = (total + workers - 1) / workers;
     int r = 0;
     for (unsigned i = 0; r == 0 && i < workers; i++) {
-        /* each its own handle: connections and tokens are not shared */
-        r = ops->open(conf, &p->w[i].r, err);
+        r = ops->open(&wc, &p->w[i].r, err);
         if (r == 0)
             p->n++;
     }
@@ -218,7 +223,8 @@ int cairn__xpool_new(cairn__xpool **out, const cairn__remote_ops *ops,
         p->w[i].p = p;
         int e = pthread_create(&p->w[i].th, NULL, work, &p->w[i]);
         if (e)
-            r = cairn__err(err, -e, "remote %s: a transfer thread: %s", conf->url, strerror(e));
+            r = cairn__err(err, -e, "remote %s: a transfer thread: %s", conf->url,
+                           cairn_strerror(-e));
         else
             p->w[i].started = true;
     }
@@ -237,10 +243,12 @@ int cairn__xpool_submit(cairn__xpool *p, cairn__xjob *j, cairn_error *err)
     pthread_mutex_lock(&p->mu);
     while (p->out >= p->window && !p->failed)
         wait_some(p);
-    if (p->failed) {
-        int r = p->r;
-        if (err)
+    if (p->failed || p->cancelled) {
+        int r = p->failed ? p->r : -ECANCELED;
+        if (err && p->failed)
             *err = p->err;
+        else if (!p->failed)
+            cairn__err(err, r, "remote %s: transfers stopped", p->url);
         pthread_mutex_unlock(&p->mu);
         j->r = cairn__err(&j->err, -ECANCELED, "blob %s: not %s: an earlier transfer failed",
                           j->digest, j->put ? "sent" : "fetched");
@@ -274,10 +282,43 @@ static void join(cairn__xpool *p)
     drain(p);
 }
 
+void cairn__xpool_cancel(cairn__xpool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->cancelled = true;
+    pthread_mutex_unlock(&p->mu);
+}
+
+int cairn__xpool_wait_all(cairn__xpool *p, cairn_error *err)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->out > 0)
+        wait_some(p);
+    pthread_mutex_unlock(&p->mu);
+    drain(p);
+    if (p->failed) {
+        if (err)
+            *err = p->err;
+        return p->r;
+    }
+    return 0;
+}
+
 int cairn__xpool_finish(cairn__xpool *p, cairn_error *err)
 {
     if (!p->joined)
         join(p);
+    /* what each handle holds back (file: blobs synced together) stored,
+     * before the caller publishes anything naming it */
+    for (unsigned i = 0; !p->failed && !p->cancelled && i < p->n; i++) {
+        if (!p->ops->flush)
+            break;
+        int r = p->ops->flush(p->w[i].r, &p->err);
+        if (r < 0) {
+            p->failed = true;
+            p->r = r;
+        }
+    }
     if (p->failed) {
         if (err)
             *err = p->err;

@@ -12,9 +12,10 @@
  *   cairn__xpool_free(p);
  *
  * `done` is called for every submitted job exactly once, on the calling
- * thread, inside submit, finish or free; it owns the job then (its fd, its
- * memory). After the first failure no further job is run (each is done with
- * -ECANCELED) and submit and finish return that failure.
+ * thread, inside submit, wait_all, finish or free; it owns the job then (its
+ * fd, its memory). After the first failure no further job is run (each is
+ * done with -ECANCELED) and submit and finish return that failure; a failure
+ * of the caller's own cancels the pool the same way.
  */
 #ifndef CAIRN_REMOTE_XFER_H
 #define CAIRN_REMOTE_XFER_H
@@ -45,6 +46,14 @@ CAIRN_INTERNAL int cairn__xpool_new(cairn__xpool **out, const cairn__remote_ops 
                                     cairn__xjob_done_fn done, cairn__xpool_tick_fn tick, void *ud,
                                     cairn_error *err);
 CAIRN_INTERNAL int cairn__xpool_submit(cairn__xpool *p, cairn__xjob *j, cairn_error *err);
+/* Wait for every job submitted so far (a barrier: what is submitted next
+ * starts after); the first failure, if any. */
+CAIRN_INTERNAL int cairn__xpool_wait_all(cairn__xpool *p, cairn_error *err);
+/* The caller failed on its side: nothing queued is run any more (each is
+ * done with -ECANCELED); what runs finishes. */
+CAIRN_INTERNAL void cairn__xpool_cancel(cairn__xpool *p);
+/* Wait for the rest, then flush each handle (backend.h: flush); the first
+ * failure, if any. */
 CAIRN_INTERNAL int cairn__xpool_finish(cairn__xpool *p, cairn_error *err);
 CAIRN_INTERNAL void cairn__xpool_free(cairn__xpool *p);
 
