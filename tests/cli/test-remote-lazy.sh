@@ -190,6 +190,12 @@ cairn -C "$T/i1" blob get "$2" >"$T/layer-i1" 2>"$T/err-i1" ||
 mv "$T/remote-away" "$R"
 [ "$(sha256sum <"$T/layer-i1" | cut -d' ' -f1)" = "${2#sha256:}" ] || die "the layer blob read back wrong"
 rm -rf "$T/co-i1"
+# and a push sends that layer once: as the blob (objects sent: every file
+# of the new remote but its database, config and manifest)
+out=$(cairn -C "$T/a1" push --json "file://$T/remote-once" t1)
+files=$(ls "$T/remote-once/blobs/sha256" | wc -l)
+[ "$(echo "$out" | j 'd["objects_moved"]')" = $((files - 3)) ] ||
+    die "a push counted $(echo "$out" | j 'd["objects_moved"]') objects sent for $((files - 3)) stored: $out"
 
 step "a remote that is down fails the read, clearly, and stores nothing"
 mkrandom "$T/a5" 5 >/dev/null
