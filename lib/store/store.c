@@ -855,6 +855,20 @@ int cairn_blob_batch_new(cairn_blob_batch **out, cairn_state *st, cairn_error *e
     return 0;
 }
 
+/* Room for one more staged item. */
+static int batch_grow(cairn_blob_batch *b, cairn_error *err)
+{
+    if (b->n < b->cap)
+        return 0;
+    size_t ncap = b->cap ? b->cap * 2 : 64;
+    staged *ni = realloc(b->items, ncap * sizeof(*ni));
+    if (!ni)
+        return cairn__err(err, -ENOMEM, "out of memory");
+    b->items = ni;
+    b->cap = ncap;
+    return 0;
+}
+
 /* Move a finished writer's staged entry into the batch (fd closed, no sync:
  * the batch syncs once). Blobs that seem present keep their staged copy
  * until the commit checks again under the lock. */
@@ -864,14 +878,8 @@ static int batch_take(cairn_blob_batch *b, cairn_blob_writer *w, char *out_diges
     int r = writer_finish(w, err);
     if (r < 0)
         return r;
-    if (b->n == b->cap) {
-        size_t ncap = b->cap ? b->cap * 2 : 64;
-        staged *ni = realloc(b->items, ncap * sizeof(*ni));
-        if (!ni)
-            return cairn__err(err, -ENOMEM, "out of memory");
-        b->items = ni;
-        b->cap = ncap;
-    }
+    if (batch_grow(b, err) < 0)
+        return -ENOMEM;
     b->items[b->n++] = w->s;
     memset(&w->s, 0, sizeof(w->s));
     if (out_digest)
@@ -906,14 +914,8 @@ int cairn__blob_batch_adopt(cairn_blob_batch *b, int dirfd, const char *name, in
     int tfd = cairn__tmpfd(st, err);
     if (tfd < 0)
         return tfd;
-    if (b->n == b->cap) {
-        size_t ncap = b->cap ? b->cap * 2 : 64;
-        staged *ni = realloc(b->items, ncap * sizeof(*ni));
-        if (!ni)
-            return cairn__err(err, -ENOMEM, "out of memory");
-        b->items = ni;
-        b->cap = ncap;
-    }
+    if (batch_grow(b, err) < 0)
+        return -ENOMEM;
     staged s = {0};
     if (media_type && !(s.media_type = strdup(media_type)))
         return cairn__err(err, -ENOMEM, "out of memory");

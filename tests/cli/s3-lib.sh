@@ -1,8 +1,8 @@
 # s3-lib.sh: sourced by the s3:// tests after lib.sh. The backend is driven
 # through remote-tool (tests/unit/remote-tool.c: the vtable as a command)
 # against real servers started here on 127.0.0.1, each bounded in time and
-# killed at exit. Helpers: rt, free_port, wait_port, start_proxy, s3_scenario,
-# s3_faults.
+# killed at exit. Helpers: rt, free_port, wait_port, start_s3rver,
+# start_proxy, s3_scenario, s3_faults.
 : "${REMOTE_TOOL:?REMOTE_TOOL must name tests/remote-tool}"
 PIDS=()
 s3_cleanup() {
@@ -21,6 +21,32 @@ wait_port() {
         sleep 0.1
     done
     die "nothing listens on 127.0.0.1:$1"
+}
+# start_s3rver BUCKET SECONDS: s3rver (from npm, installed once in a cache
+# under the build directory) serving BUCKET for SECONDS; sets PORT, S3PID and
+# the AWS_* it takes. Skips (exit 77) when npm cannot reach its registry.
+start_s3rver() {
+    local cache=$BUILD_ROOT/test-cache/s3rver i
+    local s3rver=$cache/node_modules/.bin/s3rver
+    if [ ! -x "$s3rver" ]; then
+        mkdir -p "$cache"
+        if ! (cd "$cache" && timeout 240 npm install --no-audit --no-fund --loglevel=error s3rver@3) >"$T/npm.log" 2>&1; then
+            if grep -Eqi 'ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|network|registry' "$T/npm.log"; then
+                echo "SKIP: npm cannot reach its registry to install s3rver: $(tail -3 "$T/npm.log")"
+                exit 77
+            fi
+            cat "$T/npm.log"; die "npm install s3rver failed"
+        fi
+    fi
+    mkdir -p "$T/s3rver"
+    timeout "$2" "$s3rver" -d "$T/s3rver" -a 127.0.0.1 -p 0 --configure-bucket "$1" >"$T/s3rver.log" 2>&1 &
+    S3PID=$!
+    PIDS+=($S3PID)
+    for i in $(seq 150); do grep -q 'listening on' "$T/s3rver.log" && break; sleep 0.2; done
+    PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$T/s3rver.log" | head -1 | cut -d: -f2)
+    [ -n "$PORT" ] || { cat "$T/s3rver.log"; die "s3rver did not start"; }
+    export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
+    export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
 }
 # start_proxy UPSTREAM_PORT ARGS...: the fault proxy in front of it; sets PROXY_PORT, PROXY_PID
 start_proxy() {

@@ -39,28 +39,7 @@ down_scenario() {
 }
 
 if [ "$SERVER" = s3 ]; then
-    # s3rver, installed once under the build directory (as test-remote-s3rver.sh)
-    CACHE=$BUILD_ROOT/test-cache/s3rver
-    S3RVER=$CACHE/node_modules/.bin/s3rver
-    if [ ! -x "$S3RVER" ]; then
-        mkdir -p "$CACHE"
-        if ! (cd "$CACHE" && timeout 240 npm install --no-audit --no-fund --loglevel=error s3rver@3) >"$T/npm.log" 2>&1; then
-            if grep -Eqi 'ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|network|registry' "$T/npm.log"; then
-                echo "SKIP: npm cannot reach its registry to install s3rver: $(tail -3 "$T/npm.log")"
-                exit 77
-            fi
-            cat "$T/npm.log"; die "npm install s3rver failed"
-        fi
-    fi
-    mkdir -p "$T/s3rver"
-    timeout 800 "$S3RVER" -d "$T/s3rver" -a 127.0.0.1 -p 0 --configure-bucket pool-test >"$T/s3rver.log" 2>&1 &
-    S3PID=$!
-    PIDS+=($S3PID)
-    for i in $(seq 150); do grep -q 'listening on' "$T/s3rver.log" && break; sleep 0.2; done
-    PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$T/s3rver.log" | head -1 | cut -d: -f2)
-    [ -n "$PORT" ] || { cat "$T/s3rver.log"; die "s3rver did not start"; }
-    export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
-    export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
+    start_s3rver pool-test 800
     pool_scenario "s3://pool-test/fleet"
     down_scenario "s3://pool-test/down" "$S3PID"
     echo ok
