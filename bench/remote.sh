@@ -4,6 +4,9 @@
 #   file://  push and pull            rsync -a (then sync: cairn syncs)
 #   s3://    (moto_server)            aws s3 sync of the same blobs
 #   oci://   (docker-registry)        skopeo copy of an OCI layout of the same blobs
+#                                     (images of at most 10,000 layers, to keep
+#                                     each manifest under 4 MiB; JOBS skopeo
+#                                     processes at once, as cairn's JOBS transfers)
 #   the loopback limit                curl of one object of all those bytes (s3, oci),
 #                                     cat of one file (file)
 # and, per remote: re-push after 5% new data (bytes sent / bytes new, the
@@ -14,7 +17,7 @@
 #   state: BLOBS random blobs of SIZE bytes (5,000 x 64 KiB by default)
 #
 # Usage: bench/remote.sh [WORKDIR]
-#   env: BLOBS SIZE STATES REPEAT (2) REMOTES ("file s3 oci")
+#   env: BLOBS SIZE STATES REPEAT (2) REMOTES ("file s3 oci") JOBS (8, cairn's default)
 # Run by hand, never by the tests; needs rsync, curl, skopeo, docker-registry,
 # aws (Debian's awscli) and moto (pip: moto[server]) for the remotes asked.
 set -euo pipefail
@@ -22,7 +25,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 CAIRN=${CAIRN:-$REPO/build/cli/cairn}
 [ -x "$CAIRN" ] || { echo "remote: build cairn first (ninja -C build)" >&2; exit 1; }
-BLOBS=${BLOBS:-5000} SIZE=${SIZE:-65536} STATES=${STATES:-32} REPEAT=${REPEAT:-2}
+BLOBS=${BLOBS:-5000} SIZE=${SIZE:-65536} STATES=${STATES:-32} REPEAT=${REPEAT:-2} JOBS=${JOBS:-8}
 REMOTES=${REMOTES:-file s3 oci}
 for t in python3 curl; do command -v $t >/dev/null || { echo "remote: $t is needed" >&2; exit 1; }; done
 for r in $REMOTES; do
@@ -109,8 +112,8 @@ one=$("$CAIRN" -C "$W/s" blob ls --json | j 'd[len(d)//2]["digest"]')
 # the same bytes as one object, for the loopback limit
 find "$W/s/blobs/sha256" -type f -exec cat {} + >"$W/one"
 onedg="sha256:$(sha256sum "$W/one" | cut -d' ' -f1)"
-# the same blobs as an OCI layout (hardlinks), for skopeo
-python3 - "$W/s/blobs/sha256" "$W/layout" <<'PY'
+# the same blobs as an OCI layout (hardlinks), for skopeo: IMAGES images
+IMAGES=$(python3 - "$W/s/blobs/sha256" "$W/layout" <<'PY'
 import hashlib, json, os, sys
 src, lay = sys.argv[1], sys.argv[2]
 os.makedirs(f"{lay}/blobs/sha256", exist_ok=True)
@@ -125,13 +128,19 @@ def put(b):
     return {"digest": "sha256:" + d, "size": len(b)}
 cfg = put(json.dumps({"architecture": "amd64", "os": "linux",
                       "rootfs": {"type": "layers", "diff_ids": []}}).encode())
-man = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                      "config": dict(cfg, mediaType="application/vnd.oci.image.config.v1+json"),
-                      "layers": layers}).encode())
-json.dump({"schemaVersion": 2, "manifests": [dict(man, mediaType="application/vnd.oci.image.manifest.v1+json",
-           annotations={"org.opencontainers.image.ref.name": "main"})]}, open(f"{lay}/index.json", "w"))
+# images of at most 10,000 layers: a manifest a registry takes (under 4 MiB)
+mans = []
+for k in range(0, len(layers), 10000):
+    man = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                          "config": dict(cfg, mediaType="application/vnd.oci.image.config.v1+json"),
+                          "layers": layers[k:k + 10000]}).encode())
+    mans.append(dict(man, mediaType="application/vnd.oci.image.manifest.v1+json",
+                     annotations={"org.opencontainers.image.ref.name": f"main{k // 10000}"}))
+json.dump({"schemaVersion": 2, "manifests": mans}, open(f"{lay}/index.json", "w"))
 open(f"{lay}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+print(len(mans))
 PY
+)
 sync
 
 # the servers
@@ -160,7 +169,7 @@ case " $REMOTES " in *" oci "*)
           tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
     case $loc in http*) ;; *) loc="http://127.0.0.1:$REG$loc" ;; esac
     case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
-    curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$W/one" \
+    curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$W/one" \
         "$loc${sep}digest=$onedg" -o /dev/null
     ;;
 esac
@@ -176,14 +185,16 @@ peer_push() { # peer_push REMOTE NAME
     case $1 in
     file) rsync -a "$W/s/blobs/sha256/" "$W/rsync-$2/" && sync ;;
     s3) "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" s3 sync --quiet "$W/s/blobs/sha256" "s3://bench/peer-$2/" ;;
-    oci) skopeo copy -q --dest-tls-verify=false "oci:$W/layout:main" "docker://127.0.0.1:$REG/peer-$2:main" ;;
+    oci) seq 0 $((IMAGES - 1)) | xargs -P "$JOBS" -I{} skopeo copy -q --dest-tls-verify=false \
+            "oci:$W/layout:main{}" "docker://127.0.0.1:$REG/peer-$2:main{}" ;;
     esac
 }
 peer_pull() {
     case $1 in
     file) rsync -a "$W/rsync-$2/" "$W/rsync-back-$2/" && sync ;;
     s3) "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" s3 sync --quiet "s3://bench/peer-$2/" "$W/s3-back-$2" && sync ;;
-    oci) skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$REG/peer-$2:main" "oci:$W/skopeo-back-$2:main" && sync ;;
+    oci) seq 0 $((IMAGES - 1)) | xargs -P "$JOBS" -I{} skopeo copy -q --src-tls-verify=false \
+            "docker://127.0.0.1:$REG/peer-$2:main{}" "oci:$W/skopeo-back-$2-{}:main{}" && sync ;;
     esac
 }
 limit() { # limit REMOTE: one object of all the bytes, fetched by curl (file: cat)
@@ -202,13 +213,13 @@ for run in $(seq 1 "$REPEAT"); do
     for r in $REMOTES; do
         echo "run $run: $r (load $(load))" >&2
         U=$(url_of "$r" "run$run")
-        timed tp "$CAIRN" -C "$W/s" push --json "$U" main
+        timed tp "$CAIRN" -C "$W/s" push --jobs "$JOBS" --json "$U" main
         sent=$(j 'd["bytes_moved"]' <"$W/out")
         timed p peer_push "$r" "$run"
         rec "$r" "push $BLOBS x $SIZE B" "$run" "$tp" "$(peer_name "$r")" "$p"
         [ "$sent" = "$total" ] || echo "remote: push sent $sent bytes of $total" >&2
         "$CAIRN" init "$W/p-$r-$run" >/dev/null
-        timed t "$CAIRN" -C "$W/p-$r-$run" pull "$U" main
+        timed t "$CAIRN" -C "$W/p-$r-$run" pull --jobs "$JOBS" "$U" main
         timed p peer_pull "$r" "$run"
         rec "$r" "pull into an empty state" "$run" "$t" "$(peer_name "$r")" "$p"
         timed p limit "$r"
@@ -233,7 +244,7 @@ for run in $(seq 1 "$REPEAT"); do
 done
 
 echo
-echo "remote bench: $BLOBS objects of $SIZE bytes ($(python3 -c "print(f'{$total / 2**20:.1f}')") MiB), $REPEAT runs, $(nproc) CPUs"
+echo "remote bench: $BLOBS objects of $SIZE bytes ($(python3 -c "print(f'{$total / 2**20:.1f}')") MiB), $REPEAT runs, $JOBS jobs, $(nproc) CPUs"
 echo "load average (1 min) at the start and after each run: ${loads[*]}"
 python3 - "$W/results.tsv" <<'PY'
 import statistics, sys
