@@ -2373,6 +2373,13 @@ static bool lazy_link_sibling(const char *root, const char *hex, int tfd, const 
     return ok;
 }
 
+/* Fetches nest (a snapshot's parents, its layer's blob), on this thread:
+ * the cache's bound is kept once, by the outermost, for all it fetched
+ * and with what a read of its object needs kept (a bound kept in a nested
+ * fetch could take the parents the outer one is about to apply onto). */
+static _Thread_local int lazy_depth;
+static _Thread_local uint64_t lazy_fetched; /* bytes, by every level of the outermost */
+
 static int lazy_fetch_blob(session *s, cairn_state *st, size_t layer, const char *digest,
                            int tfd, cairn_error *err)
 {
@@ -2420,6 +2427,7 @@ static int lazy_fetch_blob(session *s, cairn_state *st, size_t layer, const char
         }
         s->stats.objects_moved++;
         s->stats.bytes_moved += (uint64_t)size;
+        lazy_fetched += (uint64_t)size;
     }
     r = cairn__rename_noreplace(tfd, tmp, bfd, hex);
     if (r == -EEXIST) {
@@ -2502,6 +2510,7 @@ static int lazy_fetch_snapshot(session *s, cairn_state *st, size_t layer, const 
     if (r == 0) {
         s->stats.objects_moved++;
         s->stats.bytes_moved += size;
+        lazy_fetched += size;
         r = cairn__layer_apply(st, par, fd, diff, tfd, sfd, cairn__digest_hex(chain), err);
         if (r < 0)
             cairn__err_prefix(err, r, "snapshot %s (layer %s)", chain, ldigest);
@@ -2685,13 +2694,6 @@ static int lazy_conn_get(cairn__layer *L, lazy_conn **out, cairn_error *err)
     return 0;
 }
 
-/* Fetches nest (a snapshot's parents, its layer's blob), on this thread:
- * the cache's bound is kept once, by the outermost, for all it fetched
- * and with what a read of its object needs kept (a bound kept in a nested
- * fetch could take the parents the outer one is about to apply onto). */
-static _Thread_local int lazy_depth;
-static _Thread_local uint64_t lazy_fetched;
-
 static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name, cairn_error *err)
 {
     cairn__layer *L = &st->layers[layer];
@@ -2705,7 +2707,6 @@ static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name,
                                  kind == CAIRN__LOWER_BLOB ? "blob" : "snapshot", name, L->root);
     if (lazy_depth++ == 0)
         lazy_fetched = 0;
-    uint64_t before = c->s.stats.bytes_moved;
     c->busy++;
     r = kind == CAIRN__LOWER_BLOB ? lazy_fetch_blob(&c->s, st, layer, name, tfd, err)
                                   : lazy_fetch_snapshot(&c->s, st, layer, name, tfd, err);
@@ -2723,10 +2724,6 @@ static int lazy_fetch(cairn_state *st, size_t layer, int kind, const char *name,
         }
         return r;
     }
-    /* what this level moved itself: a nested fetch on another layer's
-     * connection counts its own */
-    lazy_fetched += c->s.stats.bytes_moved - before;
-    c->s.stats.bytes_moved = before; /* counted once: the outer level sees none of it */
     if (lazy_depth == 0)
         cache_keep_bound(st, layer, kind, name, lazy_fetched);
     return 0;
