@@ -115,6 +115,10 @@ state = "$dir/state"
   address = "$dir/containerd.sock.ttrpc"
 [debug]
   level = "debug"
+# A deletion collects at once: by default the next gc waits 49 times the
+# average gc's time (pause_threshold 0.02), past the tests' waits under load.
+[plugins."io.containerd.gc.v1.scheduler"]
+  deletion_threshold = 1
 CFG
         [ -z "$sock" ] || "$CAIRN" serve containerd --socket "$sock" --print-config | sed -n '/^\[proxy_plugins\]/,$p'
     } >"$dir/config.toml"
