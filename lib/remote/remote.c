@@ -2425,8 +2425,6 @@ static int lazy_fetch_blob(session *s, cairn_state *st, size_t layer, const char
             unlinkat(tfd, tmp, 0);
             return r;
         }
-        s->stats.objects_moved++;
-        s->stats.bytes_moved += (uint64_t)size;
         lazy_fetched += (uint64_t)size;
     }
     r = cairn__rename_noreplace(tfd, tmp, bfd, hex);
@@ -2508,8 +2506,6 @@ static int lazy_fetch_snapshot(session *s, cairn_state *st, size_t layer, const 
         return cairn__err(err, -errno, "%s/tmp/%s: %m", L->root, tmp);
     r = fetch_verified(s, ldigest, (int64_t)size, fd, err);
     if (r == 0) {
-        s->stats.objects_moved++;
-        s->stats.bytes_moved += size;
         lazy_fetched += size;
         r = cairn__layer_apply(st, par, fd, diff, tfd, sfd, cairn__digest_hex(chain), err);
         if (r < 0)
